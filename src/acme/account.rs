@@ -1,0 +1,136 @@
+//! The ACME account: created on first use, its credentials stored 0600 in the state directory
+//! (one file per CA directory URL), and reused from then on.
+
+use std::path::{Path, PathBuf};
+
+use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
+
+use super::AcmeError;
+use super::http::AcmeHttp;
+use crate::config::AcmeConfig;
+use crate::store::{FileMode, Store, write_atomic};
+
+/// A ready-to-use account at one CA.
+pub struct AcmeClient {
+    pub(super) account: Account,
+    directory: String,
+}
+
+impl AcmeClient {
+    /// Loads the stored account for `directory`, or registers a new one and stores it.
+    pub async fn connect(acme: &AcmeConfig, directory: &str, store: &Store) -> Result<Self, AcmeError> {
+        let path = account_path(store.root(), directory);
+        let http = || AcmeHttp::new(acme.extra_root.as_deref()).map(Box::new);
+        let unreachable = |source| AcmeError::Directory {
+            directory: directory.to_string(),
+            source,
+        };
+        let account = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let credentials: AccountCredentials =
+                    serde_json::from_slice(&bytes).map_err(|e| AcmeError::AccountFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Account::builder_with_http(http()?)
+                    .from_credentials(credentials)
+                    .await
+                    .map_err(unreachable)?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                register(acme, directory, http()?, &path).await?
+            }
+            Err(e) => {
+                return Err(AcmeError::AccountFile {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(Self {
+            account,
+            directory: directory.to_string(),
+        })
+    }
+
+    pub fn directory(&self) -> &str {
+        &self.directory
+    }
+}
+
+async fn register(
+    acme: &AcmeConfig,
+    directory: &str,
+    http: Box<AcmeHttp>,
+    path: &Path,
+) -> Result<Account, AcmeError> {
+    let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
+    let eab = match &acme.eab {
+        None => None,
+        Some(eab) => {
+            let bad = |reason: String| AcmeError::EabKey {
+                path: eab.hmac_key_file.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(&eab.hmac_key_file).map_err(|e| bad(e.to_string()))?;
+            let key = base64_url_decode(text.trim()).ok_or_else(|| bad("not base64url text".into()))?;
+            Some(ExternalAccountKey::new(eab.key_id.clone(), &key))
+        }
+    };
+    let new_account = NewAccount {
+        contact: &contact,
+        terms_of_service_agreed: true,
+        only_return_existing: false,
+    };
+    let (account, credentials) = Account::builder_with_http(http)
+        .create(&new_account, directory.to_string(), eab.as_ref())
+        .await
+        .map_err(|source| AcmeError::Refused {
+            step: "create the ACME account",
+            source,
+        })?;
+    // serde_json cannot fail on this type; an empty file would be caught at the next load.
+    let json = serde_json::to_vec(&credentials).unwrap_or_default();
+    if let Some(dir) = path.parent() {
+        crate::store::create_dir(dir)?;
+    }
+    write_atomic(path, &json, FileMode::PRIVATE)?;
+    tracing::info!(directory, id = account.id(), "created ACME account");
+    Ok(account)
+}
+
+/// `accounts/acme-v02.api.letsencrypt.org_directory.json`: readable, one file per CA.
+fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
+    let slug: String = directory
+        .trim_start_matches("https://")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .collect();
+    state_dir.join("accounts").join(format!("{slug}.json"))
+}
+
+/// EAB keys are handed out base64url-encoded (RFC 8555 §7.3.4); some CAs pad them.
+fn base64_url_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_file_is_named_after_the_directory() {
+        let path = account_path(Path::new("/s"), "https://127.0.0.1:14000/dir");
+        assert_eq!(path, Path::new("/s/accounts/127.0.0.1_14000_dir.json"));
+    }
+
+    #[test]
+    fn decodes_base64url() {
+        assert_eq!(base64_url_decode("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(base64_url_decode("aGVsbG8=").unwrap(), b"hello");
+        assert!(base64_url_decode("a b").is_none());
+    }
+}

@@ -1,0 +1,271 @@
+//! A certificate chain with its private key, and the checks it must pass before it is deployed.
+//!
+//! A bundle is refused, and the previous certificate kept, when the key does not match the
+//! leaf, the leaf does not cover every configured name, the chain is out of order, or the leaf
+//! has expired. Each refusal says which rule failed.
+
+use std::time::SystemTime;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use zeroize::Zeroizing;
+
+use crate::names::DomainName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("the certificate file holds no PEM certificate")]
+    NoCertificate,
+    #[error("certificate {index} of the chain cannot be parsed: {reason}")]
+    BadCertificate { index: usize, reason: String },
+    #[error("the private key cannot be read: {0}")]
+    BadKey(String),
+    #[error("the private key does not match the certificate")]
+    KeyMismatch,
+    #[error("the certificate does not cover {missing}; it names {present}")]
+    NamesNotCovered { missing: String, present: String },
+    #[error("the chain is out of order: certificate {index} is not signed by certificate {next}")]
+    ChainOrder { index: usize, next: usize },
+    #[error("the certificate expired (not after {0})")]
+    Expired(String),
+}
+
+/// What certkeeper needs to know about a leaf certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafInfo {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub serial: String,
+    pub names: Vec<String>,
+}
+
+/// A leaf-first certificate chain and its key, as PEM text and DER.
+pub struct Bundle {
+    chain: Vec<CertificateDer<'static>>,
+    key_pem: Zeroizing<String>,
+}
+
+impl Bundle {
+    /// Parses a leaf-first PEM chain (as an ACME CA returns it) and a PEM private key.
+    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Self, BundleError> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .enumerate()
+            .map(|(index, der)| {
+                der.map_err(|e| BundleError::BadCertificate {
+                    index,
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if chain.is_empty() {
+            return Err(BundleError::NoCertificate);
+        }
+        Ok(Self {
+            chain,
+            key_pem: Zeroizing::new(key_pem.to_string()),
+        })
+    }
+
+    pub fn leaf_info(&self) -> Result<LeafInfo, BundleError> {
+        leaf_info(&self.chain[0])
+    }
+
+    /// Runs every pre-deployment rule against `domains` at time `now`.
+    pub fn check(&self, domains: &[DomainName], now: SystemTime) -> Result<LeafInfo, BundleError> {
+        let info = self.leaf_info()?;
+        self.check_key()?;
+        check_names(&info, domains)?;
+        self.check_order()?;
+        if info.not_after <= now {
+            return Err(BundleError::Expired(crate::timefmt::utc(info.not_after)));
+        }
+        Ok(info)
+    }
+
+    fn check_key(&self) -> Result<(), BundleError> {
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| BundleError::BadKey(e.to_string()))?;
+        let provider = rustls::crypto::ring::default_provider();
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| BundleError::BadKey(e.to_string()))?;
+        rustls::sign::CertifiedKey::new(self.chain.clone(), signing_key)
+            .keys_match()
+            .map_err(|_| BundleError::KeyMismatch)
+    }
+
+    fn check_order(&self) -> Result<(), BundleError> {
+        let parsed = self
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(index, der)| parse(der, index))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (index, pair) in parsed.windows(2).enumerate() {
+            let (cert, issuer) = (&pair[0], &pair[1]);
+            let signed = cert.issuer() == issuer.subject()
+                && cert.verify_signature(Some(issuer.public_key())).is_ok();
+            if !signed {
+                return Err(BundleError::ChainOrder {
+                    index,
+                    next: index + 1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cert_pem(&self) -> String {
+        pem_block(&self.chain[0])
+    }
+
+    /// The intermediates, without the leaf.
+    pub fn chain_pem(&self) -> String {
+        self.chain[1..].iter().map(pem_block).collect()
+    }
+
+    pub fn fullchain_pem(&self) -> String {
+        self.chain.iter().map(pem_block).collect()
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// Full chain then key, in one file (ZLMediaKit, HAProxy).
+    pub fn combined_pem(&self) -> Zeroizing<String> {
+        let mut combined = Zeroizing::new(self.fullchain_pem());
+        combined.push_str(&self.key_pem);
+        combined
+    }
+}
+
+/// Reads the leaf of a PEM chain without its key (status, scheduling).
+pub fn read_leaf(chain_pem: &[u8]) -> Result<LeafInfo, BundleError> {
+    let leaf = CertificateDer::pem_slice_iter(chain_pem)
+        .next()
+        .ok_or(BundleError::NoCertificate)?
+        .map_err(|e| BundleError::BadCertificate {
+            index: 0,
+            reason: e.to_string(),
+        })?;
+    leaf_info(&leaf)
+}
+
+fn leaf_info(der: &CertificateDer<'_>) -> Result<LeafInfo, BundleError> {
+    let cert = parse(der, 0)?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = name {
+                names.push(dns.to_ascii_lowercase());
+            }
+        }
+    }
+    let validity = cert.validity();
+    Ok(LeafInfo {
+        not_before: validity.not_before.to_datetime().into(),
+        not_after: validity.not_after.to_datetime().into(),
+        serial: cert.raw_serial_as_string(),
+        names,
+    })
+}
+
+fn check_names(info: &LeafInfo, domains: &[DomainName]) -> Result<(), BundleError> {
+    let missing: Vec<&str> = domains
+        .iter()
+        .filter(|d| !info.names.iter().any(|n| d.is_covered_by(n)))
+        .map(DomainName::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(BundleError::NamesNotCovered {
+            missing: missing.join(", "),
+            present: info.names.join(", "),
+        })
+    }
+}
+
+fn parse<'a>(der: &'a CertificateDer<'_>, index: usize) -> Result<X509Certificate<'a>, BundleError> {
+    X509Certificate::from_der(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| BundleError::BadCertificate {
+            index,
+            reason: e.to_string(),
+        })
+}
+
+fn pem_block(der: &CertificateDer<'_>) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.as_ref()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, BasicConstraints};
+
+    struct Made {
+        chain: String,
+        key: String,
+        wrong_order: String,
+    }
+
+    fn make(names: &[&str], days: i64) -> Made {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test intermediate");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
+        Made {
+            chain: format!("{}{}", leaf.pem(), ca.pem()),
+            key: leaf_key.serialize_pem(),
+            wrong_order: format!("{}{}", ca.pem(), leaf.pem()),
+        }
+    }
+
+    fn domains(names: &[&str]) -> Vec<DomainName> {
+        names.iter().map(|n| DomainName::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_good_bundle_passes() {
+        let made = make(&["a.example.com", "*.example.com"], 30);
+        let bundle = Bundle::from_pem(&made.chain, &made.key).unwrap();
+        let info = bundle.check(&domains(&["A.example.com", "b.example.com"]), SystemTime::now()).unwrap();
+        assert_eq!(info.names, ["a.example.com", "*.example.com"]);
+        assert!(bundle.combined_pem().ends_with(&made.key));
+        assert_eq!(bundle.chain_pem().matches("BEGIN CERTIFICATE").count(), 1);
+    }
+
+    #[test]
+    fn each_rule_refuses() {
+        let made = make(&["a.example.com"], 30);
+        let other = make(&["a.example.com"], 30);
+        let now = SystemTime::now();
+        let names = domains(&["a.example.com"]);
+        let mismatch = Bundle::from_pem(&made.chain, &other.key).unwrap();
+        assert!(matches!(mismatch.check(&names, now), Err(BundleError::KeyMismatch)));
+        let bundle = Bundle::from_pem(&made.chain, &made.key).unwrap();
+        assert!(matches!(
+            bundle.check(&domains(&["c.example.com"]), now),
+            Err(BundleError::NamesNotCovered { .. })
+        ));
+        let later = now + std::time::Duration::from_secs(40 * 86400);
+        assert!(matches!(bundle.check(&names, later), Err(BundleError::Expired(_))));
+        let reversed = Bundle::from_pem(&made.wrong_order, &made.key).unwrap();
+        assert!(reversed.check(&names, now).is_err());
+        assert!(matches!(Bundle::from_pem("", &made.key), Err(BundleError::NoCertificate)));
+    }
+}

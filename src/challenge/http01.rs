@@ -1,0 +1,208 @@
+//! The HTTP-01 responder: answers `GET /.well-known/acme-challenge/<token>` from memory and
+//! 404 for anything else.
+//!
+//! It sits on port 80 of machines exposed to the internet, so it is deliberately small and
+//! bounded: no keep-alive, a header read timeout, a cap on each connection's lifetime and on the
+//! number of connections, and no request body is ever read.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+const PREFIX: &str = "/.well-known/acme-challenge/";
+const MAX_CONNECTIONS: usize = 512;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(
+        "cannot listen on {addr} for http-01: another process holds the port; stop it, or move \
+         certkeeper with daemon.listen (port 80 must still reach certkeeper)"
+    )]
+    InUse { addr: SocketAddr },
+    #[error(
+        "cannot listen on {addr} for http-01: permission denied; run certkeeper with \
+         CAP_NET_BIND_SERVICE (the systemd unit grants it) or as root"
+    )]
+    Permission { addr: SocketAddr },
+    #[error("cannot listen on {addr} for http-01: {source}")]
+    Other {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Tokens and their key authorizations, shared by the order flow and the listener.
+#[derive(Clone, Default)]
+pub struct Tokens(Arc<RwLock<HashMap<String, String>>>);
+
+impl Tokens {
+    /// A handle that publishes answers and withdraws them all when dropped.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            tokens: self.clone(),
+            published: Vec::new(),
+        }
+    }
+
+    fn answer(&self, token: &str) -> Option<String> {
+        self.0.read().ok()?.get(token).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().map(|map| map.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Publisher {
+    tokens: Tokens,
+    published: Vec<String>,
+}
+
+impl Publisher {
+    pub fn publish(&mut self, token: &str, key_authorization: &str) {
+        if let Ok(mut map) = self.tokens.0.write() {
+            map.insert(token.to_string(), key_authorization.to_string());
+            self.published.push(token.to_string());
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.tokens.0.write() {
+            for token in &self.published {
+                map.remove(token);
+            }
+        }
+    }
+}
+
+/// Binds the listener; `[::]` is bound dual-stack so IPv4 and IPv6 validations both arrive.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    let socket = (|| {
+        let domain = socket2::Domain::for_address(addr);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    })();
+    socket.map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => ListenError::InUse { addr },
+        std::io::ErrorKind::PermissionDenied => ListenError::Permission { addr },
+        _ => ListenError::Other { addr, source },
+    })
+}
+
+/// Serves challenge answers on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, tokens: Tokens, shutdown: impl Future<Output = ()>) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "http-01 listener could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let tokens = tokens.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let answer = respond(&tokens, &request);
+                async move { Ok::<_, Infallible>(answer) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(8192)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(permit);
+        });
+    }
+}
+
+fn respond(tokens: &Tokens, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let answer = (request.method() == Method::GET || request.method() == Method::HEAD)
+        .then(|| request.uri().path().strip_prefix(PREFIX))
+        .flatten()
+        .filter(|token| is_token(token))
+        .and_then(|token| tokens.answer(token));
+    let (status, body) = match answer {
+        Some(key_authorization) => (StatusCode::OK, Bytes::from(key_authorization)),
+        None => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// ACME tokens are base64url (RFC 8555 §8.1): anything else is not worth a map lookup.
+fn is_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_withdrawn_on_drop() {
+        let tokens = Tokens::default();
+        {
+            let mut publisher = tokens.publisher();
+            publisher.publish("abc", "abc.thumb");
+            assert_eq!(tokens.answer("abc").as_deref(), Some("abc.thumb"));
+        }
+        assert!(tokens.is_empty());
+    }
+
+    #[test]
+    fn token_alphabet() {
+        assert!(is_token("Ab-_9"));
+        assert!(!is_token("../etc/passwd"));
+        assert!(!is_token("a.b"));
+        assert!(!is_token(""));
+    }
+}

@@ -1,0 +1,227 @@
+//! The command line: flags defined once, one function per subcommand, errors mapped to exit
+//! codes (78 for a bad config, as sysexits' EX_CONFIG, so systemd can stop restart loops).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+
+use crate::acme::AcmeClient;
+use crate::challenge::http01::{self, Tokens};
+use crate::config::{self, CertificateConfig, Config, LogFormat};
+use crate::plan::plan;
+use crate::renew;
+use crate::store::Store;
+use crate::{daemon, logging, status, timefmt};
+
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "certkeeper", version, about = "Keeps TLS certificates of media servers valid (ACME)")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, env = "CERTKEEPER_CONFIG", default_value = config::DEFAULT_PATH, global = true)]
+    config: PathBuf,
+    /// Log format (overrides daemon.log_format).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<CliLogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CliLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: obtain missing certificates and renew each when due.
+    Run,
+    /// Renew now what is due (or everything with --force), then exit.
+    Renew {
+        /// Renew even certificates that are not due.
+        #[arg(long)]
+        force: bool,
+        /// Run the whole flow against acme.staging_directory; write nothing to live paths and
+        /// run no reload.
+        #[arg(long)]
+        dry_run: bool,
+        /// Certificate names (default: all).
+        names: Vec<String>,
+    },
+    /// Show each certificate: names, expiry, next renewal, last result.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure that ends a command, with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(message: impl ToString) -> Self {
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One crypto provider for the whole process (rustls needs it set before any TLS use).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("certkeeper: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let format = match cli.log_format {
+        Some(CliLogFormat::Json) => LogFormat::Json,
+        Some(CliLogFormat::Text) => LogFormat::Text,
+        None => config.daemon.log_format,
+    };
+    logging::init(format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("certkeeper: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run => daemon::run(cli.config, config).await.map_err(Failure::new),
+            Command::Renew {
+                force,
+                dry_run,
+                names,
+            } => renew_now(&config, force, dry_run, &names).await,
+            Command::Status { json } => show_status(&config, json),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("certkeeper: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn selected<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a CertificateConfig>, Failure> {
+    if names.is_empty() {
+        return Ok(config.certificates.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config.certificate(name).ok_or_else(|| {
+                let known: Vec<&str> = config.certificates.iter().map(|c| c.name.as_str()).collect();
+                Failure {
+                    code: EX_CONFIG,
+                    message: format!(
+                        "no certificate named \"{name}\" in {}; configured: {}",
+                        config.path.display(),
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                }
+            })
+        })
+        .collect()
+}
+
+async fn renew_now(config: &Config, force: bool, dry_run: bool, names: &[String]) -> Result<(), Failure> {
+    let store = Store::new(&config.daemon.state_dir);
+    let now = SystemTime::now();
+    let mut due = Vec::new();
+    for cert in selected(config, names)? {
+        let at = plan(&store, cert, now).due.at(now);
+        if force || dry_run || at <= now {
+            due.push(cert);
+        } else {
+            println!("{}: not due until {}; use --force to renew now", cert.name, timefmt::utc(at));
+        }
+    }
+    if due.is_empty() {
+        return Ok(());
+    }
+    let directory = match dry_run {
+        true => &config.acme.staging_directory,
+        false => &config.acme.directory,
+    };
+    if dry_run {
+        println!("dry run against {directory}: nothing is written to live paths and no reload runs");
+    }
+    let listener = http01::bind(config.daemon.listen).map_err(Failure::new)?;
+    let tokens = Tokens::default();
+    let server = tokio::spawn(http01::serve(listener, tokens.clone(), std::future::pending()));
+    let acme = AcmeClient::connect(&config.acme, directory, &store)
+        .await
+        .map_err(Failure::new)?;
+
+    let mut failed = 0;
+    for cert in due {
+        let result = match renew::obtain(&acme, &tokens, &store, cert).await {
+            Ok(obtained) if dry_run => {
+                println!(
+                    "{}: dry run ok: the CA issued a certificate for {} valid until {}; it passed every check",
+                    cert.name,
+                    obtained.leaf.names.join(", "),
+                    timefmt::utc(obtained.leaf.not_after)
+                );
+                continue;
+            }
+            Ok(obtained) => renew::deploy(&store, cert, &obtained)
+                .await
+                .map(|version| (version, obtained.leaf.not_after)),
+            Err(e) => Err(e),
+        };
+        if !dry_run {
+            renew::record(&store, &cert.name, result.as_ref().map(|_| ()));
+        }
+        match result {
+            Ok((version, not_after)) => println!(
+                "{}: renewed, valid until {} ({})",
+                cert.name,
+                timefmt::utc(not_after),
+                version.display()
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{}: FAILED: {e}", cert.name);
+            }
+        }
+    }
+    server.abort();
+    match failed {
+        0 => Ok(()),
+        n => Err(Failure::new(format!("{n} certificate(s) could not be renewed"))),
+    }
+}
+
+fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
+    let rows = status::rows(config, SystemTime::now());
+    if json {
+        let text = serde_json::to_string_pretty(&rows).map_err(Failure::new)?;
+        println!("{text}");
+    } else if rows.is_empty() {
+        println!("no certificates configured in {}", config.path.display());
+    } else {
+        print!("{}", status::table(&rows));
+    }
+    Ok(())
+}

@@ -1,0 +1,582 @@
+//! The TOML configuration: parsed once into typed, validated values.
+//!
+//! Parsing is strict (`deny_unknown_fields`), and every error names the file, line and key and
+//! says what to write instead. Deeper code never re-checks strings: domains are [`DomainName`]s,
+//! key types an enum, paths absolute. This module does no network I/O.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::names::DomainName;
+use crate::store::FileKind;
+
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub const DEFAULT_PATH: &str = "/etc/certkeeper/certkeeper.toml";
+
+/// A configuration error, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub acme: AcmeConfig,
+    pub daemon: DaemonConfig,
+    pub certificates: Vec<CertificateConfig>,
+    /// Things that parse but deserve the operator's attention (names written in another case).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    pub directory: String,
+    pub staging_directory: String,
+    pub contact: Vec<String>,
+    pub eab: Option<ExternalAccount>,
+    pub extra_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExternalAccount {
+    pub key_id: String,
+    pub hmac_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    #[default]
+    EcdsaP256,
+    EcdsaP384,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Challenge {
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub name: String,
+    pub domains: Vec<DomainName>,
+    pub key_type: KeyType,
+    pub reuse_key: bool,
+    pub challenge: Challenge,
+    pub output: Output,
+    pub reload: Option<String>,
+    pub reload_timeout: Duration,
+}
+
+/// Where copies of the current certificate go besides the state directory, and with which
+/// ownership. Files holding the private key get `key_mode`; the others 0644.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub files: Vec<(FileKind, PathBuf)>,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub key_mode: u32,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+        })
+    }
+}
+
+// ---- what the file says, before it makes sense ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    acme: RawAcme,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    certificate: Vec<RawCertificate>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    directory: Option<Spanned<String>>,
+    staging_directory: Option<Spanned<String>>,
+    #[serde(default)]
+    contact: Vec<Spanned<String>>,
+    eab: Option<RawEab>,
+    extra_root: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEab {
+    key_id: String,
+    hmac_key_file: Spanned<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<PathBuf>,
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    log_format: LogFormat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    name: Spanned<String>,
+    domains: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    key_type: KeyType,
+    #[serde(default)]
+    reuse_key: bool,
+    challenge: Option<Spanned<String>>,
+    #[serde(default)]
+    output: RawOutput,
+    reload: Option<String>,
+    #[serde(default = "default_reload_timeout")]
+    reload_timeout_secs: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    dir: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    chain: Option<PathBuf>,
+    fullchain: Option<PathBuf>,
+    key: Option<PathBuf>,
+    combined: Option<PathBuf>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    key_mode: Option<Spanned<String>>,
+}
+
+fn default_reload_timeout() -> u64 {
+    60
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (relative paths are taken from its directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let located = Locator { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            located.error(span, e.message().trim_end())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Validator {
+            located,
+            base,
+            warnings: Vec::new(),
+        }
+        .config(raw)
+    }
+
+    pub fn certificate(&self, name: &str) -> Option<&CertificateConfig> {
+        self.certificates.iter().find(|c| c.name == name)
+    }
+}
+
+/// Turns byte offsets into `file:line:column` errors.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+struct Validator<'a> {
+    located: Locator<'a>,
+    base: &'a Path,
+    warnings: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn config(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let acme = self.acme(raw.acme)?;
+        let daemon = self.daemon(raw.daemon)?;
+        let mut certificates: Vec<CertificateConfig> = Vec::new();
+        for raw_cert in raw.certificate {
+            let span = raw_cert.name.span();
+            let cert = self.certificate(raw_cert)?;
+            if certificates.iter().any(|c| c.name == cert.name) {
+                return Err(self.located.error(
+                    span,
+                    format!(
+                        "certificate.name: \"{}\" is used twice; give each [[certificate]] its own name",
+                        cert.name
+                    ),
+                ));
+            }
+            certificates.push(cert);
+        }
+        Ok(Config {
+            path: self.located.path.to_path_buf(),
+            acme,
+            daemon,
+            certificates,
+            warnings: self.warnings,
+        })
+    }
+
+    fn acme(&self, raw: RawAcme) -> Result<AcmeConfig, ConfigError> {
+        let url = |value: Option<Spanned<String>>, key: &str, default: &str| match value {
+            None => Ok(default.to_string()),
+            Some(v) if v.get_ref().starts_with("https://") => Ok(v.into_inner()),
+            Some(v) => Err(self.located.error(
+                v.span(),
+                format!("acme.{key}: ACME directories are served over HTTPS; write a URL starting with https://"),
+            )),
+        };
+        let mut contact = Vec::new();
+        for c in raw.contact {
+            let value = c.get_ref().trim();
+            let address = value.strip_prefix("mailto:").unwrap_or(value);
+            if !address.contains('@') || address.contains(char::is_whitespace) {
+                return Err(self.located.error(
+                    c.span(),
+                    "acme.contact: write an e-mail address such as \"ops@example.com\"",
+                ));
+            }
+            contact.push(format!("mailto:{address}"));
+        }
+        let eab = match raw.eab {
+            None => None,
+            Some(eab) => Some(ExternalAccount {
+                key_id: eab.key_id,
+                hmac_key_file: self.existing_file(eab.hmac_key_file, "acme.eab.hmac_key_file")?,
+            }),
+        };
+        let extra_root = match raw.extra_root {
+            None => None,
+            Some(p) => Some(self.existing_file(p, "acme.extra_root")?),
+        };
+        Ok(AcmeConfig {
+            directory: url(raw.directory, "directory", LETS_ENCRYPT)?,
+            staging_directory: url(raw.staging_directory, "staging_directory", LETS_ENCRYPT_STAGING)?,
+            contact,
+            eab,
+            extra_root,
+        })
+    }
+
+    fn daemon(&self, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
+        let listen = match raw.listen {
+            None => SocketAddr::from(([0u16; 8], 80)),
+            Some(l) => l.get_ref().parse().map_err(|_| {
+                self.located.error(
+                    l.span(),
+                    "daemon.listen: write an address and port such as \"[::]:80\" or \"0.0.0.0:80\"",
+                )
+            })?,
+        };
+        Ok(DaemonConfig {
+            state_dir: self.absolute(raw.state_dir.unwrap_or_else(|| "/var/lib/certkeeper".into())),
+            listen,
+            log_format: raw.log_format,
+        })
+    }
+
+    fn certificate(&mut self, raw: RawCertificate) -> Result<CertificateConfig, ConfigError> {
+        let name = raw.name.get_ref();
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !name_ok {
+            return Err(self.located.error(
+                raw.name.span(),
+                "certificate.name: use 1-64 letters, digits, '.', '-' or '_' (it names a directory)",
+            ));
+        }
+        if raw.domains.get_ref().is_empty() {
+            return Err(self.located.error(
+                raw.domains.span(),
+                "certificate.domains: list at least one name, e.g. domains = [\"media.example.com\"]",
+            ));
+        }
+        let challenge = match raw.challenge {
+            None => Challenge::Http01,
+            Some(c) if c.get_ref() == "http-01" => Challenge::Http01,
+            Some(c) => {
+                return Err(self.located.error(
+                    c.span(),
+                    format!(
+                        "certificate.challenge: \"{}\" is not supported by this version; write \"http-01\"",
+                        c.get_ref()
+                    ),
+                ));
+            }
+        };
+        let mut domains: Vec<DomainName> = Vec::new();
+        for written in raw.domains.into_inner() {
+            let domain = DomainName::parse(written.get_ref())
+                .map_err(|e| self.located.error(written.span(), format!("certificate.domains: {e}")))?;
+            if domain.is_wildcard() {
+                return Err(self.located.error(
+                    written.span(),
+                    format!(
+                        "certificate.domains: {domain} is a wildcard, which only the dns-01 challenge can \
+                         prove, and this version of certkeeper has no dns-01 provider yet; list each \
+                         host name instead"
+                    ),
+                ));
+            }
+            if domain.as_str() != written.get_ref().trim().trim_end_matches('.') {
+                self.warnings.push(format!(
+                    "{}: certificate \"{name}\": \"{}\" is written as \"{domain}\" in certificates; \
+                     use that spelling in the config too",
+                    self.located.path.display(),
+                    written.get_ref(),
+                ));
+            }
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        Ok(CertificateConfig {
+            name: raw.name.into_inner(),
+            domains,
+            key_type: raw.key_type,
+            reuse_key: raw.reuse_key,
+            challenge,
+            output: self.output(raw.output)?,
+            reload: raw.reload.filter(|r| !r.trim().is_empty()),
+            reload_timeout: Duration::from_secs(raw.reload_timeout_secs.max(1)),
+        })
+    }
+
+    fn output(&self, raw: RawOutput) -> Result<Output, ConfigError> {
+        let mut files = Vec::new();
+        if let Some(dir) = raw.dir {
+            let dir = self.absolute(dir);
+            files.extend(FileKind::ALL.iter().map(|k| (*k, dir.join(k.file_name()))));
+        }
+        let single = [
+            (FileKind::Cert, raw.cert),
+            (FileKind::Chain, raw.chain),
+            (FileKind::Fullchain, raw.fullchain),
+            (FileKind::Key, raw.key),
+            (FileKind::Combined, raw.combined),
+        ];
+        for (kind, path) in single {
+            if let Some(path) = path {
+                files.push((kind, self.absolute(path)));
+            }
+        }
+        let owner = match raw.owner {
+            None => None,
+            Some(o) => Some(
+                nix::unistd::User::from_name(o.get_ref())
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| {
+                        self.located.error(
+                            o.span(),
+                            format!("certificate.output.owner: no user \"{}\" on this host; create it or write an existing user", o.get_ref()),
+                        )
+                    })?
+                    .uid
+                    .as_raw(),
+            ),
+        };
+        let group = match raw.group {
+            None => None,
+            Some(g) => Some(
+                nix::unistd::Group::from_name(g.get_ref())
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| {
+                        self.located.error(
+                            g.span(),
+                            format!("certificate.output.group: no group \"{}\" on this host; create it or write an existing group", g.get_ref()),
+                        )
+                    })?
+                    .gid
+                    .as_raw(),
+            ),
+        };
+        let key_mode = match raw.key_mode {
+            None => 0o600,
+            Some(m) => u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|mode| mode & 0o007 == 0 && *mode <= 0o777)
+                .ok_or_else(|| {
+                    self.located.error(
+                        m.span(),
+                        "certificate.output.key_mode: write an octal mode with no access for others, \
+                         such as \"0600\" or \"0640\"",
+                    )
+                })?,
+        };
+        Ok(Output {
+            files,
+            owner,
+            group,
+            key_mode,
+        })
+    }
+
+    fn existing_file(&self, path: Spanned<PathBuf>, key: &str) -> Result<PathBuf, ConfigError> {
+        let span = path.span();
+        let absolute = self.absolute(path.into_inner());
+        if absolute.is_file() {
+            Ok(absolute)
+        } else {
+            Err(self.located.error(
+                span,
+                format!(
+                    "{key}: file {} does not exist; create it or correct the path",
+                    absolute.display()
+                ),
+            ))
+        }
+    }
+
+    /// Relative paths are read from the config file's directory, not the working directory,
+    /// so that the daemon and one-off commands agree wherever they are started.
+    fn absolute(&self, path: PathBuf) -> PathBuf {
+        if path.is_absolute() {
+            path
+        } else {
+            self.base.join(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/certkeeper/test.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "[[certificate]]\nname = \"media\"\ndomains = [\"Media.Example.com\"]\n";
+
+    #[test]
+    fn defaults_and_normalization() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.acme.directory, LETS_ENCRYPT);
+        assert_eq!(config.acme.staging_directory, LETS_ENCRYPT_STAGING);
+        assert_eq!(config.daemon.listen.to_string(), "[::]:80");
+        let cert = &config.certificates[0];
+        assert_eq!(cert.domains[0].as_str(), "media.example.com");
+        assert_eq!(cert.key_type, KeyType::EcdsaP256);
+        assert_eq!(cert.output.key_mode, 0o600);
+        assert_eq!(config.warnings.len(), 1, "case change must warn");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse("[daemon]\nstate_dir = \"/x\"\nlisten_port = 80\n").unwrap_err();
+        assert!(err.starts_with("/etc/certkeeper/test.toml:3:1:"), "{err}");
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_say_what_to_write() {
+        let err = parse("[[certificate]]\nname = \"m\"\ndomains = [\"ok.example.com\", \"bad name.com\"]\n")
+            .unwrap_err();
+        assert!(err.contains(":3:") && err.contains("bad name.com"), "{err}");
+        let err = parse("[[certificate]]\nname = \"m\"\ndomains = [\"a.example.com\"]\nkey_type = \"dsa\"\n")
+            .unwrap_err();
+        assert!(err.contains(":4:") && err.contains("ecdsa-p256"), "{err}");
+        let err = parse("[daemon]\nlisten = \"80\"\n").unwrap_err();
+        assert!(err.contains("[::]:80"), "{err}");
+        let err = parse(&format!("{MINIMAL}[certificate.output]\nkey_mode = \"0644\"\n")).unwrap_err();
+        assert!(err.contains("key_mode"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_without_dns01_is_refused() {
+        let err = parse("[[certificate]]\nname = \"w\"\ndomains = [\"*.example.com\"]\n").unwrap_err();
+        assert!(err.contains("wildcard") && err.contains("dns-01"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = parse("[acme]\nextra_root = \"/nonexistent/root.pem\"\n").unwrap_err();
+        assert!(err.contains(":2:") && err.contains("/nonexistent/root.pem"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_names_and_relative_paths() {
+        let err = parse(&format!("{MINIMAL}{MINIMAL}")).unwrap_err();
+        assert!(err.contains("used twice"), "{err}");
+        let config = parse("[daemon]\nstate_dir = \"state\"\n").unwrap();
+        assert_eq!(config.daemon.state_dir, Path::new("/etc/certkeeper/state"));
+    }
+}

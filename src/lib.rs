@@ -1,0 +1,22 @@
+//! certkeeper: an ACME client daemon that keeps media-server TLS certificates valid.
+//!
+//! `cli` is the entry point; `daemon` wires the pieces together. Each other module owns one
+//! concern, named in its own doc comment.
+
+pub mod acme;
+pub mod bundle;
+pub mod challenge;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod keys;
+pub mod logging;
+pub mod names;
+pub mod plan;
+pub mod reload;
+pub mod renew;
+pub mod schedule;
+pub mod state;
+pub mod status;
+pub mod store;
+pub mod timefmt;

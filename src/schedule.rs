@@ -1,0 +1,122 @@
+//! When each certificate is due: pure functions of its validity, its failures and the time.
+//!
+//! Renew once two thirds of the lifetime has passed (so a 90-day certificate renews with 30 days
+//! left and a 6-day one with 2), a little earlier at random so that many certificates issued
+//! together do not renew together. After a failure, retry with exponential backoff, capped so
+//! that several retries still fit before expiry whatever the lifetime.
+
+use std::time::{Duration, SystemTime};
+
+use crate::bundle::LeafInfo;
+use crate::state::CertState;
+
+/// The first retry after a failure, and the longest wait between retries.
+const FIRST_RETRY: Duration = Duration::from_secs(60);
+const LONGEST_RETRY: Duration = Duration::from_secs(6 * 3600);
+
+/// Why a certificate is due when it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// No valid certificate covers the configured names: order now.
+    Missing,
+    /// Two thirds of the lifetime will have passed (minus jitter) at this time.
+    Renewal(SystemTime),
+    /// The last attempt failed; try again at this time.
+    Retry(SystemTime),
+}
+
+impl Due {
+    pub fn at(self, now: SystemTime) -> SystemTime {
+        match self {
+            Due::Missing => now,
+            Due::Renewal(at) | Due::Retry(at) => at,
+        }
+    }
+}
+
+/// Renewal time for a certificate: two thirds into its lifetime, moved earlier by `jitter`
+/// (a fraction in 0..1 of 1/30 of the lifetime; pass a random value).
+pub fn renewal_time(leaf: &LeafInfo, jitter: f64) -> SystemTime {
+    let lifetime = leaf
+        .not_after
+        .duration_since(leaf.not_before)
+        .unwrap_or_default();
+    let at = leaf.not_before + lifetime.mul_f64(2.0 / 3.0);
+    at - lifetime.mul_f64(jitter.clamp(0.0, 1.0) / 30.0)
+}
+
+/// Wait before retry number `failures` (1 = the first retry), given the certificate's lifetime:
+/// doubling from a minute, but never more than a twentieth of the lifetime, so that a 6-day
+/// certificate is retried at least every 7 hours and a 2-minute test certificate every 6 s.
+pub fn backoff(failures: u32, lifetime: Option<Duration>) -> Duration {
+    let doubling = FIRST_RETRY.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let cap = lifetime.map_or(LONGEST_RETRY, |l| (l / 20).min(LONGEST_RETRY));
+    doubling.min(cap).max(Duration::from_secs(1))
+}
+
+/// When a certificate is next due, from its current leaf (if any) and its state.
+pub fn next_due(leaf: Option<&LeafInfo>, state: &CertState, jitter: f64) -> Due {
+    let lifetime = leaf.and_then(|l| l.not_after.duration_since(l.not_before).ok());
+    if state.failures > 0
+        && let Some(last) = state.last_attempt
+    {
+        let retry = last + backoff(state.failures, lifetime);
+        // A retry never waits past the normal renewal time.
+        return match leaf {
+            Some(leaf) => Due::Retry(retry.min(leaf.not_after)),
+            None => Due::Retry(retry),
+        };
+    }
+    match leaf {
+        Some(leaf) => Due::Renewal(renewal_time(leaf, jitter)),
+        None => Due::Missing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86400);
+
+    fn leaf(days: u64) -> LeafInfo {
+        let start = SystemTime::UNIX_EPOCH + DAY * 1000;
+        LeafInfo {
+            not_before: start,
+            not_after: start + DAY * days as u32,
+            serial: "01".into(),
+            names: vec![],
+        }
+    }
+
+    #[test]
+    fn renews_at_two_thirds() {
+        let l = leaf(90);
+        assert_eq!(renewal_time(&l, 0.0), l.not_before + DAY * 60);
+        assert_eq!(renewal_time(&l, 1.0), l.not_before + DAY * 57);
+        let six = leaf(6);
+        assert_eq!(renewal_time(&six, 0.0), six.not_before + DAY * 4);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps_by_lifetime() {
+        assert_eq!(backoff(1, None), Duration::from_secs(60));
+        assert_eq!(backoff(3, None), Duration::from_secs(240));
+        assert_eq!(backoff(40, None), LONGEST_RETRY);
+        assert_eq!(backoff(40, Some(DAY * 2)), DAY * 2 / 20);
+        assert_eq!(backoff(5, Some(Duration::from_secs(120))), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn due_follows_state() {
+        let l = leaf(90);
+        let mut state = CertState::default();
+        assert_eq!(next_due(None, &state, 0.0), Due::Missing);
+        assert_eq!(next_due(Some(&l), &state, 0.0), Due::Renewal(l.not_before + DAY * 60));
+        state.record_failure(l.not_before + DAY * 61, "x".into());
+        assert_eq!(
+            next_due(Some(&l), &state, 0.0),
+            Due::Retry(l.not_before + DAY * 61 + Duration::from_secs(60))
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! What the daemon remembers about each certificate between runs: the last attempt and its
+//! result, and how many attempts have failed in a row. Kept as JSON beside the versions and
+//! written atomically, so a restart continues the same schedule.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{FileMode, Store, StoreError, write_atomic};
+use crate::timefmt::unix_seconds;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CertState {
+    #[serde(with = "unix_seconds", default)]
+    pub last_attempt: Option<SystemTime>,
+    #[serde(with = "unix_seconds", default)]
+    pub last_success: Option<SystemTime>,
+    /// The operator-facing reason of the last failure; cleared by a success.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub failures: u32,
+}
+
+impl CertState {
+    pub fn load(store: &Store, name: &str) -> CertState {
+        let path = state_path(store, name);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable state file; starting afresh");
+                CertState::default()
+            }),
+            Err(_) => CertState::default(),
+        }
+    }
+
+    pub fn save(&self, store: &Store, name: &str) -> Result<(), StoreError> {
+        let path = state_path(store, name);
+        crate::store::create_dir(path.parent().unwrap_or(Path::new(".")))?;
+        let json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        write_atomic(&path, &json, FileMode::PUBLIC)
+    }
+
+    pub fn record_success(&mut self, at: SystemTime) {
+        self.last_attempt = Some(at);
+        self.last_success = Some(at);
+        self.last_error = None;
+        self.failures = 0;
+    }
+
+    pub fn record_failure(&mut self, at: SystemTime, reason: String) {
+        self.last_attempt = Some(at);
+        self.last_error = Some(reason);
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// One word or sentence for `status`.
+    pub fn last_result(&self) -> String {
+        match (&self.last_error, self.last_success) {
+            (Some(error), _) => format!("failed ({}x): {error}", self.failures),
+            (None, Some(_)) => "ok".into(),
+            (None, None) => "-".into(),
+        }
+    }
+}
+
+fn state_path(store: &Store, name: &str) -> std::path::PathBuf {
+    store.cert_dir(name).join("state.json")
+}

@@ -1,0 +1,93 @@
+//! `certkeeper status`: one row per configured certificate, as a table or JSON.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::plan::plan;
+use crate::schedule::Due;
+use crate::store::Store;
+use crate::timefmt;
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub domains: Vec<String>,
+    /// RFC 3339, or null when no certificate is installed.
+    pub not_after: Option<String>,
+    pub days_left: Option<i64>,
+    pub next_renewal: String,
+    pub last_result: String,
+}
+
+pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
+    let store = Store::new(&config.daemon.state_dir);
+    config
+        .certificates
+        .iter()
+        .map(|cert| {
+            let plan = plan(&store, cert, now);
+            let not_after = plan.leaf.as_ref().map(|l| l.not_after);
+            let days_left = not_after.map(|at| match at.duration_since(now) {
+                Ok(left) => (left.as_secs() / 86400) as i64,
+                Err(past) => -((past.duration().as_secs() / 86400) as i64) - 1,
+            });
+            let next_renewal = match plan.due {
+                Due::Missing => "now (no valid certificate)".to_string(),
+                Due::Renewal(at) if at <= now => "now".into(),
+                Due::Renewal(at) => timefmt::utc(at),
+                Due::Retry(at) => format!("retry {}", timefmt::utc(at)),
+            };
+            let mut last_result = plan.state.last_result();
+            if let Some(problem) = plan.problem {
+                last_result = format!("{last_result}; {problem}");
+            }
+            Row {
+                name: cert.name.clone(),
+                domains: cert.domains.iter().map(|d| d.to_string()).collect(),
+                not_after: not_after.map(timefmt::utc),
+                days_left,
+                next_renewal,
+                last_result,
+            }
+        })
+        .collect()
+}
+
+/// Renders rows as an aligned text table.
+pub fn table(rows: &[Row]) -> String {
+    let header = ["NAME", "DOMAINS", "NOT AFTER", "DAYS LEFT", "NEXT RENEWAL", "LAST RESULT"];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.domains.join(","),
+                r.not_after.clone().unwrap_or_else(|| "-".into()),
+                r.days_left.map_or("-".into(), |d| d.to_string()),
+                r.next_renewal.clone(),
+                r.last_result.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |row: &[String]| -> String {
+        let padded: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(&header.map(String::from));
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    out
+}

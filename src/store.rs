@@ -1,0 +1,382 @@
+//! Versioned, atomic on-disk certificate sets, and the one function that writes any output file.
+//!
+//! Layout under the state directory:
+//!
+//! ```text
+//! certs/NAME/versions/STAMP/{cert,chain,fullchain,privkey,combined}.pem
+//! certs/NAME/current -> versions/STAMP      (switched by rename: readers see old or new, whole)
+//! certs/NAME/state.json                     (what the scheduler knows)
+//! accounts/DIRECTORY.json                   (ACME account credentials, 0600)
+//! ```
+//!
+//! A version directory is complete and fsynced before `current` points at it, so no reader that
+//! resolves `current` once ever sees a new certificate with an old key. The version `current`
+//! points at is never pruned.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::bundle::{self, Bundle, LeafInfo};
+use crate::config::Output;
+
+/// How many versions to keep per certificate (the current one is always kept).
+pub const KEEP_VERSIONS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot write {path}: {source}{hint}", hint = io_hint(source))]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path} holds an unreadable certificate: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: bundle::BundleError,
+    },
+}
+
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            " (permission denied: run certkeeper as a user that may write there, or change the path)"
+        }
+        io::ErrorKind::StorageFull => " (the disk is full: free space; the previous certificate is still in place)",
+        io::ErrorKind::ReadOnlyFilesystem => " (the file system is read-only)",
+        io::ErrorKind::NotFound => " (a parent directory is missing)",
+        _ => "",
+    }
+}
+
+/// The files of a certificate set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Cert,
+    Chain,
+    Fullchain,
+    Key,
+    Combined,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 5] = [
+        FileKind::Cert,
+        FileKind::Chain,
+        FileKind::Fullchain,
+        FileKind::Key,
+        FileKind::Combined,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            FileKind::Cert => "cert.pem",
+            FileKind::Chain => "chain.pem",
+            FileKind::Fullchain => "fullchain.pem",
+            FileKind::Key => "privkey.pem",
+            FileKind::Combined => "combined.pem",
+        }
+    }
+
+    pub fn holds_key(self) -> bool {
+        matches!(self, FileKind::Key | FileKind::Combined)
+    }
+
+    fn contents(self, bundle: &Bundle) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(match self {
+            FileKind::Cert => bundle.cert_pem(),
+            FileKind::Chain => bundle.chain_pem(),
+            FileKind::Fullchain => bundle.fullchain_pem(),
+            FileKind::Key => bundle.key_pem().to_string(),
+            FileKind::Combined => return bundle.combined_pem(),
+        })
+    }
+}
+
+/// Ownership and mode for one written file.
+#[derive(Debug, Clone, Copy)]
+pub struct FileMode {
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+impl FileMode {
+    pub const PRIVATE: FileMode = FileMode {
+        mode: 0o600,
+        owner: None,
+        group: None,
+    };
+    pub const PUBLIC: FileMode = FileMode {
+        mode: 0o644,
+        owner: None,
+        group: None,
+    };
+
+    fn for_kind(kind: FileKind, output: &Output) -> FileMode {
+        FileMode {
+            mode: if kind.holds_key() { output.key_mode } else { 0o644 },
+            owner: output.owner,
+            group: output.group,
+        }
+    }
+}
+
+/// Writes `contents` to `path` so that readers see the old file or the new one, never a part:
+/// temp file in the same directory, mode and owner set before any byte lands, fsync, rename,
+/// fsync of the directory.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), StoreError> {
+    let fail = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{file_name}.{}.{:x}.tmp", std::process::id(), fastrand::u64(..)));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode.mode)
+            .open(&tmp)?;
+        // The umask may only have narrowed the mode; set it exactly, still before any content.
+        file.set_permissions(fs::Permissions::from_mode(mode.mode))?;
+        if mode.owner.is_some() || mode.group.is_some() {
+            nix::unistd::fchown(&file, mode.owner.map(Into::into), mode.group.map(Into::into))
+                .map_err(io::Error::from)?;
+        }
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(fail)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The certificate `current` points at.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub dir: PathBuf,
+    pub leaf: LeafInfo,
+}
+
+/// The versioned certificate sets under a state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            root: state_dir.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn cert_dir(&self, name: &str) -> PathBuf {
+        self.root.join("certs").join(name)
+    }
+
+    pub fn current_link(&self, name: &str) -> PathBuf {
+        self.cert_dir(name).join("current")
+    }
+
+    /// The current certificate, if one was ever installed.
+    pub fn current(&self, name: &str) -> Result<Option<Current>, StoreError> {
+        let link = self.current_link(name);
+        let dir = match fs::canonicalize(&link) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Read { path: link, source }),
+        };
+        let cert = dir.join(FileKind::Fullchain.file_name());
+        let pem = fs::read(&cert).map_err(|source| StoreError::Read {
+            path: cert.clone(),
+            source,
+        })?;
+        let leaf = bundle::read_leaf(&pem).map_err(|source| StoreError::Corrupt { path: cert, source })?;
+        Ok(Some(Current { dir, leaf }))
+    }
+
+    /// The current private key (for `reuse_key`).
+    pub fn current_key_pem(&self, name: &str) -> Result<zeroize::Zeroizing<String>, StoreError> {
+        let path = self.current_link(name).join(FileKind::Key.file_name());
+        fs::read_to_string(&path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|source| StoreError::Read { path, source })
+    }
+
+    /// Writes `bundle` as a new version and switches `current` to it. The bundle must already
+    /// have passed [`Bundle::check`].
+    pub fn install(&self, name: &str, bundle: &Bundle, output: &Output) -> Result<PathBuf, StoreError> {
+        let cert_dir = self.cert_dir(name);
+        let versions = cert_dir.join("versions");
+        create_dir(&versions)?;
+        // One installer at a time per certificate: pruning must not race another's new version.
+        let _lock = self.lock(&cert_dir)?;
+
+        let (staging, version) = self.new_version_dir(&versions)?;
+        for kind in FileKind::ALL {
+            let path = staging.join(kind.file_name());
+            write_atomic(&path, kind.contents(bundle).as_bytes(), FileMode::for_kind(kind, output))?;
+        }
+        let version_dir = versions.join(&version);
+        rename_synced(&staging, &version_dir, &versions)?;
+        self.point_current(name, &version)?;
+        self.prune(&versions, &version);
+        Ok(version_dir)
+    }
+
+    /// Switches `current` to `versions/VERSION` by renaming a new link over the old one.
+    fn point_current(&self, name: &str, version: &str) -> Result<(), StoreError> {
+        let cert_dir = self.cert_dir(name);
+        let tmp = cert_dir.join(format!(".current.{}.tmp", std::process::id()));
+        let target = Path::new("versions").join(version);
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|source| StoreError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        rename_synced(&tmp, &cert_dir.join("current"), &cert_dir)
+    }
+
+    /// Makes a fresh, hidden directory to fill before it is renamed into place.
+    fn new_version_dir(&self, versions: &Path) -> Result<(PathBuf, String), StoreError> {
+        let stamp = crate::timefmt::stamp(SystemTime::now());
+        for attempt in 0..100u32 {
+            let version = if attempt == 0 {
+                stamp.clone()
+            } else {
+                format!("{stamp}-{attempt}")
+            };
+            if versions.join(&version).exists() {
+                continue;
+            }
+            let staging = versions.join(format!(".{version}.partial"));
+            match fs::DirBuilder::new().mode(0o755).create(&staging) {
+                Ok(()) => return Ok((staging, version)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(StoreError::Write { path: staging, source }),
+            }
+        }
+        Err(StoreError::Write {
+            path: versions.join(stamp),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "no free version name"),
+        })
+    }
+
+    /// Keeps the newest [`KEEP_VERSIONS`] versions and the current one; removes leftovers of
+    /// interrupted installs. Failures here only cost disk space, so they are logged, not raised.
+    fn prune(&self, versions: &Path, current: &str) {
+        let Ok(entries) = fs::read_dir(versions) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        let mut kept = 0;
+        for name in names {
+            // A hidden entry is the leftover of an interrupted install: we hold the lock, so
+            // no install is filling it now.
+            let leftover = name.starts_with('.');
+            if !leftover && (name == current || kept < KEEP_VERSIONS) {
+                kept += 1;
+                continue;
+            }
+            if let Err(e) = fs::remove_dir_all(versions.join(&name)) {
+                tracing::warn!(version = %name, error = %e, "could not remove an old certificate version");
+            }
+        }
+    }
+
+    fn lock(&self, cert_dir: &Path) -> Result<Flock<File>, StoreError> {
+        let path = cert_dir.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| StoreError::Write {
+            path,
+            source: errno.into(),
+        })
+    }
+}
+
+/// Copies the current set to the configured output paths, each file atomically.
+pub fn write_outputs(bundle: &Bundle, output: &Output) -> Result<(), StoreError> {
+    for (kind, path) in &output.files {
+        if let Some(parent) = path.parent() {
+            create_dir(parent)?;
+        }
+        write_atomic(path, kind.contents(bundle).as_bytes(), FileMode::for_kind(*kind, output))?;
+    }
+    Ok(())
+}
+
+pub fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|source| StoreError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+fn rename_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), StoreError> {
+    fs::rename(from, to)
+        .and_then(|()| sync_dir(dir))
+        .map_err(|source| StoreError::Write {
+            path: to.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_sets_mode_before_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        write_atomic(&path, b"secret", FileMode::PRIVATE).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        write_atomic(&path, b"second", FileMode { mode: 0o640, ..FileMode::PRIVATE }).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        let leftovers = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temp file may stay behind");
+    }
+
+    #[test]
+    fn failed_write_names_the_path_and_leaves_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/cert.pem");
+        let err = write_atomic(&missing, b"x", FileMode::PUBLIC).unwrap_err().to_string();
+        assert!(err.contains("no/such/dir/cert.pem") && err.contains("parent directory"), "{err}");
+    }
+}
