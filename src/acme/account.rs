@@ -85,10 +85,7 @@ async fn register(
     let (account, credentials) = Account::builder_with_http(http)
         .create(&new_account, directory.to_string(), eab.as_ref())
         .await
-        .map_err(|source| AcmeError::Refused {
-            step: "create the ACME account",
-            source,
-        })?;
+        .map_err(super::failed("create the ACME account"))?;
     // serde_json cannot fail on this type; an empty file would be caught at the next load.
     let json = serde_json::to_vec(&credentials).unwrap_or_default();
     if let Some(dir) = path.parent() {

@@ -23,13 +23,18 @@ pub enum AcmeError {
     AccountFile { path: PathBuf, reason: String },
     #[error("cannot read acme.eab.hmac_key_file {path}: {reason}")]
     EabKey { path: PathBuf, reason: String },
-    #[error("cannot reach the ACME directory {directory}: {source}; check the URL, DNS and outbound HTTPS")]
+    #[error("cannot reach the ACME directory {directory}: {}; check the URL, DNS and outbound HTTPS", chain(source))]
     Directory {
         directory: String,
         source: instant_acme::Error,
     },
-    #[error("the CA refused to {step}: {source}")]
+    #[error("the CA refused to {step}: {}", chain(source))]
     Refused {
+        step: &'static str,
+        source: instant_acme::Error,
+    },
+    #[error("no answer from the CA while trying to {step}: {}; check outbound HTTPS and DNS", chain(source))]
+    Unreachable {
         step: &'static str,
         source: instant_acme::Error,
     },
@@ -50,11 +55,37 @@ impl AcmeError {
     /// as opposed to something the operator must fix first.
     pub fn is_transient(&self) -> bool {
         match self {
-            AcmeError::Directory { .. } | AcmeError::Timeout { .. } => true,
+            AcmeError::Directory { .. } | AcmeError::Timeout { .. } | AcmeError::Unreachable { .. } => {
+                true
+            }
             AcmeError::Refused { source, .. } => is_transient(source),
             _ => false,
         }
     }
+}
+
+/// Sorts a failed call: the CA said no (a problem document), or we never got an answer.
+pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> AcmeError {
+    move |source| match source {
+        instant_acme::Error::Api(_) => AcmeError::Refused { step, source },
+        instant_acme::Error::Timeout(_) => AcmeError::Timeout { step },
+        source => AcmeError::Unreachable { step, source },
+    }
+}
+
+/// An error and its causes on one line: "client error (Connect): invalid peer certificate: …".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn is_transient(error: &instant_acme::Error) -> bool {

@@ -10,7 +10,7 @@ use instant_acme::{
     AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy,
 };
 
-use super::{AcmeClient, AcmeError};
+use super::{AcmeClient, AcmeError, failed};
 use crate::challenge::http01::Tokens;
 use crate::names::DomainName;
 
@@ -57,13 +57,13 @@ impl AcmeClient {
             .account
             .new_order(&NewOrder::new(&identifiers))
             .await
-            .map_err(refused("create the order"))?;
+            .map_err(failed("create the order"))?;
 
         // The answers stay published until this guard drops, whatever happens below.
         let mut published = tokens.publisher();
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
-            let mut authorization = authorization.map_err(refused("fetch an authorization"))?;
+            let mut authorization = authorization.map_err(failed("fetch an authorization"))?;
             let name = authorization.identifier().to_string();
             match authorization.status {
                 AuthorizationStatus::Valid => continue,
@@ -82,10 +82,10 @@ impl AcmeClient {
             challenge
                 .set_ready()
                 .await
-                .map_err(refused("start the http-01 validation"))?;
+                .map_err(failed("start the http-01 validation"))?;
         }
 
-        let status = order.poll_ready(&POLL).await.map_err(poll_error("validation"))?;
+        let status = order.poll_ready(&POLL).await.map_err(failed("validation"))?;
         if status == OrderStatus::Invalid {
             return Err(explain_invalid(&mut order).await);
         }
@@ -94,11 +94,11 @@ impl AcmeClient {
         order
             .finalize_csr(csr_der)
             .await
-            .map_err(refused("finalize the order"))?;
+            .map_err(failed("finalize the order"))?;
         order
             .poll_certificate(&POLL)
             .await
-            .map_err(poll_error("issuance"))
+            .map_err(failed("issuance"))
     }
 }
 
@@ -124,17 +124,6 @@ async fn explain_invalid(order: &mut Order) -> AcmeError {
     AcmeError::Validation {
         name: "a name of the order".into(),
         detail: "the order became invalid".into(),
-    }
-}
-
-fn refused(step: &'static str) -> impl Fn(instant_acme::Error) -> AcmeError {
-    move |source| AcmeError::Refused { step, source }
-}
-
-fn poll_error(step: &'static str) -> impl Fn(instant_acme::Error) -> AcmeError {
-    move |source| match source {
-        instant_acme::Error::Timeout(_) => AcmeError::Timeout { step },
-        source => AcmeError::Refused { step, source },
     }
 }
 
