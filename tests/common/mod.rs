@@ -1,0 +1,319 @@
+//! The shared test harness: real Debian `pebble` and `pebble-challtestsrv` processes on free
+//! loopback ports, and the real `certkeeper` binary driven through its command line.
+//!
+//! Pebble resolves every name through challtestsrv, which answers 127.0.0.1, so pebble really
+//! fetches each HTTP-01 token from certkeeper's listener. Every child is killed on drop, and
+//! every wait is bounded.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
+
+/// A free loopback port (bound and released: good enough on a quiet test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Stops the test with a loud message when a required program is missing.
+fn require(program: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{program}` is not installed: run scripts/test (it installs Debian's pebble) or `apt-get install pebble`"
+    );
+}
+
+/// Kills its process on drop.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Pebble {
+    pub dir: tempfile::TempDir,
+    pub directory_url: String,
+    pub management: u16,
+    /// The CA that signed pebble's own HTTPS certificate (certkeeper's `acme.extra_root`).
+    pub tls_root: PathBuf,
+    /// Where pebble's validator connects for HTTP-01: certkeeper must listen here.
+    pub http_port: u16,
+    pub log: PathBuf,
+    _children: Vec<Killed>,
+}
+
+impl Pebble {
+    /// Starts challtestsrv and pebble; `validity` makes short-lived certificates.
+    pub fn start(validity: Option<Duration>) -> Pebble {
+        require("pebble");
+        require("pebble-challtestsrv");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls_root = dir.path().join("tls-root.pem");
+        let (cert, key) = (dir.path().join("tls-cert.pem"), dir.path().join("tls-key.pem"));
+        write_tls_identity(&tls_root, &cert, &key);
+
+        let (dns, dns_mgmt) = (free_port(), free_port());
+        let challtestsrv = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv6", ""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble-challtestsrv");
+        let challtestsrv = Killed(challtestsrv);
+
+        let (listen, management, http_port) = (free_port(), free_port(), free_port());
+        let config = serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{listen}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": cert,
+            "privateKey": key,
+            "httpPort": http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": validity.map_or(157_766_400, |v| v.as_secs()),
+        }});
+        let config_path = dir.path().join("pebble.json");
+        fs::write(&config_path, config.to_string()).expect("write pebble config");
+        let log = dir.path().join("pebble.log");
+        let pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(fs::File::create(&log).expect("pebble log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble");
+        let pebble = Killed(pebble);
+        wait_for_port(listen);
+        wait_for_port(dns_mgmt);
+        Pebble {
+            directory_url: format!("https://127.0.0.1:{listen}/dir"),
+            management,
+            tls_root,
+            http_port,
+            log,
+            dir,
+            _children: vec![challtestsrv, pebble],
+        }
+    }
+
+    /// How many orders pebble has received (each request is logged).
+    pub fn orders(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("POST /order-plz")
+            .count()
+    }
+
+    /// The root that signed issued certificates, from pebble's management interface.
+    pub fn issuing_root_pem(&self) -> String {
+        https_get(self.management, "/roots/0", &self.tls_root)
+    }
+}
+
+/// A CA and a leaf for 127.0.0.1/localhost, for pebble's own HTTPS listener.
+fn write_tls_identity(root: &Path, cert: &Path, key: &Path) {
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "certkeeper test TLS root");
+    ca.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("leaf params");
+    leaf.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &Issuer::new(ca, ca_key))
+        .expect("leaf cert");
+    fs::write(root, ca_cert.pem()).expect("write root");
+    fs::write(cert, leaf_cert.pem()).expect("write cert");
+    fs::write(key, leaf_key.serialize_pem()).expect("write key");
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on 127.0.0.1:{port} after 15 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTPS GET over rustls, trusting only `root`.
+fn https_get(port: u16, path: &str, root: &Path) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = fs::read(root).expect("read root");
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("root pem")).expect("add root");
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls");
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("send");
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_string();
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(text)
+}
+
+use rustls_pki_types::pem::PemObject;
+
+/// A certkeeper configuration in its own temporary directory, run through the real binary.
+pub struct Certkeeper {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Certkeeper {
+    /// A config for one certificate `media` with `domains`, talking to `pebble`, writing copies to
+    /// `out/`. `extra` is appended to the `[[certificate]]` table.
+    pub fn new(pebble: &Pebble, domains: &[&str], extra: &str) -> Certkeeper {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("certkeeper.toml");
+        let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
+        let text = format!(
+            "[acme]\ndirectory = \"{url}\"\nstaging_directory = \"{url}\"\nextra_root = \"{root}\"\n\
+             contact = [\"ops@example.com\"]\n\n[daemon]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [[certificate]]\nname = \"media\"\ndomains = [{domains}]\n{extra}\n\n[certificate.output]\ndir = \"out\"\n",
+            url = pebble.directory_url,
+            root = pebble.tls_root.display(),
+            port = pebble.http_port,
+            domains = domains.join(", "),
+        );
+        fs::write(&config, text).expect("write certkeeper config");
+        Certkeeper { dir, config }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Runs a one-off command and returns its output (whatever its exit status).
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("run certkeeper")
+    }
+
+    /// Runs a one-off command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "certkeeper {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
+    /// Starts `certkeeper run`, logging to `daemon.log` in the test directory.
+    pub fn spawn_daemon(&self) -> Killed {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("daemon.log"))
+            .expect("daemon log");
+        Killed(
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&self.config)
+                .arg("run")
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start certkeeper run"),
+        )
+    }
+
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `predicate` holds, polling every 50 ms.
+    pub fn wait_until(&self, what: &str, limit: Duration, mut predicate: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !predicate() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; daemon log:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn current_dir(&self) -> PathBuf {
+        fs::canonicalize(self.path("state/certs/media/current")).expect("current link")
+    }
+
+    pub fn versions(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.path("state/certs/media/versions"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// Signals a child process (SIGTERM, SIGHUP).
+pub fn signal(child: &Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, signal).expect("send signal");
+}
+
+/// Whether `key_pem` is the private key of the leaf in `chain_pem`, checked as a TLS server would.
+pub fn key_matches(chain_pem: &[u8], key_pem: &[u8]) -> bool {
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    let Ok(key) = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem) else {
+        return false;
+    };
+    if chain.is_empty() {
+        return false;
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    let Ok(signing) = provider.key_provider.load_private_key(key) else {
+        return false;
+    };
+    rustls::sign::CertifiedKey::new(chain, signing).keys_match().is_ok()
+}
