@@ -83,8 +83,11 @@ pub enum KeyType {
     #[default]
     EcdsaP256,
     EcdsaP384,
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
+    #[serde(rename = "rsa-3072")]
     Rsa3072,
+    #[serde(rename = "rsa-4096")]
     Rsa4096,
 }
 
@@ -537,6 +540,11 @@ mod tests {
         assert_eq!(cert.domains[0].as_str(), "media.example.com");
         assert_eq!(cert.key_type, KeyType::EcdsaP256);
         assert_eq!(cert.output.key_mode, 0o600);
+        for (written, key_type) in [("rsa-2048", KeyType::Rsa2048), ("ecdsa-p384", KeyType::EcdsaP384)] {
+            let text = format!("{MINIMAL}key_type = \"{written}\"\n");
+            assert_eq!(parse(&text).unwrap().certificates[0].key_type, key_type);
+            assert_eq!(key_type.to_string(), written);
+        }
         assert_eq!(config.warnings.len(), 1, "case change must warn");
     }
 

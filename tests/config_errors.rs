@@ -1,0 +1,47 @@
+//! Bad configurations: exit code 78 and a message with file, line, key and what to write.
+
+mod common;
+
+use std::fs;
+
+fn run_with(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    fs::write(&path, text).unwrap();
+    let output = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("status")
+        .output()
+        .unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).to_string())
+}
+
+const CERT: &str = "[[certificate]]\nname = \"media\"\n";
+
+#[test]
+fn each_bad_config_names_file_line_and_fix() {
+    let cases = [
+        (format!("{CERT}domains = [\"a.example.com\"]\nreload_command = \"x\"\n"), ":4:", "reload_command"),
+        (format!("{CERT}domains = [\"a..example.com\"]\n"), ":3:", "write a name such as"),
+        (format!("[acme]\nextra_root = \"/no/such/root.pem\"\n{CERT}domains = [\"a.example.com\"]\n"), ":2:", "does not exist"),
+        (format!("{CERT}domains = [\"*.example.com\"]\n"), ":3:", "dns-01"),
+        (format!("{CERT}domains = [\"a.example.com\"]\nkey_type = \"ed448\"\n"), ":4:", "rsa-2048"),
+    ];
+    for (text, line, hint) in cases {
+        let (code, stderr) = run_with(&text);
+        assert_eq!(code, Some(78), "{text}\n{stderr}");
+        assert!(stderr.contains(&format!("bad.toml{line}")), "{text}\n{stderr}");
+        assert!(stderr.contains(hint), "{text}\n{stderr}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_says_which() {
+    let output = std::process::Command::new(common::BIN)
+        .args(["--config", "/nonexistent/certkeeper.toml", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/certkeeper.toml"));
+}
