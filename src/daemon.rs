@@ -181,7 +181,7 @@ impl Daemon {
                 name = %cert.name,
                 not_after = %timefmt::utc(not_after),
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "certificate renewed"
+                "certificate issued and deployed"
             ),
             Err(e) => tracing::error!(name = %cert.name, error = %e, "renewal failed"),
         }

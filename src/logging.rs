@@ -1,6 +1,8 @@
 //! Log output through `tracing`: human text (without our own timestamps under journald, which
 //! adds its own) or JSON lines. `RUST_LOG` overrides the level.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -10,7 +12,8 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let _ = match (format, under_journald) {
         (LogFormat::Json, _) => builder.json().try_init(),

@@ -64,7 +64,7 @@ fn the_daemon_renews_short_lived_certificates_by_itself() {
     assert!(checks.load(Ordering::Relaxed) > 100, "the checker must really have looked");
     assert_eq!(pebble.orders(), ck.versions().len(), "one order per version, no extra orders");
     let log = ck.daemon_log();
-    assert!(log.matches("certificate renewed").count() >= 3, "{log}");
+    assert!(log.matches("certificate issued and deployed").count() >= 3, "{log}");
 
     signal(&daemon.0, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -33,6 +33,15 @@ pub enum AcmeError {
         step: &'static str,
         source: instant_acme::Error,
     },
+    #[error(
+        "the CA's HTTPS certificate is not trusted while trying to {step}: {}; for a test CA \
+         such as pebble, set acme.extra_root to the root that signed its HTTPS certificate",
+        chain(source)
+    )]
+    Untrusted {
+        step: &'static str,
+        source: instant_acme::Error,
+    },
     #[error("no answer from the CA while trying to {step}: {}; check outbound HTTPS and DNS", chain(source))]
     Unreachable {
         step: &'static str,
@@ -69,6 +78,7 @@ pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> Acme
     move |source| match source {
         instant_acme::Error::Api(_) => AcmeError::Refused { step, source },
         instant_acme::Error::Timeout(_) => AcmeError::Timeout { step },
+        source if chain(&source).contains("invalid peer certificate") => AcmeError::Untrusted { step, source },
         source => AcmeError::Unreachable { step, source },
     }
 }

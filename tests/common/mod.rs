@@ -118,11 +118,21 @@ impl Pebble {
         }
     }
 
-    /// How many orders pebble has received (each request is logged).
+    /// How many orders pebble has created (a request rejected for a bad nonce creates none).
     pub fn orders(&self) -> usize {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
-            .matches("POST /order-plz")
+            .lines()
+            .filter(|line| line.contains("Added order"))
+            .count()
+    }
+
+    /// How many certificates pebble has issued.
+    pub fn issued(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("Issued certificate serial"))
             .count()
     }
 
