@@ -23,7 +23,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 1000);
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .clamp(1, 1000);
     let pebble = common::Pebble::start(None);
     let ck = common::Certkeeper::new(&pebble, &["media.example.com", "live.example.com"], "");
     ck.ok(&["renew"]); // creates the account and the first certificate
@@ -41,8 +45,23 @@ fn main() {
     walls.sort();
     cpus.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("certkeeper issuance against local pebble, {n} certificates (2 names each), existing account:");
-    println!("  wall per certificate: median {:.1} ms, p90 {:.1} ms, max {:.1} ms", ms(percentile(&walls, 0.5)), ms(percentile(&walls, 0.9)), ms(walls[n - 1]));
-    println!("  CPU per certificate:  median {:.1} ms, p90 {:.1} ms", ms(percentile(&cpus, 0.5)), ms(percentile(&cpus, 0.9)));
-    println!("  total {:.2} s for {n} certificates; pebble saw {} orders", total.as_secs_f64(), pebble.orders());
+    println!(
+        "certkeeper issuance against local pebble, {n} certificates (2 names each), existing account:"
+    );
+    println!(
+        "  wall per certificate: median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ms(percentile(&walls, 0.5)),
+        ms(percentile(&walls, 0.9)),
+        ms(walls[n - 1])
+    );
+    println!(
+        "  CPU per certificate:  median {:.1} ms, p90 {:.1} ms",
+        ms(percentile(&cpus, 0.5)),
+        ms(percentile(&cpus, 0.9))
+    );
+    println!(
+        "  total {:.2} s for {n} certificates; pebble saw {} orders",
+        total.as_secs_f64(),
+        pebble.orders()
+    );
 }

@@ -189,7 +189,10 @@ fn check_names(info: &LeafInfo, domains: &[DomainName]) -> Result<(), BundleErro
     }
 }
 
-fn parse<'a>(der: &'a CertificateDer<'_>, index: usize) -> Result<X509Certificate<'a>, BundleError> {
+fn parse<'a>(
+    der: &'a CertificateDer<'_>,
+    index: usize,
+) -> Result<X509Certificate<'a>, BundleError> {
     X509Certificate::from_der(der)
         .map(|(_, cert)| cert)
         .map_err(|e| BundleError::BadCertificate {
@@ -208,7 +211,7 @@ fn pem_block(der: &CertificateDer<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, BasicConstraints};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
     struct Made {
         chain: String,
@@ -220,10 +223,14 @@ mod tests {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test intermediate");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test intermediate");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
         let issuer = Issuer::new(ca_params, ca_key);
@@ -236,14 +243,22 @@ mod tests {
     }
 
     fn domains(names: &[&str]) -> Vec<DomainName> {
-        names.iter().map(|n| DomainName::parse(n).unwrap()).collect()
+        names
+            .iter()
+            .map(|n| DomainName::parse(n).unwrap())
+            .collect()
     }
 
     #[test]
     fn a_good_bundle_passes() {
         let made = make(&["a.example.com", "*.example.com"], 30);
         let bundle = Bundle::from_pem(&made.chain, &made.key).unwrap();
-        let info = bundle.check(&domains(&["A.example.com", "b.example.com"]), SystemTime::now()).unwrap();
+        let info = bundle
+            .check(
+                &domains(&["A.example.com", "b.example.com"]),
+                SystemTime::now(),
+            )
+            .unwrap();
         assert_eq!(info.names, ["a.example.com", "*.example.com"]);
         assert!(bundle.combined_pem().ends_with(&made.key));
         assert_eq!(bundle.chain_pem().matches("BEGIN CERTIFICATE").count(), 1);
@@ -256,16 +271,25 @@ mod tests {
         let now = SystemTime::now();
         let names = domains(&["a.example.com"]);
         let mismatch = Bundle::from_pem(&made.chain, &other.key).unwrap();
-        assert!(matches!(mismatch.check(&names, now), Err(BundleError::KeyMismatch)));
+        assert!(matches!(
+            mismatch.check(&names, now),
+            Err(BundleError::KeyMismatch)
+        ));
         let bundle = Bundle::from_pem(&made.chain, &made.key).unwrap();
         assert!(matches!(
             bundle.check(&domains(&["c.example.com"]), now),
             Err(BundleError::NamesNotCovered { .. })
         ));
         let later = now + std::time::Duration::from_secs(40 * 86400);
-        assert!(matches!(bundle.check(&names, later), Err(BundleError::Expired(_))));
+        assert!(matches!(
+            bundle.check(&names, later),
+            Err(BundleError::Expired(_))
+        ));
         let reversed = Bundle::from_pem(&made.wrong_order, &made.key).unwrap();
         assert!(reversed.check(&names, now).is_err());
-        assert!(matches!(Bundle::from_pem("", &made.key), Err(BundleError::NoCertificate)));
+        assert!(matches!(
+            Bundle::from_pem("", &made.key),
+            Err(BundleError::NoCertificate)
+        ));
     }
 }

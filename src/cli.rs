@@ -18,7 +18,11 @@ use crate::{daemon, logging, status, timefmt};
 const EX_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "certkeeper", version, about = "Keeps TLS certificates of media servers valid (ACME)")]
+#[command(
+    name = "certkeeper",
+    version,
+    about = "Keeps TLS certificates of media servers valid (ACME)"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(long, short, env = "CERTKEEPER_CONFIG", default_value = config::DEFAULT_PATH, global = true)]
@@ -95,7 +99,10 @@ pub fn main() -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("certkeeper: cannot start the async runtime: {e}");
@@ -122,7 +129,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn selected<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a CertificateConfig>, Failure> {
+fn selected<'a>(
+    config: &'a Config,
+    names: &[String],
+) -> Result<Vec<&'a CertificateConfig>, Failure> {
     if names.is_empty() {
         return Ok(config.certificates.iter().collect());
     }
@@ -130,13 +140,21 @@ fn selected<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a Certific
         .iter()
         .map(|name| {
             config.certificate(name).ok_or_else(|| {
-                let known: Vec<&str> = config.certificates.iter().map(|c| c.name.as_str()).collect();
+                let known: Vec<&str> = config
+                    .certificates
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
                 Failure {
                     code: EX_CONFIG,
                     message: format!(
                         "no certificate named \"{name}\" in {}; configured: {}",
                         config.path.display(),
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 }
             })
@@ -144,7 +162,12 @@ fn selected<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a Certific
         .collect()
 }
 
-async fn renew_now(config: &Config, force: bool, dry_run: bool, names: &[String]) -> Result<(), Failure> {
+async fn renew_now(
+    config: &Config,
+    force: bool,
+    dry_run: bool,
+    names: &[String],
+) -> Result<(), Failure> {
     let store = Store::new(&config.daemon.state_dir);
     let now = SystemTime::now();
     let mut due = Vec::new();
@@ -153,7 +176,11 @@ async fn renew_now(config: &Config, force: bool, dry_run: bool, names: &[String]
         if force || dry_run || at <= now {
             due.push(cert);
         } else {
-            println!("{}: not due until {}; use --force to renew now", cert.name, timefmt::utc(at));
+            println!(
+                "{}: not due until {}; use --force to renew now",
+                cert.name,
+                timefmt::utc(at)
+            );
         }
     }
     if due.is_empty() {
@@ -164,11 +191,17 @@ async fn renew_now(config: &Config, force: bool, dry_run: bool, names: &[String]
         false => &config.acme.directory,
     };
     if dry_run {
-        println!("dry run against {directory}: nothing is written to live paths and no reload runs");
+        println!(
+            "dry run against {directory}: nothing is written to live paths and no reload runs"
+        );
     }
     let listener = http01::bind(config.daemon.listen).map_err(Failure::new)?;
     let tokens = Tokens::default();
-    let server = tokio::spawn(http01::serve(listener, tokens.clone(), std::future::pending()));
+    let server = tokio::spawn(http01::serve(
+        listener,
+        tokens.clone(),
+        std::future::pending(),
+    ));
     let acme = AcmeClient::connect(&config.acme, directory, &store)
         .await
         .map_err(Failure::new)?;
@@ -209,7 +242,9 @@ async fn renew_now(config: &Config, force: bool, dry_run: bool, names: &[String]
     server.abort();
     match failed {
         0 => Ok(()),
-        n => Err(Failure::new(format!("{n} certificate(s) could not be renewed"))),
+        n => Err(Failure::new(format!(
+            "{n} certificate(s) could not be renewed"
+        ))),
     }
 }
 

@@ -294,13 +294,15 @@ impl Validator<'_> {
     }
 
     fn acme(&self, raw: RawAcme) -> Result<AcmeConfig, ConfigError> {
-        let url = |value: Option<Spanned<String>>, key: &str, default: &str| match value {
+        let url = |value: Option<Spanned<String>>, key: &str, default: &str| {
+            match value {
             None => Ok(default.to_string()),
             Some(v) if v.get_ref().starts_with("https://") => Ok(v.into_inner()),
             Some(v) => Err(self.located.error(
                 v.span(),
                 format!("acme.{key}: ACME directories are served over HTTPS; write a URL starting with https://"),
             )),
+        }
         };
         let mut contact = Vec::new();
         for c in raw.contact {
@@ -327,7 +329,11 @@ impl Validator<'_> {
         };
         Ok(AcmeConfig {
             directory: url(raw.directory, "directory", LETS_ENCRYPT)?,
-            staging_directory: url(raw.staging_directory, "staging_directory", LETS_ENCRYPT_STAGING)?,
+            staging_directory: url(
+                raw.staging_directory,
+                "staging_directory",
+                LETS_ENCRYPT_STAGING,
+            )?,
             contact,
             eab,
             extra_root,
@@ -345,7 +351,10 @@ impl Validator<'_> {
             })?,
         };
         Ok(DaemonConfig {
-            state_dir: self.absolute(raw.state_dir.unwrap_or_else(|| "/var/lib/certkeeper".into())),
+            state_dir: self.absolute(
+                raw.state_dir
+                    .unwrap_or_else(|| "/var/lib/certkeeper".into()),
+            ),
             listen,
             log_format: raw.log_format,
         })
@@ -386,8 +395,10 @@ impl Validator<'_> {
         };
         let mut domains: Vec<DomainName> = Vec::new();
         for written in raw.domains.into_inner() {
-            let domain = DomainName::parse(written.get_ref())
-                .map_err(|e| self.located.error(written.span(), format!("certificate.domains: {e}")))?;
+            let domain = DomainName::parse(written.get_ref()).map_err(|e| {
+                self.located
+                    .error(written.span(), format!("certificate.domains: {e}"))
+            })?;
             if domain.is_wildcard() {
                 return Err(self.located.error(
                     written.span(),
@@ -540,7 +551,10 @@ mod tests {
         assert_eq!(cert.domains[0].as_str(), "media.example.com");
         assert_eq!(cert.key_type, KeyType::EcdsaP256);
         assert_eq!(cert.output.key_mode, 0o600);
-        for (written, key_type) in [("rsa-2048", KeyType::Rsa2048), ("ecdsa-p384", KeyType::EcdsaP384)] {
+        for (written, key_type) in [
+            ("rsa-2048", KeyType::Rsa2048),
+            ("ecdsa-p384", KeyType::EcdsaP384),
+        ] {
             let text = format!("{MINIMAL}key_type = \"{written}\"\n");
             assert_eq!(parse(&text).unwrap().certificates[0].key_type, key_type);
             assert_eq!(key_type.to_string(), written);
@@ -557,28 +571,39 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_to_write() {
-        let err = parse("[[certificate]]\nname = \"m\"\ndomains = [\"ok.example.com\", \"bad name.com\"]\n")
-            .unwrap_err();
+        let err = parse(
+            "[[certificate]]\nname = \"m\"\ndomains = [\"ok.example.com\", \"bad name.com\"]\n",
+        )
+        .unwrap_err();
         assert!(err.contains(":3:") && err.contains("bad name.com"), "{err}");
-        let err = parse("[[certificate]]\nname = \"m\"\ndomains = [\"a.example.com\"]\nkey_type = \"dsa\"\n")
-            .unwrap_err();
+        let err = parse(
+            "[[certificate]]\nname = \"m\"\ndomains = [\"a.example.com\"]\nkey_type = \"dsa\"\n",
+        )
+        .unwrap_err();
         assert!(err.contains(":4:") && err.contains("ecdsa-p256"), "{err}");
         let err = parse("[daemon]\nlisten = \"80\"\n").unwrap_err();
         assert!(err.contains("[::]:80"), "{err}");
-        let err = parse(&format!("{MINIMAL}[certificate.output]\nkey_mode = \"0644\"\n")).unwrap_err();
+        let err = parse(&format!(
+            "{MINIMAL}[certificate.output]\nkey_mode = \"0644\"\n"
+        ))
+        .unwrap_err();
         assert!(err.contains("key_mode"), "{err}");
     }
 
     #[test]
     fn wildcard_without_dns01_is_refused() {
-        let err = parse("[[certificate]]\nname = \"w\"\ndomains = [\"*.example.com\"]\n").unwrap_err();
+        let err =
+            parse("[[certificate]]\nname = \"w\"\ndomains = [\"*.example.com\"]\n").unwrap_err();
         assert!(err.contains("wildcard") && err.contains("dns-01"), "{err}");
     }
 
     #[test]
     fn missing_file_is_named() {
         let err = parse("[acme]\nextra_root = \"/nonexistent/root.pem\"\n").unwrap_err();
-        assert!(err.contains(":2:") && err.contains("/nonexistent/root.pem"), "{err}");
+        assert!(
+            err.contains(":2:") && err.contains("/nonexistent/root.pem"),
+            "{err}"
+        );
     }
 
     #[test]

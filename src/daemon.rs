@@ -106,7 +106,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         let next = daemon.next_due(now);
         let wait = next
             .as_ref()
-            .map_or(LONGEST_SLEEP, |(_, at)| at.duration_since(now).unwrap_or_default())
+            .map_or(LONGEST_SLEEP, |(_, at)| {
+                at.duration_since(now).unwrap_or_default()
+            })
             .min(LONGEST_SLEEP);
         if !wait.is_zero() {
             tokio::select! {
@@ -174,7 +176,12 @@ impl Daemon {
         obtained
     }
 
-    fn record(&self, cert: &CertificateConfig, started: Instant, result: Result<SystemTime, RenewError>) {
+    fn record(
+        &self,
+        cert: &CertificateConfig,
+        started: Instant,
+        result: Result<SystemTime, RenewError>,
+    ) {
         renew::record(&self.store, &cert.name, result.as_ref().map(|_| ()));
         match result {
             Ok(not_after) => tracing::info!(
@@ -202,7 +209,10 @@ impl Daemon {
                 if config.daemon.state_dir != self.config.daemon.state_dir {
                     self.store = Store::new(&config.daemon.state_dir);
                 }
-                tracing::info!(certificates = config.certificates.len(), "configuration re-read");
+                tracing::info!(
+                    certificates = config.certificates.len(),
+                    "configuration re-read"
+                );
                 self.config = config;
                 self.acme = None;
                 self.announced = None;

@@ -23,13 +23,18 @@ pub enum KeyError {
 pub fn generate(key_type: KeyType) -> Result<KeyPair, KeyError> {
     let fail = |e: &dyn std::fmt::Display| KeyError::Generate(key_type, e.to_string());
     let rsa_bits = match key_type {
-        KeyType::EcdsaP256 => return KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| fail(&e)),
-        KeyType::EcdsaP384 => return KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(|e| fail(&e)),
+        KeyType::EcdsaP256 => {
+            return KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| fail(&e));
+        }
+        KeyType::EcdsaP384 => {
+            return KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(|e| fail(&e));
+        }
         KeyType::Rsa2048 => 2048,
         KeyType::Rsa3072 => 3072,
         KeyType::Rsa4096 => 4096,
     };
-    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, rsa_bits).map_err(|e| fail(&e))?;
+    let private =
+        rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, rsa_bits).map_err(|e| fail(&e))?;
     let der = private.to_pkcs8_der().map_err(|e| fail(&e))?;
     KeyPair::from_pkcs8_der_and_sign_algo(&der.as_bytes().into(), &rcgen::PKCS_RSA_SHA256)
         .map_err(|e| fail(&e))

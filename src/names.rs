@@ -54,7 +54,11 @@ impl DomainName {
                 return Err(invalid("a label may not start or end with '-'"));
             }
         }
-        Ok(Self(if wildcard { format!("*.{ascii}") } else { ascii }))
+        Ok(Self(if wildcard {
+            format!("*.{ascii}")
+        } else {
+            ascii
+        }))
     }
 
     pub fn is_wildcard(&self) -> bool {
@@ -73,10 +77,9 @@ impl DomainName {
             return true;
         }
         match cert_name.strip_prefix("*.") {
-            Some(base) if !self.is_wildcard() => self
-                .0
-                .split_once('.')
-                .is_some_and(|(_, rest)| rest == base),
+            Some(base) if !self.is_wildcard() => {
+                self.0.split_once('.').is_some_and(|(_, rest)| rest == base)
+            }
             _ => false,
         }
     }
@@ -94,17 +97,38 @@ mod tests {
 
     #[test]
     fn normalizes_case_and_idna() {
-        assert_eq!(DomainName::parse("Media.Example.COM").unwrap().as_str(), "media.example.com");
-        assert_eq!(DomainName::parse("médias.example").unwrap().as_str(), "xn--mdias-bsa.example");
-        assert_eq!(DomainName::parse("*.Example.com.").unwrap().as_str(), "*.example.com");
+        assert_eq!(
+            DomainName::parse("Media.Example.COM").unwrap().as_str(),
+            "media.example.com"
+        );
+        assert_eq!(
+            DomainName::parse("médias.example").unwrap().as_str(),
+            "xn--mdias-bsa.example"
+        );
+        assert_eq!(
+            DomainName::parse("*.Example.com.").unwrap().as_str(),
+            "*.example.com"
+        );
     }
 
     #[test]
     fn rejects_bad_names() {
-        assert!(matches!(DomainName::parse("bad name.com"), Err(NameError::Invalid(..))));
-        assert!(matches!(DomainName::parse("localhost"), Err(NameError::Invalid(..))));
-        assert!(matches!(DomainName::parse("-a.example.com"), Err(NameError::Invalid(..))));
-        assert!(matches!(DomainName::parse("192.0.2.1"), Err(NameError::IpAddress(_))));
+        assert!(matches!(
+            DomainName::parse("bad name.com"),
+            Err(NameError::Invalid(..))
+        ));
+        assert!(matches!(
+            DomainName::parse("localhost"),
+            Err(NameError::Invalid(..))
+        ));
+        assert!(matches!(
+            DomainName::parse("-a.example.com"),
+            Err(NameError::Invalid(..))
+        ));
+        assert!(matches!(
+            DomainName::parse("192.0.2.1"),
+            Err(NameError::IpAddress(_))
+        ));
         assert_eq!(DomainName::parse("  "), Err(NameError::Empty));
     }
 
@@ -114,6 +138,10 @@ mod tests {
         assert!(name.is_covered_by("*.example.com"));
         assert!(name.is_covered_by("A.Example.com"));
         assert!(!name.is_covered_by("*.com"));
-        assert!(!DomainName::parse("b.a.example.com").unwrap().is_covered_by("*.example.com"));
+        assert!(
+            !DomainName::parse("b.a.example.com")
+                .unwrap()
+                .is_covered_by("*.example.com")
+        );
     }
 }

@@ -50,7 +50,10 @@ fn usable_problem(leaf: &LeafInfo, cert: &CertificateConfig, now: SystemTime) ->
         .map(|d| d.as_str())
         .collect();
     if !missing.is_empty() {
-        return Some(format!("current certificate does not cover {}", missing.join(", ")));
+        return Some(format!(
+            "current certificate does not cover {}",
+            missing.join(", ")
+        ));
     }
     (leaf.not_after <= now).then(|| "current certificate has expired".to_string())
 }

@@ -46,7 +46,10 @@ pub async fn run(cert: &CertificateConfig, current_dir: &Path) -> Result<(), Rel
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     for kind in FileKind::ALL {
-        let var = format!("CERTKEEPER_{}", kind.file_name().trim_end_matches(".pem").to_uppercase());
+        let var = format!(
+            "CERTKEEPER_{}",
+            kind.file_name().trim_end_matches(".pem").to_uppercase()
+        );
         child.env(var, current_dir.join(kind.file_name()));
     }
     let mut child = child.spawn().map_err(|source| ReloadError::Start {

@@ -65,7 +65,11 @@ async fn generate(cert: &CertificateConfig) -> Result<rcgen::KeyPair, KeyError> 
 }
 
 /// Installs a new version, switches `current`, copies to the output paths and reloads.
-pub async fn deploy(store: &Store, cert: &CertificateConfig, obtained: &Obtained) -> Result<PathBuf, RenewError> {
+pub async fn deploy(
+    store: &Store,
+    cert: &CertificateConfig,
+    obtained: &Obtained,
+) -> Result<PathBuf, RenewError> {
     let version = store.install(&cert.name, &obtained.bundle, &cert.output)?;
     store::write_outputs(&obtained.bundle, &cert.output)?;
     reload::run(cert, &version).await?;

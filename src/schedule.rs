@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(backoff(3, None), Duration::from_secs(240));
         assert_eq!(backoff(40, None), LONGEST_RETRY);
         assert_eq!(backoff(40, Some(DAY * 2)), DAY * 2 / 20);
-        assert_eq!(backoff(5, Some(Duration::from_secs(120))), Duration::from_secs(6));
+        assert_eq!(
+            backoff(5, Some(Duration::from_secs(120))),
+            Duration::from_secs(6)
+        );
     }
 
     #[test]
@@ -112,7 +115,10 @@ mod tests {
         let l = leaf(90);
         let mut state = CertState::default();
         assert_eq!(next_due(None, &state, 0.0), Due::Missing);
-        assert_eq!(next_due(Some(&l), &state, 0.0), Due::Renewal(l.not_before + DAY * 60));
+        assert_eq!(
+            next_due(Some(&l), &state, 0.0),
+            Due::Renewal(l.not_before + DAY * 60)
+        );
         state.record_failure(l.not_before + DAY * 61, "x".into());
         assert_eq!(
             next_due(Some(&l), &state, 0.0),

@@ -57,7 +57,14 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
 
 /// Renders rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let header = ["NAME", "DOMAINS", "NOT AFTER", "DAYS LEFT", "NEXT RENEWAL", "LAST RESULT"];
+    let header = [
+        "NAME",
+        "DOMAINS",
+        "NOT AFTER",
+        "DAYS LEFT",
+        "NEXT RENEWAL",
+        "LAST RESULT",
+    ];
     let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {

@@ -45,7 +45,9 @@ fn io_hint(e: &io::Error) -> &'static str {
         io::ErrorKind::PermissionDenied => {
             " (permission denied: run certkeeper as a user that may write there, or change the path)"
         }
-        io::ErrorKind::StorageFull => " (the disk is full: free space; the previous certificate is still in place)",
+        io::ErrorKind::StorageFull => {
+            " (the disk is full: free space; the previous certificate is still in place)"
+        }
         io::ErrorKind::ReadOnlyFilesystem => " (the file system is read-only)",
         io::ErrorKind::NotFound => " (a parent directory is missing)",
         _ => "",
@@ -118,7 +120,11 @@ impl FileMode {
 
     fn for_kind(kind: FileKind, output: &Output) -> FileMode {
         FileMode {
-            mode: if kind.holds_key() { output.key_mode } else { 0o644 },
+            mode: if kind.holds_key() {
+                output.key_mode
+            } else {
+                0o644
+            },
             owner: output.owner,
             group: output.group,
         }
@@ -135,7 +141,11 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), 
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{file_name}.{}.{:x}.tmp", std::process::id(), fastrand::u64(..)));
+    let tmp = dir.join(format!(
+        ".{file_name}.{}.{:x}.tmp",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     let written = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -145,8 +155,12 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), 
         // The umask may only have narrowed the mode; set it exactly, still before any content.
         file.set_permissions(fs::Permissions::from_mode(mode.mode))?;
         if mode.owner.is_some() || mode.group.is_some() {
-            nix::unistd::fchown(&file, mode.owner.map(Into::into), mode.group.map(Into::into))
-                .map_err(io::Error::from)?;
+            nix::unistd::fchown(
+                &file,
+                mode.owner.map(Into::into),
+                mode.group.map(Into::into),
+            )
+            .map_err(io::Error::from)?;
         }
         file.write_all(contents)?;
         file.sync_all()?;
@@ -208,7 +222,8 @@ impl Store {
             path: cert.clone(),
             source,
         })?;
-        let leaf = bundle::read_leaf(&pem).map_err(|source| StoreError::Corrupt { path: cert, source })?;
+        let leaf =
+            bundle::read_leaf(&pem).map_err(|source| StoreError::Corrupt { path: cert, source })?;
         Ok(Some(Current { dir, leaf }))
     }
 
@@ -222,7 +237,12 @@ impl Store {
 
     /// Writes `bundle` as a new version and switches `current` to it. The bundle must already
     /// have passed [`Bundle::check`].
-    pub fn install(&self, name: &str, bundle: &Bundle, output: &Output) -> Result<PathBuf, StoreError> {
+    pub fn install(
+        &self,
+        name: &str,
+        bundle: &Bundle,
+        output: &Output,
+    ) -> Result<PathBuf, StoreError> {
         let cert_dir = self.cert_dir(name);
         let versions = cert_dir.join("versions");
         create_dir(&versions)?;
@@ -232,7 +252,11 @@ impl Store {
         let (staging, version) = self.new_version_dir(&versions)?;
         for kind in FileKind::ALL {
             let path = staging.join(kind.file_name());
-            write_atomic(&path, kind.contents(bundle).as_bytes(), FileMode::for_kind(kind, output))?;
+            write_atomic(
+                &path,
+                kind.contents(bundle).as_bytes(),
+                FileMode::for_kind(kind, output),
+            )?;
         }
         let version_dir = versions.join(&version);
         rename_synced(&staging, &version_dir, &versions)?;
@@ -270,7 +294,12 @@ impl Store {
             match fs::DirBuilder::new().mode(0o755).create(&staging) {
                 Ok(()) => return Ok((staging, version)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(source) => return Err(StoreError::Write { path: staging, source }),
+                Err(source) => {
+                    return Err(StoreError::Write {
+                        path: staging,
+                        source,
+                    });
+                }
             }
         }
         Err(StoreError::Write {
@@ -329,7 +358,11 @@ pub fn write_outputs(bundle: &Bundle, output: &Output) -> Result<(), StoreError>
         if let Some(parent) = path.parent() {
             create_dir(parent)?;
         }
-        write_atomic(path, kind.contents(bundle).as_bytes(), FileMode::for_kind(*kind, output))?;
+        write_atomic(
+            path,
+            kind.contents(bundle).as_bytes(),
+            FileMode::for_kind(*kind, output),
+        )?;
     }
     Ok(())
 }
@@ -365,9 +398,20 @@ mod tests {
         write_atomic(&path, b"secret", FileMode::PRIVATE).unwrap();
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        write_atomic(&path, b"second", FileMode { mode: 0o640, ..FileMode::PRIVATE }).unwrap();
+        write_atomic(
+            &path,
+            b"second",
+            FileMode {
+                mode: 0o640,
+                ..FileMode::PRIVATE
+            },
+        )
+        .unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         let leftovers = fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temp file may stay behind");
     }
@@ -376,7 +420,12 @@ mod tests {
     fn failed_write_names_the_path_and_leaves_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no/such/dir/cert.pem");
-        let err = write_atomic(&missing, b"x", FileMode::PUBLIC).unwrap_err().to_string();
-        assert!(err.contains("no/such/dir/cert.pem") && err.contains("parent directory"), "{err}");
+        let err = write_atomic(&missing, b"x", FileMode::PUBLIC)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no/such/dir/cert.pem") && err.contains("parent directory"),
+            "{err}"
+        );
     }
 }

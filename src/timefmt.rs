@@ -15,7 +15,8 @@ pub fn utc(at: SystemTime) -> String {
 
 /// A compact, sortable stamp for directory names: `20261123T110253.123456789Z`.
 pub fn stamp(at: SystemTime) -> String {
-    let format = format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:9]Z");
+    let format =
+        format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:9]Z");
     OffsetDateTime::from(at)
         .format(&format)
         .unwrap_or_else(|_| "0".into())
@@ -39,7 +40,11 @@ pub mod unix_seconds {
 
     pub fn serialize<S: Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match at {
-            Some(t) => s.serialize_some(&t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()),
+            Some(t) => s.serialize_some(
+                &t.duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            ),
             None => s.serialize_none(),
         }
     }

@@ -26,8 +26,12 @@ fn thirty_renewals_never_show_a_reader_a_mismatched_pair() {
                 let dir = fs::canonicalize(ck.path("state/certs/media/current")).expect("current");
                 let chain = fs::read(dir.join("fullchain.pem")).expect("fullchain");
                 let key = fs::read(dir.join("privkey.pem")).expect("privkey");
-                let combined = fs::read(ck.path("state/certs/media/current/combined.pem")).expect("combined");
-                for (what, ok) in [("current/ pair", key_matches(&chain, &key)), ("combined.pem", key_matches(&combined, &combined))] {
+                let combined =
+                    fs::read(ck.path("state/certs/media/current/combined.pem")).expect("combined");
+                for (what, ok) in [
+                    ("current/ pair", key_matches(&chain, &key)),
+                    ("combined.pem", key_matches(&combined, &combined)),
+                ] {
                     if !ok {
                         mismatches.push(format!("{what} in {}", dir.display()));
                     }
@@ -45,8 +49,15 @@ fn thirty_renewals_never_show_a_reader_a_mismatched_pair() {
     }
     stop.store(true, Ordering::Relaxed);
     let (reads, mismatches) = reader.join().expect("reader thread");
-    assert_eq!(versions.len(), 30, "each renewal must install a new version");
+    assert_eq!(
+        versions.len(),
+        30,
+        "each renewal must install a new version"
+    );
     assert!(mismatches.is_empty(), "{mismatches:?}");
-    assert!(reads > 100, "the reader must really have raced the renewals ({reads} reads)");
+    assert!(
+        reads > 100,
+        "the reader must really have raced the renewals ({reads} reads)"
+    );
     println!("{reads} consistent reads during 30 renewals");
 }

@@ -14,7 +14,10 @@ fn run_with(text: &str) -> (Option<i32>, String) {
         .arg("status")
         .output()
         .unwrap();
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).to_string())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
 }
 
 const CERT: &str = "[[certificate]]\nname = \"media\"\n";
@@ -22,16 +25,41 @@ const CERT: &str = "[[certificate]]\nname = \"media\"\n";
 #[test]
 fn each_bad_config_names_file_line_and_fix() {
     let cases = [
-        (format!("{CERT}domains = [\"a.example.com\"]\nreload_command = \"x\"\n"), ":4:", "reload_command"),
-        (format!("{CERT}domains = [\"a..example.com\"]\n"), ":3:", "write a name such as"),
-        (format!("[acme]\nextra_root = \"/no/such/root.pem\"\n{CERT}domains = [\"a.example.com\"]\n"), ":2:", "does not exist"),
-        (format!("{CERT}domains = [\"*.example.com\"]\n"), ":3:", "dns-01"),
-        (format!("{CERT}domains = [\"a.example.com\"]\nkey_type = \"ed448\"\n"), ":4:", "rsa-2048"),
+        (
+            format!("{CERT}domains = [\"a.example.com\"]\nreload_command = \"x\"\n"),
+            ":4:",
+            "reload_command",
+        ),
+        (
+            format!("{CERT}domains = [\"a..example.com\"]\n"),
+            ":3:",
+            "write a name such as",
+        ),
+        (
+            format!(
+                "[acme]\nextra_root = \"/no/such/root.pem\"\n{CERT}domains = [\"a.example.com\"]\n"
+            ),
+            ":2:",
+            "does not exist",
+        ),
+        (
+            format!("{CERT}domains = [\"*.example.com\"]\n"),
+            ":3:",
+            "dns-01",
+        ),
+        (
+            format!("{CERT}domains = [\"a.example.com\"]\nkey_type = \"ed448\"\n"),
+            ":4:",
+            "rsa-2048",
+        ),
     ];
     for (text, line, hint) in cases {
         let (code, stderr) = run_with(&text);
         assert_eq!(code, Some(78), "{text}\n{stderr}");
-        assert!(stderr.contains(&format!("bad.toml{line}")), "{text}\n{stderr}");
+        assert!(
+            stderr.contains(&format!("bad.toml{line}")),
+            "{text}\n{stderr}"
+        );
         assert!(stderr.contains(hint), "{text}\n{stderr}");
     }
 }

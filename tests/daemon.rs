@@ -55,16 +55,28 @@ fn the_daemon_renews_short_lived_certificates_by_itself() {
         })
     };
 
-    ck.wait_until("an initial certificate and two renewals", Duration::from_secs(90), || {
-        ck.versions().len() >= 3
-    });
+    ck.wait_until(
+        "an initial certificate and two renewals",
+        Duration::from_secs(90),
+        || ck.versions().len() >= 3,
+    );
     stop.store(true, Ordering::Relaxed);
     let checked = checker.join().expect("checker thread");
     assert_eq!(checked, Ok(()));
-    assert!(checks.load(Ordering::Relaxed) > 100, "the checker must really have looked");
-    assert_eq!(pebble.orders(), ck.versions().len(), "one order per version, no extra orders");
+    assert!(
+        checks.load(Ordering::Relaxed) > 100,
+        "the checker must really have looked"
+    );
+    assert_eq!(
+        pebble.orders(),
+        ck.versions().len(),
+        "one order per version, no extra orders"
+    );
     let log = ck.daemon_log();
-    assert!(log.matches("certificate issued and deployed").count() >= 3, "{log}");
+    assert!(
+        log.matches("certificate issued and deployed").count() >= 3,
+        "{log}"
+    );
 
     signal(&daemon.0, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -72,7 +84,10 @@ fn the_daemon_renews_short_lived_certificates_by_itself() {
         if let Some(status) = daemon.0.try_wait().expect("wait") {
             break status;
         }
-        assert!(Instant::now() < deadline, "the daemon did not stop within 10 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop within 10 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "SIGTERM must be a clean exit: {status}");
@@ -84,16 +99,24 @@ fn a_restarted_daemon_orders_nothing_for_valid_certificates() {
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
     {
         let _daemon = ck.spawn_daemon();
-        ck.wait_until("the first certificate", Duration::from_secs(30), || ck.versions().len() == 1);
+        ck.wait_until("the first certificate", Duration::from_secs(30), || {
+            ck.versions().len() == 1
+        });
     }
     assert_eq!(pebble.orders(), 1);
     let daemon = ck.spawn_daemon();
-    ck.wait_until("the restarted daemon to plan", Duration::from_secs(30), || {
-        ck.daemon_log().matches("next renewal planned").count() >= 2
-    });
+    ck.wait_until(
+        "the restarted daemon to plan",
+        Duration::from_secs(30),
+        || ck.daemon_log().matches("next renewal planned").count() >= 2,
+    );
     std::thread::sleep(Duration::from_millis(500));
     drop(daemon);
-    assert_eq!(pebble.orders(), 1, "a restart must not re-order a valid certificate");
+    assert_eq!(
+        pebble.orders(),
+        1,
+        "a restart must not re-order a valid certificate"
+    );
     assert_eq!(ck.versions().len(), 1);
 }
 
@@ -102,22 +125,39 @@ fn sighup_rereads_the_config_and_a_bad_config_keeps_the_old_one() {
     let pebble = Pebble::start(None);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
     let daemon = ck.spawn_daemon();
-    ck.wait_until("the first certificate", Duration::from_secs(30), || ck.versions().len() == 1);
+    ck.wait_until("the first certificate", Duration::from_secs(30), || {
+        ck.versions().len() == 1
+    });
 
     let good = fs::read_to_string(&ck.config).unwrap();
     fs::write(&ck.config, good.replace("listen =", "lissen =")).unwrap();
     signal(&daemon.0, Signal::SIGHUP);
-    ck.wait_until("the invalid config to be reported", Duration::from_secs(10), || {
-        ck.daemon_log().contains("keeping the previous one")
-    });
-    assert!(ck.daemon_log().contains("lissen"), "the error must name the key");
+    ck.wait_until(
+        "the invalid config to be reported",
+        Duration::from_secs(10),
+        || ck.daemon_log().contains("keeping the previous one"),
+    );
+    assert!(
+        ck.daemon_log().contains("lissen"),
+        "the error must name the key"
+    );
 
-    let more = good.replace("\"media.example.com\"]", "\"media.example.com\", \"edge.example.com\"]");
+    let more = good.replace(
+        "\"media.example.com\"]",
+        "\"media.example.com\", \"edge.example.com\"]",
+    );
     fs::write(&ck.config, more).unwrap();
     signal(&daemon.0, Signal::SIGHUP);
-    ck.wait_until("a certificate that adds the new name", Duration::from_secs(30), || {
-        ck.versions().len() == 2
-    });
-    let leaf = certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap()).unwrap();
-    assert!(leaf.names.contains(&"edge.example.com".to_string()), "{:?}", leaf.names);
+    ck.wait_until(
+        "a certificate that adds the new name",
+        Duration::from_secs(30),
+        || ck.versions().len() == 2,
+    );
+    let leaf = certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
+        .unwrap();
+    assert!(
+        leaf.names.contains(&"edge.example.com".to_string()),
+        "{:?}",
+        leaf.names
+    );
 }

@@ -24,9 +24,19 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         for entry in fs::read_dir(&next).expect("read dir") {
             let path = entry.expect("entry").path();
             let meta = fs::symlink_metadata(&path).expect("metadata");
-            let key = path.strip_prefix(dir).expect("prefix").display().to_string();
+            let key = path
+                .strip_prefix(dir)
+                .expect("prefix")
+                .display()
+                .to_string();
             if meta.file_type().is_symlink() {
-                files.insert(key, fs::read_link(&path).expect("link").into_os_string().into_encoded_bytes());
+                files.insert(
+                    key,
+                    fs::read_link(&path)
+                        .expect("link")
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
             } else if meta.is_dir() {
                 pending.push(path);
             } else {
@@ -55,21 +65,35 @@ fn first_issuance_writes_every_file_with_its_mode_and_a_chain_to_pebbles_root() 
             assert_eq!(mode(&dir.join(file)), expected, "{}/{file}", dir.display());
         }
         let fullchain = fs::read(dir.join("fullchain.pem")).unwrap();
-        assert!(key_matches(&fullchain, &fs::read(dir.join("privkey.pem")).unwrap()));
-        assert!(key_matches(&fs::read(dir.join("combined.pem")).unwrap(), &fs::read(dir.join("combined.pem")).unwrap()));
+        assert!(key_matches(
+            &fullchain,
+            &fs::read(dir.join("privkey.pem")).unwrap()
+        ));
+        assert!(key_matches(
+            &fs::read(dir.join("combined.pem")).unwrap(),
+            &fs::read(dir.join("combined.pem")).unwrap()
+        ));
     }
     let accounts: Vec<_> = fs::read_dir(ck.path("state/accounts")).unwrap().collect();
     assert_eq!(accounts.len(), 1);
-    assert_eq!(mode(&accounts[0].as_ref().unwrap().path()), 0o600, "account key must be 0600");
+    assert_eq!(
+        mode(&accounts[0].as_ref().unwrap().path()),
+        0o600,
+        "account key must be 0600"
+    );
 
     // leaf -> intermediate -> pebble's issuing root, each signature checked.
-    let mut ders: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&fs::read(ck.current_dir().join("fullchain.pem")).unwrap())
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let mut ders: Vec<CertificateDer> =
+        CertificateDer::pem_slice_iter(&fs::read(ck.current_dir().join("fullchain.pem")).unwrap())
+            .collect::<Result<_, _>>()
+            .unwrap();
     let root = pebble.issuing_root_pem();
     ders.push(CertificateDer::from_pem_slice(root.as_bytes()).expect("pebble root"));
     assert_eq!(ders.len(), 3, "leaf, intermediate, root");
-    let certs: Vec<X509Certificate> = ders.iter().map(|d| X509Certificate::from_der(d).unwrap().1).collect();
+    let certs: Vec<X509Certificate> = ders
+        .iter()
+        .map(|d| X509Certificate::from_der(d).unwrap().1)
+        .collect();
     for pair in certs.windows(2) {
         pair[0]
             .verify_signature(Some(pair[1].public_key()))
@@ -84,10 +108,16 @@ fn first_issuance_writes_every_file_with_its_mode_and_a_chain_to_pebbles_root() 
         .iter()
         .map(|n| n.to_string())
         .collect();
-    assert!(names.iter().any(|n| n.contains("live.example.com")), "names normalized: {names:?}");
+    assert!(
+        names.iter().any(|n| n.contains("live.example.com")),
+        "names normalized: {names:?}"
+    );
 
     let status = ck.ok(&["status"]);
-    assert!(status.contains("media") && status.contains("ok"), "{status}");
+    assert!(
+        status.contains("media") && status.contains("ok"),
+        "{status}"
+    );
     let json: serde_json::Value = serde_json::from_str(&ck.ok(&["status", "--json"])).unwrap();
     assert!(json[0]["days_left"].as_i64().unwrap() > 1000);
 }
@@ -102,15 +132,25 @@ fn renew_without_force_orders_nothing_and_forced_renewal_swaps_current() {
 
     let out = ck.ok(&["renew"]);
     assert!(out.contains("not due until"), "{out}");
-    assert_eq!(pebble.orders(), 1, "a valid certificate must not be ordered again");
+    assert_eq!(
+        pebble.orders(),
+        1,
+        "a valid certificate must not be ordered again"
+    );
 
     ck.ok(&["renew", "--force", "media"]);
     let second = ck.current_dir();
     assert_ne!(first, second, "current must point at the new version");
     assert!(first.exists(), "the previous version is kept");
     assert_eq!(ck.versions().len(), 2);
-    assert_ne!(fs::read(first.join("privkey.pem")).unwrap(), fs::read(second.join("privkey.pem")).unwrap());
-    assert_eq!(fs::read(second.join("fullchain.pem")).unwrap(), fs::read(ck.path("out/fullchain.pem")).unwrap());
+    assert_ne!(
+        fs::read(first.join("privkey.pem")).unwrap(),
+        fs::read(second.join("privkey.pem")).unwrap()
+    );
+    assert_eq!(
+        fs::read(second.join("fullchain.pem")).unwrap(),
+        fs::read(ck.path("out/fullchain.pem")).unwrap()
+    );
 
     let unknown = ck.run(&["renew", "nosuch"]);
     assert_eq!(unknown.status.code(), Some(78));
@@ -147,7 +187,11 @@ fn dry_run_leaves_every_live_file_byte_identical() {
     let out = ck.ok(&["renew", "--dry-run"]);
     assert!(out.contains("nothing is written to live paths"), "{out}");
     assert!(out.contains("dry run ok"), "{out}");
-    assert_eq!(pebble.orders(), orders + 1, "the dry run really orders from the (staging) CA");
+    assert_eq!(
+        pebble.orders(),
+        orders + 1,
+        "the dry run really orders from the (staging) CA"
+    );
     let after = (snapshot(&ck.path("state/certs")), snapshot(&ck.path("out")));
     assert!(before == after, "a dry run changed live files");
     assert!(!reloaded.exists(), "a dry run must not run the reload");
@@ -165,14 +209,24 @@ fn reload_runs_with_the_paths_in_its_environment() {
     let ck = Certkeeper::new(&pebble, &["media.example.com"], &reload);
     ck.ok(&["renew"]);
     let written = fs::read_to_string(&reloaded).unwrap_or_default();
-    assert!(written.starts_with("media media.example.com /"), "{written}");
+    assert!(
+        written.starts_with("media media.example.com /"),
+        "{written}"
+    );
     assert!(written.trim_end().ends_with("fullchain.pem"), "{written}");
 
-    let failing = Certkeeper::new(&pebble, &["media.example.com"], "reload = \"echo nope >&2; exit 3\"");
+    let failing = Certkeeper::new(
+        &pebble,
+        &["media.example.com"],
+        "reload = \"echo nope >&2; exit 3\"",
+    );
     let output = failing.run(&["renew"]);
     assert!(!output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("nope") && stdout.contains("exit status: 3"), "{stdout}");
+    assert!(
+        stdout.contains("nope") && stdout.contains("exit status: 3"),
+        "{stdout}"
+    );
     let status = failing.ok(&["status"]);
     assert!(status.contains("failed (1x)"), "{status}");
 }

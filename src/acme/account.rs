@@ -18,7 +18,11 @@ pub struct AcmeClient {
 
 impl AcmeClient {
     /// Loads the stored account for `directory`, or registers a new one and stores it.
-    pub async fn connect(acme: &AcmeConfig, directory: &str, store: &Store) -> Result<Self, AcmeError> {
+    pub async fn connect(
+        acme: &AcmeConfig,
+        directory: &str,
+        store: &Store,
+    ) -> Result<Self, AcmeError> {
         let path = account_path(store.root(), directory);
         let http = || AcmeHttp::new(acme.extra_root.as_deref()).map(Box::new);
         let unreachable = |source| AcmeError::Directory {
@@ -72,8 +76,10 @@ async fn register(
                 path: eab.hmac_key_file.clone(),
                 reason,
             };
-            let text = std::fs::read_to_string(&eab.hmac_key_file).map_err(|e| bad(e.to_string()))?;
-            let key = base64_url_decode(text.trim()).ok_or_else(|| bad("not base64url text".into()))?;
+            let text =
+                std::fs::read_to_string(&eab.hmac_key_file).map_err(|e| bad(e.to_string()))?;
+            let key =
+                base64_url_decode(text.trim()).ok_or_else(|| bad("not base64url text".into()))?;
             Some(ExternalAccountKey::new(eab.key_id.clone(), &key))
         }
     };
@@ -101,7 +107,13 @@ fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
     let slug: String = directory
         .trim_start_matches("https://")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     state_dir.join("accounts").join(format!("{slug}.json"))
 }

@@ -19,11 +19,16 @@ pub enum AcmeError {
     ExtraRoot { path: PathBuf, reason: String },
     #[error("cannot set up TLS for the ACME client: {0}")]
     Tls(String),
-    #[error("cannot read the ACME account file {path}: {reason}; move it away to create a new account")]
+    #[error(
+        "cannot read the ACME account file {path}: {reason}; move it away to create a new account"
+    )]
     AccountFile { path: PathBuf, reason: String },
     #[error("cannot read acme.eab.hmac_key_file {path}: {reason}")]
     EabKey { path: PathBuf, reason: String },
-    #[error("cannot reach the ACME directory {directory}: {}; check the URL, DNS and outbound HTTPS", chain(source))]
+    #[error(
+        "cannot reach the ACME directory {directory}: {}; check the URL, DNS and outbound HTTPS",
+        chain(source)
+    )]
     Directory {
         directory: String,
         source: instant_acme::Error,
@@ -42,12 +47,17 @@ pub enum AcmeError {
         step: &'static str,
         source: instant_acme::Error,
     },
-    #[error("no answer from the CA while trying to {step}: {}; check outbound HTTPS and DNS", chain(source))]
+    #[error(
+        "no answer from the CA while trying to {step}: {}; check outbound HTTPS and DNS",
+        chain(source)
+    )]
     Unreachable {
         step: &'static str,
         source: instant_acme::Error,
     },
-    #[error("the CA could not validate {name} over http-01: {detail}; check that port 80 of {name} reaches certkeeper")]
+    #[error(
+        "the CA could not validate {name} over http-01: {detail}; check that port 80 of {name} reaches certkeeper"
+    )]
     Validation { name: String, detail: String },
     #[error("the CA offers no http-01 challenge for {0}")]
     NoHttp01(String),
@@ -64,9 +74,9 @@ impl AcmeError {
     /// as opposed to something the operator must fix first.
     pub fn is_transient(&self) -> bool {
         match self {
-            AcmeError::Directory { .. } | AcmeError::Timeout { .. } | AcmeError::Unreachable { .. } => {
-                true
-            }
+            AcmeError::Directory { .. }
+            | AcmeError::Timeout { .. }
+            | AcmeError::Unreachable { .. } => true,
             AcmeError::Refused { source, .. } => is_transient(source),
             _ => false,
         }
@@ -78,7 +88,9 @@ pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> Acme
     move |source| match source {
         instant_acme::Error::Api(_) => AcmeError::Refused { step, source },
         instant_acme::Error::Timeout(_) => AcmeError::Timeout { step },
-        source if chain(&source).contains("invalid peer certificate") => AcmeError::Untrusted { step, source },
+        source if chain(&source).contains("invalid peer certificate") => {
+            AcmeError::Untrusted { step, source }
+        }
         source => AcmeError::Unreachable { step, source },
     }
 }

@@ -35,7 +35,10 @@ impl AcmeClient {
         loop {
             match self.issue_once(domains, csr_der, tokens).await {
                 Err(e) if attempt < ATTEMPTS && is_bad_nonce(&e) => {
-                    tracing::debug!(attempt, "CA rejected our nonces repeatedly; starting the order again");
+                    tracing::debug!(
+                        attempt,
+                        "CA rejected our nonces repeatedly; starting the order again"
+                    );
                     attempt += 1;
                 }
                 result => return result,
@@ -85,7 +88,10 @@ impl AcmeClient {
                 .map_err(failed("start the http-01 validation"))?;
         }
 
-        let status = order.poll_ready(&POLL).await.map_err(failed("validation"))?;
+        let status = order
+            .poll_ready(&POLL)
+            .await
+            .map_err(failed("validation"))?;
         if status == OrderStatus::Invalid {
             return Err(explain_invalid(&mut order).await);
         }
@@ -117,7 +123,12 @@ async fn explain_invalid(order: &mut Order) -> AcmeError {
             .challenges
             .iter()
             .find_map(|c| c.error.as_ref())
-            .map(|problem| problem.detail.clone().unwrap_or_else(|| problem.to_string()))
+            .map(|problem| {
+                problem
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| problem.to_string())
+            })
             .unwrap_or_else(|| "the CA gave no reason".into());
         return AcmeError::Validation { name, detail };
     }

@@ -97,7 +97,8 @@ impl Drop for Publisher {
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     let socket = (|| {
         let domain = socket2::Domain::for_address(addr);
-        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         if addr.is_ipv6() {
             socket.set_only_v6(false)?;
         }
@@ -168,9 +169,10 @@ fn respond(tokens: &Tokens, request: &Request<Incoming>) -> Response<Full<Bytes>
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
     response
 }
 

@@ -66,14 +66,26 @@ impl Pebble {
         require("pebble-challtestsrv");
         let dir = tempfile::tempdir().expect("tempdir");
         let tls_root = dir.path().join("tls-root.pem");
-        let (cert, key) = (dir.path().join("tls-cert.pem"), dir.path().join("tls-key.pem"));
+        let (cert, key) = (
+            dir.path().join("tls-cert.pem"),
+            dir.path().join("tls-key.pem"),
+        );
         write_tls_identity(&tls_root, &cert, &key);
 
         let (dns, dns_mgmt) = (free_port(), free_port());
         let challtestsrv = Command::new("pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv6", ""])
+            .args([
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-defaultIPv6",
+                "",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -147,7 +159,8 @@ fn write_tls_identity(root: &Path, cert: &Path, key: &Path) {
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "certkeeper test TLS root");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "certkeeper test TLS root");
     ca.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(2);
     let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
     let leaf_key = KeyPair::generate().expect("leaf key");
@@ -165,7 +178,10 @@ fn write_tls_identity(root: &Path, cert: &Path, key: &Path) {
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on 127.0.0.1:{port} after 15 s");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port} after 15 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -184,13 +200,20 @@ fn https_get(port: u16, path: &str, root: &Path) -> String {
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("server name");
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls");
     let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    write!(tls, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut response = Vec::new();
     let _ = tls.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).to_string();
-    text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(text)
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or(text)
 }
 
 use rustls_pki_types::pem::PemObject;
@@ -325,5 +348,7 @@ pub fn key_matches(chain_pem: &[u8], key_pem: &[u8]) -> bool {
     let Ok(signing) = provider.key_provider.load_private_key(key) else {
         return false;
     };
-    rustls::sign::CertifiedKey::new(chain, signing).keys_match().is_ok()
+    rustls::sign::CertifiedKey::new(chain, signing)
+        .keys_match()
+        .is_ok()
 }
