@@ -202,13 +202,13 @@ async fn renew_now(
         tokens.clone(),
         std::future::pending(),
     ));
-    let acme = AcmeClient::connect(&config.acme, directory, &store)
+    let mut acme = AcmeClient::connect(&config.acme, directory, &store)
         .await
         .map_err(Failure::new)?;
 
     let mut failed = 0;
     for cert in due {
-        let result = match renew::obtain(&acme, &tokens, &store, cert).await {
+        let result = match renew::obtain(&mut acme, &tokens, &store, cert).await {
             Ok(obtained) if dry_run => {
                 println!(
                     "{}: dry run ok: the CA issued a certificate for {} valid until {}; it passed every check",
@@ -224,7 +224,8 @@ async fn renew_now(
             Err(e) => Err(e),
         };
         if !dry_run {
-            renew::record(&store, &cert.name, result.as_ref().map(|_| ()));
+            // A state file that cannot be written is logged by `record`; the result stands.
+            let _ = renew::record(&store, &cert.name, result.as_ref().map(|_| ()));
         }
         match result {
             Ok((version, not_after)) => println!(

@@ -5,6 +5,7 @@
 //! the outcome. SIGHUP re-reads the config (the listener stays); SIGTERM/SIGINT stop, abandoning
 //! an order in flight but never a deployment in progress, so no file is ever half-written.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +22,8 @@ use crate::timefmt;
 
 /// Re-evaluate at least this often, so a suspended machine or a clock jump is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// How long to leave a certificate alone when its state file could not be written.
+const STATE_UNSAVED_HOLD: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -75,6 +78,8 @@ struct Daemon {
     /// Connected on first need and kept; dropped when the config is re-read.
     acme: Option<AcmeClient>,
     announced: Option<(String, SystemTime)>,
+    /// Certificates whose last outcome could not be saved, and until when to leave them be.
+    held: HashMap<String, SystemTime>,
 }
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
@@ -99,6 +104,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         tokens,
         acme: None,
         announced: None,
+        held: HashMap::new(),
     };
 
     loop {
@@ -153,7 +159,11 @@ impl Daemon {
             .certificates
             .iter()
             .enumerate()
-            .map(|(i, cert)| (i, plan(&self.store, cert, now).due.at(now)))
+            .map(|(i, cert)| {
+                let due = plan(&self.store, cert, now).due.at(now);
+                let held = self.held.get(&cert.name).copied().unwrap_or(now);
+                (i, due.max(held))
+            })
             .min_by_key(|(_, at)| *at)?;
         let name = &self.config.certificates[index].name;
         if at > now && self.announced.as_ref() != Some(&(name.clone(), at)) {
@@ -171,18 +181,26 @@ impl Daemon {
                 AcmeClient::connect(config, &config.directory, &self.store).await?
             }
         };
-        let obtained = renew::obtain(&acme, &self.tokens, &self.store, cert).await;
+        let mut acme = acme;
+        let obtained = renew::obtain(&mut acme, &self.tokens, &self.store, cert).await;
         self.acme = Some(acme);
         obtained
     }
 
     fn record(
-        &self,
+        &mut self,
         cert: &CertificateConfig,
         started: Instant,
         result: Result<SystemTime, RenewError>,
     ) {
-        renew::record(&self.store, &cert.name, result.as_ref().map(|_| ()));
+        // Without a saved state the schedule would say "due now" again at once: hold the
+        // certificate back in memory instead of hammering the CA.
+        match renew::record(&self.store, &cert.name, result.as_ref().map(|_| ())) {
+            Ok(()) => self.held.remove(&cert.name),
+            Err(_) => self
+                .held
+                .insert(cert.name.clone(), SystemTime::now() + STATE_UNSAVED_HOLD),
+        };
         match result {
             Ok(not_after) => tracing::info!(
                 name = %cert.name,

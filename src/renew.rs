@@ -25,7 +25,7 @@ pub enum RenewError {
     Refused(#[from] BundleError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the new certificate is installed, but {0}")]
+    #[error("the new certificate is in place, but {0}")]
     Reload(#[from] ReloadError),
 }
 
@@ -37,7 +37,7 @@ pub struct Obtained {
 
 /// Orders a certificate for `cert` and checks it against every pre-deployment rule.
 pub async fn obtain(
-    acme: &AcmeClient,
+    acme: &mut AcmeClient,
     tokens: &Tokens,
     store: &Store,
     cert: &CertificateConfig,
@@ -51,7 +51,8 @@ pub async fn obtain(
     };
     let csr = keys::csr(&key, &cert.domains)?;
     let chain = acme.issue(&cert.domains, &csr, tokens).await?;
-    let bundle = Bundle::from_pem(&chain, &key.serialize_pem())?;
+    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+    let bundle = Bundle::from_pem(&chain, &key_pem)?;
     let leaf = bundle.check(&cert.domains, SystemTime::now())?;
     Ok(Obtained { bundle, leaf })
 }
@@ -77,14 +78,24 @@ pub async fn deploy(
 }
 
 /// Records the outcome of an attempt in the certificate's state file.
-pub fn record(store: &Store, name: &str, result: Result<(), &RenewError>) {
+///
+/// A failed reload is not a failed issuance: the new certificate is in place, and ordering it
+/// again would only burn the CA's duplicate-certificate limit. It is recorded as a warning.
+pub fn record(
+    store: &Store,
+    name: &str,
+    result: Result<(), &RenewError>,
+) -> Result<(), StoreError> {
     let mut state = CertState::load(store, name);
     let now = SystemTime::now();
     match result {
         Ok(()) => state.record_success(now),
+        Err(RenewError::Reload(reload)) => {
+            state.record_success_with_warning(now, reload.to_string())
+        }
         Err(e) => state.record_failure(now, e.to_string()),
     }
-    if let Err(e) = state.save(store, name) {
-        tracing::warn!(name, error = %e, "could not save the certificate's state");
-    }
+    state.save(store, name).inspect_err(|e| {
+        tracing::error!(name, error = %e, "could not save the certificate's state");
+    })
 }

@@ -49,6 +49,11 @@ impl CertState {
         self.failures = 0;
     }
 
+    pub fn record_success_with_warning(&mut self, at: SystemTime, warning: String) {
+        self.record_success(at);
+        self.last_error = Some(warning);
+    }
+
     pub fn record_failure(&mut self, at: SystemTime, reason: String) {
         self.last_attempt = Some(at);
         self.last_error = Some(reason);
@@ -58,6 +63,7 @@ impl CertState {
     /// One word or sentence for `status`.
     pub fn last_result(&self) -> String {
         match (&self.last_error, self.last_success) {
+            (Some(warning), _) if self.failures == 0 => format!("issued, but {warning}"),
             (Some(error), _) => format!("failed ({}x): {error}", self.failures),
             (None, Some(_)) => "ok".into(),
             (None, None) => "-".into(),

@@ -228,5 +228,33 @@ fn reload_runs_with_the_paths_in_its_environment() {
         "{stdout}"
     );
     let status = failing.ok(&["status"]);
-    assert!(status.contains("failed (1x)"), "{status}");
+    assert!(
+        status.contains("issued, but") && status.contains("nope"),
+        "{status}"
+    );
+    // The certificate is in place: a failed reload must not make it be ordered again.
+    let again = failing.ok(&["renew"]);
+    assert!(again.contains("not due until"), "{again}");
+}
+
+#[test]
+fn a_ca_that_forgot_the_account_gets_a_new_one() {
+    let mut pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    pebble.restart();
+    let output = ck.run(&["renew", "--force"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("registering a new one"), "{stderr}");
+    let accounts: Vec<String> = fs::read_dir(ck.path("state/accounts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        accounts.len(),
+        2,
+        "the old credentials are kept aside: {accounts:?}"
+    );
+    assert_eq!(ck.versions().len(), 2);
 }

@@ -14,6 +14,8 @@ use crate::store::{FileMode, Store, write_atomic};
 pub struct AcmeClient {
     pub(super) account: Account,
     directory: String,
+    config: AcmeConfig,
+    path: PathBuf,
 }
 
 impl AcmeClient {
@@ -54,11 +56,34 @@ impl AcmeClient {
         Ok(Self {
             account,
             directory: directory.to_string(),
+            config: acme.clone(),
+            path,
         })
     }
 
     pub fn directory(&self) -> &str {
         &self.directory
+    }
+
+    /// The CA no longer knows our account (a test CA restarted, a staging reset, an account
+    /// deactivated elsewhere): keep the old credentials aside, register anew and carry on.
+    pub(super) async fn replace_account(&mut self) -> Result<(), AcmeError> {
+        let aside = self.path.with_extension(format!(
+            "unknown-to-ca.{}",
+            crate::timefmt::stamp(std::time::SystemTime::now())
+        ));
+        std::fs::rename(&self.path, &aside).map_err(|e| AcmeError::AccountFile {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        tracing::warn!(
+            directory = %self.directory,
+            old = %aside.display(),
+            "the CA does not know our account any more; registering a new one"
+        );
+        let http = Box::new(AcmeHttp::new(self.config.extra_root.as_deref())?);
+        self.account = register(&self.config, &self.directory, http, &self.path).await?;
+        Ok(())
     }
 }
 

@@ -26,20 +26,22 @@ impl AcmeClient {
     /// Orders a certificate for `domains` with the CSR `csr_der`, answering HTTP-01 challenges
     /// through `tokens`. Returns the PEM chain, leaf first.
     pub async fn issue(
-        &self,
+        &mut self,
         domains: &[DomainName],
         csr_der: &[u8],
         tokens: &Tokens,
     ) -> Result<String, AcmeError> {
         let mut attempt = 1;
+        let mut replaced_account = false;
         loop {
             match self.issue_once(domains, csr_der, tokens).await {
-                Err(e) if attempt < ATTEMPTS && is_bad_nonce(&e) => {
-                    tracing::debug!(
-                        attempt,
-                        "CA rejected our nonces repeatedly; starting the order again"
-                    );
+                Err(e) if attempt < ATTEMPTS && has_problem(&e, "badNonce") => {
+                    tracing::debug!(attempt, "CA rejected our nonces repeatedly; ordering again");
                     attempt += 1;
+                }
+                Err(e) if !replaced_account && has_problem(&e, "accountDoesNotExist") => {
+                    self.replace_account().await?;
+                    replaced_account = true;
                 }
                 result => return result,
             }
@@ -138,10 +140,18 @@ async fn explain_invalid(order: &mut Order) -> AcmeError {
     }
 }
 
-fn is_bad_nonce(error: &AcmeError) -> bool {
-    matches!(
-        error,
-        AcmeError::Refused { source: instant_acme::Error::Api(problem), .. }
-            if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce")
-    )
+/// Whether the CA answered with the ACME problem `urn:ietf:params:acme:error:{kind}`.
+fn has_problem(error: &AcmeError, kind: &str) -> bool {
+    let AcmeError::Refused {
+        source: instant_acme::Error::Api(problem),
+        ..
+    } = error
+    else {
+        return false;
+    };
+    problem
+        .r#type
+        .as_deref()
+        .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
+        == Some(kind)
 }

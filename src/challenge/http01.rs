@@ -27,8 +27,9 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error(
-        "cannot listen on {addr} for http-01: another process holds the port; stop it, or move \
-         certkeeper with daemon.listen (port 80 must still reach certkeeper)"
+        "cannot listen on {addr} for http-01: another process holds the port. If it is a running \
+         `certkeeper run`, it renews by itself (see `certkeeper status`); otherwise stop that \
+         server, or move certkeeper with daemon.listen (port 80 must still reach it)"
     )]
     InUse { addr: SocketAddr },
     #[error(

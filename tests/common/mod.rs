@@ -56,7 +56,10 @@ pub struct Pebble {
     /// Where pebble's validator connects for HTTP-01: certkeeper must listen here.
     pub http_port: u16,
     pub log: PathBuf,
-    _children: Vec<Killed>,
+    listen: u16,
+    dns: u16,
+    /// challtestsrv first, pebble last.
+    children: Vec<Killed>,
 }
 
 impl Pebble {
@@ -107,27 +110,55 @@ impl Pebble {
         let config_path = dir.path().join("pebble.json");
         fs::write(&config_path, config.to_string()).expect("write pebble config");
         let log = dir.path().join("pebble.log");
-        let pebble = Command::new("pebble")
-            .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdout(fs::File::create(&log).expect("pebble log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pebble");
-        let pebble = Killed(pebble);
-        wait_for_port(listen);
-        wait_for_port(dns_mgmt);
-        Pebble {
+        let mut pebble = Pebble {
             directory_url: format!("https://127.0.0.1:{listen}/dir"),
             management,
             tls_root,
             http_port,
             log,
             dir,
-            _children: vec![challtestsrv, pebble],
+            listen,
+            dns,
+            children: vec![challtestsrv],
+        };
+        pebble.spawn_pebble();
+        wait_for_port(dns_mgmt);
+        pebble
+    }
+
+    fn spawn_pebble(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("pebble log");
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(self.dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble");
+        self.children.push(Killed(child));
+        wait_for_port(self.listen);
+    }
+
+    /// Restarts pebble on the same ports: it forgets every account and order.
+    pub fn restart(&mut self) {
+        if let Some(old) = self.children.pop() {
+            drop(old);
         }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.listen)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "old pebble still listening after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.spawn_pebble();
     }
 
     /// How many orders pebble has created (a request rejected for a bad nonce creates none).
