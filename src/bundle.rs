@@ -29,7 +29,18 @@ pub enum BundleError {
     ChainOrder { index: usize, next: usize },
     #[error("the certificate expired (not after {0})")]
     Expired(String),
+    #[error(
+        "the certificate is not valid before {0}, beyond the allowed clock skew: check this \
+         host's clock (timedatectl) or the CA's"
+    )]
+    NotYetValid(String),
+    #[error("{0}")]
+    Pkcs12(String),
 }
+
+/// How far in the future a new certificate's notBefore may lie: CAs backdate a little, and
+/// clocks drift a little; more than this means one of the clocks is wrong.
+pub const ALLOWED_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What certkeeper needs to know about a leaf certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +91,47 @@ impl Bundle {
         if info.not_after <= now {
             return Err(BundleError::Expired(crate::timefmt::utc(info.not_after)));
         }
+        if info.not_before > now + ALLOWED_SKEW {
+            return Err(BundleError::NotYetValid(crate::timefmt::utc(info.not_before)));
+        }
         Ok(info)
+    }
+
+    /// The DER certificates, leaf first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// A PKCS#12 keystore (AES-256, HMAC-SHA256) holding the key and the whole chain under
+    /// the alias `certkeeper`, as Java servers (Wowza) and `openssl pkcs12` read it.
+    pub fn pkcs12(&self, password: &str) -> Result<Vec<u8>, BundleError> {
+        let fail = |e: &dyn std::fmt::Display| BundleError::Pkcs12(format!("cannot build the PKCS#12 keystore: {e}"));
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| fail(&e))?;
+        let key = p12_keystore::PrivateKey::from_der(key.secret_der()).map_err(|e| fail(&e))?;
+        let certs = self
+            .chain
+            .iter()
+            .map(|der| p12_keystore::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(&e))?;
+        let local_key_id = sha1(&self.chain[0]);
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry(
+            PKCS12_ALIAS,
+            p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(local_key_id, key, certs)),
+        );
+        store.writer(password).write().map_err(|e| fail(&e))
+    }
+
+    /// Whether a PKCS#12 keystore opens with `password` and holds this bundle's leaf.
+    pub fn pkcs12_holds_leaf(&self, der: &[u8], password: &str) -> bool {
+        p12_keystore::KeyStore::from_pkcs12(der, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
+            .ok()
+            .and_then(|store| {
+                let (_, chain) = store.private_key_chain()?;
+                Some(chain.certs().first()?.as_der() == self.chain[0].as_ref())
+            })
+            .unwrap_or(false)
     }
 
     fn check_key(&self) -> Result<(), BundleError> {
@@ -154,6 +205,11 @@ pub fn read_leaf(chain_pem: &[u8]) -> Result<LeafInfo, BundleError> {
     leaf_info(&leaf)
 }
 
+/// Reads a DER certificate (a live endpoint's leaf).
+pub fn read_leaf_der(der: &CertificateDer<'_>) -> Result<LeafInfo, BundleError> {
+    leaf_info(der)
+}
+
 fn leaf_info(der: &CertificateDer<'_>) -> Result<LeafInfo, BundleError> {
     let cert = parse(der, 0)?;
     let mut names = Vec::new();
@@ -199,6 +255,13 @@ fn parse<'a>(
             index,
             reason: e.to_string(),
         })
+}
+
+pub const PKCS12_ALIAS: &str = "certkeeper";
+
+/// The keystore entry's local key id: the leaf's SHA-1, as Java's keytool makes it.
+fn sha1(der: &CertificateDer<'_>) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref().to_vec()
 }
 
 fn pem_block(der: &CertificateDer<'_>) -> String {
@@ -262,6 +325,9 @@ mod tests {
         assert_eq!(info.names, ["a.example.com", "*.example.com"]);
         assert!(bundle.combined_pem().ends_with(&made.key));
         assert_eq!(bundle.chain_pem().matches("BEGIN CERTIFICATE").count(), 1);
+        let p12 = bundle.pkcs12("secret").unwrap();
+        assert!(bundle.pkcs12_holds_leaf(&p12, "secret"));
+        assert!(!bundle.pkcs12_holds_leaf(&p12, "wrong"));
     }
 
     #[test]
@@ -284,6 +350,11 @@ mod tests {
         assert!(matches!(
             bundle.check(&names, later),
             Err(BundleError::Expired(_))
+        ));
+        let clock_behind = now - std::time::Duration::from_secs(2 * 86400);
+        assert!(matches!(
+            bundle.check(&names, clock_behind),
+            Err(BundleError::NotYetValid(_))
         ));
         let reversed = Bundle::from_pem(&made.wrong_order, &made.key).unwrap();
         assert!(reversed.check(&names, now).is_err());

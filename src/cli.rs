@@ -11,7 +11,8 @@ use crate::acme::AcmeClient;
 use crate::challenge::http01::{self, Tokens};
 use crate::config::{self, CertificateConfig, Config, LogFormat};
 use crate::plan::plan;
-use crate::renew;
+use crate::deploy::deploy;
+use crate::renew::{self, RenewError};
 use crate::store::Store;
 use crate::{daemon, logging, status, timefmt};
 
@@ -172,6 +173,13 @@ async fn renew_now(
     let now = SystemTime::now();
     let mut due = Vec::new();
     for cert in selected(config, names)? {
+        if !dry_run {
+            match store.repair_outputs(&cert.name, &cert.output) {
+                Ok(0) => {}
+                Ok(n) => println!("{}: repaired {n} output file(s) left out of date by an interrupted run", cert.name),
+                Err(e) => println!("{}: cannot repair output files: {e}", cert.name),
+            }
+        }
         let at = plan(&store, cert, now).due.at(now);
         if force || dry_run || at <= now {
             due.push(cert);
@@ -218,9 +226,10 @@ async fn renew_now(
                 );
                 continue;
             }
-            Ok(obtained) => renew::deploy(&store, cert, &obtained)
+            Ok(obtained) => deploy(&store, cert, &obtained.bundle)
                 .await
-                .map(|version| (version, obtained.leaf.not_after)),
+                .map(|installed| (installed.dir, obtained.leaf.not_after))
+                .map_err(RenewError::from),
             Err(e) => Err(e),
         };
         if !dry_run {

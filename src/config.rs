@@ -106,15 +106,45 @@ pub struct CertificateConfig {
     pub reuse_key: bool,
     pub challenge: Challenge,
     pub output: Output,
-    pub reload: Option<String>,
+    pub reload: Reload,
     pub reload_timeout: Duration,
+    /// TLS endpoints that must serve the new certificate after the reload.
+    pub verify: Vec<Endpoint>,
+    pub verify_timeout: Duration,
+}
+
+/// How the server is told to load the new certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    None,
+    /// A shell command (`sh -c`).
+    Command(String),
+    /// A signal to the PID written in a pidfile (SIGHUP for SRS, ZLMediaKit).
+    Signal { pidfile: PathBuf, signal: String },
+    /// `systemctl reload UNIT`.
+    Unit(String),
+}
+
+/// A live TLS endpoint to check after a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The name sent in SNI.
+    pub sni: DomainName,
 }
 
 /// Where copies of the current certificate go besides the state directory, and with which
 /// ownership. Files holding the private key get `key_mode`; the others 0644.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
+    /// A directory certkeeper keeps as a symbolic link to `current`, so that it switches with
+    /// it, as one set.
+    pub link: Option<PathBuf>,
+    /// Single files, each replaced atomically (and repaired at start after a crash).
     pub files: Vec<(FileKind, PathBuf)>,
+    /// The PKCS#12 password, when a keystore is wanted (Java servers such as Wowza).
+    pub pkcs12_password: Option<zeroize::Zeroizing<String>>,
     pub owner: Option<u32>,
     pub group: Option<u32>,
     pub key_mode: u32,
@@ -184,9 +214,23 @@ struct RawCertificate {
     challenge: Option<Spanned<String>>,
     #[serde(default)]
     output: RawOutput,
-    reload: Option<String>,
+    reload: Option<Spanned<String>>,
+    reload_pidfile: Option<Spanned<PathBuf>>,
+    reload_signal: Option<Spanned<String>>,
+    reload_unit: Option<Spanned<String>>,
     #[serde(default = "default_reload_timeout")]
     reload_timeout_secs: u64,
+    #[serde(default)]
+    verify: Vec<RawEndpoint>,
+    #[serde(default = "default_verify_timeout")]
+    verify_timeout_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    endpoint: Spanned<String>,
+    sni: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +242,8 @@ struct RawOutput {
     fullchain: Option<PathBuf>,
     key: Option<PathBuf>,
     combined: Option<PathBuf>,
+    pkcs12: Option<Spanned<PathBuf>>,
+    pkcs12_password_file: Option<Spanned<PathBuf>>,
     owner: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
     key_mode: Option<Spanned<String>>,
@@ -206,6 +252,13 @@ struct RawOutput {
 fn default_reload_timeout() -> u64 {
     60
 }
+
+fn default_verify_timeout() -> u64 {
+    30
+}
+
+/// Signals a reload may send, by the names operators write.
+const SIGNALS: [&str; 4] = ["HUP", "USR1", "USR2", "TERM"];
 
 impl Config {
     /// Reads and validates the config file at `path`.
@@ -421,6 +474,7 @@ impl Validator<'_> {
                 domains.push(domain);
             }
         }
+        let verify = self.endpoints(raw.verify, &domains)?;
         Ok(CertificateConfig {
             name: raw.name.into_inner(),
             domains,
@@ -428,23 +482,86 @@ impl Validator<'_> {
             reuse_key: raw.reuse_key,
             challenge,
             output: self.output(raw.output)?,
-            reload: raw.reload.filter(|r| !r.trim().is_empty()),
+            reload: self.reload(raw.reload, raw.reload_pidfile, raw.reload_signal, raw.reload_unit)?,
             reload_timeout: Duration::from_secs(raw.reload_timeout_secs.max(1)),
+            verify,
+            verify_timeout: Duration::from_secs(raw.verify_timeout_secs.max(1)),
         })
     }
 
-    fn output(&self, raw: RawOutput) -> Result<Output, ConfigError> {
-        let mut files = Vec::new();
-        if let Some(dir) = raw.dir {
-            let dir = self.absolute(dir);
-            files.extend(FileKind::ALL.iter().map(|k| (*k, dir.join(k.file_name()))));
+    fn reload(
+        &self,
+        command: Option<Spanned<String>>,
+        pidfile: Option<Spanned<PathBuf>>,
+        signal: Option<Spanned<String>>,
+        unit: Option<Spanned<String>>,
+    ) -> Result<Reload, ConfigError> {
+        let command = command.filter(|c| !c.get_ref().trim().is_empty());
+        let chosen = [command.as_ref().map(|c| c.span()), pidfile.as_ref().map(|p| p.span()), unit.as_ref().map(|u| u.span())];
+        if let Some(second) = chosen.iter().flatten().nth(1) {
+            return Err(self.located.error(
+                second.clone(),
+                "certificate: set only one of reload, reload_pidfile and reload_unit",
+            ));
         }
+        if let Some(signal) = &signal
+            && (pidfile.is_none() || !SIGNALS.contains(&signal.get_ref().as_str()))
+        {
+            return Err(self.located.error(
+                signal.span(),
+                format!("certificate.reload_signal: write one of {} together with reload_pidfile", SIGNALS.join(", ")),
+            ));
+        }
+        Ok(match (command, pidfile, unit) {
+            (Some(command), _, _) => Reload::Command(command.into_inner()),
+            (_, Some(pidfile), _) => Reload::Signal {
+                pidfile: self.absolute(pidfile.into_inner()),
+                signal: signal.map_or_else(|| "HUP".to_string(), Spanned::into_inner),
+            },
+            (_, _, Some(unit)) => {
+                let ok = unit.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "@._-:".contains(c));
+                if !ok || unit.get_ref().is_empty() {
+                    return Err(self.located.error(unit.span(), "certificate.reload_unit: write a systemd unit name such as \"nginx.service\""));
+                }
+                Reload::Unit(unit.into_inner())
+            }
+            _ => Reload::None,
+        })
+    }
+
+    fn endpoints(&self, raw: Vec<RawEndpoint>, domains: &[DomainName]) -> Result<Vec<Endpoint>, ConfigError> {
+        raw.into_iter()
+            .map(|e| {
+                let address = e.endpoint.get_ref();
+                let port_ok = address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+                if !port_ok {
+                    return Err(self.located.error(
+                        e.endpoint.span(),
+                        "certificate.verify.endpoint: write host:port, such as \"127.0.0.1:443\" or \"[::1]:8443\"",
+                    ));
+                }
+                let sni = match e.sni {
+                    Some(sni) => DomainName::parse(sni.get_ref())
+                        .map_err(|err| self.located.error(sni.span(), format!("certificate.verify.sni: {err}")))?,
+                    None => domains[0].clone(),
+                };
+                Ok(Endpoint { address: e.endpoint.into_inner(), sni })
+            })
+            .collect()
+    }
+
+    fn output(&self, raw: RawOutput) -> Result<Output, ConfigError> {
+        let link = raw.dir.map(|dir| self.absolute(dir));
+        let mut files = Vec::new();
         let single = [
             (FileKind::Cert, raw.cert),
             (FileKind::Chain, raw.chain),
             (FileKind::Fullchain, raw.fullchain),
             (FileKind::Key, raw.key),
             (FileKind::Combined, raw.combined),
+            (FileKind::Pkcs12, raw.pkcs12.as_ref().map(|p| p.get_ref().clone())),
         ];
         for (kind, path) in single {
             if let Some(path) = path {
@@ -496,8 +613,31 @@ impl Validator<'_> {
                     )
                 })?,
         };
+        let pkcs12_password = match raw.pkcs12_password_file {
+            None => None,
+            Some(path) => {
+                let span = path.span();
+                let path = self.existing_file(path, "certificate.output.pkcs12_password_file")?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.located.error(span.clone(), format!("certificate.output.pkcs12_password_file: cannot read {}: {e}", path.display()))
+                })?;
+                let password = text.trim_end_matches(['\r', '\n']).to_string();
+                if password.is_empty() {
+                    return Err(self.located.error(span, "certificate.output.pkcs12_password_file: the file is empty; write the keystore password in it"));
+                }
+                Some(zeroize::Zeroizing::new(password))
+            }
+        };
+        if let (None, Some(pkcs12)) = (&pkcs12_password, &raw.pkcs12) {
+            return Err(self.located.error(
+                pkcs12.span(),
+                "certificate.output.pkcs12 needs pkcs12_password_file: a file holding the keystore password",
+            ));
+        }
         Ok(Output {
+            link,
             files,
+            pkcs12_password,
             owner,
             group,
             key_mode,

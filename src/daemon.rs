@@ -16,6 +16,7 @@ use crate::acme::AcmeClient;
 use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::config::{CertificateConfig, Config, ConfigError};
 use crate::plan::plan;
+use crate::deploy::deploy;
 use crate::renew::{self, Obtained, RenewError};
 use crate::store::Store;
 use crate::timefmt;
@@ -107,6 +108,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         held: HashMap::new(),
     };
 
+    daemon.repair_outputs();
     loop {
         let now = SystemTime::now();
         let next = daemon.next_due(now);
@@ -137,9 +139,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             }
         };
         let result = match obtained {
-            Ok(obtained) => renew::deploy(&daemon.store, &cert, &obtained)
+            Ok(obtained) => deploy(&daemon.store, &cert, &obtained.bundle)
                 .await
-                .map(|_| obtained.leaf.not_after),
+                .map(|_| obtained.leaf.not_after)
+                .map_err(RenewError::from),
             Err(e) => Err(e),
         };
         daemon.record(&cert, started, result);
@@ -212,6 +215,17 @@ impl Daemon {
         }
     }
 
+    /// Brings output files back in line with `current` after a crash mid-copy.
+    fn repair_outputs(&self) {
+        for cert in &self.config.certificates {
+            match self.store.repair_outputs(&cert.name, &cert.output) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(name = %cert.name, files = n, "repaired output files left out of date by an interrupted run"),
+                Err(e) => tracing::error!(name = %cert.name, error = %e, "cannot repair output files"),
+            }
+        }
+    }
+
     fn reload_config(&mut self) {
         match Config::load(&self.config_path) {
             Ok(config) => {
@@ -234,6 +248,7 @@ impl Daemon {
                 self.config = config;
                 self.acme = None;
                 self.announced = None;
+                self.repair_outputs();
             }
             Err(e) => log_config_error(&e),
         }

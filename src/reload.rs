@@ -1,5 +1,6 @@
-//! Runs the configured reload command after a swap, bounded in time, with the certificate's
-//! name, domains and file paths in its environment (and nothing secret).
+//! Tells the server to load the new certificate: a shell command, a signal to the PID in a
+//! pidfile, or `systemctl reload UNIT`. Bounded in time; commands get the certificate's name,
+//! domains and file paths in their environment (and nothing secret).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -8,54 +9,78 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::config::CertificateConfig;
+use crate::config::{CertificateConfig, Reload};
 use crate::store::FileKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("reload command `{command}` could not start: {source}")]
+    #[error("reload `{command}` could not start: {source}")]
     Start {
         command: String,
         source: std::io::Error,
     },
-    #[error("reload command `{command}` failed ({status}): {stderr}")]
+    #[error("reload `{command}` failed ({status}): {stderr}")]
     Failed {
         command: String,
         status: String,
         stderr: String,
     },
-    #[error("reload command `{command}` did not finish within {}s and was killed", timeout.as_secs())]
+    #[error("reload `{command}` did not finish within {}s and was killed", timeout.as_secs())]
     Timeout { command: String, timeout: Duration },
+    #[error("cannot read a PID from reload_pidfile {path}: {reason}; is the server running?")]
+    Pidfile { path: String, reason: String },
+    #[error("cannot send SIG{signal} to PID {pid} (from {pidfile}): {reason}")]
+    Signal {
+        signal: String,
+        pid: i32,
+        pidfile: String,
+        reason: String,
+    },
 }
 
-/// Runs `cert.reload` (if any) through `sh -c`, with `current_dir` the installed version.
-pub async fn run(cert: &CertificateConfig, current_dir: &Path) -> Result<(), ReloadError> {
-    let Some(command) = &cert.reload else {
-        return Ok(());
-    };
+/// Runs the configured reload, with `dir` the version directory now in use.
+pub async fn run(cert: &CertificateConfig, dir: &Path) -> Result<(), ReloadError> {
+    match &cert.reload {
+        Reload::None => Ok(()),
+        Reload::Command(command) => {
+            let mut child = Command::new("/bin/sh");
+            child.arg("-c").arg(command);
+            run_command(child, command, cert, dir).await
+        }
+        Reload::Unit(unit) => {
+            let mut child = Command::new("systemctl");
+            child.args(["reload", "--", unit]);
+            run_command(child, &format!("systemctl reload {unit}"), cert, dir).await
+        }
+        Reload::Signal { pidfile, signal } => send_signal(pidfile, signal),
+    }
+}
+
+async fn run_command(
+    mut child: Command,
+    shown: &str,
+    cert: &CertificateConfig,
+    dir: &Path,
+) -> Result<(), ReloadError> {
     let domains: Vec<&str> = cert.domains.iter().map(|d| d.as_str()).collect();
-    let mut child = Command::new("/bin/sh");
     child
-        .arg("-c")
-        .arg(command)
         .env("CERTKEEPER_NAME", &cert.name)
         .env("CERTKEEPER_DOMAINS", domains.join(" "))
-        .env("CERTKEEPER_DIR", current_dir)
+        .env("CERTKEEPER_DIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     for kind in FileKind::ALL {
-        let var = format!(
-            "CERTKEEPER_{}",
-            kind.file_name().trim_end_matches(".pem").to_uppercase()
-        );
-        child.env(var, current_dir.join(kind.file_name()));
+        let var = kind.file_name().replace(['.', '-'], "_").to_uppercase();
+        let var = format!("CERTKEEPER_{}", var.trim_end_matches("_PEM"));
+        child.env(var, dir.join(kind.file_name()));
     }
-    let mut child = child.spawn().map_err(|source| ReloadError::Start {
-        command: command.clone(),
+    let failed_to_start = |source| ReloadError::Start {
+        command: shown.to_string(),
         source,
-    })?;
+    };
+    let mut child = child.spawn().map_err(failed_to_start)?;
     let mut stderr = child.stderr.take();
     let finished = async {
         let mut text = String::new();
@@ -67,18 +92,41 @@ pub async fn run(cert: &CertificateConfig, current_dir: &Path) -> Result<(), Rel
     };
     match tokio::time::timeout(cert.reload_timeout, finished).await {
         Err(_) => Err(ReloadError::Timeout {
-            command: command.clone(),
+            command: shown.to_string(),
             timeout: cert.reload_timeout,
         }),
-        Ok((Err(source), _)) => Err(ReloadError::Start {
-            command: command.clone(),
-            source,
-        }),
+        Ok((Err(source), _)) => Err(failed_to_start(source)),
         Ok((Ok(status), _)) if status.success() => Ok(()),
         Ok((Ok(status), stderr)) => Err(ReloadError::Failed {
-            command: command.clone(),
+            command: shown.to_string(),
             status: status.to_string(),
             stderr: stderr.trim().to_string(),
         }),
     }
+}
+
+fn send_signal(pidfile: &Path, signal: &str) -> Result<(), ReloadError> {
+    let bad_pidfile = |reason: String| ReloadError::Pidfile {
+        path: pidfile.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(pidfile).map_err(|e| bad_pidfile(e.to_string()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 1)
+        .ok_or_else(|| bad_pidfile(format!("\"{}\" is not a process id", text.trim())))?;
+    let parsed: nix::sys::signal::Signal = format!("SIG{signal}").parse().map_err(|_| ReloadError::Signal {
+        signal: signal.to_string(),
+        pid,
+        pidfile: pidfile.display().to_string(),
+        reason: "unknown signal".into(),
+    })?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), parsed).map_err(|e| ReloadError::Signal {
+        signal: signal.to_string(),
+        pid,
+        pidfile: pidfile.display().to_string(),
+        reason: e.desc().to_string(),
+    })
 }

@@ -1,9 +1,9 @@
 //! One renewal of one certificate: key, CSR, order, checks, then the atomic swap and reload.
 //!
 //! Split in two on purpose: [`obtain`] only talks to the CA and may be abandoned at any await
-//! (on SIGTERM); [`deploy`] changes files and runs the reload, and is always let finish.
+//! (on SIGTERM); [`crate::deploy::deploy`] changes files and runs the reload, and is always let
+//! finish.
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::acme::{AcmeClient, AcmeError};
@@ -11,9 +11,9 @@ use crate::bundle::{Bundle, BundleError, LeafInfo};
 use crate::challenge::http01::Tokens;
 use crate::config::CertificateConfig;
 use crate::keys::{self, KeyError};
-use crate::reload::{self, ReloadError};
+use crate::deploy::DeployError;
 use crate::state::CertState;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
@@ -24,9 +24,7 @@ pub enum RenewError {
     #[error("refused to deploy the new certificate, the previous one stays in place: {0}")]
     Refused(#[from] BundleError),
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the new certificate is in place, but {0}")]
-    Reload(#[from] ReloadError),
+    Deploy(#[from] DeployError),
 }
 
 /// A certificate obtained and checked, not yet deployed.
@@ -65,18 +63,6 @@ async fn generate(cert: &CertificateConfig) -> Result<rcgen::KeyPair, KeyError> 
         .map_err(|e| KeyError::Generate(key_type, e.to_string()))?
 }
 
-/// Installs a new version, switches `current`, copies to the output paths and reloads.
-pub async fn deploy(
-    store: &Store,
-    cert: &CertificateConfig,
-    obtained: &Obtained,
-) -> Result<PathBuf, RenewError> {
-    let version = store.install(&cert.name, &obtained.bundle, &cert.output)?;
-    store::write_outputs(&obtained.bundle, &cert.output)?;
-    reload::run(cert, &version).await?;
-    Ok(version)
-}
-
 /// Records the outcome of an attempt in the certificate's state file.
 ///
 /// A failed reload is not a failed issuance: the new certificate is in place, and ordering it
@@ -90,7 +76,7 @@ pub fn record(
     let now = SystemTime::now();
     match result {
         Ok(()) => state.record_success(now),
-        Err(RenewError::Reload(reload)) => {
+        Err(RenewError::Deploy(DeployError::Reload(reload))) => {
             state.record_success_with_warning(now, reload.to_string())
         }
         Err(e) => state.record_failure(now, e.to_string()),

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use nix::fcntl::{Flock, FlockArg};
+use zeroize::Zeroizing;
 
 use crate::bundle::{self, Bundle, LeafInfo};
 use crate::config::Output;
@@ -33,6 +34,14 @@ pub enum StoreError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error("cannot build the PKCS#12 keystore: {source}")]
+    Pkcs12 { source: bundle::BundleError },
+    #[error(
+        "output.dir {path} is a real directory, but certkeeper keeps it as a link to the current \
+         certificate so that all its files switch at once; move it away (mv {path} {path}.old) \
+         and renew again"
+    )]
+    OutputNotLink { path: PathBuf },
     #[error("{path} holds an unreadable certificate: {source}")]
     Corrupt {
         path: PathBuf,
@@ -62,15 +71,19 @@ pub enum FileKind {
     Fullchain,
     Key,
     Combined,
+    /// Only when a PKCS#12 password is configured.
+    Pkcs12,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 5] = [
+    /// Every kind a version directory may hold.
+    pub const ALL: [FileKind; 6] = [
         FileKind::Cert,
         FileKind::Chain,
         FileKind::Fullchain,
         FileKind::Key,
         FileKind::Combined,
+        FileKind::Pkcs12,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -80,24 +93,34 @@ impl FileKind {
             FileKind::Fullchain => "fullchain.pem",
             FileKind::Key => "privkey.pem",
             FileKind::Combined => "combined.pem",
+            FileKind::Pkcs12 => "keystore.p12",
         }
     }
 
     pub fn holds_key(self) -> bool {
-        matches!(self, FileKind::Key | FileKind::Combined)
+        matches!(self, FileKind::Key | FileKind::Combined | FileKind::Pkcs12)
     }
 
-    fn contents(self, bundle: &Bundle) -> zeroize::Zeroizing<String> {
-        zeroize::Zeroizing::new(match self {
-            FileKind::Cert => bundle.cert_pem(),
-            FileKind::Chain => bundle.chain_pem(),
-            FileKind::Fullchain => bundle.fullchain_pem(),
-            FileKind::Key => bundle.key_pem().to_string(),
-            FileKind::Combined => return bundle.combined_pem(),
-        })
+    /// The bytes of this file for `bundle`, or `None` when it is not wanted (no PKCS#12
+    /// password configured).
+    fn contents(self, bundle: &Bundle, output: &Output) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let text = |s: String| Ok(Some(Zeroizing::new(s.into_bytes())));
+        match self {
+            FileKind::Cert => text(bundle.cert_pem()),
+            FileKind::Chain => text(bundle.chain_pem()),
+            FileKind::Fullchain => text(bundle.fullchain_pem()),
+            FileKind::Key => text(bundle.key_pem().to_string()),
+            FileKind::Combined => Ok(Some(Zeroizing::new(bundle.combined_pem().as_bytes().to_vec()))),
+            FileKind::Pkcs12 => match &output.pkcs12_password {
+                None => Ok(None),
+                Some(password) => bundle
+                    .pkcs12(password)
+                    .map(|der| Some(Zeroizing::new(der)))
+                    .map_err(|source| StoreError::Pkcs12 { source }),
+            },
+        }
     }
 }
-
 /// Ownership and mode for one written file.
 #[derive(Debug, Clone, Copy)]
 pub struct FileMode {
@@ -184,6 +207,14 @@ pub struct Current {
     pub leaf: LeafInfo,
 }
 
+/// A freshly installed version, and the one it replaced (the rollback target).
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub dir: PathBuf,
+    pub version: String,
+    pub previous: Option<String>,
+}
+
 /// The versioned certificate sets under a state directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -235,36 +266,115 @@ impl Store {
             .map_err(|source| StoreError::Read { path, source })
     }
 
-    /// Writes `bundle` as a new version and switches `current` to it. The bundle must already
-    /// have passed [`Bundle::check`].
-    pub fn install(
-        &self,
-        name: &str,
-        bundle: &Bundle,
-        output: &Output,
-    ) -> Result<PathBuf, StoreError> {
+    /// Writes `bundle` as a new version and switches `current` (and with it the output
+    /// directory link) to it. The bundle must already have passed [`Bundle::check`].
+    pub fn install(&self, name: &str, bundle: &Bundle, output: &Output) -> Result<Installed, StoreError> {
         let cert_dir = self.cert_dir(name);
         let versions = cert_dir.join("versions");
         create_dir(&versions)?;
         // One installer at a time per certificate: pruning must not race another's new version.
         let _lock = self.lock(&cert_dir)?;
+        if let Some(link) = &output.link {
+            self.link_output_dir(name, link)?;
+        }
 
         let (staging, version) = self.new_version_dir(&versions)?;
         for kind in FileKind::ALL {
-            let path = staging.join(kind.file_name());
-            write_atomic(
-                &path,
-                kind.contents(bundle).as_bytes(),
-                FileMode::for_kind(kind, output),
-            )?;
+            if let Some(contents) = kind.contents(bundle, output)? {
+                write_atomic(&staging.join(kind.file_name()), &contents, FileMode::for_kind(kind, output))?;
+            }
         }
-        let version_dir = versions.join(&version);
-        rename_synced(&staging, &version_dir, &versions)?;
+        let dir = versions.join(&version);
+        rename_synced(&staging, &dir, &versions)?;
+        let previous = self.current_version(name);
         self.point_current(name, &version)?;
-        self.prune(&versions, &version);
-        Ok(version_dir)
+        self.prune(&versions, &[Some(version.as_str()), previous.as_deref()]);
+        Ok(Installed { dir, version, previous })
     }
 
+    /// Switches `current` back to an earlier version (a rollback).
+    pub fn switch_to(&self, name: &str, version: &str) -> Result<PathBuf, StoreError> {
+        let _lock = self.lock(&self.cert_dir(name))?;
+        self.point_current(name, version)?;
+        Ok(self.cert_dir(name).join("versions").join(version))
+    }
+
+    /// The version `current` points at.
+    pub fn current_version(&self, name: &str) -> Option<String> {
+        let target = fs::read_link(self.current_link(name)).ok()?;
+        Some(target.file_name()?.to_str()?.to_string())
+    }
+
+    /// The certificate and key of a stored version.
+    pub fn load(&self, name: &str, version: &str) -> Result<Bundle, StoreError> {
+        let dir = self.cert_dir(name).join("versions").join(version);
+        let read = |kind: FileKind| {
+            let path = dir.join(kind.file_name());
+            fs::read_to_string(&path).map_err(|source| StoreError::Read { path, source })
+        };
+        let key = Zeroizing::new(read(FileKind::Key)?);
+        Bundle::from_pem(&read(FileKind::Fullchain)?, &key).map_err(|source| StoreError::Corrupt {
+            path: dir.clone(),
+            source,
+        })
+    }
+
+    /// Makes `link` a symbolic link to this certificate's `current`, once; from then on it
+    /// switches whenever `current` does.
+    fn link_output_dir(&self, name: &str, link: &Path) -> Result<(), StoreError> {
+        let target = self.current_link(name);
+        match fs::symlink_metadata(link) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                if fs::read_link(link).is_ok_and(|t| t == target) {
+                    return Ok(());
+                }
+            }
+            Ok(_) => return Err(StoreError::OutputNotLink { path: link.to_path_buf() }),
+            Err(_) => {}
+        }
+        let parent = link.parent().unwrap_or(Path::new("/"));
+        create_dir(parent)?;
+        let tmp = parent.join(format!(".certkeeper-link.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|source| StoreError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        rename_synced(&tmp, link, parent)
+    }
+
+    /// After a crash between two output files, they may be a mismatched pair: rewrite every
+    /// single output file that differs from the current version (and make the output
+    /// directory link if the config gained one). Run at start.
+    pub fn repair_outputs(&self, name: &str, output: &Output) -> Result<usize, StoreError> {
+        let Some(version) = self.current_version(name) else {
+            return Ok(0);
+        };
+        if let Some(link) = &output.link {
+            self.link_output_dir(name, link)?;
+        }
+        let bundle = self.load(name, &version)?;
+        let mut repaired = 0;
+        for (kind, path) in &output.files {
+            let up_to_date = match kind {
+                // Keystores are salted anew on every write: compare what they hold instead.
+                FileKind::Pkcs12 => fs::read(path).ok().is_some_and(|der| {
+                    output
+                        .pkcs12_password
+                        .as_ref()
+                        .is_some_and(|password| bundle.pkcs12_holds_leaf(&der, password))
+                }),
+                _ => kind
+                    .contents(&bundle, output)?
+                    .is_some_and(|expected| fs::read(path).is_ok_and(|found| *found == **expected)),
+            };
+            if !up_to_date {
+                write_output(&bundle, output, *kind, path)?;
+                repaired += 1;
+            }
+        }
+        Ok(repaired)
+    }
     /// Switches `current` to `versions/VERSION` by renaming a new link over the old one.
     fn point_current(&self, name: &str, version: &str) -> Result<(), StoreError> {
         let cert_dir = self.cert_dir(name);
@@ -308,9 +418,9 @@ impl Store {
         })
     }
 
-    /// Keeps the newest [`KEEP_VERSIONS`] versions and the current one; removes leftovers of
+    /// Keeps the newest [`KEEP_VERSIONS`] versions and those in `keep`; removes leftovers of
     /// interrupted installs. Failures here only cost disk space, so they are logged, not raised.
-    fn prune(&self, versions: &Path, current: &str) {
+    fn prune(&self, versions: &Path, keep: &[Option<&str>]) {
         let Ok(entries) = fs::read_dir(versions) else {
             return;
         };
@@ -323,7 +433,7 @@ impl Store {
             // A hidden entry is the leftover of an interrupted install: we hold the lock, so
             // no install is filling it now.
             let leftover = name.starts_with('.');
-            if !leftover && (name == current || kept < KEEP_VERSIONS) {
+            if !leftover && (keep.contains(&Some(name.as_str())) || kept < KEEP_VERSIONS) {
                 kept += 1;
                 continue;
             }
@@ -352,21 +462,23 @@ impl Store {
     }
 }
 
-/// Copies the current set to the configured output paths, each file atomically.
+/// Copies `bundle` to the configured single output files, each atomically.
 pub fn write_outputs(bundle: &Bundle, output: &Output) -> Result<(), StoreError> {
     for (kind, path) in &output.files {
-        if let Some(parent) = path.parent() {
-            create_dir(parent)?;
-        }
-        write_atomic(
-            path,
-            kind.contents(bundle).as_bytes(),
-            FileMode::for_kind(*kind, output),
-        )?;
+        write_output(bundle, output, *kind, path)?;
     }
     Ok(())
 }
 
+fn write_output(bundle: &Bundle, output: &Output, kind: FileKind, path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent() {
+        create_dir(parent)?;
+    }
+    match kind.contents(bundle, output)? {
+        Some(contents) => write_atomic(path, &contents, FileMode::for_kind(kind, output)),
+        None => Ok(()),
+    }
+}
 pub fn create_dir(dir: &Path) -> Result<(), StoreError> {
     fs::DirBuilder::new()
         .recursive(true)

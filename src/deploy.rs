@@ -1,0 +1,84 @@
+//! Putting a checked certificate into service without ever leaving the server worse off:
+//! install (atomic swap of `current`), copy to single output files, reload, verify each live
+//! endpoint serves the new chain, and roll back to the previous version when it does not.
+//!
+//! It does not know how the certificate was obtained.
+
+use std::time::Duration;
+
+use crate::bundle::Bundle;
+use crate::config::CertificateConfig;
+use crate::reload::{self, ReloadError};
+use crate::store::{self, Installed, Store, StoreError};
+use crate::verify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The new certificate is in place, but the reload failed and no endpoint is configured to
+    /// tell whether the server picked it up.
+    #[error("the new certificate is in place, but {0}")]
+    Reload(ReloadError),
+    #[error("{reason}; rolled back to version {previous} (the new version {kept} is kept for inspection)")]
+    RolledBack {
+        reason: String,
+        previous: String,
+        kept: String,
+    },
+    #[error("{reason}; and the rollback to version {previous} failed too: {rollback}")]
+    RollbackFailed {
+        reason: String,
+        previous: String,
+        rollback: String,
+    },
+    #[error("{0}; there is no earlier certificate to roll back to, so the new one stays")]
+    NotServed(String),
+}
+
+/// Deploys `bundle` for `cert`; see the module comment for the steps.
+pub async fn deploy(store: &Store, cert: &CertificateConfig, bundle: &Bundle) -> Result<Installed, DeployError> {
+    let installed = store.install(&cert.name, bundle, &cert.output)?;
+    store::write_outputs(bundle, &cert.output)?;
+    let reloaded = reload::run(cert, &installed.dir).await;
+    if cert.verify.is_empty() {
+        return reloaded.map(|()| installed).map_err(DeployError::Reload);
+    }
+    let served = verify::wait_until_served(&cert.verify, bundle.chain(), cert.verify_timeout).await;
+    let reason = match (served, reloaded) {
+        (Ok(()), Ok(())) => return Ok(installed),
+        (Ok(()), Err(e)) => {
+            tracing::warn!(name = %cert.name, error = %e, "the reload reported a failure, but every endpoint serves the new certificate");
+            return Ok(installed);
+        }
+        (Err(not_served), Ok(())) => not_served.to_string(),
+        (Err(not_served), Err(reload)) => format!("{reload}; {not_served}"),
+    };
+    let Some(previous) = installed.previous.clone() else {
+        return Err(DeployError::NotServed(reason));
+    };
+    tracing::warn!(name = %cert.name, %reason, previous, "rolling back");
+    match rollback(store, cert, &previous, cert.verify_timeout).await {
+        Ok(()) => Err(DeployError::RolledBack {
+            reason,
+            previous,
+            kept: installed.version,
+        }),
+        Err(rollback) => Err(DeployError::RollbackFailed {
+            reason,
+            previous,
+            rollback,
+        }),
+    }
+}
+
+/// Puts `previous` back in service: switch, copy, reload, and check it is served again.
+async fn rollback(store: &Store, cert: &CertificateConfig, previous: &str, timeout: Duration) -> Result<(), String> {
+    let bundle = store.load(&cert.name, previous).map_err(|e| e.to_string())?;
+    let dir = store.switch_to(&cert.name, previous).map_err(|e| e.to_string())?;
+    store::write_outputs(&bundle, &cert.output).map_err(|e| e.to_string())?;
+    reload::run(cert, &dir).await.map_err(|e| e.to_string())?;
+    verify::wait_until_served(&cert.verify, bundle.chain(), timeout)
+        .await
+        .map_err(|e| e.to_string())
+}

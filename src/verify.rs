@@ -1,0 +1,162 @@
+//! Checks that a live TLS endpoint presents exactly the certificate chain we deployed.
+//!
+//! This is an identity check, not a trust check: the handshake accepts whatever the server
+//! presents (the signatures of the handshake itself are still verified), and the presented
+//! chain is then compared byte for byte with the chain we wrote. A reload that did not take
+//! effect, a server still holding the old file, or a missing intermediate all show up here.
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::config::Endpoint;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{endpoint} (SNI {sni}) {problem}")]
+pub struct VerifyError {
+    pub endpoint: String,
+    pub sni: String,
+    pub problem: String,
+}
+
+/// Waits until every endpoint presents `expected` (leaf first), retrying each for up to
+/// `timeout` (a reload can take a moment to reach every worker).
+pub async fn wait_until_served(
+    endpoints: &[Endpoint],
+    expected: &[CertificateDer<'static>],
+    timeout: Duration,
+) -> Result<(), VerifyError> {
+    for endpoint in endpoints {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (endpoint_owned, expected_owned) = (endpoint.clone(), expected.to_vec());
+            let checked = tokio::task::spawn_blocking(move || check(&endpoint_owned, &expected_owned))
+                .await
+                .unwrap_or_else(|e| Err(fail(endpoint, format!("check failed: {e}"))));
+            match checked {
+                Ok(()) => break,
+                Err(e) if Instant::now() + RETRY_EVERY >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(RETRY_EVERY).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fail(endpoint: &Endpoint, problem: String) -> VerifyError {
+    VerifyError {
+        endpoint: endpoint.address.clone(),
+        sni: endpoint.sni.to_string(),
+        problem,
+    }
+}
+
+/// One handshake with `endpoint`, compared with `expected`.
+pub fn check(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Result<(), VerifyError> {
+    let presented = presented_chain(endpoint).map_err(|e| fail(endpoint, format!("cannot be checked: {e}")))?;
+    let describe = |der: &CertificateDer<'_>| {
+        crate::bundle::read_leaf_der(der)
+            .map(|leaf| format!("serial {}, not after {}", leaf.serial, crate::timefmt::utc(leaf.not_after)))
+            .unwrap_or_else(|_| "unreadable".into())
+    };
+    match (presented.first(), expected.first()) {
+        (Some(found), Some(wanted)) if found != wanted => Err(fail(
+            endpoint,
+            format!(
+                "still serves another certificate ({}) instead of the new one ({}): the reload did not take effect",
+                describe(found),
+                describe(wanted)
+            ),
+        )),
+        (None, _) => Err(fail(endpoint, "presented no certificate".into())),
+        _ if presented != expected => Err(fail(
+            endpoint,
+            format!(
+                "serves the new certificate but a chain of {} certificate(s) instead of {}: clients without the intermediates will fail; serve fullchain.pem",
+                presented.len(),
+                expected.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn presented_chain(endpoint: &Endpoint) -> io::Result<Vec<CertificateDer<'static>>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    let name = ServerName::try_from(endpoint.sni.to_string()).map_err(io::Error::other)?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing");
+    for addr in endpoint.address.to_socket_addrs()? {
+        let mut socket = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(socket) => socket,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        socket.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        socket.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut socket)?;
+        }
+        let chain = conn.peer_certificates().unwrap_or_default();
+        return Ok(chain.iter().map(|c| c.clone().into_owned()).collect());
+    }
+    Err(last)
+}
+
+/// Accepts any presented chain (we compare it afterwards), but still checks the handshake's
+/// signatures, so the server proves it holds the key of what it presents.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
