@@ -92,7 +92,9 @@ impl Bundle {
             return Err(BundleError::Expired(crate::timefmt::utc(info.not_after)));
         }
         if info.not_before > now + ALLOWED_SKEW {
-            return Err(BundleError::NotYetValid(crate::timefmt::utc(info.not_before)));
+            return Err(BundleError::NotYetValid(crate::timefmt::utc(
+                info.not_before,
+            )));
         }
         Ok(info)
     }
@@ -105,7 +107,9 @@ impl Bundle {
     /// A PKCS#12 keystore (AES-256, HMAC-SHA256) holding the key and the whole chain under
     /// the alias `certkeeper`, as Java servers (Wowza) and `openssl pkcs12` read it.
     pub fn pkcs12(&self, password: &str) -> Result<Vec<u8>, BundleError> {
-        let fail = |e: &dyn std::fmt::Display| BundleError::Pkcs12(format!("cannot build the PKCS#12 keystore: {e}"));
+        let fail = |e: &dyn std::fmt::Display| {
+            BundleError::Pkcs12(format!("cannot build the PKCS#12 keystore: {e}"))
+        };
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| fail(&e))?;
         let key = p12_keystore::PrivateKey::from_der(key.secret_der()).map_err(|e| fail(&e))?;
         let certs = self
@@ -118,20 +122,28 @@ impl Bundle {
         let mut store = p12_keystore::KeyStore::new();
         store.add_entry(
             PKCS12_ALIAS,
-            p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(local_key_id, key, certs)),
+            p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
+                local_key_id,
+                key,
+                certs,
+            )),
         );
         store.writer(password).write().map_err(|e| fail(&e))
     }
 
     /// Whether a PKCS#12 keystore opens with `password` and holds this bundle's leaf.
     pub fn pkcs12_holds_leaf(&self, der: &[u8], password: &str) -> bool {
-        p12_keystore::KeyStore::from_pkcs12(der, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
-            .ok()
-            .and_then(|store| {
-                let (_, chain) = store.private_key_chain()?;
-                Some(chain.certs().first()?.as_der() == self.chain[0].as_ref())
-            })
-            .unwrap_or(false)
+        p12_keystore::KeyStore::from_pkcs12(
+            der,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .ok()
+        .and_then(|store| {
+            let (_, chain) = store.private_key_chain()?;
+            Some(chain.certs().first()?.as_der() == self.chain[0].as_ref())
+        })
+        .unwrap_or(false)
     }
 
     fn check_key(&self) -> Result<(), BundleError> {
@@ -261,7 +273,9 @@ pub const PKCS12_ALIAS: &str = "certkeeper";
 
 /// The keystore entry's local key id: the leaf's SHA-1, as Java's keytool makes it.
 fn sha1(der: &CertificateDer<'_>) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref().to_vec()
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
+        .as_ref()
+        .to_vec()
 }
 
 fn pem_block(der: &CertificateDer<'_>) -> String {

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use crate::acme::AcmeClient;
 use crate::challenge::http01::{self, Tokens};
 use crate::config::{self, CertificateConfig, Config, LogFormat};
-use crate::plan::plan;
 use crate::deploy::deploy;
+use crate::plan::plan;
 use crate::renew::{self, RenewError};
 use crate::store::Store;
 use crate::{daemon, logging, status, timefmt};
@@ -176,7 +176,10 @@ async fn renew_now(
         if !dry_run {
             match store.repair_outputs(&cert.name, &cert.output) {
                 Ok(0) => {}
-                Ok(n) => println!("{}: repaired {n} output file(s) left out of date by an interrupted run", cert.name),
+                Ok(n) => println!(
+                    "{}: repaired {n} output file(s) left out of date by an interrupted run",
+                    cert.name
+                ),
                 Err(e) => println!("{}: cannot repair output files: {e}", cert.name),
             }
         }

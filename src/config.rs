@@ -120,7 +120,10 @@ pub enum Reload {
     /// A shell command (`sh -c`).
     Command(String),
     /// A signal to the PID written in a pidfile (SIGHUP for SRS, ZLMediaKit).
-    Signal { pidfile: PathBuf, signal: String },
+    Signal {
+        pidfile: PathBuf,
+        signal: String,
+    },
     /// `systemctl reload UNIT`.
     Unit(String),
 }
@@ -482,7 +485,12 @@ impl Validator<'_> {
             reuse_key: raw.reuse_key,
             challenge,
             output: self.output(raw.output)?,
-            reload: self.reload(raw.reload, raw.reload_pidfile, raw.reload_signal, raw.reload_unit)?,
+            reload: self.reload(
+                raw.reload,
+                raw.reload_pidfile,
+                raw.reload_signal,
+                raw.reload_unit,
+            )?,
             reload_timeout: Duration::from_secs(raw.reload_timeout_secs.max(1)),
             verify,
             verify_timeout: Duration::from_secs(raw.verify_timeout_secs.max(1)),
@@ -497,7 +505,11 @@ impl Validator<'_> {
         unit: Option<Spanned<String>>,
     ) -> Result<Reload, ConfigError> {
         let command = command.filter(|c| !c.get_ref().trim().is_empty());
-        let chosen = [command.as_ref().map(|c| c.span()), pidfile.as_ref().map(|p| p.span()), unit.as_ref().map(|u| u.span())];
+        let chosen = [
+            command.as_ref().map(|c| c.span()),
+            pidfile.as_ref().map(|p| p.span()),
+            unit.as_ref().map(|u| u.span()),
+        ];
         if let Some(second) = chosen.iter().flatten().nth(1) {
             return Err(self.located.error(
                 second.clone(),
@@ -509,7 +521,10 @@ impl Validator<'_> {
         {
             return Err(self.located.error(
                 signal.span(),
-                format!("certificate.reload_signal: write one of {} together with reload_pidfile", SIGNALS.join(", ")),
+                format!(
+                    "certificate.reload_signal: write one of {} together with reload_pidfile",
+                    SIGNALS.join(", ")
+                ),
             ));
         }
         Ok(match (command, pidfile, unit) {
@@ -519,7 +534,10 @@ impl Validator<'_> {
                 signal: signal.map_or_else(|| "HUP".to_string(), Spanned::into_inner),
             },
             (_, _, Some(unit)) => {
-                let ok = unit.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "@._-:".contains(c));
+                let ok = unit
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "@._-:".contains(c));
                 if !ok || unit.get_ref().is_empty() {
                     return Err(self.located.error(unit.span(), "certificate.reload_unit: write a systemd unit name such as \"nginx.service\""));
                 }
@@ -529,7 +547,11 @@ impl Validator<'_> {
         })
     }
 
-    fn endpoints(&self, raw: Vec<RawEndpoint>, domains: &[DomainName]) -> Result<Vec<Endpoint>, ConfigError> {
+    fn endpoints(
+        &self,
+        raw: Vec<RawEndpoint>,
+        domains: &[DomainName],
+    ) -> Result<Vec<Endpoint>, ConfigError> {
         raw.into_iter()
             .map(|e| {
                 let address = e.endpoint.get_ref();
@@ -561,7 +583,10 @@ impl Validator<'_> {
             (FileKind::Fullchain, raw.fullchain),
             (FileKind::Key, raw.key),
             (FileKind::Combined, raw.combined),
-            (FileKind::Pkcs12, raw.pkcs12.as_ref().map(|p| p.get_ref().clone())),
+            (
+                FileKind::Pkcs12,
+                raw.pkcs12.as_ref().map(|p| p.get_ref().clone()),
+            ),
         ];
         for (kind, path) in single {
             if let Some(path) = path {
@@ -619,7 +644,13 @@ impl Validator<'_> {
                 let span = path.span();
                 let path = self.existing_file(path, "certificate.output.pkcs12_password_file")?;
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    self.located.error(span.clone(), format!("certificate.output.pkcs12_password_file: cannot read {}: {e}", path.display()))
+                    self.located.error(
+                        span.clone(),
+                        format!(
+                            "certificate.output.pkcs12_password_file: cannot read {}: {e}",
+                            path.display()
+                        ),
+                    )
                 })?;
                 let password = text.trim_end_matches(['\r', '\n']).to_string();
                 if password.is_empty() {

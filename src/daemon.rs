@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use crate::acme::AcmeClient;
 use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::config::{CertificateConfig, Config, ConfigError};
-use crate::plan::plan;
 use crate::deploy::deploy;
+use crate::plan::plan;
 use crate::renew::{self, Obtained, RenewError};
 use crate::store::Store;
 use crate::timefmt;
@@ -220,8 +220,12 @@ impl Daemon {
         for cert in &self.config.certificates {
             match self.store.repair_outputs(&cert.name, &cert.output) {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(name = %cert.name, files = n, "repaired output files left out of date by an interrupted run"),
-                Err(e) => tracing::error!(name = %cert.name, error = %e, "cannot repair output files"),
+                Ok(n) => {
+                    tracing::warn!(name = %cert.name, files = n, "repaired output files left out of date by an interrupted run")
+                }
+                Err(e) => {
+                    tracing::error!(name = %cert.name, error = %e, "cannot repair output files")
+                }
             }
         }
     }

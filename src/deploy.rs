@@ -20,7 +20,9 @@ pub enum DeployError {
     /// tell whether the server picked it up.
     #[error("the new certificate is in place, but {0}")]
     Reload(ReloadError),
-    #[error("{reason}; rolled back to version {previous} (the new version {kept} is kept for inspection)")]
+    #[error(
+        "{reason}; rolled back to version {previous} (the new version {kept} is kept for inspection)"
+    )]
     RolledBack {
         reason: String,
         previous: String,
@@ -37,7 +39,11 @@ pub enum DeployError {
 }
 
 /// Deploys `bundle` for `cert`; see the module comment for the steps.
-pub async fn deploy(store: &Store, cert: &CertificateConfig, bundle: &Bundle) -> Result<Installed, DeployError> {
+pub async fn deploy(
+    store: &Store,
+    cert: &CertificateConfig,
+    bundle: &Bundle,
+) -> Result<Installed, DeployError> {
     let installed = store.install(&cert.name, bundle, &cert.output)?;
     store::write_outputs(bundle, &cert.output)?;
     let reloaded = reload::run(cert, &installed.dir).await;
@@ -73,9 +79,18 @@ pub async fn deploy(store: &Store, cert: &CertificateConfig, bundle: &Bundle) ->
 }
 
 /// Puts `previous` back in service: switch, copy, reload, and check it is served again.
-async fn rollback(store: &Store, cert: &CertificateConfig, previous: &str, timeout: Duration) -> Result<(), String> {
-    let bundle = store.load(&cert.name, previous).map_err(|e| e.to_string())?;
-    let dir = store.switch_to(&cert.name, previous).map_err(|e| e.to_string())?;
+async fn rollback(
+    store: &Store,
+    cert: &CertificateConfig,
+    previous: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let bundle = store
+        .load(&cert.name, previous)
+        .map_err(|e| e.to_string())?;
+    let dir = store
+        .switch_to(&cert.name, previous)
+        .map_err(|e| e.to_string())?;
     store::write_outputs(&bundle, &cert.output).map_err(|e| e.to_string())?;
     reload::run(cert, &dir).await.map_err(|e| e.to_string())?;
     verify::wait_until_served(&cert.verify, bundle.chain(), timeout)

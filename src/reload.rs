@@ -117,16 +117,21 @@ fn send_signal(pidfile: &Path, signal: &str) -> Result<(), ReloadError> {
         .ok()
         .filter(|pid| *pid > 1)
         .ok_or_else(|| bad_pidfile(format!("\"{}\" is not a process id", text.trim())))?;
-    let parsed: nix::sys::signal::Signal = format!("SIG{signal}").parse().map_err(|_| ReloadError::Signal {
-        signal: signal.to_string(),
-        pid,
-        pidfile: pidfile.display().to_string(),
-        reason: "unknown signal".into(),
-    })?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), parsed).map_err(|e| ReloadError::Signal {
-        signal: signal.to_string(),
-        pid,
-        pidfile: pidfile.display().to_string(),
-        reason: e.desc().to_string(),
+    let parsed: nix::sys::signal::Signal =
+        format!("SIG{signal}")
+            .parse()
+            .map_err(|_| ReloadError::Signal {
+                signal: signal.to_string(),
+                pid,
+                pidfile: pidfile.display().to_string(),
+                reason: "unknown signal".into(),
+            })?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), parsed).map_err(|e| {
+        ReloadError::Signal {
+            signal: signal.to_string(),
+            pid,
+            pidfile: pidfile.display().to_string(),
+            reason: e.desc().to_string(),
+        }
     })
 }

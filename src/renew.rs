@@ -10,8 +10,8 @@ use crate::acme::{AcmeClient, AcmeError};
 use crate::bundle::{Bundle, BundleError, LeafInfo};
 use crate::challenge::http01::Tokens;
 use crate::config::CertificateConfig;
-use crate::keys::{self, KeyError};
 use crate::deploy::DeployError;
+use crate::keys::{self, KeyError};
 use crate::state::CertState;
 use crate::store::{Store, StoreError};
 

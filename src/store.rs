@@ -103,14 +103,20 @@ impl FileKind {
 
     /// The bytes of this file for `bundle`, or `None` when it is not wanted (no PKCS#12
     /// password configured).
-    fn contents(self, bundle: &Bundle, output: &Output) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    fn contents(
+        self,
+        bundle: &Bundle,
+        output: &Output,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let text = |s: String| Ok(Some(Zeroizing::new(s.into_bytes())));
         match self {
             FileKind::Cert => text(bundle.cert_pem()),
             FileKind::Chain => text(bundle.chain_pem()),
             FileKind::Fullchain => text(bundle.fullchain_pem()),
             FileKind::Key => text(bundle.key_pem().to_string()),
-            FileKind::Combined => Ok(Some(Zeroizing::new(bundle.combined_pem().as_bytes().to_vec()))),
+            FileKind::Combined => Ok(Some(Zeroizing::new(
+                bundle.combined_pem().as_bytes().to_vec(),
+            ))),
             FileKind::Pkcs12 => match &output.pkcs12_password {
                 None => Ok(None),
                 Some(password) => bundle
@@ -196,6 +202,26 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), 
     written.map_err(fail)
 }
 
+/// Temp files of [`write_atomic`] for `path` that a killed process left behind.
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let stale = file_name
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"));
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -268,7 +294,12 @@ impl Store {
 
     /// Writes `bundle` as a new version and switches `current` (and with it the output
     /// directory link) to it. The bundle must already have passed [`Bundle::check`].
-    pub fn install(&self, name: &str, bundle: &Bundle, output: &Output) -> Result<Installed, StoreError> {
+    pub fn install(
+        &self,
+        name: &str,
+        bundle: &Bundle,
+        output: &Output,
+    ) -> Result<Installed, StoreError> {
         let cert_dir = self.cert_dir(name);
         let versions = cert_dir.join("versions");
         create_dir(&versions)?;
@@ -281,7 +312,11 @@ impl Store {
         let (staging, version) = self.new_version_dir(&versions)?;
         for kind in FileKind::ALL {
             if let Some(contents) = kind.contents(bundle, output)? {
-                write_atomic(&staging.join(kind.file_name()), &contents, FileMode::for_kind(kind, output))?;
+                write_atomic(
+                    &staging.join(kind.file_name()),
+                    &contents,
+                    FileMode::for_kind(kind, output),
+                )?;
             }
         }
         let dir = versions.join(&version);
@@ -289,7 +324,11 @@ impl Store {
         let previous = self.current_version(name);
         self.point_current(name, &version)?;
         self.prune(&versions, &[Some(version.as_str()), previous.as_deref()]);
-        Ok(Installed { dir, version, previous })
+        Ok(Installed {
+            dir,
+            version,
+            previous,
+        })
     }
 
     /// Switches `current` back to an earlier version (a rollback).
@@ -329,7 +368,11 @@ impl Store {
                     return Ok(());
                 }
             }
-            Ok(_) => return Err(StoreError::OutputNotLink { path: link.to_path_buf() }),
+            Ok(_) => {
+                return Err(StoreError::OutputNotLink {
+                    path: link.to_path_buf(),
+                });
+            }
             Err(_) => {}
         }
         let parent = link.parent().unwrap_or(Path::new("/"));
@@ -372,6 +415,7 @@ impl Store {
                 write_output(&bundle, output, *kind, path)?;
                 repaired += 1;
             }
+            remove_stale_temps(path);
         }
         Ok(repaired)
     }
@@ -470,7 +514,12 @@ pub fn write_outputs(bundle: &Bundle, output: &Output) -> Result<(), StoreError>
     Ok(())
 }
 
-fn write_output(bundle: &Bundle, output: &Output, kind: FileKind, path: &Path) -> Result<(), StoreError> {
+fn write_output(
+    bundle: &Bundle,
+    output: &Output,
+    kind: FileKind,
+    path: &Path,
+) -> Result<(), StoreError> {
     if let Some(parent) = path.parent() {
         create_dir(parent)?;
     }

@@ -39,9 +39,10 @@ pub async fn wait_until_served(
         let deadline = Instant::now() + timeout;
         loop {
             let (endpoint_owned, expected_owned) = (endpoint.clone(), expected.to_vec());
-            let checked = tokio::task::spawn_blocking(move || check(&endpoint_owned, &expected_owned))
-                .await
-                .unwrap_or_else(|e| Err(fail(endpoint, format!("check failed: {e}"))));
+            let checked =
+                tokio::task::spawn_blocking(move || check(&endpoint_owned, &expected_owned))
+                    .await
+                    .unwrap_or_else(|e| Err(fail(endpoint, format!("check failed: {e}"))));
             match checked {
                 Ok(()) => break,
                 Err(e) if Instant::now() + RETRY_EVERY >= deadline => return Err(e),
@@ -62,10 +63,17 @@ fn fail(endpoint: &Endpoint, problem: String) -> VerifyError {
 
 /// One handshake with `endpoint`, compared with `expected`.
 pub fn check(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Result<(), VerifyError> {
-    let presented = presented_chain(endpoint).map_err(|e| fail(endpoint, format!("cannot be checked: {e}")))?;
+    let presented =
+        presented_chain(endpoint).map_err(|e| fail(endpoint, format!("cannot be checked: {e}")))?;
     let describe = |der: &CertificateDer<'_>| {
         crate::bundle::read_leaf_der(der)
-            .map(|leaf| format!("serial {}, not after {}", leaf.serial, crate::timefmt::utc(leaf.not_after)))
+            .map(|leaf| {
+                format!(
+                    "serial {}, not after {}",
+                    leaf.serial,
+                    crate::timefmt::utc(leaf.not_after)
+                )
+            })
             .unwrap_or_else(|_| "unreadable".into())
     };
     match (presented.first(), expected.first()) {
@@ -99,7 +107,8 @@ fn presented_chain(endpoint: &Endpoint) -> io::Result<Vec<CertificateDer<'static
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
         .with_no_client_auth();
     let name = ServerName::try_from(endpoint.sni.to_string()).map_err(io::Error::other)?;
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
 
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing");
     for addr in endpoint.address.to_socket_addrs()? {
@@ -144,7 +153,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -153,7 +167,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

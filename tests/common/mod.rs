@@ -261,6 +261,13 @@ impl Certkeeper {
     pub fn new(pebble: &Pebble, domains: &[&str], extra: &str) -> Certkeeper {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("certkeeper.toml");
+        let ck = Certkeeper { dir, config };
+        ck.rewrite(pebble, domains, extra);
+        ck
+    }
+
+    /// Rewrites the config with other domains or `extra` keys (then SIGHUP a daemon).
+    pub fn rewrite(&self, pebble: &Pebble, domains: &[&str], extra: &str) {
         let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
         let text = format!(
             "[acme]\ndirectory = \"{url}\"\nstaging_directory = \"{url}\"\nextra_root = \"{root}\"\n\
@@ -271,8 +278,7 @@ impl Certkeeper {
             port = pebble.http_port,
             domains = domains.join(", "),
         );
-        fs::write(&config, text).expect("write certkeeper config");
-        Certkeeper { dir, config }
+        fs::write(&self.config, text).expect("write certkeeper config");
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -355,6 +361,66 @@ impl Certkeeper {
             .unwrap_or_default();
         names.sort();
         names
+    }
+}
+
+/// A real nginx serving TLS on a free loopback port with the given certificate files; its
+/// master's PID is in `pidfile`. Killed on drop.
+pub struct Nginx {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub pidfile: PathBuf,
+    _process: Killed,
+}
+
+impl Nginx {
+    pub fn start(fullchain: &Path, key: &Path) -> Nginx {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed: run scripts/test (it installs Debian's nginx-light)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let pidfile = dir.path().join("nginx.pid");
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             server {{\n  listen 127.0.0.1:{port} ssl;\n  server_name media.example.com;\n\
+             ssl_certificate {};\n  ssl_certificate_key {};\n  return 200 \"ok\\n\";\n }}\n}}\n",
+            fullchain.display(),
+            key.display()
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        fs::write(&conf_path, conf).expect("nginx.conf");
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let process = Killed(child);
+        wait_for_port(port);
+        Nginx {
+            dir,
+            port,
+            pidfile,
+            _process: process,
+        }
+    }
+
+    pub fn endpoint(&self) -> certkeeper::config::Endpoint {
+        certkeeper::config::Endpoint {
+            address: format!("127.0.0.1:{}", self.port),
+            sni: certkeeper::names::DomainName::parse("media.example.com").expect("name"),
+        }
     }
 }
 
