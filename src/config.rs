@@ -762,6 +762,50 @@ mod tests {
     }
 
     #[test]
+    fn reload_kinds_verify_and_pkcs12() {
+        let config = parse(&format!(
+            "{MINIMAL}reload_pidfile = \"/run/srs.pid\"\nverify = [{{ endpoint = \"127.0.0.1:443\" }}]\n"
+        ))
+        .unwrap();
+        let cert = &config.certificates[0];
+        assert_eq!(
+            cert.reload,
+            Reload::Signal {
+                pidfile: "/run/srs.pid".into(),
+                signal: "HUP".into()
+            }
+        );
+        assert_eq!(
+            cert.verify[0].sni.as_str(),
+            "media.example.com",
+            "SNI defaults to the first name"
+        );
+        let both = parse(&format!(
+            "{MINIMAL}reload = \"x\"\nreload_unit = \"nginx.service\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            both.contains(":5:") && both.contains("only one of"),
+            "{both}"
+        );
+        let signal = parse(&format!("{MINIMAL}reload_signal = \"HUP\"\n")).unwrap_err();
+        assert!(signal.contains("together with reload_pidfile"), "{signal}");
+        let endpoint = parse(&format!(
+            "{MINIMAL}verify = [{{ endpoint = \"media.example.com\" }}]\n"
+        ))
+        .unwrap_err();
+        assert!(endpoint.contains("host:port"), "{endpoint}");
+        let p12 = parse(&format!(
+            "{MINIMAL}[certificate.output]\npkcs12 = \"/x.p12\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            p12.contains(":5:") && p12.contains("pkcs12_password_file"),
+            "{p12}"
+        );
+    }
+
+    #[test]
     fn wildcard_without_dns01_is_refused() {
         let err =
             parse("[[certificate]]\nname = \"w\"\ndomains = [\"*.example.com\"]\n").unwrap_err();

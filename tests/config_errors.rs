@@ -73,3 +73,22 @@ fn a_missing_config_file_says_which() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/certkeeper.toml"));
 }
+
+/// Every shipped example parses; the only errors allowed are files the operator must create
+/// first (password files), which the config names as missing.
+#[test]
+fn shipped_example_configs_are_valid() {
+    let mut checked = 0;
+    for entry in fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") || path.ends_with("try.toml") {
+            continue;
+        }
+        match certkeeper::config::Config::load(&path) {
+            Ok(config) => assert!(!config.certificates.is_empty(), "{}", path.display()),
+            Err(e) => assert!(e.to_string().contains("does not exist; create it"), "{e}"),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7, "example.toml and one config per media server");
+}
