@@ -232,6 +232,21 @@ fn reload_runs_with_the_paths_in_its_environment() {
         status.contains("issued, but") && status.contains("nope"),
         "{status}"
     );
+    let hanging = Certkeeper::new(
+        &pebble,
+        &["media.example.com"],
+        "reload = \"sleep 30\"\nreload_timeout_secs = 1",
+    );
+    let started = std::time::Instant::now();
+    let stdout = String::from_utf8_lossy(&hanging.run(&["renew"]).stdout).to_string();
+    assert!(
+        stdout.contains("did not finish within 1s and was killed"),
+        "{stdout}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the reload must be bounded"
+    );
     // The certificate is in place: a failed reload must not make it be ordered again.
     let again = failing.ok(&["renew"]);
     assert!(again.contains("not due until"), "{again}");
@@ -257,4 +272,43 @@ fn a_ca_that_forgot_the_account_gets_a_new_one() {
         "the old credentials are kept aside: {accounts:?}"
     );
     assert_eq!(ck.versions().len(), 2);
+}
+
+#[test]
+fn external_account_binding_registers_with_the_configured_key() {
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let pebble = Pebble::start_with(None, Some(("kid-7", key)));
+    let secrets = tempfile::tempdir().unwrap();
+    let key_file = secrets.path().join("eab.key");
+    fs::write(&key_file, format!("{key}\n")).unwrap();
+
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let text = fs::read_to_string(&ck.config).unwrap();
+    let without = text.replace(
+        "[daemon]",
+        "[acme.eab]\nkey_id = \"wrong-kid\"\nhmac_key_file = \"KEY\"\n\n[daemon]",
+    );
+    fs::write(
+        &ck.config,
+        without.replace("KEY", &key_file.display().to_string()),
+    )
+    .unwrap();
+    let refused = ck.run(&["renew"]);
+    assert!(!refused.status.success(), "a wrong key id must be refused");
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the CA refused to create the ACME account"),
+        "{stdout}{stderr}"
+    );
+
+    fs::write(
+        &ck.config,
+        fs::read_to_string(&ck.config)
+            .unwrap()
+            .replace("wrong-kid", "kid-7"),
+    )
+    .unwrap();
+    ck.ok(&["renew"]);
+    assert_eq!(ck.versions().len(), 1);
 }

@@ -65,6 +65,12 @@ pub struct Pebble {
 impl Pebble {
     /// Starts challtestsrv and pebble; `validity` makes short-lived certificates.
     pub fn start(validity: Option<Duration>) -> Pebble {
+        Self::start_with(validity, None)
+    }
+
+    /// Like [`Pebble::start`], requiring External Account Binding with this (key id, base64url
+    /// HMAC key) when `eab` is given.
+    pub fn start_with(validity: Option<Duration>, eab: Option<(&str, &str)>) -> Pebble {
         require("pebble");
         require("pebble-challtestsrv");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -104,7 +110,8 @@ impl Pebble {
             "httpPort": http_port,
             "tlsPort": free_port(),
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": eab.is_some(),
+            "externalAccountMACKeys": eab.map(|(kid, key)| serde_json::json!({ kid: key })).unwrap_or_default(),
             "certificateValidityPeriod": validity.map_or(157_766_400, |v| v.as_secs()),
         }});
         let config_path = dir.path().join("pebble.json");
