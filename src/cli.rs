@@ -1,16 +1,18 @@
 //! The command line: flags defined once, one function per subcommand, errors mapped to exit
 //! codes (78 for a bad config, as sysexits' EX_CONFIG, so systemd can stop restart loops).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::acme::AcmeClient;
 use crate::challenge::http01::{self, Tokens};
 use crate::config::{self, CertificateConfig, Config, LogFormat};
 use crate::deploy::deploy;
+use crate::notifications::{Event, Notifier, NotifyEventName};
 use crate::plan::plan;
 use crate::renew::{self, RenewError};
 use crate::store::Store;
@@ -57,12 +59,17 @@ enum Command {
         /// Certificate names (default: all).
         names: Vec<String>,
     },
-    /// Show each certificate: names, expiry, next renewal, last result.
+    /// Show each certificate: names, expiry, next renewal, last result. Exits with 2 when a
+    /// certificate has expired or is close to expiry while its renewals fail.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Manpage,
 }
 
 /// A failure that ends a command, with its exit code.
@@ -82,6 +89,28 @@ impl Failure {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the CLI definition itself; they need no config.
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "certkeeper",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Manpage => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("certkeeper: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     // One crypto provider for the whole process (rustls needs it set before any TLS use).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match Config::load(&cli.config) {
@@ -119,6 +148,7 @@ pub fn main() -> ExitCode {
                 names,
             } => renew_now(&config, force, dry_run, &names).await,
             Command::Status { json } => show_status(&config, json),
+            Command::Completions { .. } | Command::Manpage => Ok(()),
         }
     });
     match result {
@@ -217,8 +247,18 @@ async fn renew_now(
         .await
         .map_err(Failure::new)?;
 
+    let notifier = Notifier::new(config.notify.clone());
+    let progress = std::io::stderr().is_terminal() && due.len() > 1;
+    let total = due.len();
     let mut failed = 0;
-    for cert in due {
+    for (index, cert) in due.into_iter().enumerate() {
+        if progress {
+            eprintln!(
+                "[{}/{total}] {}: ordering from {directory}",
+                index + 1,
+                cert.name
+            );
+        }
         let result = match renew::obtain(&mut acme, &tokens, &store, cert).await {
             Ok(obtained) if dry_run => {
                 println!(
@@ -240,19 +280,32 @@ async fn renew_now(
             let _ = renew::record(&store, &cert.name, result.as_ref().map(|_| ()));
         }
         match result {
-            Ok((version, not_after)) => println!(
-                "{}: renewed, valid until {} ({})",
-                cert.name,
-                timefmt::utc(not_after),
-                version.display()
-            ),
+            Ok((version, not_after)) => {
+                println!(
+                    "{}: renewed, valid until {} ({})",
+                    cert.name,
+                    timefmt::utc(not_after),
+                    version.display()
+                );
+                let message = format!("new certificate valid until {}", timefmt::utc(not_after));
+                notifier.send(Event::new(cert, NotifyEventName::Success, message, None));
+            }
             Err(e) => {
                 failed += 1;
                 println!("{}: FAILED: {e}", cert.name);
+                if !dry_run {
+                    notifier.send(Event::new(
+                        cert,
+                        NotifyEventName::Failure,
+                        e.to_string(),
+                        None,
+                    ));
+                }
             }
         }
     }
     server.abort();
+    notifier.flush(Duration::from_secs(30)).await;
     match failed {
         0 => Ok(()),
         n => Err(Failure::new(format!(
@@ -263,6 +316,7 @@ async fn renew_now(
 
 fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
     let rows = status::rows(config, SystemTime::now());
+    let alerts = rows.iter().filter(|r| r.alert.is_some()).count();
     if json {
         let text = serde_json::to_string_pretty(&rows).map_err(Failure::new)?;
         println!("{text}");
@@ -271,5 +325,11 @@ fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
     } else {
         print!("{}", status::table(&rows));
     }
-    Ok(())
+    match alerts {
+        0 => Ok(()),
+        n => Err(Failure {
+            code: 2,
+            message: format!("{n} certificate(s) need attention"),
+        }),
+    }
 }

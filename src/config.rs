@@ -43,6 +43,7 @@ pub struct Config {
     pub acme: AcmeConfig,
     pub daemon: DaemonConfig,
     pub certificates: Vec<CertificateConfig>,
+    pub notify: Vec<NotifyTarget>,
     /// Things that parse but deserve the operator's attention (names written in another case).
     pub warnings: Vec<String>,
 }
@@ -67,6 +68,31 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
     pub log_format: LogFormat,
+    /// Where Prometheus metrics are served; off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Where to tell someone that something happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    pub via: NotifyVia,
+    pub events: Vec<NotifyEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyVia {
+    /// A shell command; the event is on its stdin as JSON and in CERTKEEPER_* variables.
+    Exec(String),
+    /// An HTTP(S) URL that receives the event as a JSON POST.
+    Webhook(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyEvent {
+    Failure,
+    Expiry,
+    Success,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -176,6 +202,8 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     certificate: Vec<RawCertificate>,
+    #[serde(default)]
+    notify: Vec<Spanned<RawNotify>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -203,6 +231,15 @@ struct RawDaemon {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     log_format: LogFormat,
+    metrics_listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    exec: Option<String>,
+    webhook: Option<Spanned<String>>,
+    events: Option<Vec<NotifyEvent>>,
 }
 
 #[derive(Deserialize)]
@@ -340,11 +377,17 @@ impl Validator<'_> {
             }
             certificates.push(cert);
         }
+        let notify = raw
+            .notify
+            .into_iter()
+            .map(|n| self.notify(n))
+            .collect::<Result<_, _>>()?;
         Ok(Config {
             path: self.located.path.to_path_buf(),
             acme,
             daemon,
             certificates,
+            notify,
             warnings: self.warnings,
         })
     }
@@ -397,14 +440,21 @@ impl Validator<'_> {
     }
 
     fn daemon(&self, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
+        let address = |value: Spanned<String>, key: &str, example: &str| {
+            value.get_ref().parse::<SocketAddr>().map_err(|_| {
+                self.located.error(
+                    value.span(),
+                    format!("daemon.{key}: write an address and port such as {example}"),
+                )
+            })
+        };
         let listen = match raw.listen {
             None => SocketAddr::from(([0u16; 8], 80)),
-            Some(l) => l.get_ref().parse().map_err(|_| {
-                self.located.error(
-                    l.span(),
-                    "daemon.listen: write an address and port such as \"[::]:80\" or \"0.0.0.0:80\"",
-                )
-            })?,
+            Some(l) => address(l, "listen", "\"[::]:80\" or \"0.0.0.0:80\"")?,
+        };
+        let metrics_listen = match raw.metrics_listen {
+            None => None,
+            Some(m) => Some(address(m, "metrics_listen", "\"127.0.0.1:9586\"")?),
         };
         Ok(DaemonConfig {
             state_dir: self.absolute(
@@ -413,6 +463,38 @@ impl Validator<'_> {
             ),
             listen,
             log_format: raw.log_format,
+            metrics_listen,
+        })
+    }
+
+    fn notify(&self, raw: Spanned<RawNotify>) -> Result<NotifyTarget, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let via = match (raw.exec, raw.webhook) {
+            (Some(exec), None) if !exec.trim().is_empty() => NotifyVia::Exec(exec),
+            (None, Some(url)) => {
+                let ok =
+                    url.get_ref().starts_with("https://") || url.get_ref().starts_with("http://");
+                if !ok || url.get_ref().parse::<http::Uri>().is_err() {
+                    return Err(self.located.error(
+                        url.span(),
+                        "notify.webhook: write an http:// or https:// URL",
+                    ));
+                }
+                NotifyVia::Webhook(url.into_inner())
+            }
+            _ => {
+                return Err(self.located.error(
+                    span,
+                    "each [[notify]] needs exactly one of exec = \"command\" or webhook = \"https://...\"",
+                ));
+            }
+        };
+        Ok(NotifyTarget {
+            via,
+            events: raw
+                .events
+                .unwrap_or_else(|| vec![NotifyEvent::Failure, NotifyEvent::Expiry]),
         })
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -16,13 +17,16 @@ use crate::acme::AcmeClient;
 use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::config::{CertificateConfig, Config, ConfigError};
 use crate::deploy::deploy;
+use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::plan::plan;
 use crate::renew::{self, Obtained, RenewError};
 use crate::store::Store;
-use crate::timefmt;
+use crate::{metrics, schedule, sdnotify, timefmt};
 
 /// Re-evaluate at least this often, so a suspended machine or a clock jump is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// How often the expiry warning of one certificate is repeated.
+const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(3600);
 /// How long to leave a certificate alone when its state file could not be written.
 const STATE_UNSAVED_HOLD: Duration = Duration::from_secs(300);
 
@@ -32,6 +36,11 @@ pub enum DaemonError {
     Listen(#[from] ListenError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot serve metrics on {addr}: {source}; change daemon.metrics_listen")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 enum Event {
@@ -74,44 +83,77 @@ impl Signals {
 struct Daemon {
     config_path: PathBuf,
     config: Config,
+    /// The config as the metrics endpoint sees it; updated on SIGHUP.
+    published: watch::Sender<Arc<Config>>,
     store: Store,
     tokens: Tokens,
+    notifier: Notifier,
     /// Connected on first need and kept; dropped when the config is re-read.
     acme: Option<AcmeClient>,
     announced: Option<(String, SystemTime)>,
     /// Certificates whose last outcome could not be saved, and until when to leave them be.
     held: HashMap<String, SystemTime>,
+    /// When each certificate's expiry warning was last raised (at most hourly).
+    warned: HashMap<String, Instant>,
 }
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     let mut signals = Signals::new()?;
     let listener = http01::bind(config.daemon.listen)?;
+    let metrics_listener = match config.daemon.metrics_listen {
+        Some(addr) => Some(bind_metrics(addr)?),
+        None => None,
+    };
     let tokens = Tokens::default();
-    let (stop_server, stopped) = watch::channel(());
-    let server = tokio::spawn(http01::serve(listener, tokens.clone(), async move {
-        let mut stopped = stopped;
-        let _ = stopped.changed().await;
-    }));
+    let (stop_servers, stopped) = watch::channel(());
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.changed().await;
+        }
+    };
+    let mut servers = vec![tokio::spawn(http01::serve(
+        listener,
+        tokens.clone(),
+        until_stopped(),
+    ))];
+    let (published, watched) = watch::channel(Arc::new(config.clone()));
+    if let Some(listener) = metrics_listener {
+        servers.push(tokio::spawn(metrics::serve(
+            listener,
+            watched,
+            until_stopped(),
+        )));
+    }
     tracing::info!(
         listen = %config.daemon.listen,
+        metrics = ?config.daemon.metrics_listen,
         certificates = config.certificates.len(),
         state_dir = %config.daemon.state_dir.display(),
         "certkeeper is running"
     );
     let mut daemon = Daemon {
         store: Store::new(&config.daemon.state_dir),
+        notifier: Notifier::new(config.notify.clone()),
         config_path,
         config,
+        published,
         tokens,
         acme: None,
         announced: None,
         held: HashMap::new(),
+        warned: HashMap::new(),
     };
 
     daemon.repair_outputs();
+    let first = daemon.next_due(SystemTime::now());
+    sdnotify::ready(&daemon.summary(first.as_ref()));
+    sdnotify::spawn_watchdog();
     loop {
         let now = SystemTime::now();
+        daemon.warn_of_expiry(now);
         let next = daemon.next_due(now);
+        sdnotify::status(&daemon.summary(next.as_ref()));
         let wait = next
             .as_ref()
             .map_or(LONGEST_SLEEP, |(_, at)| {
@@ -148,10 +190,21 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         daemon.record(&cert, started, result);
     }
 
+    sdnotify::stopping();
     tracing::info!("certkeeper stopped");
-    let _ = stop_server.send(());
-    let _ = server.await;
+    let _ = stop_servers.send(());
+    for server in servers {
+        let _ = server.await;
+    }
+    daemon.notifier.flush(Duration::from_secs(5)).await;
     Ok(())
+}
+
+fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std);
+    listener.map_err(|source| DaemonError::Metrics { addr, source })
 }
 
 impl Daemon {
@@ -174,6 +227,58 @@ impl Daemon {
             self.announced = Some((name.clone(), at));
         }
         Some((index, at))
+    }
+
+    /// One line for `systemctl status`.
+    fn summary(&self, next: Option<&(usize, SystemTime)>) -> String {
+        let count = self.config.certificates.len();
+        match next {
+            None => format!("{count} certificates configured; nothing to do"),
+            Some((index, at)) => format!(
+                "{count} certificates; next: {} at {}",
+                self.config.certificates[*index].name,
+                timefmt::utc(*at)
+            ),
+        }
+    }
+
+    /// Raises an error (log and notification), at most hourly per certificate, for each
+    /// certificate close to expiry whose renewals keep failing.
+    fn warn_of_expiry(&mut self, now: SystemTime) {
+        for cert in &self.config.certificates {
+            let plan = plan(&self.store, cert, now);
+            let Some(leaf) = &plan.leaf else { continue };
+            let failing = plan.state.failures > 0 || plan.problem.is_some();
+            if !failing || now < schedule::warning_time(leaf) {
+                continue;
+            }
+            if self
+                .warned
+                .get(&cert.name)
+                .is_some_and(|at| at.elapsed() < EXPIRY_WARNING_EVERY)
+            {
+                continue;
+            }
+            self.warned.insert(cert.name.clone(), Instant::now());
+            let left = leaf.not_after.duration_since(now).unwrap_or_default();
+            let message = format!(
+                "certificate expires in {} ({}) and renewals are failing: {}",
+                timefmt::rough(left),
+                timefmt::utc(leaf.not_after),
+                plan.state
+                    .last_error
+                    .as_deref()
+                    .or(plan.problem.as_deref())
+                    .unwrap_or("unknown reason")
+            );
+            tracing::error!(name = %cert.name, "{message}");
+            self.notifier.send(Notification::new(
+                cert,
+                NotifyEventName::Expiry,
+                message,
+                Some(leaf.not_after),
+            ));
+        }
     }
 
     async fn obtain(&mut self, cert: &CertificateConfig) -> Result<Obtained, RenewError> {
@@ -205,13 +310,36 @@ impl Daemon {
                 .insert(cert.name.clone(), SystemTime::now() + STATE_UNSAVED_HOLD),
         };
         match result {
-            Ok(not_after) => tracing::info!(
-                name = %cert.name,
-                not_after = %timefmt::utc(not_after),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "certificate issued and deployed"
-            ),
-            Err(e) => tracing::error!(name = %cert.name, error = %e, "renewal failed"),
+            Ok(not_after) => {
+                tracing::info!(
+                    name = %cert.name,
+                    not_after = %timefmt::utc(not_after),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "certificate issued and deployed"
+                );
+                let message = format!("new certificate valid until {}", timefmt::utc(not_after));
+                self.notifier.send(Notification::new(
+                    cert,
+                    NotifyEventName::Success,
+                    message,
+                    Some(not_after),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(name = %cert.name, error = %e, "renewal failed");
+                let current = self
+                    .store
+                    .current(&cert.name)
+                    .ok()
+                    .flatten()
+                    .map(|c| c.leaf.not_after);
+                self.notifier.send(Notification::new(
+                    cert,
+                    NotifyEventName::Failure,
+                    e.to_string(),
+                    current,
+                ));
+            }
         }
     }
 
@@ -229,8 +357,13 @@ impl Daemon {
             }
         }
     }
-
     fn reload_config(&mut self) {
+        sdnotify::reloading();
+        self.reload_config_file();
+        sdnotify::ready(&self.summary(None));
+    }
+
+    fn reload_config_file(&mut self) {
         match Config::load(&self.config_path) {
             Ok(config) => {
                 for warning in &config.warnings {
@@ -249,6 +382,8 @@ impl Daemon {
                     certificates = config.certificates.len(),
                     "configuration re-read"
                 );
+                self.notifier = Notifier::new(config.notify.clone());
+                self.published.send_replace(Arc::new(config.clone()));
                 self.config = config;
                 self.acme = None;
                 self.announced = None;

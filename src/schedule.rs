@@ -54,6 +54,16 @@ pub fn backoff(failures: u32, lifetime: Option<Duration>) -> Duration {
     doubling.min(cap).max(Duration::from_secs(1))
 }
 
+/// From when a certificate that still has not been renewed deserves an alarm: once a sixth of
+/// its lifetime is left (15 days of 90, one of 6), half-way through the renewal window.
+pub fn warning_time(leaf: &LeafInfo) -> SystemTime {
+    let lifetime = leaf
+        .not_after
+        .duration_since(leaf.not_before)
+        .unwrap_or_default();
+    leaf.not_after - lifetime / 6
+}
+
 /// When a certificate is next due, from its current leaf (if any) and its state.
 pub fn next_due(leaf: Option<&LeafInfo>, state: &CertState, jitter: f64) -> Due {
     let lifetime = leaf.and_then(|l| l.not_after.duration_since(l.not_before).ok());

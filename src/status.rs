@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::plan::plan;
-use crate::schedule::Due;
+use crate::schedule::{self, Due};
 use crate::store::Store;
 use crate::timefmt;
 
@@ -19,6 +19,9 @@ pub struct Row {
     pub days_left: Option<i64>,
     pub next_renewal: String,
     pub last_result: String,
+    /// Set when the certificate has expired, or is close to expiry while renewals fail: the
+    /// operator must act. `status` exits non-zero when any row has one.
+    pub alert: Option<String>,
 }
 
 pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
@@ -39,6 +42,16 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 Due::Renewal(at) => timefmt::utc(at),
                 Due::Retry(at) => format!("retry {}", timefmt::utc(at)),
             };
+            let alert = match &plan.leaf {
+                Some(leaf) if leaf.not_after <= now => Some("EXPIRED".to_string()),
+                Some(leaf) if now >= schedule::warning_time(leaf) && plan.state.failures > 0 => {
+                    Some("EXPIRING, renewals failing".to_string())
+                }
+                None if plan.state.failures > 0 => {
+                    Some("NO CERTIFICATE, renewals failing".to_string())
+                }
+                _ => None,
+            };
             let mut last_result = plan.state.last_result();
             if let Some(problem) = plan.problem {
                 last_result = format!("{last_result}; {problem}");
@@ -50,6 +63,7 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 days_left,
                 next_renewal,
                 last_result,
+                alert,
             }
         })
         .collect()
@@ -74,7 +88,10 @@ pub fn table(rows: &[Row]) -> String {
                 r.not_after.clone().unwrap_or_else(|| "-".into()),
                 r.days_left.map_or("-".into(), |d| d.to_string()),
                 r.next_renewal.clone(),
-                r.last_result.clone(),
+                match &r.alert {
+                    Some(alert) => format!("{alert}: {}", r.last_result),
+                    None => r.last_result.clone(),
+                },
             ]
         })
         .collect();

@@ -1,28 +1,22 @@
 //! The HTTP-01 responder: answers `GET /.well-known/acme-challenge/<token>` from memory and
 //! 404 for anything else.
 //!
-//! It sits on port 80 of machines exposed to the internet, so it is deliberately small and
-//! bounded: no keep-alive, a header read timeout, a cap on each connection's lifetime and on the
-//! number of connections, and no request body is ever read.
+//! It sits on port 80 of machines exposed to the internet, so it is deliberately small; the
+//! bounds (no keep-alive, timeouts, connection cap, no body read) are `http_server`'s.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+
+use crate::http_server;
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
-const MAX_CONNECTIONS: usize = 512;
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -118,44 +112,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
 
 /// Serves challenge answers on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, tokens: Tokens, shutdown: impl Future<Output = ()>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "http-01 listener could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let tokens = tokens.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let answer = respond(&tokens, &request);
-                async move { Ok::<_, Infallible>(answer) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(false)
-                .max_buf_size(8192)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
-            drop(permit);
-        });
-    }
+    http_server::serve(listener, move |request| respond(&tokens, request), shutdown).await
 }
 
 fn respond(tokens: &Tokens, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -164,17 +121,12 @@ fn respond(tokens: &Tokens, request: &Request<Incoming>) -> Response<Full<Bytes>
         .flatten()
         .filter(|token| is_token(token))
         .and_then(|token| tokens.answer(token));
-    let (status, body) = match answer {
-        Some(key_authorization) => (StatusCode::OK, Bytes::from(key_authorization)),
-        None => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain"),
-    );
-    response
+    match answer {
+        Some(key_authorization) => {
+            http_server::text(StatusCode::OK, "text/plain", key_authorization)
+        }
+        None => http_server::text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
 }
 
 /// ACME tokens are base64url (RFC 8555 §8.1): anything else is not worth a map lookup.

@@ -1,0 +1,213 @@
+//! Telling a person: on a failed renewal, on the expiry warning and (when asked) on success,
+//! through an exec hook or an HTTP webhook with a JSON body.
+//!
+//! Delivery runs in its own tasks with a timeout and a few retries: a notifier that hangs or
+//! fails never delays a renewal. One-off commands wait for delivery before exiting.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinSet;
+
+use crate::config::{NotifyEvent, NotifyTarget, NotifyVia};
+
+const ATTEMPTS: u32 = 3;
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What happened, as sent to every target (JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: NotifyEventName,
+    pub certificate: String,
+    pub domains: Vec<String>,
+    pub message: String,
+    /// End of validity of the certificate now in service, if any (UTC).
+    pub not_after: Option<String>,
+    pub host: String,
+}
+
+impl Event {
+    pub fn new(
+        cert: &crate::config::CertificateConfig,
+        event: NotifyEventName,
+        message: String,
+        not_after: Option<std::time::SystemTime>,
+    ) -> Self {
+        Event {
+            event,
+            certificate: cert.name.clone(),
+            domains: cert.domains.iter().map(|d| d.to_string()).collect(),
+            message,
+            not_after: not_after.map(crate::timefmt::utc),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyEventName {
+    Failure,
+    Expiry,
+    Success,
+}
+
+impl NotifyEventName {
+    fn wanted_by(self, target: &NotifyTarget) -> bool {
+        let kind = match self {
+            NotifyEventName::Failure => NotifyEvent::Failure,
+            NotifyEventName::Expiry => NotifyEvent::Expiry,
+            NotifyEventName::Success => NotifyEvent::Success,
+        };
+        target.events.contains(&kind)
+    }
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Sends events to the configured targets in the background.
+#[derive(Clone)]
+pub struct Notifier {
+    targets: Arc<Vec<NotifyTarget>>,
+    http: HttpsClient,
+    pending: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl Notifier {
+    pub fn new(targets: Vec<NotifyTarget>) -> Self {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Self {
+            targets: Arc::new(targets),
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            pending: Arc::new(Mutex::new(JoinSet::new())),
+        }
+    }
+
+    /// Queues `event` for every target that wants it; returns at once.
+    pub fn send(&self, event: Event) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        while pending.try_join_next().is_some() {}
+        for target in self.targets.iter().filter(|t| event.event.wanted_by(t)) {
+            let (target, event, http) = (target.clone(), event.clone(), self.http.clone());
+            pending.spawn(async move { deliver(&target, &event, &http).await });
+        }
+    }
+
+    /// Waits (at most `limit`) for queued deliveries: one-off commands call this before exit.
+    pub async fn flush(&self, limit: Duration) {
+        let Ok(mut pending) = self.pending.lock().map(|mut p| std::mem::take(&mut *p)) else {
+            return;
+        };
+        let _ = tokio::time::timeout(limit, async {
+            while pending.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+async fn deliver(target: &NotifyTarget, event: &Event, http: &HttpsClient) {
+    let body = serde_json::to_vec(event).unwrap_or_default();
+    let mut last_error = String::new();
+    for attempt in 1..=ATTEMPTS {
+        let attempted = match &target.via {
+            NotifyVia::Exec(command) => {
+                tokio::time::timeout(ATTEMPT_TIMEOUT, exec(command, event, &body)).await
+            }
+            NotifyVia::Webhook(url) => {
+                tokio::time::timeout(ATTEMPT_TIMEOUT, post(http, url, &body)).await
+            }
+        };
+        match attempted {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => last_error = e,
+            Err(_) => last_error = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs()),
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+        }
+    }
+    let via = match &target.via {
+        NotifyVia::Exec(command) => format!("exec `{command}`"),
+        NotifyVia::Webhook(url) => format!("webhook {url}"),
+    };
+    tracing::error!(%via, error = %last_error, certificate = %event.certificate, "could not deliver a notification");
+}
+
+async fn exec(command: &str, event: &Event, body: &[u8]) -> Result<(), String> {
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .env(
+            "CERTKEEPER_EVENT",
+            serde_json::to_string(&event.event)
+                .unwrap_or_default()
+                .trim_matches('"'),
+        )
+        .env("CERTKEEPER_NAME", &event.certificate)
+        .env("CERTKEEPER_DOMAINS", event.domains.join(" "))
+        .env("CERTKEEPER_MESSAGE", &event.message)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(body).await;
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(status.to_string())
+    }
+}
+
+async fn post(http: &HttpsClient, url: &str, body: &[u8]) -> Result<(), String> {
+    let request = http::Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::USER_AGENT,
+            concat!("certkeeper/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(|e| e.to_string())?;
+    let response = http.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    // Drain a little of the body so the connection can be reused; its content is not needed.
+    let _ = response.into_body().frame().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
