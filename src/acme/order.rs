@@ -90,10 +90,13 @@ impl AcmeClient {
                 .map_err(failed("start the http-01 validation"))?;
         }
 
-        let status = order
-            .poll_ready(&POLL)
-            .await
-            .map_err(failed("validation"))?;
+        // An order whose validation failed comes back as an order-level problem: find out
+        // which name failed and what the CA saw.
+        let status = match order.poll_ready(&POLL).await {
+            Ok(status) => status,
+            Err(instant_acme::Error::Api(_)) => OrderStatus::Invalid,
+            Err(e) => return Err(failed("complete the validation")(e)),
+        };
         if status == OrderStatus::Invalid {
             return Err(explain_invalid(&mut order).await);
         }
@@ -106,7 +109,7 @@ impl AcmeClient {
         order
             .poll_certificate(&POLL)
             .await
-            .map_err(failed("issuance"))
+            .map_err(failed("issue the certificate"))
     }
 }
 

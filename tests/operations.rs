@@ -1,0 +1,237 @@
+//! Operating certkeeper: systemd readiness and watchdog, metrics, notifications, status exit
+//! codes, and the Debian package.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Certkeeper, Killed, Pebble, free_port};
+
+#[test]
+fn sd_notify_ready_after_the_listener_is_bound_then_watchdog_pings() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    let socket_path = ck.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _daemon = Killed(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&ck.config)
+            .arg("run")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut messages = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !messages.iter().any(|m: &String| m.contains("WATCHDOG=1")) && Instant::now() < deadline {
+        let n = socket
+            .recv(&mut buffer)
+            .expect("a notification within 20 s");
+        let message = String::from_utf8_lossy(&buffer[..n]).to_string();
+        if message.contains("READY=1") {
+            // Ready means the HTTP-01 listener already accepts connections.
+            TcpStream::connect(("127.0.0.1", pebble.http_port))
+                .expect("listener bound before READY=1");
+        }
+        messages.push(message);
+    }
+    let ready = messages
+        .iter()
+        .position(|m| m.contains("READY=1"))
+        .expect("READY=1 sent");
+    assert!(
+        messages[ready].contains("STATUS=1 certificates; next: media at"),
+        "{messages:?}"
+    );
+    let watchdog = messages
+        .iter()
+        .position(|m| m.contains("WATCHDOG=1"))
+        .expect("WATCHDOG=1 sent");
+    assert!(watchdog > ready, "{messages:?}");
+}
+
+#[test]
+fn metrics_show_the_not_after_of_the_issued_certificate() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let port = free_port();
+    let text = fs::read_to_string(&ck.config).unwrap().replace(
+        "[daemon]\n",
+        &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    fs::write(&ck.config, text).unwrap();
+    let _daemon = ck.spawn_daemon();
+    ck.wait_until("the first certificate", Duration::from_secs(30), || {
+        ck.versions().len() == 1
+    });
+    let leaf = certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
+        .unwrap();
+    let expected = leaf
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+
+    common::wait_for_port(port);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let value = |metric: &str| -> f64 {
+        let line = response
+            .lines()
+            .find(|l| l.starts_with(metric))
+            .unwrap_or_else(|| panic!("no {metric} in:\n{response}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let not_after = value("certkeeper_certificate_not_after_seconds{name=\"media\"}");
+    assert!(
+        (not_after - expected).abs() < 1.0,
+        "{not_after} vs {expected}"
+    );
+    assert_eq!(
+        value("certkeeper_certificate_failures{name=\"media\"}"),
+        0.0
+    );
+    assert!(value("certkeeper_certificate_next_renewal_seconds{name=\"media\"}") < not_after);
+    assert!(
+        response
+            .contains("certkeeper_certificate_challenge{name=\"media\",challenge=\"http-01\"} 1")
+    );
+    assert!(
+        response.contains("certkeeper_build_info{version=\""),
+        "{response}"
+    );
+    assert!(value("certkeeper_process_resident_memory_bytes") > 1e6);
+}
+
+/// Accepts one HTTP request, answers 200 and hands over its body.
+fn webhook_receiver() -> (u16, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = reader.into_inner();
+        let _ =
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = sender.send(String::from_utf8_lossy(&body).to_string());
+    });
+    (port, receiver)
+}
+
+#[test]
+fn a_webhook_receives_the_failure_with_name_and_reason() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let (port, received) = webhook_receiver();
+    // certkeeper listens where pebble does not look: the validation fails for real.
+    let text = fs::read_to_string(&ck.config).unwrap().replace(
+        &format!("127.0.0.1:{}", pebble.http_port),
+        &format!("127.0.0.1:{}", free_port()),
+    ) + &format!("\n[[notify]]\nwebhook = \"http://127.0.0.1:{port}/hook\"\n");
+    fs::write(&ck.config, text).unwrap();
+    let output = ck.run(&["renew"]);
+    assert!(!output.status.success());
+    let body = received
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook is called");
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["event"], "failure", "{event}");
+    assert_eq!(event["certificate"], "media");
+    assert_eq!(event["domains"][0], "media.example.com");
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.contains("could not validate media.example.com"),
+        "{message}"
+    );
+}
+
+#[test]
+fn status_exits_2_when_a_certificate_has_expired() {
+    let pebble = Pebble::start(Some(Duration::from_secs(3)));
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    assert!(ck.run(&["status"]).status.success());
+    std::thread::sleep(Duration::from_secs(4));
+    let output = ck.run(&["status", "--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows[0]["alert"], "EXPIRED");
+}
+
+#[test]
+fn the_debian_package_holds_binary_unit_config_and_man_page() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package");
+    let output = Command::new("bash")
+        .args([script, "--profile", "dev"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let debs: Vec<_> = fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/target/debian"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "{debs:?}");
+    let listing = Command::new("dpkg")
+        .arg("-c")
+        .arg(&debs[0])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for path in [
+        "./usr/bin/certkeeper",
+        "./usr/lib/systemd/system/certkeeper.service",
+        "./etc/certkeeper/certkeeper.toml",
+        "./usr/lib/sysusers.d/certkeeper.conf",
+        "./usr/share/man/man1/certkeeper.1.gz",
+        "./usr/share/bash-completion/completions/certkeeper",
+    ] {
+        assert!(
+            listing.contains(path),
+            "{path} missing from the package:\n{listing}"
+        );
+    }
+}
