@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::acme::AcmeClient;
+use crate::acme::{AcmeClient, Solvers};
+use crate::challenge::dns01::Dns01;
+use crate::preflight::Preflight;
 use crate::challenge::http01::{self, Tokens};
 use crate::config::{self, CertificateConfig, Config, LogFormat};
 use crate::deploy::deploy;
@@ -247,6 +249,17 @@ async fn renew_now(
         .await
         .map_err(Failure::new)?;
 
+    let dns01 = match config.dns01.clone() {
+        Some(dns01) => Some(Dns01::new(dns01).map_err(Failure::new)?),
+        None => None,
+    };
+    let preflight = Preflight::new(config)
+        .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
+        .ok();
+    let solvers = Solvers {
+        tokens: &tokens,
+        dns01: dns01.as_ref(),
+    };
     let notifier = Notifier::new(config.notify.clone());
     let progress = std::io::stderr().is_terminal() && due.len() > 1;
     let total = due.len();
@@ -259,7 +272,11 @@ async fn renew_now(
                 cert.name
             );
         }
-        let result = match renew::obtain(&mut acme, &tokens, &store, cert).await {
+        let attempt = renew::obtain(&mut acme, solvers, preflight.as_ref(), &store, cert).await;
+        if let Some(choice) = &attempt.choice {
+            println!("{}: {} ({})", cert.name, choice.summary(), choice.reason);
+        }
+        let result = match attempt.result {
             Ok(obtained) if dry_run => {
                 println!(
                     "{}: dry run ok: the CA issued a certificate for {} valid until {}; it passed every check",
@@ -277,7 +294,7 @@ async fn renew_now(
         };
         if !dry_run {
             // A state file that cannot be written is logged by `record`; the result stands.
-            let _ = renew::record(&store, &cert.name, result.as_ref().map(|_| ()));
+            let _ = renew::record(&store, &cert.name, attempt.choice.as_ref(), result.as_ref().map(|_| ()));
         }
         match result {
             Ok((version, not_after)) => {

@@ -44,6 +44,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub certificates: Vec<CertificateConfig>,
     pub notify: Vec<NotifyTarget>,
+    pub dns01: Option<Dns01Config>,
     /// Things that parse but deserve the operator's attention (names written in another case).
     pub warnings: Vec<String>,
 }
@@ -70,6 +71,12 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// Where Prometheus metrics are served; off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// DNS servers for the pre-flight check; empty: the system's.
+    pub resolvers: Vec<SocketAddr>,
+    /// The port the CA connects to for HTTP-01: 80 for every real CA.
+    pub http01_port: u16,
+    /// Addresses that reach this host from outside (behind NAT), besides its own interfaces.
+    pub public_ip: Vec<std::net::IpAddr>,
 }
 
 /// Where to tell someone that something happened.
@@ -117,11 +124,57 @@ pub enum KeyType {
     Rsa4096,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// Which challenge proves control of the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Challenge {
+    /// HTTP-01 when the pre-flight check passes for every name, else DNS-01 (when configured);
+    /// wildcards always DNS-01; an HTTP-01 validation that fails is retried with DNS-01.
     #[default]
-    #[serde(rename = "http-01")]
+    Auto,
     Http01,
+    Dns01,
+}
+
+impl fmt::Display for Challenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Challenge::Auto => "auto",
+            Challenge::Http01 => "http-01",
+            Challenge::Dns01 => "dns-01",
+        })
+    }
+}
+
+/// How TXT records for DNS-01 are published, and where their propagation is checked.
+#[derive(Debug, Clone)]
+pub struct Dns01Config {
+    pub provider: Dns01Provider,
+    /// The servers that must answer the TXT value before the CA is told to look; empty: every
+    /// authoritative name server of the zone, found through NS records.
+    pub check_servers: Vec<SocketAddr>,
+    pub propagation_timeout: Duration,
+    pub ttl: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Dns01Provider {
+    /// RFC 2136 dynamic UPDATE, signed with TSIG.
+    Rfc2136 {
+        server: SocketAddr,
+        zone: String,
+        key_name: String,
+        algorithm: TsigAlgorithm,
+        secret: zeroize::Zeroizing<Vec<u8>>,
+    },
+    /// `COMMAND present|cleanup FQDN VALUE`, as lego's exec provider.
+    Exec { command: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +257,33 @@ struct RawConfig {
     certificate: Vec<RawCertificate>,
     #[serde(default)]
     notify: Vec<Spanned<RawNotify>>,
+    dns01: Option<Spanned<RawDns01>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns01 {
+    provider: Spanned<String>,
+    server: Option<Spanned<String>>,
+    zone: Option<Spanned<String>>,
+    key_name: Option<String>,
+    key_algorithm: Option<Spanned<String>>,
+    key_file: Option<Spanned<PathBuf>>,
+    command: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    check_servers: Vec<Spanned<String>>,
+    #[serde(default = "default_propagation_timeout")]
+    propagation_timeout_secs: u64,
+    #[serde(default = "default_dns_ttl")]
+    ttl: u32,
+}
+
+fn default_propagation_timeout() -> u64 {
+    120
+}
+
+fn default_dns_ttl() -> u32 {
+    60
 }
 
 #[derive(Deserialize, Default)]
@@ -232,6 +312,11 @@ struct RawDaemon {
     #[serde(default)]
     log_format: LogFormat,
     metrics_listen: Option<Spanned<String>>,
+    #[serde(default)]
+    resolvers: Vec<Spanned<String>>,
+    http01_port: Option<u16>,
+    #[serde(default)]
+    public_ip: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -323,6 +408,7 @@ impl Config {
             located,
             base,
             warnings: Vec::new(),
+            has_dns01: false,
         }
         .config(raw)
     }
@@ -356,12 +442,18 @@ struct Validator<'a> {
     located: Locator<'a>,
     base: &'a Path,
     warnings: Vec<String>,
+    has_dns01: bool,
 }
 
 impl Validator<'_> {
     fn config(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
         let acme = self.acme(raw.acme)?;
         let daemon = self.daemon(raw.daemon)?;
+        let dns01 = match raw.dns01 {
+            Some(dns01) => Some(self.dns01(dns01)?),
+            None => None,
+        };
+        self.has_dns01 = dns01.is_some();
         let mut certificates: Vec<CertificateConfig> = Vec::new();
         for raw_cert in raw.certificate {
             let span = raw_cert.name.span();
@@ -388,6 +480,7 @@ impl Validator<'_> {
             daemon,
             certificates,
             notify,
+            dns01,
             warnings: self.warnings,
         })
     }
@@ -456,6 +549,20 @@ impl Validator<'_> {
             None => None,
             Some(m) => Some(address(m, "metrics_listen", "\"127.0.0.1:9586\"")?),
         };
+        let resolvers = raw
+            .resolvers
+            .into_iter()
+            .map(|r| address(r, "resolvers", "\"192.0.2.53:53\""))
+            .collect::<Result<_, _>>()?;
+        let public_ip = raw
+            .public_ip
+            .into_iter()
+            .map(|ip| {
+                ip.get_ref().parse().map_err(|_| {
+                    self.located.error(ip.span(), "daemon.public_ip: write IP addresses such as \"203.0.113.7\"")
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(DaemonConfig {
             state_dir: self.absolute(
                 raw.state_dir
@@ -464,6 +571,81 @@ impl Validator<'_> {
             listen,
             log_format: raw.log_format,
             metrics_listen,
+            resolvers,
+            http01_port: raw.http01_port.unwrap_or(80),
+            public_ip,
+        })
+    }
+
+    fn dns01(&self, raw: Spanned<RawDns01>) -> Result<Dns01Config, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let missing = |key: &str| {
+            self.located.error(span.clone(), format!("dns01: provider \"{}\" needs {key}", raw.provider.get_ref()))
+        };
+        let provider = match raw.provider.get_ref().as_str() {
+            "rfc2136" => {
+                let server = raw.server.as_ref().ok_or_else(|| missing("server = \"IP:PORT\""))?;
+                let server = server.get_ref().parse::<SocketAddr>().map_err(|_| {
+                    self.located.error(server.span(), "dns01.server: write the primary's address and port, such as \"192.0.2.53:53\"")
+                })?;
+                let zone = raw.zone.as_ref().ok_or_else(|| missing("zone = \"example.com\""))?;
+                let zone = DomainName::parse(zone.get_ref())
+                    .map_err(|e| self.located.error(zone.span(), format!("dns01.zone: {e}")))?
+                    .to_string();
+                let algorithm = match raw.key_algorithm.as_ref().map(|a| a.get_ref().as_str()) {
+                    None | Some("hmac-sha256") => TsigAlgorithm::HmacSha256,
+                    Some("hmac-sha384") => TsigAlgorithm::HmacSha384,
+                    Some("hmac-sha512") => TsigAlgorithm::HmacSha512,
+                    Some(_) => {
+                        return Err(self.located.error(
+                            raw.key_algorithm.as_ref().map_or(span.clone(), |a| a.span()),
+                            "dns01.key_algorithm: write hmac-sha256, hmac-sha384 or hmac-sha512",
+                        ));
+                    }
+                };
+                let key_file = raw.key_file.clone().ok_or_else(|| missing("key_file (the TSIG secret)"))?;
+                let key_span = key_file.span();
+                let key_path = self.existing_file(key_file, "dns01.key_file")?;
+                let (file_name, secret) = read_tsig_key(&key_path).map_err(|why| {
+                    self.located.error(key_span, format!("dns01.key_file: {}: {why}", key_path.display()))
+                })?;
+                let key_name = raw.key_name.clone().or(file_name).ok_or_else(|| missing("key_name"))?;
+                Dns01Provider::Rfc2136 {
+                    server,
+                    zone,
+                    key_name,
+                    algorithm,
+                    secret,
+                }
+            }
+            "exec" => {
+                let command = raw.command.clone().ok_or_else(|| missing("command = \"/path/to/script\""))?;
+                Dns01Provider::Exec {
+                    command: self.existing_file(command, "dns01.command")?,
+                }
+            }
+            _ => {
+                return Err(self.located.error(
+                    raw.provider.span(),
+                    "dns01.provider: write \"rfc2136\" or \"exec\"",
+                ));
+            }
+        };
+        let check_servers = raw
+            .check_servers
+            .iter()
+            .map(|s| {
+                s.get_ref().parse::<SocketAddr>().map_err(|_| {
+                    self.located.error(s.span(), "dns01.check_servers: write addresses with ports, such as \"192.0.2.53:53\"")
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Dns01Config {
+            provider,
+            check_servers,
+            propagation_timeout: Duration::from_secs(raw.propagation_timeout_secs.max(1)),
+            ttl: raw.ttl,
         })
     }
 
@@ -518,32 +700,38 @@ impl Validator<'_> {
                 "certificate.domains: list at least one name, e.g. domains = [\"media.example.com\"]",
             ));
         }
-        let challenge = match raw.challenge {
-            None => Challenge::Http01,
-            Some(c) if c.get_ref() == "http-01" => Challenge::Http01,
-            Some(c) => {
+        let challenge = match raw.challenge.as_ref().map(|c| c.get_ref().as_str()) {
+            None | Some("auto") => Challenge::Auto,
+            Some("http-01") => Challenge::Http01,
+            Some("dns-01") => Challenge::Dns01,
+            Some(other) => {
+                let span = raw.challenge.as_ref().map_or(0..0, |c| c.span());
                 return Err(self.located.error(
-                    c.span(),
-                    format!(
-                        "certificate.challenge: \"{}\" is not supported by this version; write \"http-01\"",
-                        c.get_ref()
-                    ),
+                    span,
+                    format!("certificate.challenge: \"{other}\" is not a challenge; write \"auto\", \"http-01\" or \"dns-01\""),
                 ));
             }
         };
+        if challenge == Challenge::Dns01 && !self.has_dns01 {
+            let span = raw.challenge.as_ref().map_or(0..0, |c| c.span());
+            return Err(self.located.error(
+                span,
+                "certificate.challenge: dns-01 needs a [dns01] section (provider rfc2136 or exec)",
+            ));
+        }
         let mut domains: Vec<DomainName> = Vec::new();
         for written in raw.domains.into_inner() {
             let domain = DomainName::parse(written.get_ref()).map_err(|e| {
                 self.located
                     .error(written.span(), format!("certificate.domains: {e}"))
             })?;
-            if domain.is_wildcard() {
+            if domain.is_wildcard() && (!self.has_dns01 || challenge == Challenge::Http01) {
                 return Err(self.located.error(
                     written.span(),
                     format!(
                         "certificate.domains: {domain} is a wildcard, which only the dns-01 challenge can \
-                         prove, and this version of certkeeper has no dns-01 provider yet; list each \
-                         host name instead"
+                         prove; add a [dns01] section (and do not force challenge = \"http-01\"), or \
+                         list each host name instead"
                     ),
                 ));
             }
@@ -910,4 +1098,26 @@ mod tests {
         let config = parse("[daemon]\nstate_dir = \"state\"\n").unwrap();
         assert_eq!(config.daemon.state_dir, Path::new("/etc/certkeeper/state"));
     }
+}
+
+/// Reads a TSIG secret: either the base64 secret alone, or a BIND key file as `tsig-keygen`
+/// writes it (`key "NAME" { algorithm ...; secret "BASE64"; };`), whose name is returned too.
+fn read_tsig_key(path: &Path) -> Result<(Option<String>, zeroize::Zeroizing<Vec<u8>>), String> {
+    use base64::Engine;
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| e.to_string())?);
+    let quoted_after = |keyword: &str| -> Option<String> {
+        let rest = &text[text.find(keyword)? + keyword.len()..];
+        let start = rest.find('"')? + 1;
+        let end = start + rest[start..].find('"')?;
+        Some(rest[start..end].to_string())
+    };
+    let (name, secret) = match quoted_after("secret") {
+        Some(secret) => (quoted_after("key").map(|n| n.trim_end_matches('.').to_string() + "."), secret),
+        None => (None, text.trim().to_string()),
+    };
+    let secret = zeroize::Zeroizing::new(secret);
+    base64::engine::general_purpose::STANDARD
+        .decode(secret.as_bytes())
+        .map(|bytes| (name, zeroize::Zeroizing::new(bytes)))
+        .map_err(|_| "the secret is not base64; write the secret tsig-keygen printed, or its whole key file".into())
 }

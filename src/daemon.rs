@@ -19,7 +19,11 @@ use crate::config::{CertificateConfig, Config, ConfigError};
 use crate::deploy::deploy;
 use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::plan::plan;
-use crate::renew::{self, Obtained, RenewError};
+use crate::challenge::choice::Choice;
+use crate::renew::{self, Attempt, RenewError};
+use crate::acme::Solvers;
+use crate::challenge::dns01::Dns01;
+use crate::preflight::Preflight;
 use crate::store::Store;
 use crate::{metrics, schedule, sdnotify, timefmt};
 
@@ -88,6 +92,8 @@ struct Daemon {
     store: Store,
     tokens: Tokens,
     notifier: Notifier,
+    dns01: Option<Dns01>,
+    preflight: Option<Preflight>,
     /// Connected on first need and kept; dropped when the config is re-read.
     acme: Option<AcmeClient>,
     announced: Option<(String, SystemTime)>,
@@ -135,6 +141,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let mut daemon = Daemon {
         store: Store::new(&config.daemon.state_dir),
         notifier: Notifier::new(config.notify.clone()),
+        dns01: dns01_of(&config),
+        preflight: preflight_of(&config),
         config_path,
         config,
         published,
@@ -173,21 +181,22 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         let cert = daemon.config.certificates[index].clone();
         let started = Instant::now();
         // Only the order is raced against SIGTERM; a deployment, once started, finishes.
-        let obtained = tokio::select! {
-            obtained = daemon.obtain(&cert) => obtained,
+        let attempt = tokio::select! {
+            attempt = daemon.obtain(&cert) => attempt,
             _ = signals.stop() => {
                 tracing::info!(name = %cert.name, "stopping: the order in flight is abandoned; no file was changed");
                 break;
             }
         };
-        let result = match obtained {
+        let choice = attempt.choice;
+        let result = match attempt.result {
             Ok(obtained) => deploy(&daemon.store, &cert, &obtained.bundle)
                 .await
                 .map(|_| obtained.leaf.not_after)
                 .map_err(RenewError::from),
             Err(e) => Err(e),
         };
-        daemon.record(&cert, started, result);
+        daemon.record(&cert, started, choice.as_ref(), result);
     }
 
     sdnotify::stopping();
@@ -281,29 +290,41 @@ impl Daemon {
         }
     }
 
-    async fn obtain(&mut self, cert: &CertificateConfig) -> Result<Obtained, RenewError> {
-        let acme = match self.acme.take() {
+    async fn obtain(&mut self, cert: &CertificateConfig) -> Attempt {
+        let mut acme = match self.acme.take() {
             Some(acme) => acme,
             None => {
                 let config = &self.config.acme;
-                AcmeClient::connect(config, &config.directory, &self.store).await?
+                match AcmeClient::connect(config, &config.directory, &self.store).await {
+                    Ok(acme) => acme,
+                    Err(e) => {
+                        return Attempt {
+                            choice: None,
+                            result: Err(e.into()),
+                        };
+                    }
+                }
             }
         };
-        let mut acme = acme;
-        let obtained = renew::obtain(&mut acme, &self.tokens, &self.store, cert).await;
+        let solvers = Solvers {
+            tokens: &self.tokens,
+            dns01: self.dns01.as_ref(),
+        };
+        let attempt = renew::obtain(&mut acme, solvers, self.preflight.as_ref(), &self.store, cert).await;
         self.acme = Some(acme);
-        obtained
+        attempt
     }
 
     fn record(
         &mut self,
         cert: &CertificateConfig,
         started: Instant,
+        choice: Option<&Choice>,
         result: Result<SystemTime, RenewError>,
     ) {
         // Without a saved state the schedule would say "due now" again at once: hold the
         // certificate back in memory instead of hammering the CA.
-        match renew::record(&self.store, &cert.name, result.as_ref().map(|_| ())) {
+        match renew::record(&self.store, &cert.name, choice, result.as_ref().map(|_| ())) {
             Ok(()) => self.held.remove(&cert.name),
             Err(_) => self
                 .held
@@ -386,6 +407,8 @@ impl Daemon {
                 self.published.send_replace(Arc::new(config.clone()));
                 self.config = config;
                 self.acme = None;
+                self.dns01 = dns01_of(&self.config);
+                self.preflight = preflight_of(&self.config);
                 self.announced = None;
                 self.repair_outputs();
             }
@@ -396,4 +419,18 @@ impl Daemon {
 
 fn log_config_error(e: &ConfigError) {
     tracing::error!(error = %e, "the new configuration is invalid; keeping the previous one");
+}
+
+/// The DNS-01 provider of `config`; a broken one is logged and left out (HTTP-01 still works).
+fn dns01_of(config: &Config) -> Option<Dns01> {
+    let dns01 = config.dns01.clone()?;
+    Dns01::new(dns01)
+        .inspect_err(|e| tracing::error!(error = %e, "dns-01 is unavailable"))
+        .ok()
+}
+
+fn preflight_of(config: &Config) -> Option<Preflight> {
+    Preflight::new(config)
+        .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
+        .ok()
 }

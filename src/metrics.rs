@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Challenge, Config};
+use crate::config::Config;
 use crate::http_server;
 use crate::plan::plan;
 use crate::store::Store;
@@ -102,11 +102,9 @@ pub fn render(config: &Config, now: SystemTime) -> String {
         failures
             .get_or_create(&labels)
             .set(f64::from(plan.state.failures));
-        let used = match cert.challenge {
-            Challenge::Http01 => "http-01",
-        };
+        let used = plan.state.challenge.clone().unwrap_or_else(|| cert.challenge.to_string());
         let mut with_challenge = labels.clone();
-        with_challenge.push(("challenge".into(), used.into()));
+        with_challenge.push(("challenge".into(), used));
         challenge.get_or_create(&with_challenge).set(1.0);
     }
 

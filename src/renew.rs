@@ -6,9 +6,11 @@
 
 use std::time::SystemTime;
 
-use crate::acme::{AcmeClient, AcmeError};
+use crate::acme::{AcmeClient, AcmeError, Solvers};
+use crate::challenge::choice::{Choice, Method, choose};
+use crate::config::Challenge;
+use crate::preflight::Preflight;
 use crate::bundle::{Bundle, BundleError, LeafInfo};
-use crate::challenge::http01::Tokens;
 use crate::config::CertificateConfig;
 use crate::deploy::DeployError;
 use crate::keys::{self, KeyError};
@@ -33,12 +35,52 @@ pub struct Obtained {
     pub leaf: LeafInfo,
 }
 
-/// Orders a certificate for `cert` and checks it against every pre-deployment rule.
+/// One attempt: the challenge chosen (and why) and what came of it.
+pub struct Attempt {
+    pub choice: Option<Choice>,
+    pub result: Result<Obtained, RenewError>,
+}
+
+/// Orders a certificate for `cert` and checks it against every pre-deployment rule. With
+/// `challenge = "auto"`, the pre-flight check decides between HTTP-01 and DNS-01, and an
+/// HTTP-01 validation that fails is retried with DNS-01 at once.
 pub async fn obtain(
     acme: &mut AcmeClient,
-    tokens: &Tokens,
+    solvers: Solvers<'_>,
+    preflight: Option<&Preflight>,
     store: &Store,
     cert: &CertificateConfig,
+) -> Attempt {
+    let can_fall_back = cert.challenge == Challenge::Auto && solvers.dns01.is_some();
+    let blocker = match preflight.filter(|_| can_fall_back) {
+        Some(preflight) => {
+            let names: Vec<&str> = cert.domains.iter().filter(|d| !d.is_wildcard()).map(|d| d.as_str()).collect();
+            preflight.http01_blocker(&names, solvers.tokens).await
+        }
+        None => None,
+    };
+    let mut choice = choose(cert.challenge, &cert.domains, solvers.dns01.is_some(), blocker.as_deref());
+    tracing::info!(name = %cert.name, challenge = choice.summary(), reason = %choice.reason, "challenge chosen");
+    let mut result = order(acme, solvers, store, cert, &choice).await;
+    if let Err(RenewError::Acme(e @ AcmeError::Validation { method: Method::Http01, .. })) = &result
+        && can_fall_back
+    {
+        choice = Choice::all(&cert.domains, Method::Dns01, format!("http-01 failed ({e}); retried with dns-01"));
+        tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back to dns-01");
+        result = order(acme, solvers, store, cert, &choice).await;
+    }
+    Attempt {
+        choice: Some(choice),
+        result,
+    }
+}
+
+async fn order(
+    acme: &mut AcmeClient,
+    solvers: Solvers<'_>,
+    store: &Store,
+    cert: &CertificateConfig,
+    choice: &Choice,
 ) -> Result<Obtained, RenewError> {
     let key = match cert.reuse_key {
         true => match store.current_key_pem(&cert.name) {
@@ -48,7 +90,7 @@ pub async fn obtain(
         false => generate(cert).await?,
     };
     let csr = keys::csr(&key, &cert.domains)?;
-    let chain = acme.issue(&cert.domains, &csr, tokens).await?;
+    let chain = acme.issue(&cert.domains, &csr, choice, solvers).await?;
     let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
     let bundle = Bundle::from_pem(&chain, &key_pem)?;
     let leaf = bundle.check(&cert.domains, SystemTime::now())?;
@@ -70,10 +112,15 @@ async fn generate(cert: &CertificateConfig) -> Result<rcgen::KeyPair, KeyError> 
 pub fn record(
     store: &Store,
     name: &str,
+    choice: Option<&Choice>,
     result: Result<(), &RenewError>,
 ) -> Result<(), StoreError> {
     let mut state = CertState::load(store, name);
     let now = SystemTime::now();
+    if let Some(choice) = choice {
+        state.challenge = Some(choice.summary().to_string());
+        state.challenge_reason = Some(choice.reason.clone());
+    }
     match result {
         Ok(()) => state.record_success(now),
         Err(RenewError::Deploy(DeployError::Reload(reload))) => {

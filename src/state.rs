@@ -21,6 +21,11 @@ pub struct CertState {
     pub last_error: Option<String>,
     #[serde(default)]
     pub failures: u32,
+    /// The challenge the last attempt used ("http-01", "dns-01", "mixed"), and why.
+    #[serde(default)]
+    pub challenge: Option<String>,
+    #[serde(default)]
+    pub challenge_reason: Option<String>,
 }
 
 impl CertState {

@@ -11,6 +11,19 @@ mod order;
 use std::path::PathBuf;
 
 pub use account::AcmeClient;
+pub use order::Solvers;
+
+use crate::challenge::choice::Method;
+
+fn validation_hint(method: Method, name: &str) -> String {
+    match method {
+        Method::Http01 => format!("check that port 80 of {name} reaches certkeeper (certkeeper check)"),
+        Method::Dns01 => format!(
+            "check that the CA's resolvers see _acme-challenge.{} in public DNS",
+            name.trim_start_matches("*.")
+        ),
+    }
+}
 
 /// A failure talking to the CA, with what the operator should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +69,21 @@ pub enum AcmeError {
         source: instant_acme::Error,
     },
     #[error(
-        "the CA could not validate {name} over http-01: {detail}; check that port 80 of {name} reaches certkeeper"
+        "the CA could not validate {name} over {}: {detail}; {}",
+        method.as_str(),
+        validation_hint(*method, name)
     )]
-    Validation { name: String, detail: String },
-    #[error("the CA offers no http-01 challenge for {0}")]
-    NoHttp01(String),
+    Validation {
+        name: String,
+        method: Method,
+        detail: String,
+    },
+    #[error("the CA offers no {method} challenge for {name}")]
+    NoChallenge { name: String, method: &'static str },
+    #[error("{0} needs dns-01, but no [dns01] provider is configured")]
+    NoDns01Provider(String),
+    #[error(transparent)]
+    Dns01(#[from] crate::challenge::dns01::Dns01Error),
     #[error("the CA's authorization for {name} is {status}; a new order will start afresh")]
     Authorization { name: String, status: String },
     #[error("the CA did not finish the order in time ({step}); it will be retried")]

@@ -1,4 +1,6 @@
-//! One order, start to finish: publish HTTP-01 answers, tell the CA, poll, finalize, download.
+//! One order, start to finish: publish every answer (HTTP-01 token or DNS-01 TXT record), wait
+//! for DNS propagation, tell the CA, poll, finalize, download; then withdraw every answer,
+//! whatever happened.
 //!
 //! Polling starts at 10 ms and backs off by 1.6x, honouring `Retry-After` (instant-acme does):
 //! a local CA answers in a few tens of milliseconds instead of the seconds a fixed interval costs,
@@ -11,7 +13,9 @@ use instant_acme::{
 };
 
 use super::{AcmeClient, AcmeError, failed};
-use crate::challenge::http01::Tokens;
+use crate::challenge::choice::{Choice, Method};
+use crate::challenge::dns01::{Dns01, TxtRecord};
+use crate::challenge::http01::{Publisher, Tokens};
 use crate::names::DomainName;
 
 const POLL: RetryPolicy = RetryPolicy::new()
@@ -22,19 +26,54 @@ const POLL: RetryPolicy = RetryPolicy::new()
 /// Orders beyond this many bad nonces in a row (each already retried by instant-acme) fail.
 const ATTEMPTS: u32 = 3;
 
+/// What answers challenges: the HTTP-01 listener's tokens, and the DNS-01 provider if any.
+#[derive(Clone, Copy)]
+pub struct Solvers<'a> {
+    pub tokens: &'a Tokens,
+    pub dns01: Option<&'a Dns01>,
+}
+
+/// The answers published for one order, withdrawn at its end.
+struct Published<'a> {
+    http01: Publisher,
+    txt: Vec<TxtRecord>,
+    dns01: Option<&'a Dns01>,
+}
+
+impl Published<'_> {
+    async fn withdraw(self) {
+        drop(self.http01);
+        if let Some(dns01) = self.dns01 {
+            for record in &self.txt {
+                if let Err(e) = dns01.cleanup(record).await {
+                    tracing::warn!(error = %e, "could not remove a challenge TXT record; remove it by hand");
+                }
+            }
+        }
+    }
+}
+
 impl AcmeClient {
-    /// Orders a certificate for `domains` with the CSR `csr_der`, answering HTTP-01 challenges
-    /// through `tokens`. Returns the PEM chain, leaf first.
+    /// Orders a certificate for `domains` with the CSR `csr_der`, answering each name's
+    /// challenge as `choice` says. Returns the PEM chain, leaf first.
     pub async fn issue(
         &mut self,
         domains: &[DomainName],
         csr_der: &[u8],
-        tokens: &Tokens,
+        choice: &Choice,
+        solvers: Solvers<'_>,
     ) -> Result<String, AcmeError> {
         let mut attempt = 1;
         let mut replaced_account = false;
         loop {
-            match self.issue_once(domains, csr_der, tokens).await {
+            let mut published = Published {
+                http01: solvers.tokens.publisher(),
+                txt: Vec::new(),
+                dns01: solvers.dns01,
+            };
+            let result = self.issue_once(domains, csr_der, choice, &mut published).await;
+            published.withdraw().await;
+            match result {
                 Err(e) if attempt < ATTEMPTS && has_problem(&e, "badNonce") => {
                     tracing::debug!(attempt, "CA rejected our nonces repeatedly; ordering again");
                     attempt += 1;
@@ -52,7 +91,8 @@ impl AcmeClient {
         &self,
         domains: &[DomainName],
         csr_der: &[u8],
-        tokens: &Tokens,
+        choice: &Choice,
+        published: &mut Published<'_>,
     ) -> Result<String, AcmeError> {
         let identifiers: Vec<Identifier> = domains
             .iter()
@@ -64,30 +104,23 @@ impl AcmeClient {
             .await
             .map_err(failed("create the order"))?;
 
-        // The answers stay published until this guard drops, whatever happens below.
-        let mut published = tokens.publisher();
+        // First publish every answer, then (once DNS has caught up) tell the CA: a CA that
+        // looks too early fails the authorization for good.
+        publish_answers(&mut order, choice, published).await?;
+        if let Some(dns01) = published.dns01.filter(|_| !published.txt.is_empty()) {
+            dns01.wait_until_visible(&published.txt).await?;
+        }
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization.map_err(failed("fetch an authorization"))?;
-            let name = authorization.identifier().to_string();
-            match authorization.status {
-                AuthorizationStatus::Valid => continue,
-                AuthorizationStatus::Pending => {}
-                status => {
-                    return Err(AcmeError::Authorization {
-                        name,
-                        status: format!("{status:?}").to_lowercase(),
-                    });
-                }
+            if authorization.status != AuthorizationStatus::Pending {
+                continue;
             }
-            let mut challenge = authorization
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| AcmeError::NoHttp01(name.clone()))?;
-            published.publish(&challenge.token, challenge.key_authorization().as_str());
-            challenge
-                .set_ready()
-                .await
-                .map_err(failed("start the http-01 validation"))?;
+            let name = authorization.identifier().to_string();
+            let kind = challenge_type(choice.method(&name).unwrap_or(Method::Http01));
+            if let Some(mut challenge) = authorization.challenge(kind) {
+                challenge.set_ready().await.map_err(failed("start the validation"))?;
+            }
         }
 
         // An order whose validation failed comes back as an order-level problem: find out
@@ -98,9 +131,8 @@ impl AcmeClient {
             Err(e) => return Err(failed("complete the validation")(e)),
         };
         if status == OrderStatus::Invalid {
-            return Err(explain_invalid(&mut order).await);
+            return Err(explain_invalid(&mut order, choice).await);
         }
-        drop(published);
 
         order
             .finalize_csr(csr_der)
@@ -113,8 +145,54 @@ impl AcmeClient {
     }
 }
 
+fn challenge_type(method: Method) -> ChallengeType {
+    match method {
+        Method::Http01 => ChallengeType::Http01,
+        Method::Dns01 => ChallengeType::Dns01,
+    }
+}
+
+/// Publishes the answer of every pending authorization.
+async fn publish_answers(order: &mut Order, choice: &Choice, published: &mut Published<'_>) -> Result<(), AcmeError> {
+    let mut authorizations = order.authorizations();
+    while let Some(authorization) = authorizations.next().await {
+        let mut authorization = authorization.map_err(failed("fetch an authorization"))?;
+        let name = authorization.identifier().to_string();
+        match authorization.status {
+            AuthorizationStatus::Valid => continue,
+            AuthorizationStatus::Pending => {}
+            status => {
+                return Err(AcmeError::Authorization {
+                    name,
+                    status: format!("{status:?}").to_lowercase(),
+                });
+            }
+        }
+        let method = choice.method(&name).unwrap_or(Method::Http01);
+        let no_challenge = || AcmeError::NoChallenge {
+            name: name.clone(),
+            method: method.as_str(),
+        };
+        let challenge = authorization.challenge(challenge_type(method)).ok_or_else(no_challenge)?;
+        match method {
+            Method::Http01 => published.http01.publish(&challenge.token, challenge.key_authorization().as_str()),
+            Method::Dns01 => {
+                let dns01 = published.dns01.ok_or_else(|| AcmeError::NoDns01Provider(name.clone()))?;
+                let record = TxtRecord {
+                    fqdn: dns01.record_name(&name).await,
+                    value: challenge.key_authorization().dns_value(),
+                };
+                // Remember it before publishing, so a half-done update is cleaned up too.
+                published.txt.push(record.clone());
+                dns01.present(&record).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Finds which name failed validation and what the CA saw.
-async fn explain_invalid(order: &mut Order) -> AcmeError {
+async fn explain_invalid(order: &mut Order, choice: &Choice) -> AcmeError {
     let mut authorizations = order.authorizations();
     while let Some(Ok(mut authorization)) = authorizations.next().await {
         let Ok(state) = authorization.refresh().await else {
@@ -128,17 +206,14 @@ async fn explain_invalid(order: &mut Order) -> AcmeError {
             .challenges
             .iter()
             .find_map(|c| c.error.as_ref())
-            .map(|problem| {
-                problem
-                    .detail
-                    .clone()
-                    .unwrap_or_else(|| problem.to_string())
-            })
+            .map(|problem| problem.detail.clone().unwrap_or_else(|| problem.to_string()))
             .unwrap_or_else(|| "the CA gave no reason".into());
-        return AcmeError::Validation { name, detail };
+        let method = choice.method(&name).unwrap_or(Method::Http01);
+        return AcmeError::Validation { name, method, detail };
     }
     AcmeError::Validation {
         name: "a name of the order".into(),
+        method: Method::Http01,
         detail: "the order became invalid".into(),
     }
 }

@@ -1,0 +1,375 @@
+//! The pre-flight check: can the CA reach certkeeper for HTTP-01, for every name, over IPv4 and
+//! IPv6? Each finding is one plain sentence with the fix.
+//!
+//! DNS (A/AAAA), whether each address belongs to this host, and a real fetch of a random probe
+//! token from each address, the way the CA fetches (port 80, `Host:` the name, redirects
+//! followed). It knows nothing of orders; `check` and the `auto` challenge choice use it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+
+use crate::challenge::http01::Tokens;
+use crate::config::Config;
+use crate::dns::{Answer, Dns};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+const MAX_REDIRECTS: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    Dns,
+    Address,
+    Port,
+    Reachability,
+    Clock,
+}
+
+/// One thing the check found, in words an operator can act on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub name: Option<String>,
+    pub address: Option<IpAddr>,
+    pub check: Check,
+    pub severity: Severity,
+    pub message: String,
+}
+
+pub struct Preflight {
+    dns: Dns,
+    port: u16,
+    /// This host's interface addresses and the configured public ones.
+    own: Vec<IpAddr>,
+}
+
+impl Preflight {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let mut own: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+            .map(|addrs| {
+                addrs
+                    .filter_map(|a| {
+                        let address = a.address?;
+                        address
+                            .as_sockaddr_in()
+                            .map(|v4| IpAddr::V4(v4.ip()))
+                            .or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        own.extend(&config.daemon.public_ip);
+        Ok(Self {
+            dns: Dns::new(&config.daemon.resolvers)?,
+            port: config.daemon.http01_port,
+            own,
+        })
+    }
+
+    /// Every finding for `name`, IPv4 and IPv6. The probe token is served through `tokens`
+    /// (certkeeper's own listener must be running).
+    pub async fn check_name(&self, name: &str, tokens: &Tokens) -> Vec<Finding> {
+        let (token, expected) = (random_token(), random_token());
+        let mut publisher = tokens.publisher();
+        publisher.publish(&token, &expected);
+        let mut findings = Vec::new();
+        let mut any_address = false;
+        for v6 in [false, true] {
+            let family = if v6 { "AAAA (IPv6)" } else { "A (IPv4)" };
+            let finding = |severity, address, check, message: String| Finding {
+                name: Some(name.to_string()),
+                address,
+                check,
+                severity,
+                message,
+            };
+            let addresses = match self.dns.addresses(name, v6).await {
+                Answer::Found(addresses) => addresses,
+                Answer::NoRecords => continue,
+                Answer::NxDomain => {
+                    findings.push(finding(
+                        Severity::Fail,
+                        None,
+                        Check::Dns,
+                        format!("{name} does not exist in DNS (NXDOMAIN): create an A or AAAA record pointing at this host"),
+                    ));
+                    break;
+                }
+                other => {
+                    findings.push(finding(
+                        Severity::Fail,
+                        None,
+                        Check::Dns,
+                        format!("the {family} lookup of {name} failed: {other}; check the zone's name servers"),
+                    ));
+                    continue;
+                }
+            };
+            any_address = true;
+            for address in addresses {
+                if self.own.contains(&address) {
+                    findings.push(finding(
+                        Severity::Ok,
+                        Some(address),
+                        Check::Address,
+                        format!("{family} of {name} is {address}, an address of this host"),
+                    ));
+                } else {
+                    findings.push(finding(
+                        Severity::Warn,
+                        Some(address),
+                        Check::Address,
+                        format!(
+                            "{family} of {name} is {address}, which is not an address of this host ({}); point it here, \
+                             or list it in daemon.public_ip if a NAT forwards it",
+                            self.own_list()
+                        ),
+                    ));
+                }
+                let (severity, message) = self.probe(name, address, &token, &expected).await;
+                findings.push(finding(severity, Some(address), Check::Reachability, message));
+            }
+        }
+        if !any_address && findings.is_empty() {
+            findings.push(Finding {
+                name: Some(name.to_string()),
+                address: None,
+                check: Check::Dns,
+                severity: Severity::Fail,
+                message: format!("{name} has no A or AAAA record: create one pointing at this host"),
+            });
+        }
+        findings
+    }
+
+    /// The first finding that rules HTTP-01 out for any of `names`, if one does.
+    pub async fn http01_blocker(&self, names: &[&str], tokens: &Tokens) -> Option<String> {
+        for name in names {
+            let findings = self.check_name(name, tokens).await;
+            if let Some(blocker) = findings.into_iter().find(|f| f.severity == Severity::Fail) {
+                return Some(blocker.message);
+            }
+        }
+        None
+    }
+
+    fn own_list(&self) -> String {
+        let shown: Vec<String> = self
+            .own
+            .iter()
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| ip.to_string())
+            .collect();
+        if shown.is_empty() {
+            "it has only loopback addresses".into()
+        } else {
+            format!("it has {}", shown.join(", "))
+        }
+    }
+
+    /// Fetches the probe token from `address` as the CA would, following redirects.
+    async fn probe(&self, name: &str, address: IpAddr, token: &str, expected: &str) -> (Severity, String) {
+        let port = self.port;
+        let mut target = (SocketAddr::new(address, port), name.to_string(), format!("/.well-known/acme-challenge/{token}"));
+        for _ in 0..=MAX_REDIRECTS {
+            let (socket, host, path) = &target;
+            let response = match fetch(*socket, host, path).await {
+                Ok(response) => response,
+                Err(FetchError::Refused) => {
+                    return (
+                        Severity::Fail,
+                        format!(
+                            "port {port} on {} refused the connection: nothing listens there, or a firewall rejects \
+                             it; open it in the firewall (and forward it on a NAT) or use dns-01",
+                            socket.ip()
+                        ),
+                    );
+                }
+                Err(FetchError::Timeout) => {
+                    return (
+                        Severity::Fail,
+                        format!(
+                            "port {port} on {} timed out: a firewall drops it, a NAT has no port forward, or the ISP \
+                             blocks port {port}; open it or use dns-01{}",
+                            socket.ip(),
+                            if socket.is_ipv6() {
+                                " (the CA tries IPv6 first: fix IPv6 or remove the AAAA record)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
+                }
+                Err(FetchError::Other(why)) => {
+                    return (Severity::Fail, format!("port {port} on {}: {why}", socket.ip()));
+                }
+            };
+            if response.status.is_redirection() {
+                let Some(location) = response.location.as_deref() else {
+                    return (Severity::Fail, format!("{} answered a redirect without a Location", socket.ip()));
+                };
+                match self.redirect_target(location, host).await {
+                    Ok(next) => {
+                        target = next;
+                        continue;
+                    }
+                    Err(message) => return (Severity::Warn, message),
+                }
+            }
+            if response.status.is_success() && response.body.trim() == expected {
+                return (
+                    Severity::Ok,
+                    format!("http://{name}:{port}/ on {address} serves certkeeper's probe token: http-01 can succeed"),
+                );
+            }
+            let server = response.server.map(|s| format!(", server \"{s}\"")).unwrap_or_default();
+            return (
+                Severity::Fail,
+                format!(
+                    "port {port} on {} is answered by another HTTP server (HTTP {}{server}), not certkeeper: \
+                     stop it or give certkeeper the port, or use dns-01",
+                    socket.ip(),
+                    response.status.as_u16()
+                ),
+            );
+        }
+        (Severity::Fail, format!("more than {MAX_REDIRECTS} redirects from {address}: the CA gives up too"))
+    }
+
+    async fn redirect_target(&self, location: &str, host: &str) -> Result<(SocketAddr, String, String), String> {
+        let uri: http::Uri = location.parse().map_err(|_| format!("redirect to an unreadable Location \"{location}\""))?;
+        match uri.scheme_str() {
+            None => {
+                let address = self.first_address(host).await?;
+                Ok((SocketAddr::new(address, self.port), host.to_string(), uri.path().to_string()))
+            }
+            Some("http") => {
+                let next_host = uri.host().unwrap_or(host).to_string();
+                let address = self.first_address(&next_host).await?;
+                let port = uri.port_u16().unwrap_or(80);
+                Ok((SocketAddr::new(address, port), next_host, uri.path().to_string()))
+            }
+            Some(_) => Err(format!(
+                "redirected to {location}: the CA follows redirects to HTTPS, but certkeeper cannot check that \
+                 one; make sure it serves /.well-known/acme-challenge/ from certkeeper"
+            )),
+        }
+    }
+
+    async fn first_address(&self, host: &str) -> Result<IpAddr, String> {
+        for v6 in [false, true] {
+            if let Answer::Found(addresses) = self.dns.addresses(host, v6).await
+                && let Some(address) = addresses.first()
+            {
+                return Ok(*address);
+            }
+        }
+        Err(format!("redirected to {host}, which has no address"))
+    }
+}
+
+/// Findings about the clock, from the offset to the CA's `Date` header.
+pub fn clock_finding(offset_seconds: i64) -> Finding {
+    let (severity, message) = if offset_seconds.abs() > 30 {
+        (
+            Severity::Warn,
+            format!(
+                "this host's clock is {}s {} the CA's: fix the time (timedatectl set-ntp true); a skewed clock \
+                 rejects fresh certificates and mistimes renewals",
+                offset_seconds.abs(),
+                if offset_seconds > 0 { "ahead of" } else { "behind" }
+            ),
+        )
+    } else {
+        (Severity::Ok, format!("this host's clock is within {}s of the CA's", offset_seconds.abs().max(1)))
+    };
+    Finding {
+        name: None,
+        address: None,
+        check: Check::Clock,
+        severity,
+        message,
+    }
+}
+
+struct Fetched {
+    status: http::StatusCode,
+    location: Option<String>,
+    server: Option<String>,
+    body: String,
+}
+
+enum FetchError {
+    Refused,
+    Timeout,
+    Other(String),
+}
+
+/// One GET with `Host: host`, bounded in time and size.
+async fn fetch(socket: SocketAddr, host: &str, path: &str) -> Result<Fetched, FetchError> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(socket)).await {
+        Err(_) => return Err(FetchError::Timeout),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(FetchError::Refused),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(FetchError::Timeout),
+        Ok(Err(e)) => return Err(FetchError::Other(format!("cannot connect: {e}"))),
+        Ok(Ok(stream)) => stream,
+    };
+    let exchange = async {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(connection);
+        let request = http::Request::get(path)
+            .header(http::header::HOST, host)
+            .header(http::header::USER_AGENT, "certkeeper-check")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                .map(String::from)
+        };
+        let (status, location, server) = (response.status(), header(http::header::LOCATION), header(http::header::SERVER));
+        let body = Limited::new(response.into_body(), 16 * 1024)
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).to_string())
+            .unwrap_or_default();
+        driver.abort();
+        Ok::<_, String>(Fetched {
+            status,
+            location,
+            server,
+            body,
+        })
+    };
+    match tokio::time::timeout(RESPONSE_TIMEOUT, exchange).await {
+        Err(_) => Err(FetchError::Other(format!(
+            "connected, but no HTTP answer within {}s",
+            RESPONSE_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(why)) => Err(FetchError::Other(format!("connected, but the HTTP exchange failed: {why}"))),
+        Ok(Ok(fetched)) => Ok(fetched),
+    }
+}
+
+fn random_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..32).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect()
+}
