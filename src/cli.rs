@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::acme::{AcmeClient, Solvers};
 use crate::challenge::dns01::Dns01;
-use crate::preflight::Preflight;
+use crate::preflight::{Check, Finding, Preflight, Severity};
 use crate::challenge::http01::{self, Tokens};
 use crate::config::{self, CertificateConfig, Config, LogFormat};
 use crate::deploy::deploy;
@@ -67,6 +67,15 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Pre-flight: DNS, addresses, port 80 reachability (a real probe) and clock, for every
+    /// name. Exits with 0 when HTTP-01 can succeed for every name, 1 when it cannot.
+    Check {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Certificate names (default: all).
+        names: Vec<String>,
     },
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -150,6 +159,7 @@ pub fn main() -> ExitCode {
                 names,
             } => renew_now(&config, force, dry_run, &names).await,
             Command::Status { json } => show_status(&config, json),
+            Command::Check { json, names } => check(&config, json, &names).await,
             Command::Completions { .. } | Command::Manpage => Ok(()),
         }
     });
@@ -349,4 +359,78 @@ fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
             message: format!("{n} certificate(s) need attention"),
         }),
     }
+}
+
+async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Failure> {
+    let certs = selected(config, names)?;
+    let preflight = Preflight::new(config).map_err(Failure::new)?;
+    let tokens = Tokens::default();
+    let mut findings = Vec::new();
+    let listener = match http01::bind(config.daemon.listen) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            findings.push(Finding {
+                name: None,
+                address: None,
+                check: Check::Port,
+                severity: Severity::Fail,
+                message: format!("{e}; the reachability probe needs certkeeper's listener, so it was skipped"),
+            });
+            None
+        }
+    };
+    let server = listener.map(|l| tokio::spawn(http01::serve(l, tokens.clone(), std::future::pending())));
+    let names: Vec<&str> = certs
+        .iter()
+        .flat_map(|c| c.domains.iter())
+        .filter(|d| !d.is_wildcard())
+        .map(|d| d.as_str())
+        .collect();
+    let progress = std::io::stderr().is_terminal() && names.len() > 1;
+    if server.is_some() {
+        for (index, name) in names.iter().enumerate() {
+            if progress {
+                eprintln!("[{}/{}] checking {name}", index + 1, names.len());
+            }
+            findings.extend(preflight.check_name(name, &tokens).await);
+        }
+    }
+    match crate::acme::clock_offset(&config.acme, &config.acme.directory).await {
+        Ok(offset) => findings.push(crate::preflight::clock_finding(offset)),
+        Err(e) => findings.push(Finding {
+            name: None,
+            address: None,
+            check: Check::Clock,
+            severity: Severity::Warn,
+            message: e.to_string(),
+        }),
+    }
+    if let Some(server) = server {
+        server.abort();
+    }
+    let http01_ok = !findings
+        .iter()
+        .any(|f| f.severity == Severity::Fail && f.check != Check::Clock);
+    if json {
+        let report = serde_json::json!({ "http01_ok": http01_ok, "findings": findings });
+        println!("{}", serde_json::to_string_pretty(&report).map_err(Failure::new)?);
+    } else {
+        for finding in &findings {
+            let label = match finding.severity {
+                Severity::Ok => "ok  ",
+                Severity::Warn => "WARN",
+                Severity::Fail => "FAIL",
+            };
+            println!("{label}  {}", finding.message);
+        }
+        println!(
+            "{}",
+            if http01_ok {
+                "http-01 can succeed for every name"
+            } else {
+                "http-01 cannot succeed for every name: fix the FAIL lines, or configure [dns01] (challenge = \"auto\" then uses dns-01)"
+            }
+        );
+    }
+    if http01_ok { Ok(()) } else { Err(Failure { code: 1, message: "pre-flight check failed".into() }) }
 }

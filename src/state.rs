@@ -67,10 +67,15 @@ impl CertState {
 
     /// One word or sentence for `status`.
     pub fn last_result(&self) -> String {
+        let via = match (&self.challenge, &self.challenge_reason) {
+            (Some(challenge), Some(reason)) => format!(" via {challenge} ({reason})"),
+            (Some(challenge), None) => format!(" via {challenge}"),
+            _ => String::new(),
+        };
         match (&self.last_error, self.last_success) {
-            (Some(warning), _) if self.failures == 0 => format!("issued, but {warning}"),
-            (Some(error), _) => format!("failed ({}x): {error}", self.failures),
-            (None, Some(_)) => "ok".into(),
+            (Some(warning), _) if self.failures == 0 => format!("issued{via}, but {warning}"),
+            (Some(error), _) => format!("failed ({}x){via}: {error}", self.failures),
+            (None, Some(_)) => format!("ok{via}"),
             (None, None) => "-".into(),
         }
     }

@@ -19,6 +19,9 @@ pub struct Row {
     pub days_left: Option<i64>,
     pub next_renewal: String,
     pub last_result: String,
+    /// The challenge the last attempt used, and why it was chosen.
+    pub challenge: Option<String>,
+    pub challenge_reason: Option<String>,
     /// Set when the certificate has expired, or is close to expiry while renewals fail: the
     /// operator must act. `status` exits non-zero when any row has one.
     pub alert: Option<String>,
@@ -63,6 +66,8 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 days_left,
                 next_renewal,
                 last_result,
+                challenge: plan.state.challenge.clone(),
+                challenge_reason: plan.state.challenge_reason.clone(),
                 alert,
             }
         })

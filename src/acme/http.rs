@@ -81,3 +81,22 @@ impl HttpClient for AcmeHttp {
         })
     }
 }
+
+impl AcmeHttp {
+    /// The CA's clock, from the `Date` header of a GET of `url` (the directory).
+    pub async fn server_time(&self, url: &str) -> Result<std::time::SystemTime, String> {
+        let request = http::Request::get(url)
+            .body(BodyWrapper::default())
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
+            .map_err(|e| e.to_string())?;
+        let date = response
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("the CA sent no Date header")?;
+        httpdate::parse_http_date(date).map_err(|e| e.to_string())
+    }
+}

@@ -13,6 +13,22 @@ use std::path::PathBuf;
 pub use account::AcmeClient;
 pub use order::Solvers;
 
+/// How far this host's clock is ahead of the CA's (negative: behind), in seconds, to within
+/// the round trip of one request.
+pub async fn clock_offset(acme: &crate::config::AcmeConfig, directory: &str) -> Result<i64, AcmeError> {
+    let http = http::AcmeHttp::new(acme.extra_root.as_deref())?;
+    let sent = std::time::SystemTime::now();
+    let server = http.server_time(directory).await.map_err(|reason| AcmeError::Clock {
+        directory: directory.to_string(),
+        reason,
+    })?;
+    let midpoint = sent + sent.elapsed().unwrap_or_default() / 2;
+    Ok(match midpoint.duration_since(server) {
+        Ok(ahead) => ahead.as_secs() as i64,
+        Err(behind) => -(behind.duration().as_secs() as i64),
+    })
+}
+
 use crate::challenge::choice::Method;
 
 fn validation_hint(method: Method, name: &str) -> String {
@@ -90,6 +106,8 @@ pub enum AcmeError {
     Timeout { step: &'static str },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot read the CA's clock from {directory}: {reason}")]
+    Clock { directory: String, reason: String },
 }
 
 impl AcmeError {

@@ -239,6 +239,12 @@ async fn rfc2136_update(
             ResponseCode::NotZone => format!("{} is not in zone {zone} (NOTZONE): set dns01.zone", record.fqdn),
             code => format!("{server} answered {code}"),
         }),
+        // A server that rejects our signature answers unsigned (or with a truncated MAC), which
+        // the client cannot verify: the cause is nearly always the key.
+        Err(e) if e.to_string().contains("HMAC") || e.to_string().contains("TSIG") => Err(format!(
+            "{server} did not accept the TSIG signature (it answered: {e}); check dns01.key_name, the secret \
+             in dns01.key_file and dns01.key_algorithm against the server's key"
+        )),
         Err(e) => Err(format!("no usable answer from {server}: {e}")),
     }
 }

@@ -58,6 +58,8 @@ pub struct Pebble {
     pub log: PathBuf,
     listen: u16,
     dns: u16,
+    /// Overrides challtestsrv as pebble's DNS server.
+    dns_server: Option<String>,
     /// challtestsrv first, pebble last.
     children: Vec<Killed>,
 }
@@ -66,6 +68,15 @@ impl Pebble {
     /// Starts challtestsrv and pebble; `validity` makes short-lived certificates.
     pub fn start(validity: Option<Duration>) -> Pebble {
         Self::start_with(validity, None)
+    }
+
+    /// A pebble whose validator resolves names through `dns` (a real authoritative server)
+    /// instead of challtestsrv.
+    pub fn start_with_dns(dns: &str) -> Pebble {
+        let mut pebble = Self::start_with(None, None);
+        pebble.dns_server = Some(dns.to_string());
+        pebble.restart();
+        pebble
     }
 
     /// Like [`Pebble::start`], requiring External Account Binding with this (key id, base64url
@@ -126,6 +137,7 @@ impl Pebble {
             dir,
             listen,
             dns,
+            dns_server: None,
             children: vec![challtestsrv],
         };
         pebble.spawn_pebble();
@@ -142,7 +154,7 @@ impl Pebble {
         let child = Command::new("pebble")
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
+            .args(["-dnsserver", &self.dns_server.clone().unwrap_or_else(|| format!("127.0.0.1:{}", self.dns))])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .stdout(log)
             .stderr(Stdio::null())
@@ -455,4 +467,111 @@ pub fn key_matches(chain_pem: &[u8], key_pem: &[u8]) -> bool {
     rustls::sign::CertifiedKey::new(chain, signing)
         .keys_match()
         .is_ok()
+}
+
+/// A real authoritative BIND 9 on a free loopback port, serving `example.com` with the given
+/// extra zone lines, and accepting TSIG-signed (hmac-sha256) dynamic updates with the key in
+/// `key_file` (BIND's own key file format). Killed on drop.
+pub struct Bind {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub key_file: PathBuf,
+    pub key_name: &'static str,
+    _process: Killed,
+}
+
+impl Bind {
+    pub fn start(records: &str) -> Bind {
+        Self::start_in(None, records)
+    }
+
+    /// Starts named inside network namespace `netns` when given (`ip netns exec`).
+    pub fn start_in(netns: Option<&str>, records: &str) -> Bind {
+        require("named");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let d = dir.path().display();
+        let secret = base64_secret();
+        let key_name = "certkeeper-test.";
+        let key = format!("key \"{key_name}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n");
+        let key_file = dir.path().join("tsig.key");
+        fs::write(&key_file, &key).expect("key file");
+        let conf = format!(
+            "options {{\n directory \"{d}\";\n listen-on port {port} {{ 127.0.0.1; }};\n listen-on-v6 {{ none; }};\n\
+             pid-file \"{d}/named.pid\";\n recursion no;\n dnssec-validation no;\n notify no;\n}};\n\
+             controls {{ }};\n{key}\
+             zone \"example.com\" {{ type primary; file \"{d}/example.com.zone\"; allow-update {{ key \"{key_name}\"; }}; }};\n"
+        );
+        fs::write(dir.path().join("named.conf"), conf).expect("named.conf");
+        let zone = format!(
+            "$ORIGIN example.com.\n$TTL 5\n@ IN SOA ns1.example.com. admin.example.com. 1 60 60 600 5\n\
+             @ IN NS ns1.example.com.\nns1 IN A 127.0.0.1\n{records}\n"
+        );
+        fs::write(dir.path().join("example.com.zone"), zone).expect("zone");
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "named"]);
+                c
+            }
+            None => Command::new("named"),
+        };
+        let child = command
+            .args(["-g", "-u", "root", "-c"])
+            .arg(dir.path().join("named.conf"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("named.log")).expect("named log"))
+            .spawn()
+            .expect("start named");
+        let process = Killed(child);
+        let bind = Bind {
+            dir,
+            port,
+            key_file,
+            key_name,
+            _process: process,
+        };
+        if netns.is_none() {
+            bind.wait_until_serving();
+        }
+        bind
+    }
+
+    /// Waits until named answers on its port (bounded).
+    pub fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default();
+            if log.contains("running") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "named did not start within 15 s:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A `[dns01]` section driving this server over RFC 2136.
+    pub fn rfc2136_section(&self) -> String {
+        format!(
+            "[dns01]\nprovider = \"rfc2136\"\nserver = \"{addr}\"\nzone = \"example.com\"\nkey_file = \"{key}\"\n\
+             check_servers = [\"{addr}\"]\npropagation_timeout_secs = 20\n",
+            addr = self.address(),
+            key = self.key_file.display()
+        )
+    }
+}
+
+fn base64_secret() -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Whether this process may create network namespaces and packet filters.
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
 }
