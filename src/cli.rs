@@ -10,12 +10,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::acme::{AcmeClient, Solvers};
 use crate::challenge::dns01::Dns01;
-use crate::preflight::{Check, Finding, Preflight, Severity};
 use crate::challenge::http01::{self, Tokens};
 use crate::config::{self, CertificateConfig, Config, LogFormat};
 use crate::deploy::deploy;
 use crate::notifications::{Event, Notifier, NotifyEventName};
 use crate::plan::plan;
+use crate::preflight::{Check, Finding, Preflight, Severity};
 use crate::renew::{self, RenewError};
 use crate::store::Store;
 use crate::{daemon, logging, status, timefmt};
@@ -304,7 +304,12 @@ async fn renew_now(
         };
         if !dry_run {
             // A state file that cannot be written is logged by `record`; the result stands.
-            let _ = renew::record(&store, &cert.name, attempt.choice.as_ref(), result.as_ref().map(|_| ()));
+            let _ = renew::record(
+                &store,
+                &cert.name,
+                attempt.choice.as_ref(),
+                result.as_ref().map(|_| ()),
+            );
         }
         match result {
             Ok((version, not_after)) => {
@@ -374,12 +379,15 @@ async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Fail
                 address: None,
                 check: Check::Port,
                 severity: Severity::Fail,
-                message: format!("{e}; the reachability probe needs certkeeper's listener, so it was skipped"),
+                message: format!(
+                    "{e}; the reachability probe needs certkeeper's listener, so it was skipped"
+                ),
             });
             None
         }
     };
-    let server = listener.map(|l| tokio::spawn(http01::serve(l, tokens.clone(), std::future::pending())));
+    let server =
+        listener.map(|l| tokio::spawn(http01::serve(l, tokens.clone(), std::future::pending())));
     let names: Vec<&str> = certs
         .iter()
         .flat_map(|c| c.domains.iter())
@@ -413,7 +421,10 @@ async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Fail
         .any(|f| f.severity == Severity::Fail && f.check != Check::Clock);
     if json {
         let report = serde_json::json!({ "http01_ok": http01_ok, "findings": findings });
-        println!("{}", serde_json::to_string_pretty(&report).map_err(Failure::new)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(Failure::new)?
+        );
     } else {
         for finding in &findings {
             let label = match finding.severity {
@@ -432,5 +443,12 @@ async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Fail
             }
         );
     }
-    if http01_ok { Ok(()) } else { Err(Failure { code: 1, message: "pre-flight check failed".into() }) }
+    if http01_ok {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            message: "pre-flight check failed".into(),
+        })
+    }
 }

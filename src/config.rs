@@ -559,7 +559,10 @@ impl Validator<'_> {
             .into_iter()
             .map(|ip| {
                 ip.get_ref().parse().map_err(|_| {
-                    self.located.error(ip.span(), "daemon.public_ip: write IP addresses such as \"203.0.113.7\"")
+                    self.located.error(
+                        ip.span(),
+                        "daemon.public_ip: write IP addresses such as \"203.0.113.7\"",
+                    )
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -581,36 +584,56 @@ impl Validator<'_> {
         let span = raw.span();
         let raw = raw.into_inner();
         let missing = |key: &str| {
-            self.located.error(span.clone(), format!("dns01: provider \"{}\" needs {key}", raw.provider.get_ref()))
+            self.located.error(
+                span.clone(),
+                format!("dns01: provider \"{}\" needs {key}", raw.provider.get_ref()),
+            )
         };
         let provider = match raw.provider.get_ref().as_str() {
             "rfc2136" => {
-                let server = raw.server.as_ref().ok_or_else(|| missing("server = \"IP:PORT\""))?;
+                let server = raw
+                    .server
+                    .as_ref()
+                    .ok_or_else(|| missing("server = \"IP:PORT\""))?;
                 let server = server.get_ref().parse::<SocketAddr>().map_err(|_| {
                     self.located.error(server.span(), "dns01.server: write the primary's address and port, such as \"192.0.2.53:53\"")
                 })?;
-                let zone = raw.zone.as_ref().ok_or_else(|| missing("zone = \"example.com\""))?;
+                let zone = raw
+                    .zone
+                    .as_ref()
+                    .ok_or_else(|| missing("zone = \"example.com\""))?;
                 let zone = DomainName::parse(zone.get_ref())
                     .map_err(|e| self.located.error(zone.span(), format!("dns01.zone: {e}")))?
                     .to_string();
-                let algorithm = match raw.key_algorithm.as_ref().map(|a| a.get_ref().as_str()) {
-                    None | Some("hmac-sha256") => TsigAlgorithm::HmacSha256,
-                    Some("hmac-sha384") => TsigAlgorithm::HmacSha384,
-                    Some("hmac-sha512") => TsigAlgorithm::HmacSha512,
-                    Some(_) => {
-                        return Err(self.located.error(
+                let algorithm =
+                    match raw.key_algorithm.as_ref().map(|a| a.get_ref().as_str()) {
+                        None | Some("hmac-sha256") => TsigAlgorithm::HmacSha256,
+                        Some("hmac-sha384") => TsigAlgorithm::HmacSha384,
+                        Some("hmac-sha512") => TsigAlgorithm::HmacSha512,
+                        Some(_) => {
+                            return Err(self.located.error(
                             raw.key_algorithm.as_ref().map_or(span.clone(), |a| a.span()),
                             "dns01.key_algorithm: write hmac-sha256, hmac-sha384 or hmac-sha512",
                         ));
-                    }
-                };
-                let key_file = raw.key_file.clone().ok_or_else(|| missing("key_file (the TSIG secret)"))?;
+                        }
+                    };
+                let key_file = raw
+                    .key_file
+                    .clone()
+                    .ok_or_else(|| missing("key_file (the TSIG secret)"))?;
                 let key_span = key_file.span();
                 let key_path = self.existing_file(key_file, "dns01.key_file")?;
                 let (file_name, secret) = read_tsig_key(&key_path).map_err(|why| {
-                    self.located.error(key_span, format!("dns01.key_file: {}: {why}", key_path.display()))
+                    self.located.error(
+                        key_span,
+                        format!("dns01.key_file: {}: {why}", key_path.display()),
+                    )
                 })?;
-                let key_name = raw.key_name.clone().or(file_name).ok_or_else(|| missing("key_name"))?;
+                let key_name = raw
+                    .key_name
+                    .clone()
+                    .or(file_name)
+                    .ok_or_else(|| missing("key_name"))?;
                 Dns01Provider::Rfc2136 {
                     server,
                     zone,
@@ -620,7 +643,10 @@ impl Validator<'_> {
                 }
             }
             "exec" => {
-                let command = raw.command.clone().ok_or_else(|| missing("command = \"/path/to/script\""))?;
+                let command = raw
+                    .command
+                    .clone()
+                    .ok_or_else(|| missing("command = \"/path/to/script\""))?;
                 Dns01Provider::Exec {
                     command: self.existing_file(command, "dns01.command")?,
                 }
@@ -1112,12 +1138,18 @@ fn read_tsig_key(path: &Path) -> Result<(Option<String>, zeroize::Zeroizing<Vec<
         Some(rest[start..end].to_string())
     };
     let (name, secret) = match quoted_after("secret") {
-        Some(secret) => (quoted_after("key").map(|n| n.trim_end_matches('.').to_string() + "."), secret),
+        Some(secret) => (
+            quoted_after("key").map(|n| n.trim_end_matches('.').to_string() + "."),
+            secret,
+        ),
         None => (None, text.trim().to_string()),
     };
     let secret = zeroize::Zeroizing::new(secret);
     base64::engine::general_purpose::STANDARD
         .decode(secret.as_bytes())
         .map(|bytes| (name, zeroize::Zeroizing::new(bytes)))
-        .map_err(|_| "the secret is not base64; write the secret tsig-keygen printed, or its whole key file".into())
+        .map_err(|_| {
+            "the secret is not base64; write the secret tsig-keygen printed, or its whole key file"
+                .into()
+        })
 }

@@ -14,16 +14,16 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::acme::AcmeClient;
+use crate::acme::Solvers;
+use crate::challenge::choice::Choice;
+use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::config::{CertificateConfig, Config, ConfigError};
 use crate::deploy::deploy;
 use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::plan::plan;
-use crate::challenge::choice::Choice;
-use crate::renew::{self, Attempt, RenewError};
-use crate::acme::Solvers;
-use crate::challenge::dns01::Dns01;
 use crate::preflight::Preflight;
+use crate::renew::{self, Attempt, RenewError};
 use crate::store::Store;
 use crate::{metrics, schedule, sdnotify, timefmt};
 
@@ -310,7 +310,14 @@ impl Daemon {
             tokens: &self.tokens,
             dns01: self.dns01.as_ref(),
         };
-        let attempt = renew::obtain(&mut acme, solvers, self.preflight.as_ref(), &self.store, cert).await;
+        let attempt = renew::obtain(
+            &mut acme,
+            solvers,
+            self.preflight.as_ref(),
+            &self.store,
+            cert,
+        )
+        .await;
         self.acme = Some(acme);
         attempt
     }

@@ -49,7 +49,8 @@ impl Dns {
     /// `servers` empty: the system's resolvers.
     pub fn new(servers: &[SocketAddr]) -> Result<Self, String> {
         let builder = if servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
+            TokioResolver::builder_tokio()
+                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
         } else {
             let name_servers = servers
                 .iter()
@@ -78,7 +79,11 @@ impl Dns {
     }
 
     async fn records(&self, name: &str, record_type: RecordType) -> Answer<RData> {
-        let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+        let fqdn = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.")
+        };
         match self.resolver.lookup(fqdn, record_type).await {
             Ok(lookup) => {
                 let found: Vec<RData> = lookup
@@ -87,13 +92,19 @@ impl Dns {
                     .filter(|r| r.record_type() == record_type)
                     .map(|r| r.data.clone())
                     .collect();
-                if found.is_empty() { Answer::NoRecords } else { Answer::Found(found) }
+                if found.is_empty() {
+                    Answer::NoRecords
+                } else {
+                    Answer::Found(found)
+                }
             }
             Err(e) if e.is_nx_domain() => Answer::NxDomain,
             Err(e) if e.is_no_records_found() => Answer::NoRecords,
             Err(e) => {
                 let text = e.to_string();
-                if matches!(e, hickory_resolver::net::NetError::Timeout) || text.contains("timed out") {
+                if matches!(e, hickory_resolver::net::NetError::Timeout)
+                    || text.contains("timed out")
+                {
                     Answer::Timeout
                 } else if text.contains(&ResponseCode::ServFail.to_string()) {
                     Answer::ServFail
@@ -118,15 +129,18 @@ impl Dns {
 
     /// TXT values of `name`, each as one string.
     pub async fn txt(&self, name: &str) -> Answer<String> {
-        map(self.records(name, RecordType::TXT).await, |data| match data {
-            RData::TXT(txt) => Some(
-                txt.txt_data
-                    .iter()
-                    .map(|part| String::from_utf8_lossy(part).to_string())
-                    .collect(),
-            ),
-            _ => None,
-        })
+        map(
+            self.records(name, RecordType::TXT).await,
+            |data| match data {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part).to_string())
+                        .collect(),
+                ),
+                _ => None,
+            },
+        )
     }
 
     /// The CNAME target of `name`, if it has one.
@@ -142,10 +156,13 @@ impl Dns {
 
     /// The name servers (host names) of `zone`.
     pub async fn name_servers(&self, zone: &str) -> Answer<String> {
-        map(self.records(zone, RecordType::NS).await, |data| match data {
-            RData::NS(ns) => Some(ns.0.to_ascii().trim_end_matches('.').to_string()),
-            _ => None,
-        })
+        map(
+            self.records(zone, RecordType::NS).await,
+            |data| match data {
+                RData::NS(ns) => Some(ns.0.to_ascii().trim_end_matches('.').to_string()),
+                _ => None,
+            },
+        )
     }
 }
 
@@ -153,7 +170,11 @@ fn map<T>(answer: Answer<RData>, convert: impl Fn(RData) -> Option<T>) -> Answer
     match answer {
         Answer::Found(records) => {
             let found: Vec<T> = records.into_iter().filter_map(convert).collect();
-            if found.is_empty() { Answer::NoRecords } else { Answer::Found(found) }
+            if found.is_empty() {
+                Answer::NoRecords
+            } else {
+                Answer::Found(found)
+            }
         }
         Answer::NoRecords => Answer::NoRecords,
         Answer::NxDomain => Answer::NxDomain,

@@ -102,7 +102,11 @@ pub fn render(config: &Config, now: SystemTime) -> String {
         failures
             .get_or_create(&labels)
             .set(f64::from(plan.state.failures));
-        let used = plan.state.challenge.clone().unwrap_or_else(|| cert.challenge.to_string());
+        let used = plan
+            .state
+            .challenge
+            .clone()
+            .unwrap_or_else(|| cert.challenge.to_string());
         let mut with_challenge = labels.clone();
         with_challenge.push(("challenge".into(), used));
         challenge.get_or_create(&with_challenge).set(1.0);

@@ -140,7 +140,12 @@ impl Preflight {
                     ));
                 }
                 let (severity, message) = self.probe(name, address, &token, &expected).await;
-                findings.push(finding(severity, Some(address), Check::Reachability, message));
+                findings.push(finding(
+                    severity,
+                    Some(address),
+                    Check::Reachability,
+                    message,
+                ));
             }
         }
         if !any_address && findings.is_empty() {
@@ -149,7 +154,9 @@ impl Preflight {
                 address: None,
                 check: Check::Dns,
                 severity: Severity::Fail,
-                message: format!("{name} has no A or AAAA record: create one pointing at this host"),
+                message: format!(
+                    "{name} has no A or AAAA record: create one pointing at this host"
+                ),
             });
         }
         findings
@@ -181,9 +188,19 @@ impl Preflight {
     }
 
     /// Fetches the probe token from `address` as the CA would, following redirects.
-    async fn probe(&self, name: &str, address: IpAddr, token: &str, expected: &str) -> (Severity, String) {
+    async fn probe(
+        &self,
+        name: &str,
+        address: IpAddr,
+        token: &str,
+        expected: &str,
+    ) -> (Severity, String) {
         let port = self.port;
-        let mut target = (SocketAddr::new(address, port), name.to_string(), format!("/.well-known/acme-challenge/{token}"));
+        let mut target = (
+            SocketAddr::new(address, port),
+            name.to_string(),
+            format!("/.well-known/acme-challenge/{token}"),
+        );
         for _ in 0..=MAX_REDIRECTS {
             let (socket, host, path) = &target;
             let response = match fetch(*socket, host, path).await {
@@ -214,12 +231,18 @@ impl Preflight {
                     );
                 }
                 Err(FetchError::Other(why)) => {
-                    return (Severity::Fail, format!("port {port} on {}: {why}", socket.ip()));
+                    return (
+                        Severity::Fail,
+                        format!("port {port} on {}: {why}", socket.ip()),
+                    );
                 }
             };
             if response.status.is_redirection() {
                 let Some(location) = response.location.as_deref() else {
-                    return (Severity::Fail, format!("{} answered a redirect without a Location", socket.ip()));
+                    return (
+                        Severity::Fail,
+                        format!("{} answered a redirect without a Location", socket.ip()),
+                    );
                 };
                 match self.redirect_target(location, host).await {
                     Ok(next) => {
@@ -232,10 +255,15 @@ impl Preflight {
             if response.status.is_success() && response.body.trim() == expected {
                 return (
                     Severity::Ok,
-                    format!("http://{name}:{port}/ on {address} serves certkeeper's probe token: http-01 can succeed"),
+                    format!(
+                        "http://{name}:{port}/ on {address} serves certkeeper's probe token: http-01 can succeed"
+                    ),
                 );
             }
-            let server = response.server.map(|s| format!(", server \"{s}\"")).unwrap_or_default();
+            let server = response
+                .server
+                .map(|s| format!(", server \"{s}\""))
+                .unwrap_or_default();
             return (
                 Severity::Fail,
                 format!(
@@ -246,21 +274,38 @@ impl Preflight {
                 ),
             );
         }
-        (Severity::Fail, format!("more than {MAX_REDIRECTS} redirects from {address}: the CA gives up too"))
+        (
+            Severity::Fail,
+            format!("more than {MAX_REDIRECTS} redirects from {address}: the CA gives up too"),
+        )
     }
 
-    async fn redirect_target(&self, location: &str, host: &str) -> Result<(SocketAddr, String, String), String> {
-        let uri: http::Uri = location.parse().map_err(|_| format!("redirect to an unreadable Location \"{location}\""))?;
+    async fn redirect_target(
+        &self,
+        location: &str,
+        host: &str,
+    ) -> Result<(SocketAddr, String, String), String> {
+        let uri: http::Uri = location
+            .parse()
+            .map_err(|_| format!("redirect to an unreadable Location \"{location}\""))?;
         match uri.scheme_str() {
             None => {
                 let address = self.first_address(host).await?;
-                Ok((SocketAddr::new(address, self.port), host.to_string(), uri.path().to_string()))
+                Ok((
+                    SocketAddr::new(address, self.port),
+                    host.to_string(),
+                    uri.path().to_string(),
+                ))
             }
             Some("http") => {
                 let next_host = uri.host().unwrap_or(host).to_string();
                 let address = self.first_address(&next_host).await?;
                 let port = uri.port_u16().unwrap_or(80);
-                Ok((SocketAddr::new(address, port), next_host, uri.path().to_string()))
+                Ok((
+                    SocketAddr::new(address, port),
+                    next_host,
+                    uri.path().to_string(),
+                ))
             }
             Some(_) => Err(format!(
                 "redirected to {location}: the CA follows redirects to HTTPS, but certkeeper cannot check that \
@@ -290,11 +335,21 @@ pub fn clock_finding(offset_seconds: i64) -> Finding {
                 "this host's clock is {}s {} the CA's: fix the time (timedatectl set-ntp true); a skewed clock \
                  rejects fresh certificates and mistimes renewals",
                 offset_seconds.abs(),
-                if offset_seconds > 0 { "ahead of" } else { "behind" }
+                if offset_seconds > 0 {
+                    "ahead of"
+                } else {
+                    "behind"
+                }
             ),
         )
     } else {
-        (Severity::Ok, format!("this host's clock is within {}s of the CA's", offset_seconds.abs().max(1)))
+        (
+            Severity::Ok,
+            format!(
+                "this host's clock is within {}s of the CA's",
+                offset_seconds.abs().max(1)
+            ),
+        )
     };
     Finding {
         name: None,
@@ -320,9 +375,13 @@ enum FetchError {
 
 /// One GET with `Host: host`, bounded in time and size.
 async fn fetch(socket: SocketAddr, host: &str, path: &str) -> Result<Fetched, FetchError> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(socket)).await {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(socket))
+        .await
+    {
         Err(_) => return Err(FetchError::Timeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(FetchError::Refused),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(FetchError::Refused);
+        }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(FetchError::Timeout),
         Ok(Err(e)) => return Err(FetchError::Other(format!("cannot connect: {e}"))),
         Ok(Ok(stream)) => stream,
@@ -337,7 +396,10 @@ async fn fetch(socket: SocketAddr, host: &str, path: &str) -> Result<Fetched, Fe
             .header(http::header::USER_AGENT, "certkeeper-check")
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let header = |name| {
             response
                 .headers()
@@ -345,7 +407,11 @@ async fn fetch(socket: SocketAddr, host: &str, path: &str) -> Result<Fetched, Fe
                 .and_then(|v: &http::HeaderValue| v.to_str().ok())
                 .map(String::from)
         };
-        let (status, location, server) = (response.status(), header(http::header::LOCATION), header(http::header::SERVER));
+        let (status, location, server) = (
+            response.status(),
+            header(http::header::LOCATION),
+            header(http::header::SERVER),
+        );
         let body = Limited::new(response.into_body(), 16 * 1024)
             .collect()
             .await
@@ -364,12 +430,16 @@ async fn fetch(socket: SocketAddr, host: &str, path: &str) -> Result<Fetched, Fe
             "connected, but no HTTP answer within {}s",
             RESPONSE_TIMEOUT.as_secs()
         ))),
-        Ok(Err(why)) => Err(FetchError::Other(format!("connected, but the HTTP exchange failed: {why}"))),
+        Ok(Err(why)) => Err(FetchError::Other(format!(
+            "connected, but the HTTP exchange failed: {why}"
+        ))),
         Ok(Ok(fetched)) => Ok(fetched),
     }
 }
 
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..32).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect()
+    (0..32)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
 }

@@ -7,13 +7,13 @@
 use std::time::SystemTime;
 
 use crate::acme::{AcmeClient, AcmeError, Solvers};
-use crate::challenge::choice::{Choice, Method, choose};
-use crate::config::Challenge;
-use crate::preflight::Preflight;
 use crate::bundle::{Bundle, BundleError, LeafInfo};
+use crate::challenge::choice::{Choice, Method, choose};
 use crate::config::CertificateConfig;
+use crate::config::Challenge;
 use crate::deploy::DeployError;
 use crate::keys::{self, KeyError};
+use crate::preflight::Preflight;
 use crate::state::CertState;
 use crate::store::{Store, StoreError};
 
@@ -54,18 +54,37 @@ pub async fn obtain(
     let can_fall_back = cert.challenge == Challenge::Auto && solvers.dns01.is_some();
     let blocker = match preflight.filter(|_| can_fall_back) {
         Some(preflight) => {
-            let names: Vec<&str> = cert.domains.iter().filter(|d| !d.is_wildcard()).map(|d| d.as_str()).collect();
+            let names: Vec<&str> = cert
+                .domains
+                .iter()
+                .filter(|d| !d.is_wildcard())
+                .map(|d| d.as_str())
+                .collect();
             preflight.http01_blocker(&names, solvers.tokens).await
         }
         None => None,
     };
-    let mut choice = choose(cert.challenge, &cert.domains, solvers.dns01.is_some(), blocker.as_deref());
+    let mut choice = choose(
+        cert.challenge,
+        &cert.domains,
+        solvers.dns01.is_some(),
+        blocker.as_deref(),
+    );
     tracing::info!(name = %cert.name, challenge = choice.summary(), reason = %choice.reason, "challenge chosen");
     let mut result = order(acme, solvers, store, cert, &choice).await;
-    if let Err(RenewError::Acme(e @ AcmeError::Validation { method: Method::Http01, .. })) = &result
+    if let Err(RenewError::Acme(
+        e @ AcmeError::Validation {
+            method: Method::Http01,
+            ..
+        },
+    )) = &result
         && can_fall_back
     {
-        choice = Choice::all(&cert.domains, Method::Dns01, format!("http-01 failed ({e}); retried with dns-01"));
+        choice = Choice::all(
+            &cert.domains,
+            Method::Dns01,
+            format!("http-01 failed ({e}); retried with dns-01"),
+        );
         tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back to dns-01");
         result = order(acme, solvers, store, cert, &choice).await;
     }

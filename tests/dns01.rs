@@ -13,7 +13,9 @@ const RECORDS: &str = "media IN A 127.0.0.1\nlive IN A 127.0.0.1\n";
 /// A config for `domains` talking to `pebble`, with `bind` as its DNS-01 server.
 fn config(pebble: &Pebble, dns01: &str, domains: &[&str], extra: &str) -> Certkeeper {
     let ck = Certkeeper::new(pebble, domains, extra);
-    let text = fs::read_to_string(&ck.config).unwrap().replace("[daemon]", &format!("{dns01}\n[daemon]"));
+    let text = fs::read_to_string(&ck.config)
+        .unwrap()
+        .replace("[daemon]", &format!("{dns01}\n[daemon]"));
     fs::write(&ck.config, text).unwrap();
     ck
 }
@@ -21,7 +23,10 @@ fn config(pebble: &Pebble, dns01: &str, domains: &[&str], extra: &str) -> Certke
 fn txt_left(bind: &Bind, name: &str) -> bool {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dns = certkeeper::dns::Dns::new(&[bind.address().parse().unwrap()]).unwrap();
-    matches!(runtime.block_on(dns.txt(name)), certkeeper::dns::Answer::Found(_))
+    matches!(
+        runtime.block_on(dns.txt(name)),
+        certkeeper::dns::Answer::Found(_)
+    )
 }
 
 fn leaf_names(ck: &Certkeeper) -> Vec<String> {
@@ -34,12 +39,23 @@ fn leaf_names(ck: &Certkeeper) -> Vec<String> {
 fn rfc2136_issues_a_wildcard_certificate_and_cleans_up() {
     let bind = Bind::start(RECORDS);
     let pebble = Pebble::start_with_dns(&bind.address());
-    let ck = config(&pebble, &bind.rfc2136_section(), &["example.com", "*.example.com"], "challenge = \"dns-01\"");
+    let ck = config(
+        &pebble,
+        &bind.rfc2136_section(),
+        &["example.com", "*.example.com"],
+        "challenge = \"dns-01\"",
+    );
     let out = ck.ok(&["renew"]);
     assert!(out.contains("renewed") && out.contains("dns-01"), "{out}");
     let names = leaf_names(&ck);
-    assert!(names.contains(&"*.example.com".to_string()) && names.contains(&"example.com".to_string()), "{names:?}");
-    assert!(!txt_left(&bind, "_acme-challenge.example.com"), "the TXT records must be removed after the order");
+    assert!(
+        names.contains(&"*.example.com".to_string()) && names.contains(&"example.com".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !txt_left(&bind, "_acme-challenge.example.com"),
+        "the TXT records must be removed after the order"
+    );
 }
 
 #[test]
@@ -65,12 +81,20 @@ fn exec_hook_drives_bind_through_nsupdate() {
         hook.display(),
         bind.address()
     );
-    let ck = config(&pebble, &dns01, &["media.example.com"], "challenge = \"dns-01\"");
+    let ck = config(
+        &pebble,
+        &dns01,
+        &["media.example.com"],
+        "challenge = \"dns-01\"",
+    );
     ck.ok(&["renew"]);
     let log = fs::read_to_string(bind.dir.path().join("hook.log")).unwrap();
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
-        ["present _acme-challenge.media.example.com", "cleanup _acme-challenge.media.example.com"]
+        [
+            "present _acme-challenge.media.example.com",
+            "cleanup _acme-challenge.media.example.com"
+        ]
     );
     assert!(!txt_left(&bind, "_acme-challenge.media.example.com"));
 }
@@ -93,10 +117,16 @@ fn auto_uses_dns01_when_port_80_is_blocked_and_status_says_why() {
     );
     fs::write(&ck.config, text).unwrap();
     let out = ck.ok(&["renew"]);
-    assert!(out.contains("media: dns-01 (the pre-flight check rules out http-01"), "{out}");
+    assert!(
+        out.contains("media: dns-01 (the pre-flight check rules out http-01"),
+        "{out}"
+    );
     assert!(out.contains("refused the connection"), "{out}");
     let status = ck.ok(&["status"]);
-    assert!(status.contains("ok via dns-01 (the pre-flight check rules out http-01"), "{status}");
+    assert!(
+        status.contains("ok via dns-01 (the pre-flight check rules out http-01"),
+        "{status}"
+    );
     assert_eq!(pebble.orders(), 1, "the choice is made before ordering");
 }
 
@@ -110,15 +140,27 @@ fn auto_retries_a_failed_http01_validation_with_dns01() {
     let port = free_port();
     let text = fs::read_to_string(&ck.config).unwrap().replace(
         &format!("listen = \"127.0.0.1:{}\"", pebble.http_port),
-        &format!("listen = \"127.0.0.1:{port}\"\nhttp01_port = {port}\nresolvers = [\"{}\"]", bind.address()),
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nhttp01_port = {port}\nresolvers = [\"{}\"]",
+            bind.address()
+        ),
     );
     fs::write(&ck.config, text).unwrap();
     let out = ck.ok(&["renew"]);
     assert!(out.contains("media: dns-01 (http-01 failed"), "{out}");
-    assert_eq!(pebble.orders(), 2, "one failed http-01 order, one dns-01 order");
+    assert_eq!(
+        pebble.orders(),
+        2,
+        "one failed http-01 order, one dns-01 order"
+    );
     let json: serde_json::Value = serde_json::from_str(&ck.ok(&["status", "--json"])).unwrap();
     assert_eq!(json[0]["challenge"], "dns-01");
-    assert!(json[0]["challenge_reason"].as_str().unwrap().contains("retried with dns-01"));
+    assert!(
+        json[0]["challenge_reason"]
+            .as_str()
+            .unwrap()
+            .contains("retried with dns-01")
+    );
 }
 
 #[test]
@@ -127,11 +169,25 @@ fn a_wrong_tsig_key_is_named_as_such() {
     let pebble = Pebble::start_with_dns(&bind.address());
     let wrong = bind.dir.path().join("wrong.key");
     fs::write(&wrong, "key \"certkeeper-test.\" { algorithm hmac-sha256; secret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\"; };\n").unwrap();
-    let section = bind.rfc2136_section().replace(&bind.key_file.display().to_string(), &wrong.display().to_string());
-    let ck = config(&pebble, &section, &["media.example.com"], "challenge = \"dns-01\"");
+    let section = bind.rfc2136_section().replace(
+        &bind.key_file.display().to_string(),
+        &wrong.display().to_string(),
+    );
+    let ck = config(
+        &pebble,
+        &section,
+        &["media.example.com"],
+        "challenge = \"dns-01\"",
+    );
     let output = ck.run(&["renew"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success());
-    assert!(stdout.contains("cannot publish the TXT record _acme-challenge.media.example.com"), "{stdout}");
-    assert!(stdout.contains("did not accept the TSIG signature"), "{stdout}");
+    assert!(
+        stdout.contains("cannot publish the TXT record _acme-challenge.media.example.com"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("did not accept the TSIG signature"),
+        "{stdout}"
+    );
 }

@@ -15,13 +15,19 @@ pub use order::Solvers;
 
 /// How far this host's clock is ahead of the CA's (negative: behind), in seconds, to within
 /// the round trip of one request.
-pub async fn clock_offset(acme: &crate::config::AcmeConfig, directory: &str) -> Result<i64, AcmeError> {
+pub async fn clock_offset(
+    acme: &crate::config::AcmeConfig,
+    directory: &str,
+) -> Result<i64, AcmeError> {
     let http = http::AcmeHttp::new(acme.extra_root.as_deref())?;
     let sent = std::time::SystemTime::now();
-    let server = http.server_time(directory).await.map_err(|reason| AcmeError::Clock {
-        directory: directory.to_string(),
-        reason,
-    })?;
+    let server = http
+        .server_time(directory)
+        .await
+        .map_err(|reason| AcmeError::Clock {
+            directory: directory.to_string(),
+            reason,
+        })?;
     let midpoint = sent + sent.elapsed().unwrap_or_default() / 2;
     Ok(match midpoint.duration_since(server) {
         Ok(ahead) => ahead.as_secs() as i64,
@@ -33,7 +39,9 @@ use crate::challenge::choice::Method;
 
 fn validation_hint(method: Method, name: &str) -> String {
     match method {
-        Method::Http01 => format!("check that port 80 of {name} reaches certkeeper (certkeeper check)"),
+        Method::Http01 => {
+            format!("check that port 80 of {name} reaches certkeeper (certkeeper check)")
+        }
         Method::Dns01 => format!(
             "check that the CA's resolvers see _acme-challenge.{} in public DNS",
             name.trim_start_matches("*.")

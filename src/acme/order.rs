@@ -71,7 +71,9 @@ impl AcmeClient {
                 txt: Vec::new(),
                 dns01: solvers.dns01,
             };
-            let result = self.issue_once(domains, csr_der, choice, &mut published).await;
+            let result = self
+                .issue_once(domains, csr_der, choice, &mut published)
+                .await;
             published.withdraw().await;
             match result {
                 Err(e) if attempt < ATTEMPTS && has_problem(&e, "badNonce") => {
@@ -119,7 +121,10 @@ impl AcmeClient {
             let name = authorization.identifier().to_string();
             let kind = challenge_type(choice.method(&name).unwrap_or(Method::Http01));
             if let Some(mut challenge) = authorization.challenge(kind) {
-                challenge.set_ready().await.map_err(failed("start the validation"))?;
+                challenge
+                    .set_ready()
+                    .await
+                    .map_err(failed("start the validation"))?;
             }
         }
 
@@ -153,7 +158,11 @@ fn challenge_type(method: Method) -> ChallengeType {
 }
 
 /// Publishes the answer of every pending authorization.
-async fn publish_answers(order: &mut Order, choice: &Choice, published: &mut Published<'_>) -> Result<(), AcmeError> {
+async fn publish_answers(
+    order: &mut Order,
+    choice: &Choice,
+    published: &mut Published<'_>,
+) -> Result<(), AcmeError> {
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization.map_err(failed("fetch an authorization"))?;
@@ -173,11 +182,17 @@ async fn publish_answers(order: &mut Order, choice: &Choice, published: &mut Pub
             name: name.clone(),
             method: method.as_str(),
         };
-        let challenge = authorization.challenge(challenge_type(method)).ok_or_else(no_challenge)?;
+        let challenge = authorization
+            .challenge(challenge_type(method))
+            .ok_or_else(no_challenge)?;
         match method {
-            Method::Http01 => published.http01.publish(&challenge.token, challenge.key_authorization().as_str()),
+            Method::Http01 => published
+                .http01
+                .publish(&challenge.token, challenge.key_authorization().as_str()),
             Method::Dns01 => {
-                let dns01 = published.dns01.ok_or_else(|| AcmeError::NoDns01Provider(name.clone()))?;
+                let dns01 = published
+                    .dns01
+                    .ok_or_else(|| AcmeError::NoDns01Provider(name.clone()))?;
                 let record = TxtRecord {
                     fqdn: dns01.record_name(&name).await,
                     value: challenge.key_authorization().dns_value(),
@@ -206,10 +221,19 @@ async fn explain_invalid(order: &mut Order, choice: &Choice) -> AcmeError {
             .challenges
             .iter()
             .find_map(|c| c.error.as_ref())
-            .map(|problem| problem.detail.clone().unwrap_or_else(|| problem.to_string()))
+            .map(|problem| {
+                problem
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| problem.to_string())
+            })
             .unwrap_or_else(|| "the CA gave no reason".into());
         let method = choice.method(&name).unwrap_or(Method::Http01);
-        return AcmeError::Validation { name, method, detail };
+        return AcmeError::Validation {
+            name,
+            method,
+            detail,
+        };
     }
     AcmeError::Validation {
         name: "a name of the order".into(),

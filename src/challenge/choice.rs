@@ -61,15 +61,38 @@ pub fn choose(
     http01_blocked: Option<&str>,
 ) -> Choice {
     match policy {
-        Challenge::Http01 => Choice::all(domains, Method::Http01, "challenge = \"http-01\" in the config"),
-        Challenge::Dns01 => Choice::all(domains, Method::Dns01, "challenge = \"dns-01\" in the config"),
-        Challenge::Auto if !dns01_configured => Choice::all(domains, Method::Http01, "no [dns01] provider is configured"),
+        Challenge::Http01 => Choice::all(
+            domains,
+            Method::Http01,
+            "challenge = \"http-01\" in the config",
+        ),
+        Challenge::Dns01 => Choice::all(
+            domains,
+            Method::Dns01,
+            "challenge = \"dns-01\" in the config",
+        ),
+        Challenge::Auto if !dns01_configured => {
+            Choice::all(domains, Method::Http01, "no [dns01] provider is configured")
+        }
         Challenge::Auto => match http01_blocked {
-            Some(finding) => Choice::all(domains, Method::Dns01, format!("the pre-flight check rules out http-01: {finding}")),
+            Some(finding) => Choice::all(
+                domains,
+                Method::Dns01,
+                format!("the pre-flight check rules out http-01: {finding}"),
+            ),
             None => {
                 let methods: Vec<(DomainName, Method)> = domains
                     .iter()
-                    .map(|d| (d.clone(), if d.is_wildcard() { Method::Dns01 } else { Method::Http01 }))
+                    .map(|d| {
+                        (
+                            d.clone(),
+                            if d.is_wildcard() {
+                                Method::Dns01
+                            } else {
+                                Method::Http01
+                            },
+                        )
+                    })
                     .collect();
                 let reason = if methods.iter().any(|(_, m)| *m == Method::Dns01) {
                     "wildcard names need dns-01; the pre-flight check passed for the others"
@@ -100,10 +123,20 @@ mod tests {
         assert_eq!(passed.method("a.example.com"), Some(Method::Http01));
         assert_eq!(passed.method("*.example.com"), Some(Method::Dns01));
         assert_eq!(passed.summary(), "mixed");
-        let blocked = choose(Challenge::Auto, &domains, true, Some("port 80 on 127.0.0.1 timed out"));
+        let blocked = choose(
+            Challenge::Auto,
+            &domains,
+            true,
+            Some("port 80 on 127.0.0.1 timed out"),
+        );
         assert_eq!(blocked.summary(), "dns-01");
         assert!(blocked.reason.contains("timed out"));
-        let no_dns = choose(Challenge::Auto, &names(&["a.example.com"]), false, Some("blocked"));
+        let no_dns = choose(
+            Challenge::Auto,
+            &names(&["a.example.com"]),
+            false,
+            Some("blocked"),
+        );
         assert_eq!(no_dns.summary(), "http-01");
         assert!(no_dns.reason.contains("no [dns01]"));
     }
@@ -111,7 +144,13 @@ mod tests {
     #[test]
     fn forced_choices_win() {
         let domains = names(&["a.example.com"]);
-        assert_eq!(choose(Challenge::Http01, &domains, true, Some("x")).summary(), "http-01");
-        assert_eq!(choose(Challenge::Dns01, &domains, true, None).summary(), "dns-01");
+        assert_eq!(
+            choose(Challenge::Http01, &domains, true, Some("x")).summary(),
+            "http-01"
+        );
+        assert_eq!(
+            choose(Challenge::Dns01, &domains, true, None).summary(),
+            "dns-01"
+        );
     }
 }

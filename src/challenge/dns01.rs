@@ -36,7 +36,9 @@ pub enum Dns01Error {
         waited: Duration,
         seen: String,
     },
-    #[error("cannot find the authoritative name servers of {zone}: {reason}; set dns01.check_servers")]
+    #[error(
+        "cannot find the authoritative name servers of {zone}: {reason}; set dns01.check_servers"
+    )]
     NameServers { zone: String, reason: String },
     #[error("{0}")]
     Resolver(String),
@@ -101,7 +103,10 @@ impl Dns01 {
                 let update = rfc2136_update(*server, zone, &key, record, self.config.ttl, add);
                 match tokio::time::timeout(UPDATE_TIMEOUT, update).await {
                     Ok(result) => result,
-                    Err(_) => Err(format!("{server} did not answer the UPDATE within {}s", UPDATE_TIMEOUT.as_secs())),
+                    Err(_) => Err(format!(
+                        "{server} did not answer the UPDATE within {}s",
+                        UPDATE_TIMEOUT.as_secs()
+                    )),
                 }
             }
             Dns01Provider::Exec { command } => {
@@ -214,14 +219,21 @@ async fn rfc2136_update(
         TsigAlgorithm::HmacSha384 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha384,
         TsigAlgorithm::HmacSha512 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512,
     };
-    let fqdn = |name: &str| Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| e.to_string());
-    let signer = TSigner::new(key.secret.to_vec(), algorithm, fqdn(key.name)?, 300).map_err(|e| e.to_string())?;
+    let fqdn = |name: &str| {
+        Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| e.to_string())
+    };
+    let signer = TSigner::new(key.secret.to_vec(), algorithm, fqdn(key.name)?, 300)
+        .map_err(|e| e.to_string())?;
     let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
         .with_signer(Some(signer))
         .build();
     let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
     let background = tokio::spawn(background);
-    let txt = Record::from_rdata(fqdn(&record.fqdn)?, ttl, RData::TXT(TXT::new(vec![record.value.clone()])));
+    let txt = Record::from_rdata(
+        fqdn(&record.fqdn)?,
+        ttl,
+        RData::TXT(TXT::new(vec![record.value.clone()])),
+    );
     let response = if add {
         client.append(txt, fqdn(zone)?, false).await
     } else {
@@ -235,8 +247,13 @@ async fn rfc2136_update(
                 "{server} refused the UPDATE as not authorized (NOTAUTH): check dns01.key_name, the secret \
                  and that the zone allows updates with this key"
             ),
-            ResponseCode::Refused => format!("{server} refused the UPDATE (REFUSED): allow updates for {zone} with this key"),
-            ResponseCode::NotZone => format!("{} is not in zone {zone} (NOTZONE): set dns01.zone", record.fqdn),
+            ResponseCode::Refused => format!(
+                "{server} refused the UPDATE (REFUSED): allow updates for {zone} with this key"
+            ),
+            ResponseCode::NotZone => format!(
+                "{} is not in zone {zone} (NOTZONE): set dns01.zone",
+                record.fqdn
+            ),
             code => format!("{server} answered {code}"),
         }),
         // A server that rejects our signature answers unsigned (or with a truncated MAC), which
@@ -250,7 +267,11 @@ async fn rfc2136_update(
 }
 
 /// `COMMAND present|cleanup FQDN VALUE`, bounded in time.
-async fn run_hook(command: &std::path::Path, action: &str, record: &TxtRecord) -> Result<(), String> {
+async fn run_hook(
+    command: &std::path::Path,
+    action: &str,
+    record: &TxtRecord,
+) -> Result<(), String> {
     let mut child = tokio::process::Command::new(command)
         .args([action, &record.fqdn, &record.value])
         .stdin(Stdio::null())
@@ -268,9 +289,17 @@ async fn run_hook(command: &std::path::Path, action: &str, record: &TxtRecord) -
         (child.wait().await, text)
     };
     match tokio::time::timeout(HOOK_TIMEOUT, finished).await {
-        Err(_) => Err(format!("{} {action} did not finish within {}s", command.display(), HOOK_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "{} {action} did not finish within {}s",
+            command.display(),
+            HOOK_TIMEOUT.as_secs()
+        )),
         Ok((Err(e), _)) => Err(e.to_string()),
         Ok((Ok(status), _)) if status.success() => Ok(()),
-        Ok((Ok(status), stderr)) => Err(format!("{} {action} failed ({status}): {}", command.display(), stderr.trim())),
+        Ok((Ok(status), stderr)) => Err(format!(
+            "{} {action} failed ({status}): {}",
+            command.display(),
+            stderr.trim()
+        )),
     }
 }

@@ -154,7 +154,13 @@ impl Pebble {
         let child = Command::new("pebble")
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))
-            .args(["-dnsserver", &self.dns_server.clone().unwrap_or_else(|| format!("127.0.0.1:{}", self.dns))])
+            .args([
+                "-dnsserver",
+                &self
+                    .dns_server
+                    .clone()
+                    .unwrap_or_else(|| format!("127.0.0.1:{}", self.dns)),
+            ])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .stdout(log)
             .stderr(Stdio::null())
@@ -493,7 +499,9 @@ impl Bind {
         let d = dir.path().display();
         let secret = base64_secret();
         let key_name = "certkeeper-test.";
-        let key = format!("key \"{key_name}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n");
+        let key = format!(
+            "key \"{key_name}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n"
+        );
         let key_file = dir.path().join("tsig.key");
         fs::write(&key_file, &key).expect("key file");
         let conf = format!(
@@ -545,7 +553,10 @@ impl Bind {
             if log.contains("running") {
                 return;
             }
-            assert!(Instant::now() < deadline, "named did not start within 15 s:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "named did not start within 15 s:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
