@@ -998,6 +998,34 @@ impl Validator<'_> {
     }
 }
 
+/// Reads a TSIG secret: either the base64 secret alone, or a BIND key file as `tsig-keygen`
+/// writes it (`key "NAME" { algorithm ...; secret "BASE64"; };`), whose name is returned too.
+fn read_tsig_key(path: &Path) -> Result<(Option<String>, zeroize::Zeroizing<Vec<u8>>), String> {
+    use base64::Engine;
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| e.to_string())?);
+    let quoted_after = |keyword: &str| -> Option<String> {
+        let rest = &text[text.find(keyword)? + keyword.len()..];
+        let start = rest.find('"')? + 1;
+        let end = start + rest[start..].find('"')?;
+        Some(rest[start..end].to_string())
+    };
+    let (name, secret) = match quoted_after("secret") {
+        Some(secret) => (
+            quoted_after("key").map(|n| n.trim_end_matches('.').to_string() + "."),
+            secret,
+        ),
+        None => (None, text.trim().to_string()),
+    };
+    let secret = zeroize::Zeroizing::new(secret);
+    base64::engine::general_purpose::STANDARD
+        .decode(secret.as_bytes())
+        .map(|bytes| (name, zeroize::Zeroizing::new(bytes)))
+        .map_err(|_| {
+            "the secret is not base64; write the secret tsig-keygen printed, or its whole key file"
+                .into()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1124,32 +1152,4 @@ mod tests {
         let config = parse("[daemon]\nstate_dir = \"state\"\n").unwrap();
         assert_eq!(config.daemon.state_dir, Path::new("/etc/certkeeper/state"));
     }
-}
-
-/// Reads a TSIG secret: either the base64 secret alone, or a BIND key file as `tsig-keygen`
-/// writes it (`key "NAME" { algorithm ...; secret "BASE64"; };`), whose name is returned too.
-fn read_tsig_key(path: &Path) -> Result<(Option<String>, zeroize::Zeroizing<Vec<u8>>), String> {
-    use base64::Engine;
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| e.to_string())?);
-    let quoted_after = |keyword: &str| -> Option<String> {
-        let rest = &text[text.find(keyword)? + keyword.len()..];
-        let start = rest.find('"')? + 1;
-        let end = start + rest[start..].find('"')?;
-        Some(rest[start..end].to_string())
-    };
-    let (name, secret) = match quoted_after("secret") {
-        Some(secret) => (
-            quoted_after("key").map(|n| n.trim_end_matches('.').to_string() + "."),
-            secret,
-        ),
-        None => (None, text.trim().to_string()),
-    };
-    let secret = zeroize::Zeroizing::new(secret);
-    base64::engine::general_purpose::STANDARD
-        .decode(secret.as_bytes())
-        .map(|bytes| (name, zeroize::Zeroizing::new(bytes)))
-        .map_err(|_| {
-            "the secret is not base64; write the secret tsig-keygen printed, or its whole key file"
-                .into()
-        })
 }

@@ -91,7 +91,7 @@ impl AcmeHttp {
         let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| super::chain(&e))?;
         let date = response
             .headers()
             .get(http::header::DATE)
