@@ -229,7 +229,9 @@ fn reload_runs_with_the_paths_in_its_environment() {
     );
     let status = failing.ok(&["status"]);
     assert!(
-        status.contains("issued, but") && status.contains("nope"),
+        status.contains("issued via http-01")
+            && status.contains(", but reload")
+            && status.contains("nope"),
         "{status}"
     );
     let hanging = Certkeeper::new(
