@@ -248,13 +248,18 @@ async fn renew_now(
             "dry run against {directory}: nothing is written to live paths and no reload runs"
         );
     }
-    let listener = http01::bind(config.daemon.listen).map_err(Failure::new)?;
     let tokens = Tokens::default();
-    let server = tokio::spawn(http01::serve(
-        listener,
-        tokens.clone(),
-        std::future::pending(),
-    ));
+    let server = match due.iter().any(|c| c.webroot.is_none()) {
+        true => {
+            let listener = http01::bind(config.daemon.listen).map_err(Failure::new)?;
+            Some(tokio::spawn(http01::serve(
+                listener,
+                tokens.clone(),
+                std::future::pending(),
+            )))
+        }
+        false => None,
+    };
     let mut acme = AcmeClient::connect(&config.acme, directory, &store)
         .await
         .map_err(Failure::new)?;
@@ -269,6 +274,7 @@ async fn renew_now(
     let solvers = Solvers {
         tokens: &tokens,
         dns01: dns01.as_ref(),
+        webroot: None,
     };
     let notifier = Notifier::new(config.notify.clone());
     let progress = std::io::stderr().is_terminal() && due.len() > 1;
@@ -336,7 +342,9 @@ async fn renew_now(
             }
         }
     }
-    server.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
     notifier.flush(Duration::from_secs(30)).await;
     match failed {
         0 => Ok(()),
@@ -371,8 +379,10 @@ async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Fail
     let preflight = Preflight::new(config).map_err(Failure::new)?;
     let tokens = Tokens::default();
     let mut findings = Vec::new();
+    let needs_listener = certs.iter().any(|c| c.webroot.is_none());
     let listener = match http01::bind(config.daemon.listen) {
         Ok(listener) => Some(listener),
+        Err(_) if !needs_listener => None,
         Err(e) => {
             findings.push(Finding {
                 name: None,
@@ -395,13 +405,19 @@ async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Fail
         .map(|d| d.as_str())
         .collect();
     let progress = std::io::stderr().is_terminal() && names.len() > 1;
-    if server.is_some() {
-        for (index, name) in names.iter().enumerate() {
-            if progress {
-                eprintln!("[{}/{}] checking {name}", index + 1, names.len());
-            }
-            findings.extend(preflight.check_name(name, &tokens).await);
+    for (index, name) in names.iter().enumerate() {
+        let webroot = certs
+            .iter()
+            .find(|c| c.domains.iter().any(|d| d.as_str() == *name))
+            .and_then(|c| c.webroot.as_deref());
+        // Without a webroot, the probe is served by our listener: no listener, no probe.
+        if webroot.is_none() && server.is_none() {
+            continue;
         }
+        if progress {
+            eprintln!("[{}/{}] checking {name}", index + 1, names.len());
+        }
+        findings.extend(preflight.check_name(name, &tokens, webroot).await);
     }
     match crate::acme::clock_offset(&config.acme, &config.acme.directory).await {
         Ok(offset) => findings.push(crate::preflight::clock_finding(offset)),

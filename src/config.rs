@@ -184,6 +184,8 @@ pub struct CertificateConfig {
     pub key_type: KeyType,
     pub reuse_key: bool,
     pub challenge: Challenge,
+    /// HTTP-01 answers are written here (another server holds port 80 and serves it).
+    pub webroot: Option<PathBuf>,
     pub output: Output,
     pub reload: Reload,
     pub reload_timeout: Duration,
@@ -337,6 +339,7 @@ struct RawCertificate {
     #[serde(default)]
     reuse_key: bool,
     challenge: Option<Spanned<String>>,
+    webroot: Option<Spanned<PathBuf>>,
     #[serde(default)]
     output: RawOutput,
     reload: Option<Spanned<String>>,
@@ -774,12 +777,31 @@ impl Validator<'_> {
             }
         }
         let verify = self.endpoints(raw.verify, &domains)?;
+        let webroot = match raw.webroot {
+            None => None,
+            Some(dir) => {
+                let span = dir.span();
+                let dir = self.absolute(dir.into_inner());
+                if !dir.is_dir() {
+                    return Err(self.located.error(
+                        span,
+                        format!(
+                            "certificate.webroot: {} is not a directory; write the document root of the \
+                             server that answers port 80",
+                            dir.display()
+                        ),
+                    ));
+                }
+                Some(dir)
+            }
+        };
         Ok(CertificateConfig {
             name: raw.name.into_inner(),
             domains,
             key_type: raw.key_type,
             reuse_key: raw.reuse_key,
             challenge,
+            webroot,
             output: self.output(raw.output)?,
             reload: self.reload(
                 raw.reload,

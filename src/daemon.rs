@@ -105,7 +105,11 @@ struct Daemon {
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     let mut signals = Signals::new()?;
-    let listener = http01::bind(config.daemon.listen)?;
+    // Only certificates without a webroot need certkeeper's own port-80 listener.
+    let listener = match config.certificates.iter().any(|c| c.webroot.is_none()) {
+        true => Some(http01::bind(config.daemon.listen)?),
+        false => None,
+    };
     let metrics_listener = match config.daemon.metrics_listen {
         Some(addr) => Some(bind_metrics(addr)?),
         None => None,
@@ -118,11 +122,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             let _ = stopped.changed().await;
         }
     };
-    let mut servers = vec![tokio::spawn(http01::serve(
-        listener,
-        tokens.clone(),
-        until_stopped(),
-    ))];
+    let mut servers = Vec::new();
+    if let Some(listener) = listener {
+        servers.push(tokio::spawn(http01::serve(
+            listener,
+            tokens.clone(),
+            until_stopped(),
+        )));
+    }
     let (published, watched) = watch::channel(Arc::new(config.clone()));
     if let Some(listener) = metrics_listener {
         servers.push(tokio::spawn(metrics::serve(
@@ -309,6 +316,7 @@ impl Daemon {
         let solvers = Solvers {
             tokens: &self.tokens,
             dns01: self.dns01.as_ref(),
+            webroot: None,
         };
         let attempt = renew::obtain(
             &mut acme,

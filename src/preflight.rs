@@ -6,6 +6,7 @@
 //! followed). It knows nothing of orders; `check` and the `auto` challenge choice use it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -81,10 +82,23 @@ impl Preflight {
 
     /// Every finding for `name`, IPv4 and IPv6. The probe token is served through `tokens`
     /// (certkeeper's own listener must be running).
-    pub async fn check_name(&self, name: &str, tokens: &Tokens) -> Vec<Finding> {
+    pub async fn check_name(
+        &self,
+        name: &str,
+        tokens: &Tokens,
+        webroot: Option<&Path>,
+    ) -> Vec<Finding> {
         let (token, expected) = (random_token(), random_token());
-        let mut publisher = tokens.publisher();
-        publisher.publish(&token, &expected);
+        let mut publisher = tokens.publisher_for(webroot);
+        if let Err(e) = publisher.publish(&token, &expected) {
+            return vec![Finding {
+                name: Some(name.to_string()),
+                address: None,
+                check: Check::Port,
+                severity: Severity::Fail,
+                message: format!("cannot write the probe into the webroot: {e}"),
+            }];
+        }
         let mut findings = Vec::new();
         let mut any_address = false;
         for v6 in [false, true] {
@@ -163,9 +177,14 @@ impl Preflight {
     }
 
     /// The first finding that rules HTTP-01 out for any of `names`, if one does.
-    pub async fn http01_blocker(&self, names: &[&str], tokens: &Tokens) -> Option<String> {
+    pub async fn http01_blocker(
+        &self,
+        names: &[&str],
+        tokens: &Tokens,
+        webroot: Option<&Path>,
+    ) -> Option<String> {
         for name in names {
-            let findings = self.check_name(name, tokens).await;
+            let findings = self.check_name(name, tokens, webroot).await;
             if let Some(blocker) = findings.into_iter().find(|f| f.severity == Severity::Fail) {
                 return Some(blocker.message);
             }

@@ -60,7 +60,9 @@ pub async fn obtain(
                 .filter(|d| !d.is_wildcard())
                 .map(|d| d.as_str())
                 .collect();
-            preflight.http01_blocker(&names, solvers.tokens).await
+            preflight
+                .http01_blocker(&names, solvers.tokens, cert.webroot.as_deref())
+                .await
         }
         None => None,
     };
@@ -109,6 +111,10 @@ async fn order(
         false => generate(cert).await?,
     };
     let csr = keys::csr(&key, &cert.domains)?;
+    let solvers = Solvers {
+        webroot: cert.webroot.as_deref(),
+        ..solvers
+    };
     let chain = acme.issue(&cert.domains, &csr, choice, solvers).await?;
     let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
     let bundle = Bundle::from_pem(&chain, &key_pem)?;

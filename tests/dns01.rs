@@ -191,3 +191,24 @@ fn a_wrong_tsig_key_is_named_as_such() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_cname_delegated_challenge_record_is_followed() {
+    // acme-dns style: _acme-challenge.live points at a name certkeeper may update.
+    let records = format!("{RECORDS}_acme-challenge.live IN CNAME live.challenges.example.com.\n");
+    let bind = Bind::start(&records);
+    let pebble = Pebble::start_with_dns(&bind.address());
+    let ck = config(
+        &pebble,
+        &bind.rfc2136_section(),
+        &["live.example.com"],
+        "challenge = \"dns-01\"",
+    );
+    // BIND refuses a TXT record beside a CNAME: success means the record went to the target.
+    let out = ck.ok(&["renew"]);
+    assert!(out.contains("renewed"), "{out}");
+    assert!(
+        !txt_left(&bind, "live.challenges.example.com"),
+        "cleaned up at the CNAME target"
+    );
+}

@@ -112,7 +112,7 @@ pub enum AcmeError {
     Authorization { name: String, status: String },
     #[error("the CA did not finish the order in time ({step}); it will be retried")]
     Timeout { step: &'static str },
-    #[error(transparent)]
+    #[error("cannot publish the http-01 answer: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("cannot read the CA's clock from {directory}: {reason}")]
     Clock { directory: String, reason: String },

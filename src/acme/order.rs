@@ -31,6 +31,8 @@ const ATTEMPTS: u32 = 3;
 pub struct Solvers<'a> {
     pub tokens: &'a Tokens,
     pub dns01: Option<&'a Dns01>,
+    /// Write HTTP-01 answers here instead of serving them (another server holds port 80).
+    pub webroot: Option<&'a std::path::Path>,
 }
 
 /// The answers published for one order, withdrawn at its end.
@@ -67,7 +69,7 @@ impl AcmeClient {
         let mut replaced_account = false;
         loop {
             let mut published = Published {
-                http01: solvers.tokens.publisher(),
+                http01: solvers.tokens.publisher_for(solvers.webroot),
                 txt: Vec::new(),
                 dns01: solvers.dns01,
             };
@@ -188,7 +190,7 @@ async fn publish_answers(
         match method {
             Method::Http01 => published
                 .http01
-                .publish(&challenge.token, challenge.key_authorization().as_str()),
+                .publish(&challenge.token, challenge.key_authorization().as_str())?,
             Method::Dns01 => {
                 let dns01 = published
                     .dns01

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::http_server;
+use crate::store::{FileMode, StoreError, write_atomic};
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -45,12 +47,18 @@ pub struct Tokens(Arc<RwLock<HashMap<String, String>>>);
 impl Tokens {
     /// A handle that publishes answers and withdraws them all when dropped.
     pub fn publisher(&self) -> Publisher {
+        self.publisher_for(None)
+    }
+
+    /// A publisher that writes answers as files under `webroot` (served by another web
+    /// server that holds port 80) instead of serving them itself, when `webroot` is given.
+    pub fn publisher_for(&self, webroot: Option<&Path>) -> Publisher {
         Publisher {
             tokens: self.clone(),
+            webroot: webroot.map(Path::to_path_buf),
             published: Vec::new(),
         }
     }
-
     fn answer(&self, token: &str) -> Option<String> {
         self.0.read().ok()?.get(token).cloned()
     }
@@ -66,28 +74,54 @@ impl Tokens {
 
 pub struct Publisher {
     tokens: Tokens,
+    webroot: Option<PathBuf>,
     published: Vec<String>,
 }
 
 impl Publisher {
-    pub fn publish(&mut self, token: &str, key_authorization: &str) {
-        if let Ok(mut map) = self.tokens.0.write() {
-            map.insert(token.to_string(), key_authorization.to_string());
-            self.published.push(token.to_string());
+    /// Publishes one answer. With a webroot, the file is written atomically (0644) under
+    /// `.well-known/acme-challenge/`; a failure there is returned, since the CA would fail.
+    pub fn publish(&mut self, token: &str, key_authorization: &str) -> Result<(), StoreError> {
+        match &self.webroot {
+            Some(webroot) => {
+                let dir = webroot.join(PREFIX.trim_matches('/'));
+                crate::store::create_dir(&dir)?;
+                write_atomic(
+                    &dir.join(token),
+                    key_authorization.as_bytes(),
+                    FileMode::PUBLIC,
+                )?;
+            }
+            None => {
+                if let Ok(mut map) = self.tokens.0.write() {
+                    map.insert(token.to_string(), key_authorization.to_string());
+                }
+            }
         }
+        self.published.push(token.to_string());
+        Ok(())
     }
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.tokens.0.write() {
-            for token in &self.published {
-                map.remove(token);
+        match &self.webroot {
+            Some(webroot) => {
+                let dir = webroot.join(PREFIX.trim_matches('/'));
+                for token in &self.published {
+                    let _ = std::fs::remove_file(dir.join(token));
+                }
+            }
+            None => {
+                if let Ok(mut map) = self.tokens.0.write() {
+                    for token in &self.published {
+                        map.remove(token);
+                    }
+                }
             }
         }
     }
 }
-
 /// Binds the listener; `[::]` is bound dual-stack so IPv4 and IPv6 validations both arrive.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     let socket = (|| {
@@ -147,7 +181,7 @@ mod tests {
         let tokens = Tokens::default();
         {
             let mut publisher = tokens.publisher();
-            publisher.publish("abc", "abc.thumb");
+            publisher.publish("abc", "abc.thumb").unwrap();
             assert_eq!(tokens.answer("abc").as_deref(), Some("abc.thumb"));
         }
         assert!(tokens.is_empty());

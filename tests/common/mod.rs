@@ -399,13 +399,34 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// TLS on a free port with these certificate files.
     pub fn start(fullchain: &Path, key: &Path) -> Nginx {
+        let port = free_port();
+        Self::start_with(
+            port,
+            &format!(
+                "listen 127.0.0.1:{port} ssl;\n  server_name media.example.com;\n  ssl_certificate {};\n  \
+                 ssl_certificate_key {};\n  return 200 \"ok\\n\";",
+                fullchain.display(),
+                key.display()
+            ),
+        )
+    }
+
+    /// Plain HTTP on `port`, serving files from `root` (another server holding "port 80").
+    pub fn start_http(port: u16, root: &Path) -> Nginx {
+        Self::start_with(
+            port,
+            &format!("listen 127.0.0.1:{port};\n  root {};", root.display()),
+        )
+    }
+
+    fn start_with(port: u16, server: &str) -> Nginx {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("nginx is not installed: run scripts/test (it installs Debian's nginx-light)");
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let pidfile = dir.path().join("nginx.pid");
         let d = dir.path().display();
         let conf = format!(
@@ -413,10 +434,7 @@ impl Nginx {
              events {{ worker_connections 64; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-             server {{\n  listen 127.0.0.1:{port} ssl;\n  server_name media.example.com;\n\
-             ssl_certificate {};\n  ssl_certificate_key {};\n  return 200 \"ok\\n\";\n }}\n}}\n",
-            fullchain.display(),
-            key.display()
+             server {{\n  {server}\n }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, conf).expect("nginx.conf");
