@@ -27,7 +27,9 @@ fn serves_only_published_tokens() {
     let tokens = Tokens::default();
     runtime.spawn(serve(listener, tokens.clone(), std::future::pending()));
     let mut publisher = tokens.publisher();
-    publisher.publish("tok-EN_1", "tok-EN_1.thumbprint");
+    publisher
+        .publish("tok-EN_1", "tok-EN_1.thumbprint")
+        .unwrap();
 
     let get = |path: &str| {
         request(
