@@ -327,6 +327,9 @@ async fn renew_now(
                 );
                 let message = format!("new certificate valid until {}", timefmt::utc(not_after));
                 notifier.send(Event::new(cert, NotifyEventName::Success, message, None));
+                if let Err(e) = renew::refresh_ari(&acme, &store, cert, SystemTime::now()).await {
+                    tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window");
+                }
             }
             Err(e) => {
                 failed += 1;

@@ -167,6 +167,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     loop {
         let now = SystemTime::now();
         daemon.warn_of_expiry(now);
+        daemon.refresh_ari(now).await;
         let next = daemon.next_due(now);
         sdnotify::status(&daemon.summary(next.as_ref()));
         let wait = next
@@ -243,6 +244,40 @@ impl Daemon {
             self.announced = Some((name.clone(), at));
         }
         Some((index, at))
+    }
+
+    /// Asks the CA for the renewal window of each certificate whose ARI information is missing
+    /// or due for a refresh (the CA's Retry-After). A CA that cannot be reached is asked again
+    /// at the next wake-up.
+    async fn refresh_ari(&mut self, now: SystemTime) {
+        let due: Vec<CertificateConfig> = self
+            .config
+            .certificates
+            .iter()
+            .filter(|cert| renew::ari_due(&self.store, cert, now))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        if self.acme.is_none() {
+            let config = &self.config.acme;
+            match AcmeClient::connect(config, &config.directory, &self.store).await {
+                Ok(acme) => self.acme = Some(acme),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot ask the CA for renewal windows now");
+                    return;
+                }
+            }
+        }
+        let Some(acme) = self.acme.as_ref() else {
+            return;
+        };
+        for cert in due {
+            if let Err(e) = renew::refresh_ari(acme, &self.store, &cert, now).await {
+                tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window (ARI)");
+            }
+        }
     }
 
     /// One line for `systemctl status`.

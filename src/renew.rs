@@ -4,9 +4,9 @@
 //! (on SIGTERM); [`crate::deploy::deploy`] changes files and runs the reload, and is always let
 //! finish.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crate::acme::{AcmeClient, AcmeError, Solvers};
+use crate::acme::{AcmeClient, AcmeError, Solvers, ari};
 use crate::bundle::{Bundle, BundleError, LeafInfo};
 use crate::challenge::choice::{Choice, Method, choose};
 use crate::config::CertificateConfig;
@@ -14,7 +14,7 @@ use crate::config::Challenge;
 use crate::deploy::DeployError;
 use crate::keys::{self, KeyError};
 use crate::preflight::Preflight;
-use crate::state::CertState;
+use crate::state::{AriState, CertState};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +115,14 @@ async fn order(
         webroot: cert.webroot.as_deref(),
         ..solvers
     };
-    let chain = acme.issue(&cert.domains, &csr, choice, solvers).await?;
+    // Naming the certificate this one replaces exempts a renewal inside the ARI window from
+    // the CA's rate limits.
+    let replaces = store
+        .current_leaf_der(&cert.name)
+        .and_then(|der| ari::certificate_id(&der).ok());
+    let chain = acme
+        .issue(&cert.domains, &csr, choice, solvers, replaces.as_ref())
+        .await?;
     let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
     let bundle = Bundle::from_pem(&chain, &key_pem)?;
     let leaf = bundle.check(&cert.domains, SystemTime::now())?;
@@ -156,4 +163,69 @@ pub fn record(
     state.save(store, name).inspect_err(|e| {
         tracing::error!(name, error = %e, "could not save the certificate's state");
     })
+}
+
+/// Asks the CA for the renewal window (ARI) of the current certificate and records it, with
+/// when to ask again. A CA without ARI is asked again a day later.
+pub async fn refresh_ari(
+    acme: &AcmeClient,
+    store: &Store,
+    cert: &CertificateConfig,
+    now: SystemTime,
+) -> Result<(), RenewError> {
+    let Some(der) = store.current_leaf_der(&cert.name) else {
+        return Ok(());
+    };
+    let leaf = crate::bundle::read_leaf_der(&der)?;
+    let window = acme.renewal_window(&der).await?;
+    let mut state = CertState::load(store, &cert.name);
+    let previous = state.ari.take().filter(|ari| ari.serial == leaf.serial);
+    let next_poll =
+        |after: Duration| now + after.clamp(Duration::from_secs(60), Duration::from_secs(86400));
+    state.ari = Some(match window {
+        Some(window) => {
+            if previous
+                .as_ref()
+                .and_then(|p| p.start)
+                .is_some_and(|start| window.start < start)
+            {
+                tracing::warn!(
+                    name = %cert.name,
+                    explanation = window.explanation.as_deref().unwrap_or("none given"),
+                    "the CA moved the renewal window earlier (a revocation is coming?): renewing earlier"
+                );
+            }
+            AriState {
+                serial: leaf.serial,
+                start: Some(window.start),
+                end: Some(window.end),
+                next_poll: Some(next_poll(window.retry_after)),
+                explanation: window.explanation,
+            }
+        }
+        None => AriState {
+            serial: leaf.serial,
+            start: None,
+            end: None,
+            next_poll: Some(next_poll(Duration::from_secs(86400))),
+            explanation: None,
+        },
+    });
+    state
+        .save(store, &cert.name)
+        .map_err(|e| RenewError::Deploy(DeployError::Store(e)))
+}
+
+/// Whether the ARI information of `cert` is missing, stale, or for an older certificate.
+pub fn ari_due(store: &Store, cert: &CertificateConfig, now: SystemTime) -> bool {
+    let Some(der) = store.current_leaf_der(&cert.name) else {
+        return false;
+    };
+    let Ok(leaf) = crate::bundle::read_leaf_der(&der) else {
+        return false;
+    };
+    match CertState::load(store, &cert.name).ari {
+        Some(ari) => ari.serial != leaf.serial || ari.next_poll.is_none_or(|at| at <= now),
+        None => true,
+    }
 }

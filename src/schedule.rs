@@ -54,6 +54,21 @@ pub fn backoff(failures: u32, lifetime: Option<Duration>) -> Duration {
     doubling.min(cap).max(Duration::from_secs(1))
 }
 
+/// The renewal time inside the CA's suggested window (RFC 9773: a random point in it; ours is
+/// the stable per-certificate `jitter`), when the CA gave one for this very certificate. Never
+/// later than a twentieth of the lifetime before expiry, whatever the CA says.
+pub fn ari_time(leaf: &LeafInfo, state: &CertState, jitter: f64) -> Option<SystemTime> {
+    let ari = state.ari.as_ref().filter(|ari| ari.serial == leaf.serial)?;
+    let (start, end) = (ari.start?, ari.end?);
+    let width = end.duration_since(start).unwrap_or_default();
+    let lifetime = leaf
+        .not_after
+        .duration_since(leaf.not_before)
+        .unwrap_or_default();
+    let at = start + width.mul_f64(jitter.clamp(0.0, 1.0));
+    Some(at.min(leaf.not_after - lifetime / 20))
+}
+
 /// From when a certificate that still has not been renewed deserves an alarm: once a sixth of
 /// its lifetime is left (15 days of 90, one of 6), half-way through the renewal window.
 pub fn warning_time(leaf: &LeafInfo) -> SystemTime {
@@ -78,7 +93,9 @@ pub fn next_due(leaf: Option<&LeafInfo>, state: &CertState, jitter: f64) -> Due 
         };
     }
     match leaf {
-        Some(leaf) => Due::Renewal(renewal_time(leaf, jitter)),
+        Some(leaf) => Due::Renewal(
+            ari_time(leaf, state, jitter).unwrap_or_else(|| renewal_time(leaf, jitter)),
+        ),
         None => Due::Missing,
     }
 }

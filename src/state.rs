@@ -26,6 +26,25 @@ pub struct CertState {
     pub challenge: Option<String>,
     #[serde(default)]
     pub challenge_reason: Option<String>,
+    /// The CA's renewal window (ARI) for the current certificate.
+    #[serde(default)]
+    pub ari: Option<AriState>,
+}
+
+/// What the CA said about renewing the certificate with `serial` (RFC 9773).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AriState {
+    pub serial: String,
+    /// The suggested window; both `None` when the CA offers no ARI.
+    #[serde(with = "unix_seconds", default)]
+    pub start: Option<SystemTime>,
+    #[serde(with = "unix_seconds", default)]
+    pub end: Option<SystemTime>,
+    /// When to ask again (the CA's Retry-After).
+    #[serde(with = "unix_seconds", default)]
+    pub next_poll: Option<SystemTime>,
+    #[serde(default)]
+    pub explanation: Option<String>,
 }
 
 impl CertState {

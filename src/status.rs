@@ -19,6 +19,8 @@ pub struct Row {
     pub days_left: Option<i64>,
     pub next_renewal: String,
     pub last_result: String,
+    /// The CA's suggested renewal window (ARI) for the current certificate, if it gave one.
+    pub ari_window: Option<[String; 2]>,
     /// The challenge the last attempt used, and why it was chosen.
     pub challenge: Option<String>,
     pub challenge_reason: Option<String>,
@@ -66,6 +68,12 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 days_left,
                 next_renewal,
                 last_result,
+                ari_window: plan
+                    .state
+                    .ari
+                    .as_ref()
+                    .filter(|ari| plan.leaf.as_ref().is_some_and(|l| l.serial == ari.serial))
+                    .and_then(|ari| Some([timefmt::utc(ari.start?), timefmt::utc(ari.end?)])),
                 challenge: plan.state.challenge.clone(),
                 challenge_reason: plan.state.challenge_reason.clone(),
                 alert,

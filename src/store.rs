@@ -284,6 +284,16 @@ impl Store {
         Ok(Some(Current { dir, leaf }))
     }
 
+    /// The current leaf certificate, DER (to name it in `replaces` and ARI requests).
+    pub fn current_leaf_der(
+        &self,
+        name: &str,
+    ) -> Option<rustls_pki_types::CertificateDer<'static>> {
+        use rustls_pki_types::pem::PemObject;
+        let pem = fs::read(self.current_link(name).join(FileKind::Cert.file_name())).ok()?;
+        rustls_pki_types::CertificateDer::from_pem_slice(&pem).ok()
+    }
+
     /// The current private key (for `reuse_key`).
     pub fn current_key_pem(&self, name: &str) -> Result<zeroize::Zeroizing<String>, StoreError> {
         let path = self.current_link(name).join(FileKind::Key.file_name());

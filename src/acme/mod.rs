@@ -5,6 +5,7 @@
 //! nothing else. It does not know where certificates are written.
 
 mod account;
+pub mod ari;
 mod http;
 mod order;
 
@@ -114,6 +115,8 @@ pub enum AcmeError {
     Timeout { step: &'static str },
     #[error("cannot publish the http-01 answer: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("renewal information (ARI): {0}")]
+    Ari(String),
     #[error("cannot read the CA's clock from {directory}: {reason}")]
     Clock { directory: String, reason: String },
 }

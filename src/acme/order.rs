@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use instant_acme::{
-    AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, RetryPolicy,
+    AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder, Order,
+    OrderStatus, RetryPolicy,
 };
 
 use super::{AcmeClient, AcmeError, failed};
@@ -58,15 +59,19 @@ impl Published<'_> {
 impl AcmeClient {
     /// Orders a certificate for `domains` with the CSR `csr_der`, answering each name's
     /// challenge as `choice` says. Returns the PEM chain, leaf first.
+    /// `replaces`: the certificate this one renews (ARI); sent when the CA supports it, and
+    /// dropped if the CA refuses it (the order itself matters more than the rate-limit bonus).
     pub async fn issue(
         &mut self,
         domains: &[DomainName],
         csr_der: &[u8],
         choice: &Choice,
         solvers: Solvers<'_>,
+        replaces: Option<&CertificateIdentifier<'_>>,
     ) -> Result<String, AcmeError> {
         let mut attempt = 1;
         let mut replaced_account = false;
+        let mut replaces = replaces;
         loop {
             let mut published = Published {
                 http01: solvers.tokens.publisher_for(solvers.webroot),
@@ -74,13 +79,22 @@ impl AcmeClient {
                 dns01: solvers.dns01,
             };
             let result = self
-                .issue_once(domains, csr_der, choice, &mut published)
+                .issue_once(domains, csr_der, choice, replaces, &mut published)
                 .await;
             published.withdraw().await;
             match result {
                 Err(e) if attempt < ATTEMPTS && has_problem(&e, "badNonce") => {
                     tracing::debug!(attempt, "CA rejected our nonces repeatedly; ordering again");
                     attempt += 1;
+                }
+                Err(e)
+                    if replaces.is_some()
+                        && (is_unsupported(&e)
+                            || has_problem(&e, "alreadyReplaced")
+                            || has_problem(&e, "malformed")) =>
+                {
+                    tracing::debug!(error = %e, "ordering again without naming the replaced certificate");
+                    replaces = None;
                 }
                 Err(e) if !replaced_account && has_problem(&e, "accountDoesNotExist") => {
                     self.replace_account().await?;
@@ -96,15 +110,20 @@ impl AcmeClient {
         domains: &[DomainName],
         csr_der: &[u8],
         choice: &Choice,
+        replaces: Option<&CertificateIdentifier<'_>>,
         published: &mut Published<'_>,
     ) -> Result<String, AcmeError> {
         let identifiers: Vec<Identifier> = domains
             .iter()
             .map(|d| Identifier::Dns(d.as_str().to_string()))
             .collect();
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(replaces) = replaces {
+            new_order = new_order.replaces(replaces.clone());
+        }
         let mut order = self
             .account
-            .new_order(&NewOrder::new(&identifiers))
+            .new_order(&new_order)
             .await
             .map_err(failed("create the order"))?;
 
@@ -258,4 +277,16 @@ fn has_problem(error: &AcmeError, kind: &str) -> bool {
         .as_deref()
         .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
         == Some(kind)
+}
+
+/// The CA cannot take `replaces`: no ARI at all, or an order that came back without it
+/// (instant-acme checks the echo; acme2certifier, for one, does not echo it).
+fn is_unsupported(error: &AcmeError) -> bool {
+    match error {
+        AcmeError::Refused { source, .. } | AcmeError::Unreachable { source, .. } => {
+            matches!(source, instant_acme::Error::Unsupported(_))
+                || source.to_string().contains("replaces field mismatch")
+        }
+        _ => false,
+    }
 }
