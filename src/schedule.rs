@@ -1,9 +1,11 @@
 //! When each certificate is due: pure functions of its validity, its failures and the time.
 //!
-//! Renew once two thirds of the lifetime has passed (so a 90-day certificate renews with 30 days
-//! left and a 6-day one with 2), a little earlier at random so that many certificates issued
-//! together do not renew together. After a failure, retry with exponential backoff, capped so
-//! that several retries still fit before expiry whatever the lifetime.
+//! Without ARI, renew once two thirds of the lifetime has passed (30 days left of 90), but with
+//! half of it left for short lifetimes (3 days of 6), a little earlier at random so that many
+//! certificates issued together do not renew together. With ARI, inside the CA's window.
+//! After a failure, retry with exponential backoff, capped so that several retries still fit
+//! before expiry whatever the lifetime. Time is always a parameter: the same functions run a
+//! simulated year in milliseconds (tests/simulation.rs).
 
 use std::time::{Duration, SystemTime};
 
@@ -34,17 +36,25 @@ impl Due {
     }
 }
 
-/// Renewal time for a certificate: two thirds into its lifetime, moved earlier by `jitter`
-/// (a fraction in 0..1 of 1/30 of the lifetime; pass a random value).
+/// How much lifetime a renewal leaves, at the latest: a third of it (30 days of 90), but for
+/// short lifetimes up to half (3 days of 6), so that a CA outage of two days, or a blocked port
+/// for one, never outlasts a certificate.
+pub fn renewal_margin(lifetime: Duration) -> Duration {
+    (lifetime / 3).max((lifetime / 2).min(SHORT_LIVED_MARGIN))
+}
+
+const SHORT_LIVED_MARGIN: Duration = Duration::from_secs(3 * 86400);
+
+/// Renewal time for a certificate without ARI: [`renewal_margin`] before expiry, moved earlier
+/// by `jitter` (a fraction in 0..1 of 1/30 of the lifetime; pass a stable random value).
 pub fn renewal_time(leaf: &LeafInfo, jitter: f64) -> SystemTime {
     let lifetime = leaf
         .not_after
         .duration_since(leaf.not_before)
         .unwrap_or_default();
-    let at = leaf.not_before + lifetime.mul_f64(2.0 / 3.0);
+    let at = leaf.not_after - renewal_margin(lifetime);
     at - lifetime.mul_f64(jitter.clamp(0.0, 1.0) / 30.0)
 }
-
 /// Wait before retry number `failures` (1 = the first retry), given the certificate's lifetime:
 /// doubling from a minute, but never more than a twentieth of the lifetime, so that a 6-day
 /// certificate is retried at least every 7 hours and a 2-minute test certificate every 6 s.
@@ -117,12 +127,14 @@ mod tests {
     }
 
     #[test]
-    fn renews_at_two_thirds() {
+    fn renews_at_two_thirds_or_half_for_short_lifetimes() {
         let l = leaf(90);
         assert_eq!(renewal_time(&l, 0.0), l.not_before + DAY * 60);
         assert_eq!(renewal_time(&l, 1.0), l.not_before + DAY * 57);
         let six = leaf(6);
-        assert_eq!(renewal_time(&six, 0.0), six.not_before + DAY * 4);
+        assert_eq!(renewal_time(&six, 0.0), six.not_before + DAY * 3);
+        let nine = leaf(9);
+        assert_eq!(renewal_time(&nine, 0.0), nine.not_before + DAY * 6);
     }
 
     #[test]
