@@ -17,6 +17,7 @@ use crate::notifications::{Event, Notifier, NotifyEventName};
 use crate::plan::plan;
 use crate::preflight::{Check, Finding, Preflight, Severity};
 use crate::renew::{self, RenewError};
+use crate::state::CertState;
 use crate::store::Store;
 use crate::{daemon, logging, status, timefmt};
 
@@ -239,13 +240,10 @@ async fn renew_now(
     if due.is_empty() {
         return Ok(());
     }
-    let directory = match dry_run {
-        true => &config.acme.staging_directory,
-        false => &config.acme.directory,
-    };
     if dry_run {
         println!(
-            "dry run against {directory}: nothing is written to live paths and no reload runs"
+            "dry run against {}: nothing is written to live paths and no reload runs",
+            config.acme.staging_directory
         );
     }
     let tokens = Tokens::default();
@@ -260,9 +258,6 @@ async fn renew_now(
         }
         false => None,
     };
-    let mut acme = AcmeClient::connect(&config.acme, directory, &store)
-        .await
-        .map_err(Failure::new)?;
 
     let dns01 = match config.dns01.clone() {
         Some(dns01) => Some(Dns01::new(dns01).map_err(Failure::new)?),
@@ -280,7 +275,20 @@ async fn renew_now(
     let progress = std::io::stderr().is_terminal() && due.len() > 1;
     let total = due.len();
     let mut failed = 0;
+    let mut clients: Vec<AcmeClient> = Vec::new();
     for (index, cert) in due.into_iter().enumerate() {
+        // The staging CA for a dry run; else the preferred CA, or the next one after
+        // repeated failures.
+        let (ca, directory) = match dry_run {
+            true => (config.acme.clone(), config.acme.staging_directory.clone()),
+            false => {
+                let ca = config
+                    .acme
+                    .ca_for(CertState::load(&store, &cert.name).failures);
+                let directory = ca.directory.clone();
+                (ca, directory)
+            }
+        };
         if progress {
             eprintln!(
                 "[{}/{total}] {}: ordering from {directory}",
@@ -288,7 +296,25 @@ async fn renew_now(
                 cert.name
             );
         }
-        let attempt = renew::obtain(&mut acme, solvers, preflight.as_ref(), &store, cert).await;
+        if !clients.iter().any(|c| c.directory() == directory) {
+            match AcmeClient::connect(&ca, &directory, &store).await {
+                Ok(client) => clients.push(client),
+                Err(e) => {
+                    failed += 1;
+                    println!("{}: FAILED: {e}", cert.name);
+                    if !dry_run {
+                        let error = RenewError::from(e);
+                        let _ =
+                            renew::record(&store, &cert.name, None, Some(&directory), Err(&error));
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(acme) = clients.iter_mut().find(|c| c.directory() == directory) else {
+            continue;
+        };
+        let attempt = renew::obtain(acme, solvers, preflight.as_ref(), &store, cert).await;
         if let Some(choice) = &attempt.choice {
             println!("{}: {} ({})", cert.name, choice.summary(), choice.reason);
         }
@@ -314,6 +340,7 @@ async fn renew_now(
                 &store,
                 &cert.name,
                 attempt.choice.as_ref(),
+                attempt.ca.as_deref(),
                 result.as_ref().map(|_| ()),
             );
         }
@@ -327,7 +354,7 @@ async fn renew_now(
                 );
                 let message = format!("new certificate valid until {}", timefmt::utc(not_after));
                 notifier.send(Event::new(cert, NotifyEventName::Success, message, None));
-                if let Err(e) = renew::refresh_ari(&acme, &store, cert, SystemTime::now()).await {
+                if let Err(e) = renew::refresh_ari(acme, &store, cert, SystemTime::now()).await {
                     tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window");
                 }
             }

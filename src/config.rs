@@ -51,11 +51,47 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct AcmeConfig {
+    /// The preferred CA (the first `[[acme.ca]]`, or `acme.directory`).
     pub directory: String,
     pub staging_directory: String,
     pub contact: Vec<String>,
     pub eab: Option<ExternalAccount>,
     pub extra_root: Option<PathBuf>,
+    /// The other CAs, in order of preference, tried after repeated failure at the one before.
+    pub fallbacks: Vec<CaConfig>,
+}
+
+/// One CA of `[[acme.ca]]`.
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    pub directory: String,
+    pub eab: Option<ExternalAccount>,
+    pub extra_root: Option<PathBuf>,
+}
+
+/// Failed attempts in a row at one CA before the next one is tried.
+pub const FAILOVER_AFTER: u32 = 3;
+
+impl AcmeConfig {
+    /// The CA for an attempt after `failures` failed ones in a row: the preferred CA first,
+    /// the next after every [`FAILOVER_AFTER`] failures, round and round; after a success,
+    /// the preferred one again.
+    pub fn ca_for(&self, failures: u32) -> AcmeConfig {
+        let count = 1 + self.fallbacks.len() as u32;
+        match (failures / FAILOVER_AFTER) % count {
+            0 => self.clone(),
+            index => {
+                let ca = &self.fallbacks[index as usize - 1];
+                AcmeConfig {
+                    directory: ca.directory.clone(),
+                    eab: ca.eab.clone(),
+                    extra_root: ca.extra_root.clone(),
+                    fallbacks: Vec::new(),
+                    ..self.clone()
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +220,8 @@ pub struct CertificateConfig {
     pub key_type: KeyType,
     pub reuse_key: bool,
     pub challenge: Challenge,
+    /// The CA's certificate profile to ask for ("shortlived", "tlsserver", "classic", ...).
+    pub profile: Option<String>,
     /// HTTP-01 answers are written here (another server holds port 80 and serves it).
     pub webroot: Option<PathBuf>,
     pub output: Output,
@@ -297,6 +335,16 @@ struct RawAcme {
     contact: Vec<Spanned<String>>,
     eab: Option<RawEab>,
     extra_root: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    ca: Vec<RawCa>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    directory: Spanned<String>,
+    eab: Option<RawEab>,
+    extra_root: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +388,7 @@ struct RawCertificate {
     reuse_key: bool,
     challenge: Option<Spanned<String>>,
     webroot: Option<Spanned<PathBuf>>,
+    profile: Option<Spanned<String>>,
     #[serde(default)]
     output: RawOutput,
     reload: Option<Spanned<String>>,
@@ -511,30 +560,61 @@ impl Validator<'_> {
             }
             contact.push(format!("mailto:{address}"));
         }
-        let eab = match raw.eab {
-            None => None,
-            Some(eab) => Some(ExternalAccount {
-                key_id: eab.key_id,
-                hmac_key_file: self.existing_file(eab.hmac_key_file, "acme.eab.hmac_key_file")?,
-            }),
-        };
+        let eab = self.eab(raw.eab, "acme.eab")?;
         let extra_root = match raw.extra_root {
             None => None,
             Some(p) => Some(self.existing_file(p, "acme.extra_root")?),
         };
+        // `[[acme.ca]]`: CAs in order of preference, instead of `acme.directory`.
+        let mut cas = Vec::new();
+        for (index, ca) in raw.ca.into_iter().enumerate() {
+            if index == 0
+                && let Some(directory) = &raw.directory
+            {
+                return Err(self.located.error(
+                    directory.span(),
+                    "acme.directory: with [[acme.ca]] entries, write the preferred CA as the first [[acme.ca]] instead",
+                ));
+            }
+            cas.push(CaConfig {
+                directory: url(Some(ca.directory), "ca.directory", LETS_ENCRYPT)?,
+                eab: self.eab(ca.eab, "acme.ca.eab")?,
+                extra_root: match ca.extra_root {
+                    None => extra_root.clone(),
+                    Some(p) => Some(self.existing_file(p, "acme.ca.extra_root")?),
+                },
+            });
+        }
+        let primary = match cas.is_empty() {
+            true => CaConfig {
+                directory: url(raw.directory, "directory", LETS_ENCRYPT)?,
+                eab,
+                extra_root,
+            },
+            false => cas.remove(0),
+        };
         Ok(AcmeConfig {
-            directory: url(raw.directory, "directory", LETS_ENCRYPT)?,
+            directory: primary.directory,
             staging_directory: url(
                 raw.staging_directory,
                 "staging_directory",
                 LETS_ENCRYPT_STAGING,
             )?,
             contact,
-            eab,
-            extra_root,
+            eab: primary.eab,
+            extra_root: primary.extra_root,
+            fallbacks: cas,
         })
     }
 
+    fn eab(&self, raw: Option<RawEab>, key: &str) -> Result<Option<ExternalAccount>, ConfigError> {
+        let Some(eab) = raw else { return Ok(None) };
+        Ok(Some(ExternalAccount {
+            key_id: eab.key_id,
+            hmac_key_file: self
+                .existing_file(eab.hmac_key_file, &format!("{key}.hmac_key_file"))?,
+        }))
+    }
     fn daemon(&self, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         let address = |value: Spanned<String>, key: &str, example: &str| {
             value.get_ref().parse::<SocketAddr>().map_err(|_| {
@@ -801,6 +881,21 @@ impl Validator<'_> {
             key_type: raw.key_type,
             reuse_key: raw.reuse_key,
             challenge,
+            profile: match raw.profile {
+                None => None,
+                Some(p)
+                    if !p.get_ref().is_empty()
+                        && p.get_ref().chars().all(|c| c.is_ascii_graphic()) =>
+                {
+                    Some(p.into_inner())
+                }
+                Some(p) => {
+                    return Err(self.located.error(
+                        p.span(),
+                        "certificate.profile: write a profile name the CA offers, such as \"shortlived\"",
+                    ));
+                }
+            },
             webroot,
             output: self.output(raw.output)?,
             reload: self.reload(

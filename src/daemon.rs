@@ -196,7 +196,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 break;
             }
         };
-        let choice = attempt.choice;
+        let (choice, ca) = (attempt.choice, attempt.ca);
         let result = match attempt.result {
             Ok(obtained) => deploy(&daemon.store, &cert, &obtained.bundle)
                 .await
@@ -204,7 +204,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 .map_err(RenewError::from),
             Err(e) => Err(e),
         };
-        daemon.record(&cert, started, choice.as_ref(), result);
+        daemon.record(&cert, started, choice.as_ref(), ca.as_deref(), result);
     }
 
     sdnotify::stopping();
@@ -333,20 +333,25 @@ impl Daemon {
     }
 
     async fn obtain(&mut self, cert: &CertificateConfig) -> Attempt {
-        let mut acme = match self.acme.take() {
+        // The preferred CA, or the next one after repeated failures (`[[acme.ca]]`).
+        let failures = crate::state::CertState::load(&self.store, &cert.name).failures;
+        let ca = self.config.acme.ca_for(failures);
+        let cached = self
+            .acme
+            .take()
+            .filter(|acme| acme.directory() == ca.directory);
+        let mut acme = match cached {
             Some(acme) => acme,
-            None => {
-                let config = &self.config.acme;
-                match AcmeClient::connect(config, &config.directory, &self.store).await {
-                    Ok(acme) => acme,
-                    Err(e) => {
-                        return Attempt {
-                            choice: None,
-                            result: Err(e.into()),
-                        };
-                    }
+            None => match AcmeClient::connect(&ca, &ca.directory, &self.store).await {
+                Ok(acme) => acme,
+                Err(e) => {
+                    return Attempt {
+                        ca: Some(ca.directory.clone()),
+                        choice: None,
+                        result: Err(e.into()),
+                    };
                 }
-            }
+            },
         };
         let solvers = Solvers {
             tokens: &self.tokens,
@@ -370,11 +375,18 @@ impl Daemon {
         cert: &CertificateConfig,
         started: Instant,
         choice: Option<&Choice>,
+        ca: Option<&str>,
         result: Result<SystemTime, RenewError>,
     ) {
         // Without a saved state the schedule would say "due now" again at once: hold the
         // certificate back in memory instead of hammering the CA.
-        match renew::record(&self.store, &cert.name, choice, result.as_ref().map(|_| ())) {
+        match renew::record(
+            &self.store,
+            &cert.name,
+            choice,
+            ca,
+            result.as_ref().map(|_| ()),
+        ) {
             Ok(()) => self.held.remove(&cert.name),
             Err(_) => self
                 .held

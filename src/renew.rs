@@ -37,6 +37,8 @@ pub struct Obtained {
 
 /// One attempt: the challenge chosen (and why) and what came of it.
 pub struct Attempt {
+    /// The CA's directory URL.
+    pub ca: Option<String>,
     pub choice: Option<Choice>,
     pub result: Result<Obtained, RenewError>,
 }
@@ -91,6 +93,7 @@ pub async fn obtain(
         result = order(acme, solvers, store, cert, &choice).await;
     }
     Attempt {
+        ca: Some(acme.directory().to_string()),
         choice: Some(choice),
         result,
     }
@@ -121,7 +124,14 @@ async fn order(
         .current_leaf_der(&cert.name)
         .and_then(|der| ari::certificate_id(&der).ok());
     let chain = acme
-        .issue(&cert.domains, &csr, choice, solvers, replaces.as_ref())
+        .issue(
+            &cert.domains,
+            &csr,
+            choice,
+            solvers,
+            replaces.as_ref(),
+            cert.profile.as_deref(),
+        )
         .await?;
     let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
     let bundle = Bundle::from_pem(&chain, &key_pem)?;
@@ -145,10 +155,14 @@ pub fn record(
     store: &Store,
     name: &str,
     choice: Option<&Choice>,
+    ca: Option<&str>,
     result: Result<(), &RenewError>,
 ) -> Result<(), StoreError> {
     let mut state = CertState::load(store, name);
     let now = SystemTime::now();
+    if let Some(ca) = ca {
+        state.ca = Some(ca.to_string());
+    }
     if let Some(choice) = choice {
         state.challenge = Some(choice.summary().to_string());
         state.challenge_reason = Some(choice.reason.clone());

@@ -26,6 +26,9 @@ pub struct CertState {
     pub challenge: Option<String>,
     #[serde(default)]
     pub challenge_reason: Option<String>,
+    /// The directory URL of the CA the last attempt went to.
+    #[serde(default)]
+    pub ca: Option<String>,
     /// The CA's renewal window (ARI) for the current certificate.
     #[serde(default)]
     pub ari: Option<AriState>,

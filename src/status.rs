@@ -21,6 +21,8 @@ pub struct Row {
     pub last_result: String,
     /// The CA's suggested renewal window (ARI) for the current certificate, if it gave one.
     pub ari_window: Option<[String; 2]>,
+    /// The directory URL of the CA the last attempt went to.
+    pub ca: Option<String>,
     /// The challenge the last attempt used, and why it was chosen.
     pub challenge: Option<String>,
     pub challenge_reason: Option<String>,
@@ -74,6 +76,7 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                     .as_ref()
                     .filter(|ari| plan.leaf.as_ref().is_some_and(|l| l.serial == ari.serial))
                     .and_then(|ari| Some([timefmt::utc(ari.start?), timefmt::utc(ari.end?)])),
+                ca: plan.state.ca.clone(),
                 challenge: plan.state.challenge.clone(),
                 challenge_reason: plan.state.challenge_reason.clone(),
                 alert,

@@ -115,6 +115,10 @@ pub enum AcmeError {
     Timeout { step: &'static str },
     #[error("cannot publish the http-01 answer: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(
+        "the CA does not offer the certificate profile \"{profile}\" (it offers: {offered}); change certificate.profile"
+    )]
+    Profile { profile: String, offered: String },
     #[error("renewal information (ARI): {0}")]
     Ari(String),
     #[error("cannot read the CA's clock from {directory}: {reason}")]

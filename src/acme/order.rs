@@ -68,7 +68,22 @@ impl AcmeClient {
         choice: &Choice,
         solvers: Solvers<'_>,
         replaces: Option<&CertificateIdentifier<'_>>,
+        profile: Option<&str>,
     ) -> Result<String, AcmeError> {
+        // instant-acme sends any profile; a CA that does not know it may ignore it silently.
+        if let Some(profile) = profile {
+            let offered: Vec<&str> = self.account.profiles().map(|p| p.name).collect();
+            if !offered.contains(&profile) {
+                return Err(AcmeError::Profile {
+                    profile: profile.to_string(),
+                    offered: if offered.is_empty() {
+                        "none".into()
+                    } else {
+                        offered.join(", ")
+                    },
+                });
+            }
+        }
         let mut attempt = 1;
         let mut replaced_account = false;
         let mut replaces = replaces;
@@ -79,7 +94,7 @@ impl AcmeClient {
                 dns01: solvers.dns01,
             };
             let result = self
-                .issue_once(domains, csr_der, choice, replaces, &mut published)
+                .issue_once(domains, csr_der, choice, replaces, profile, &mut published)
                 .await;
             published.withdraw().await;
             match result {
@@ -111,6 +126,7 @@ impl AcmeClient {
         csr_der: &[u8],
         choice: &Choice,
         replaces: Option<&CertificateIdentifier<'_>>,
+        profile: Option<&str>,
         published: &mut Published<'_>,
     ) -> Result<String, AcmeError> {
         let identifiers: Vec<Identifier> = domains
@@ -120,6 +136,9 @@ impl AcmeClient {
         let mut new_order = NewOrder::new(&identifiers);
         if let Some(replaces) = replaces {
             new_order = new_order.replaces(replaces.clone());
+        }
+        if let Some(profile) = profile {
+            new_order = new_order.profile(profile);
         }
         let mut order = self
             .account

@@ -82,6 +82,15 @@ impl Pebble {
     /// Like [`Pebble::start`], requiring External Account Binding with this (key id, base64url
     /// HMAC key) when `eab` is given.
     pub fn start_with(validity: Option<Duration>, eab: Option<(&str, &str)>) -> Pebble {
+        Self::launch(validity, eab, &[])
+    }
+
+    /// A pebble that rejects every order for these domains (and their subdomains).
+    pub fn start_refusing(domains: &[&str]) -> Pebble {
+        Self::launch(None, None, domains)
+    }
+
+    fn launch(validity: Option<Duration>, eab: Option<(&str, &str)>, blocklist: &[&str]) -> Pebble {
         require("pebble");
         require("pebble-challtestsrv");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -124,6 +133,7 @@ impl Pebble {
             "externalAccountBindingRequired": eab.is_some(),
             "externalAccountMACKeys": eab.map(|(kid, key)| serde_json::json!({ kid: key })).unwrap_or_default(),
             "certificateValidityPeriod": validity.map_or(157_766_400, |v| v.as_secs()),
+            "domainBlocklist": blocklist,
         }});
         let config_path = dir.path().join("pebble.json");
         fs::write(&config_path, config.to_string()).expect("write pebble config");
