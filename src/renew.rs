@@ -172,7 +172,12 @@ pub fn record(
         Err(RenewError::Deploy(DeployError::Reload(reload))) => {
             state.record_success_with_warning(now, reload.to_string())
         }
-        Err(e) => state.record_failure(now, e.to_string()),
+        Err(e) => {
+            state.record_failure(now, e.to_string());
+            if let RenewError::Acme(acme) = e {
+                state.retry_not_before = crate::acme::retry_after(acme);
+            }
+        }
     }
     state.save(store, name).inspect_err(|e| {
         tracing::error!(name, error = %e, "could not save the certificate's state");

@@ -95,7 +95,8 @@ pub fn next_due(leaf: Option<&LeafInfo>, state: &CertState, jitter: f64) -> Due 
     if state.failures > 0
         && let Some(last) = state.last_attempt
     {
-        let retry = last + backoff(state.failures, lifetime);
+        let retry =
+            (last + backoff(state.failures, lifetime)).max(state.retry_not_before.unwrap_or(last));
         // A retry never waits past the normal renewal time.
         return match leaf {
             Some(leaf) => Due::Retry(retry.min(leaf.not_after)),
@@ -163,5 +164,15 @@ mod tests {
             next_due(Some(&l), &state, 0.0),
             Due::Retry(l.not_before + DAY * 61 + Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn a_rate_limit_retry_after_is_honoured() {
+        let l = leaf(90);
+        let mut state = CertState::default();
+        let failed_at = l.not_before + DAY * 61;
+        state.record_failure(failed_at, "rate limited".into());
+        state.retry_not_before = Some(failed_at + DAY);
+        assert_eq!(next_due(Some(&l), &state, 0.0), Due::Retry(failed_at + DAY));
     }
 }

@@ -26,6 +26,9 @@ pub struct CertState {
     pub challenge: Option<String>,
     #[serde(default)]
     pub challenge_reason: Option<String>,
+    /// Not before this time: a rate-limited CA's "retry after".
+    #[serde(with = "unix_seconds", default)]
+    pub retry_not_before: Option<SystemTime>,
     /// The directory URL of the CA the last attempt went to.
     #[serde(default)]
     pub ca: Option<String>,
@@ -74,6 +77,7 @@ impl CertState {
         self.last_success = Some(at);
         self.last_error = None;
         self.failures = 0;
+        self.retry_not_before = None;
     }
 
     pub fn record_success_with_warning(&mut self, at: SystemTime, warning: String) {

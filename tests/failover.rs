@@ -26,14 +26,21 @@ fn after_three_failures_the_next_ca_issues_and_the_preferred_one_is_tried_again(
     fs::write(&ck.config, format!("{cas}{}", &text[acme_end..])).unwrap();
 
     let ca_of_last_attempt = || {
-        let rows: serde_json::Value = serde_json::from_slice(&ck.run(&["status", "--json"]).stdout).unwrap();
+        let rows: serde_json::Value =
+            serde_json::from_slice(&ck.run(&["status", "--json"]).stdout).unwrap();
         rows[0]["ca"].as_str().unwrap_or_default().to_string()
     };
     for attempt in 1..=3 {
         let output = ck.run(&["renew", "--force"]);
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(!output.status.success(), "attempt {attempt} at the refusing CA: {stdout}");
-        assert!(stdout.contains("rejectedIdentifier") || stdout.contains("refused"), "{stdout}");
+        assert!(
+            !output.status.success(),
+            "attempt {attempt} at the refusing CA: {stdout}"
+        );
+        assert!(
+            stdout.contains("rejectedIdentifier") || stdout.contains("refused"),
+            "{stdout}"
+        );
         assert_eq!(ca_of_last_attempt(), refusing.directory_url);
     }
     let out = ck.ok(&["renew", "--force"]);
@@ -45,5 +52,8 @@ fn after_three_failures_the_next_ca_issues_and_the_preferred_one_is_tried_again(
     let output = ck.run(&["renew", "--force"]);
     assert!(!output.status.success());
     assert_eq!(ca_of_last_attempt(), refusing.directory_url);
-    assert!(ck.current_dir().exists(), "the certificate from the second CA stays in place");
+    assert!(
+        ck.current_dir().exists(),
+        "the certificate from the second CA stays in place"
+    );
 }

@@ -88,7 +88,10 @@ fn the_renewal_time_comes_from_the_cas_ari_window() {
 
 #[test]
 fn a_profile_the_ca_offers_is_ordered_and_one_it_does_not_is_a_clear_error() {
-    let a2c = Acme2certifier::start(6, "[Order]\nprofiles: {\"shortlived\": \"about 6 days\", \"classic\": \"90 days\"}\n");
+    let a2c = Acme2certifier::start(
+        6,
+        "[Order]\nprofiles: {\"shortlived\": \"about 6 days\", \"classic\": \"90 days\"}\n",
+    );
     let setup = certkeeper_for(&a2c);
     let text = fs::read_to_string(&setup.config).unwrap();
     fs::write(&setup.config, text.clone() + "profile = \"shortlived\"\n").unwrap();
@@ -103,6 +106,12 @@ fn a_profile_the_ca_offers_is_ordered_and_one_it_does_not_is_a_clear_error() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success());
-    assert!(stdout.contains("does not offer the certificate profile \"tlsserver\""), "{stdout}");
-    assert!(stdout.contains("shortlived") && stdout.contains("classic"), "it names what the CA offers: {stdout}");
+    assert!(
+        stdout.contains("does not offer the certificate profile \"tlsserver\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("shortlived") && stdout.contains("classic"),
+        "it names what the CA offers: {stdout}"
+    );
 }

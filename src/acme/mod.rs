@@ -71,7 +71,7 @@ pub enum AcmeError {
         directory: String,
         source: instant_acme::Error,
     },
-    #[error("the CA refused to {step}: {}", chain(source))]
+    #[error("the CA refused to {step}: {}{}", chain(source), problem_hint(source))]
     Refused {
         step: &'static str,
         source: instant_acme::Error,
@@ -139,6 +139,60 @@ impl AcmeError {
     }
 }
 
+/// What the operator should do about a CA's problem document, for the kinds that retrying
+/// will not cure (and for rate limits, which it will, later).
+fn problem_hint(error: &instant_acme::Error) -> &'static str {
+    let instant_acme::Error::Api(problem) = error else {
+        return "";
+    };
+    match problem
+        .r#type
+        .as_deref()
+        .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
+    {
+        Some("rejectedIdentifier") => {
+            "; the CA will not issue for this name (its policy): remove it from certificate.domains or use another CA"
+        }
+        Some("caa") => {
+            "; a CAA record of the domain forbids this CA: add the CA to the CAA records"
+        }
+        Some("unauthorized") => {
+            "; this account may not get certificates for this name: check the validation and the account"
+        }
+        Some("rateLimited") => {
+            "; rate limited: certkeeper waits until the time the CA gives before it tries again"
+        }
+        Some("externalAccountRequired") => {
+            "; this CA needs External Account Binding: set [acme.eab]"
+        }
+        _ => "",
+    }
+}
+
+/// When a rate-limited CA says to come back ("retry after 2026-11-24 10:00:00 UTC" in Let's
+/// Encrypt's problem detail), if it says so.
+pub fn retry_after(error: &AcmeError) -> Option<std::time::SystemTime> {
+    let AcmeError::Refused {
+        source: instant_acme::Error::Api(problem),
+        ..
+    } = error
+    else {
+        return None;
+    };
+    if problem.r#type.as_deref() != Some("urn:ietf:params:acme:error:rateLimited") {
+        return None;
+    }
+    parse_retry_after(problem.detail.as_deref()?)
+}
+
+fn parse_retry_after(detail: &str) -> Option<std::time::SystemTime> {
+    let at = &detail[detail.find("retry after ")? + "retry after ".len()..];
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    let parsed = time::PrimitiveDateTime::parse(at.get(..23)?, &format).ok()?;
+    Some(parsed.assume_utc().into())
+}
+
 /// Sorts a failed call: the CA said no (a problem document), or we never got an answer.
 pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> AcmeError {
     move |source| match source {
@@ -180,5 +234,19 @@ fn is_transient(error: &instant_acme::Error) -> bool {
         | instant_acme::Error::Hyper(_)
         | instant_acme::Error::Other(_) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_lets_encrypts_retry_after() {
+        let detail = "too many certificates (5) already issued for this exact set of identifiers in the last \
+                      168h0m0s, retry after 2026-11-24 10:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/";
+        let at = parse_retry_after(detail).unwrap();
+        assert_eq!(crate::timefmt::utc(at), "2026-11-24 10:00:00 UTC");
+        assert!(parse_retry_after("slow down").is_none());
     }
 }
