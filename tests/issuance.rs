@@ -300,7 +300,8 @@ fn external_account_binding_registers_with_the_configured_key() {
     let stdout = String::from_utf8_lossy(&refused.stdout);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stderr.contains("the CA refused to create the ACME account"),
+        stdout.contains("the CA refused to create the ACME account")
+            && stdout.contains("check the EAB key id"),
         "{stdout}{stderr}"
     );
 
@@ -311,6 +312,6 @@ fn external_account_binding_registers_with_the_configured_key() {
             .replace("wrong-kid", "kid-7"),
     )
     .unwrap();
-    ck.ok(&["renew"]);
+    ck.ok(&["renew", "--force"]);
     assert_eq!(ck.versions().len(), 1);
 }

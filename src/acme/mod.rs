@@ -157,7 +157,7 @@ fn problem_hint(error: &instant_acme::Error) -> &'static str {
             "; a CAA record of the domain forbids this CA: add the CA to the CAA records"
         }
         Some("unauthorized") => {
-            "; this account may not get certificates for this name: check the validation and the account"
+            "; the CA does not authorize this: for an account, check the EAB key id and key; for a name, its validation"
         }
         Some("rateLimited") => {
             "; rate limited: certkeeper waits until the time the CA gives before it tries again"
