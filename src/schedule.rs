@@ -95,8 +95,10 @@ pub fn next_due(leaf: Option<&LeafInfo>, state: &CertState, jitter: f64) -> Due 
     if state.failures > 0
         && let Some(last) = state.last_attempt
     {
-        let retry =
-            (last + backoff(state.failures, lifetime)).max(state.retry_not_before.unwrap_or(last));
+        // Up to a fifth shorter at random, so certificates that failed together (a CA outage)
+        // do not all retry in the same second.
+        let wait = backoff(state.failures, lifetime).mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 5.0);
+        let retry = (last + wait).max(state.retry_not_before.unwrap_or(last));
         // A retry never waits past the normal renewal time.
         return match leaf {
             Some(leaf) => Due::Retry(retry.min(leaf.not_after)),

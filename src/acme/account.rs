@@ -44,7 +44,17 @@ impl AcmeClient {
                     .map_err(unreachable)?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                register(acme, directory, http()?, &path).await?
+                // A CA may reject a nonce now and then (instant-acme already retries each
+                // request three times): try the registration itself again, twice.
+                let mut attempt = 1;
+                loop {
+                    match register(acme, directory, http()?, &path).await {
+                        Err(e) if attempt < 3 && super::order::has_problem(&e, "badNonce") => {
+                            attempt += 1
+                        }
+                        result => break result?,
+                    }
+                }
             }
             Err(e) => {
                 return Err(AcmeError::AccountFile {

@@ -283,7 +283,7 @@ async fn explain_invalid(order: &mut Order, choice: &Choice) -> AcmeError {
 }
 
 /// Whether the CA answered with the ACME problem `urn:ietf:params:acme:error:{kind}`.
-fn has_problem(error: &AcmeError, kind: &str) -> bool {
+pub(super) fn has_problem(error: &AcmeError, kind: &str) -> bool {
     let AcmeError::Refused {
         source: instant_acme::Error::Api(problem),
         ..
