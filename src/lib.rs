@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod dns;
+pub mod hook;
 pub mod http_server;
 pub mod keys;
 pub mod logging;

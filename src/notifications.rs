@@ -4,7 +4,6 @@
 //! Delivery runs in its own tasks with a timeout and a few retries: a notifier that hangs or
 //! fails never delays a renewal. One-off commands wait for delivery before exiting.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,10 +13,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use crate::config::{NotifyEvent, NotifyTarget, NotifyVia};
+use crate::hook::{self, HookError};
 
 const ATTEMPTS: u32 = 3;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,35 +162,22 @@ async fn deliver(target: &NotifyTarget, event: &Event, http: &HttpsClient) {
 }
 
 async fn exec(command: &str, event: &Event, body: &[u8]) -> Result<(), String> {
-    let mut child = tokio::process::Command::new("/bin/sh")
+    let kind = serde_json::to_string(&event.event).unwrap_or_default();
+    let mut child = tokio::process::Command::new("/bin/sh");
+    child
         .arg("-c")
         .arg(command)
-        .env(
-            "CERTKEEPER_EVENT",
-            serde_json::to_string(&event.event)
-                .unwrap_or_default()
-                .trim_matches('"'),
-        )
+        .env("CERTKEEPER_EVENT", kind.trim_matches('"'))
         .env("CERTKEEPER_NAME", &event.certificate)
         .env("CERTKEEPER_DOMAINS", event.domains.join(" "))
-        .env("CERTKEEPER_MESSAGE", &event.message)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body).await;
-    }
-    let status = child.wait().await.map_err(|e| e.to_string())?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(status.to_string())
+        .env("CERTKEEPER_MESSAGE", &event.message);
+    match hook::run(child, Some(body), ATTEMPT_TIMEOUT).await {
+        Ok((status, _)) if status.success() => Ok(()),
+        Ok((status, stderr)) => Err(format!("{status}: {stderr}")),
+        Err(HookError::Timeout) => Err(format!("no end within {}s", ATTEMPT_TIMEOUT.as_secs())),
+        Err(HookError::Start(e)) => Err(e.to_string()),
     }
 }
-
 async fn post(http: &HttpsClient, url: &str, body: &[u8]) -> Result<(), String> {
     let request = http::Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")

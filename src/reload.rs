@@ -3,13 +3,12 @@
 //! domains and file paths in their environment (and nothing secret).
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::config::{CertificateConfig, Reload};
+use crate::hook::{self, HookError};
 use crate::store::FileKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,45 +65,29 @@ async fn run_command(
     child
         .env("CERTKEEPER_NAME", &cert.name)
         .env("CERTKEEPER_DOMAINS", domains.join(" "))
-        .env("CERTKEEPER_DIR", dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env("CERTKEEPER_DIR", dir);
     for kind in FileKind::ALL {
         let var = kind.file_name().replace(['.', '-'], "_").to_uppercase();
         let var = format!("CERTKEEPER_{}", var.trim_end_matches("_PEM"));
         child.env(var, dir.join(kind.file_name()));
     }
-    let failed_to_start = |source| ReloadError::Start {
-        command: shown.to_string(),
-        source,
-    };
-    let mut child = child.spawn().map_err(failed_to_start)?;
-    let mut stderr = child.stderr.take();
-    let finished = async {
-        let mut text = String::new();
-        if let Some(stderr) = stderr.as_mut() {
-            // Bounded: a chatty command must not fill our memory.
-            let _ = stderr.take(4096).read_to_string(&mut text).await;
-        }
-        (child.wait().await, text)
-    };
-    match tokio::time::timeout(cert.reload_timeout, finished).await {
-        Err(_) => Err(ReloadError::Timeout {
+    match hook::run(child, None, cert.reload_timeout).await {
+        Ok((status, _)) if status.success() => Ok(()),
+        Ok((status, stderr)) => Err(ReloadError::Failed {
+            command: shown.to_string(),
+            status: status.to_string(),
+            stderr,
+        }),
+        Err(HookError::Timeout) => Err(ReloadError::Timeout {
             command: shown.to_string(),
             timeout: cert.reload_timeout,
         }),
-        Ok((Err(source), _)) => Err(failed_to_start(source)),
-        Ok((Ok(status), _)) if status.success() => Ok(()),
-        Ok((Ok(status), stderr)) => Err(ReloadError::Failed {
+        Err(HookError::Start(source)) => Err(ReloadError::Start {
             command: shown.to_string(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_string(),
+            source,
         }),
     }
 }
-
 fn send_signal(pidfile: &Path, signal: &str) -> Result<(), ReloadError> {
     let bad_pidfile = |reason: String| ReloadError::Pidfile {
         path: pidfile.display().to_string(),

@@ -235,3 +235,21 @@ fn the_debian_package_holds_binary_unit_config_and_man_page() {
         );
     }
 }
+
+#[test]
+fn an_exec_notifier_gets_the_success_event_as_json_on_stdin() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let received = ck.path("event.json");
+    let text = fs::read_to_string(&ck.config).unwrap()
+        + &format!(
+            "\n[[notify]]\nexec = \"cat > {} && test \\\"$CERTKEEPER_EVENT\\\" = success\"\nevents = [\"success\"]\n",
+            received.display()
+        );
+    fs::write(&ck.config, text).unwrap();
+    ck.ok(&["renew"]);
+    let event: serde_json::Value = serde_json::from_str(&fs::read_to_string(&received).unwrap()).unwrap();
+    assert_eq!(event["event"], "success");
+    assert_eq!(event["certificate"], "media");
+    assert!(event["message"].as_str().unwrap().starts_with("new certificate valid until"));
+}

@@ -4,7 +4,6 @@
 //! It knows nothing of orders: the order flow hands it names and values.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hickory_net::client::{Client, ClientHandle};
@@ -13,10 +12,10 @@ use hickory_net::proto::rr::rdata::TXT;
 use hickory_net::proto::rr::{Name, RData, Record, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
-use tokio::io::AsyncReadExt;
 
 use crate::config::{Dns01Config, Dns01Provider, TsigAlgorithm};
 use crate::dns::{Answer, Dns};
+use crate::hook::{self, HookError};
 
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -272,34 +271,16 @@ async fn run_hook(
     action: &str,
     record: &TxtRecord,
 ) -> Result<(), String> {
-    let mut child = tokio::process::Command::new(command)
-        .args([action, &record.fqdn, &record.value])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", command.display()))?;
-    let mut stderr = child.stderr.take();
-    let finished = async {
-        let mut text = String::new();
-        if let Some(stderr) = stderr.as_mut() {
-            let _ = stderr.take(4096).read_to_string(&mut text).await;
-        }
-        (child.wait().await, text)
-    };
-    match tokio::time::timeout(HOOK_TIMEOUT, finished).await {
-        Err(_) => Err(format!(
-            "{} {action} did not finish within {}s",
-            command.display(),
+    let mut child = tokio::process::Command::new(command);
+    child.args([action, &record.fqdn, &record.value]);
+    let shown = command.display();
+    match hook::run(child, None, HOOK_TIMEOUT).await {
+        Ok((status, _)) if status.success() => Ok(()),
+        Ok((status, stderr)) => Err(format!("{shown} {action} failed ({status}): {stderr}")),
+        Err(HookError::Timeout) => Err(format!(
+            "{shown} {action} did not finish within {}s",
             HOOK_TIMEOUT.as_secs()
         )),
-        Ok((Err(e), _)) => Err(e.to_string()),
-        Ok((Ok(status), _)) if status.success() => Ok(()),
-        Ok((Ok(status), stderr)) => Err(format!(
-            "{} {action} failed ({status}): {}",
-            command.display(),
-            stderr.trim()
-        )),
+        Err(HookError::Start(e)) => Err(format!("cannot run {shown}: {e}")),
     }
 }
