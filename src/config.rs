@@ -478,7 +478,7 @@ struct Locator<'a> {
 
 impl Locator<'_> {
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        let before = &self.text[..span.start.min(self.text.len())];
+        let before = self.text.get(..span.start).unwrap_or(self.text);
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
         ConfigError::Invalid {
