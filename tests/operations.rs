@@ -248,8 +248,14 @@ fn an_exec_notifier_gets_the_success_event_as_json_on_stdin() {
         );
     fs::write(&ck.config, text).unwrap();
     ck.ok(&["renew"]);
-    let event: serde_json::Value = serde_json::from_str(&fs::read_to_string(&received).unwrap()).unwrap();
+    let event: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&received).unwrap()).unwrap();
     assert_eq!(event["event"], "success");
     assert_eq!(event["certificate"], "media");
-    assert!(event["message"].as_str().unwrap().starts_with("new certificate valid until"));
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("new certificate valid until")
+    );
 }
