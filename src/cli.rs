@@ -472,14 +472,27 @@ async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Fail
             serde_json::to_string_pretty(&report).map_err(Failure::new)?
         );
     } else {
-        for finding in &findings {
-            let label = match finding.severity {
-                Severity::Ok => "ok  ",
-                Severity::Warn => "WARN",
-                Severity::Fail => "FAIL",
-            };
-            println!("{label}  {}", finding.message);
-        }
+        let rows: Vec<[String; 5]> = findings
+            .iter()
+            .map(|f| {
+                let result = match f.severity {
+                    Severity::Ok => "ok",
+                    Severity::Warn => "WARN",
+                    Severity::Fail => "FAIL",
+                };
+                [
+                    result.to_string(),
+                    f.name.clone().unwrap_or_else(|| "-".into()),
+                    f.address.map_or("-".into(), |a| a.to_string()),
+                    format!("{:?}", f.check).to_lowercase(),
+                    f.message.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            crate::table::render(["RESULT", "NAME", "ADDRESS", "CHECK", "FINDING"], &rows)
+        );
         println!(
             "{}",
             if http01_ok {

@@ -27,5 +27,6 @@ pub mod sdnotify;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod table;
 pub mod timefmt;
 pub mod verify;

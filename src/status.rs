@@ -87,14 +87,6 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
 
 /// Renders rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let header = [
-        "NAME",
-        "DOMAINS",
-        "NOT AFTER",
-        "DAYS LEFT",
-        "NEXT RENEWAL",
-        "LAST RESULT",
-    ];
     let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
@@ -111,23 +103,15 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let line = |row: &[String]| -> String {
-        let padded: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        padded.join("  ").trim_end().to_string() + "\n"
-    };
-    let mut out = line(&header.map(String::from));
-    for row in &cells {
-        out.push_str(&line(row));
-    }
-    out
+    crate::table::render(
+        [
+            "NAME",
+            "DOMAINS",
+            "NOT AFTER",
+            "DAYS LEFT",
+            "NEXT RENEWAL",
+            "LAST RESULT",
+        ],
+        &cells,
+    )
 }

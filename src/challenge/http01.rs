@@ -24,8 +24,9 @@ const PREFIX: &str = "/.well-known/acme-challenge/";
 pub enum ListenError {
     #[error(
         "cannot listen on {addr} for http-01: another process holds the port. If it is a running \
-         `certkeeper run`, it renews by itself (see `certkeeper status`); otherwise stop that \
-         server, or move certkeeper with daemon.listen (port 80 must still reach it)"
+         `certkeeper run`, it renews by itself (see `certkeeper status`); if it is your web or media \
+         server, set `webroot` on the certificate so that server serves certkeeper's answers, or \
+         move certkeeper with daemon.listen (port 80 must still reach it)"
     )]
     InUse { addr: SocketAddr },
     #[error(
