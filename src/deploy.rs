@@ -44,6 +44,8 @@ pub async fn deploy(
     cert: &CertificateConfig,
     bundle: &Bundle,
 ) -> Result<Installed, DeployError> {
+    // Refuse unsafe output directories before anything changes.
+    store::check_output_dirs(&cert.output)?;
     let installed = store.install(&cert.name, bundle, &cert.output)?;
     store::write_outputs(bundle, &cert.output)?;
     let reloaded = reload::run(cert, &installed.dir).await;

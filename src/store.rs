@@ -34,6 +34,10 @@ pub enum StoreError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "refusing to write certificates into {path}: {reason}; use a directory only root and the server's user may write (chmod o-w)"
+    )]
+    Unsafe { path: PathBuf, reason: String },
     #[error("cannot build the PKCS#12 keystore: {source}")]
     Pkcs12 { source: bundle::BundleError },
     #[error(
@@ -514,6 +518,32 @@ impl Store {
             source: errno.into(),
         })
     }
+}
+
+/// Refuses output directories that any user may write to (without the sticky bit): another
+/// user could swap a file there between our write and the server's read.
+pub fn check_output_dirs(output: &Output) -> Result<(), StoreError> {
+    let dirs = output
+        .files
+        .iter()
+        .filter_map(|(_, path)| path.parent())
+        .chain(output.link.as_deref().and_then(Path::parent));
+    for dir in dirs {
+        let Ok(meta) = fs::metadata(dir) else {
+            continue; // created by us, 0755, when written
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            return Err(StoreError::Unsafe {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "any user may write to it (mode {:o}, no sticky bit)",
+                    mode & 0o7777
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Copies `bundle` to the configured single output files, each atomically.

@@ -1,0 +1,133 @@
+//! Files under hostile or broken conditions: a full disk, an output directory any user may
+//! write to, a symbolic link planted at an output path. Each gives a clear error (or is
+//! defused) and leaves the previous certificate in place.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::{Certkeeper, Pebble, is_root, key_matches};
+
+/// A small tmpfs mounted for the test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs failed");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_named_and_the_previous_certificate_stays() {
+    if !is_root() {
+        if std::env::var_os("CERTKEEPER_SKIP_ROOT_TESTS").is_some() {
+            eprintln!(
+                "SKIPPED a_full_disk_is_named_and_the_previous_certificate_stays: needs root to mount a tmpfs"
+            );
+            return;
+        }
+        panic!(
+            "this test needs root (it mounts a small tmpfs); run as root, or set CERTKEEPER_SKIP_ROOT_TESTS=1 to skip it knowingly"
+        );
+    }
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let _disk = Tmpfs::mount(&ck.path("state"), "1m");
+    ck.ok(&["renew"]);
+    let before = ck.current_dir();
+
+    // Fill the disk (bounded: at most 2 MiB in 4 KiB writes).
+    let filler = ck.path("state/filler");
+    let mut file = fs::File::create(&filler).unwrap();
+    for _ in 0..512 {
+        if std::io::Write::write_all(&mut file, &[0u8; 4096]).is_err() {
+            break;
+        }
+    }
+    drop(file);
+
+    let output = ck.run(&["renew", "--force"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(stdout.contains("the disk is full"), "{stdout}");
+    assert_eq!(
+        ck.current_dir(),
+        before,
+        "current still points at the previous version"
+    );
+    let chain = fs::read(before.join("fullchain.pem")).unwrap();
+    assert!(key_matches(
+        &chain,
+        &fs::read(before.join("privkey.pem")).unwrap()
+    ));
+
+    // Space again: the next attempt succeeds and leaves no partial version behind.
+    fs::remove_file(&filler).unwrap();
+    ck.ok(&["renew", "--force"]);
+    assert_ne!(ck.current_dir(), before);
+    let partial = fs::read_dir(ck.path("state/certs/media/versions"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(partial, 0, "no leftover of the failed install");
+}
+
+#[test]
+fn an_output_directory_any_user_may_write_is_refused() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let open_dir = ck.path("shared");
+    fs::create_dir(&open_dir).unwrap();
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let text = fs::read_to_string(&ck.config).unwrap() + "key = \"shared/privkey.pem\"\n";
+    fs::write(&ck.config, text).unwrap();
+    let output = ck.run(&["renew"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("refusing to write certificates into") && stdout.contains("chmod o-w"),
+        "{stdout}"
+    );
+    assert!(!open_dir.join("privkey.pem").exists());
+}
+
+#[test]
+fn a_symlink_planted_at_an_output_path_is_replaced_not_followed() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let victim = ck.path("victim.txt");
+    fs::write(&victim, "do not overwrite").unwrap();
+    fs::create_dir(ck.path("single")).unwrap();
+    std::os::unix::fs::symlink(&victim, ck.path("single/privkey.pem")).unwrap();
+    let text = fs::read_to_string(&ck.config).unwrap() + "key = \"single/privkey.pem\"\n";
+    fs::write(&ck.config, text).unwrap();
+    ck.ok(&["renew"]);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "do not overwrite");
+    let meta = fs::symlink_metadata(ck.path("single/privkey.pem")).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "the link is replaced by the key file itself"
+    );
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
