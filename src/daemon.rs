@@ -105,6 +105,7 @@ struct Daemon {
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     let mut signals = Signals::new()?;
+    raise_open_file_limit();
     // Only certificates without a webroot need certkeeper's own port-80 listener.
     let listener = match config.certificates.iter().any(|c| c.webroot.is_none()) {
         true => Some(http01::bind(config.daemon.listen)?),
@@ -495,4 +496,17 @@ fn preflight_of(config: &Config) -> Option<Preflight> {
     Preflight::new(config)
         .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
         .ok()
+}
+
+/// Lets the listener hold as many connections as its cap (plus files and sockets of our own):
+/// the soft limit is often 1024, far below what a flood of idle connections needs.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let wanted = crate::http_server::MAX_CONNECTIONS as u64 + 1024;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < wanted
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard)
+    {
+        tracing::warn!(error = %e, soft, "cannot raise the open-file limit; a flood of connections may lock out the CA");
+    }
 }

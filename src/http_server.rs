@@ -14,8 +14,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-const MAX_CONNECTIONS: usize = 512;
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections cost little (a few KiB each until a request arrives), while a limit that an
+/// attacker can fill locks the CA out: the cap is high, the header timeout short. The daemon
+/// raises its open-file limit to match.
+pub const MAX_CONNECTIONS: usize = 16_384;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Answers each request on `listener` with `respond` until `shutdown` completes.
