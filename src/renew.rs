@@ -27,6 +27,8 @@ pub enum RenewError {
     Refused(#[from] BundleError),
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    #[error("nothing was ordered: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A certificate obtained and checked, not yet deployed.
@@ -53,6 +55,13 @@ pub async fn obtain(
     store: &Store,
     cert: &CertificateConfig,
 ) -> Attempt {
+    if let Err(e) = store.check_writable(&cert.name) {
+        return Attempt {
+            ca: None,
+            choice: None,
+            result: Err(e.into()),
+        };
+    }
     let can_fall_back = cert.challenge == Challenge::Auto && solvers.dns01.is_some();
     let blocker = match preflight.filter(|_| can_fall_back) {
         Some(preflight) => {
@@ -230,9 +239,7 @@ pub async fn refresh_ari(
             explanation: None,
         },
     });
-    state
-        .save(store, &cert.name)
-        .map_err(|e| RenewError::Deploy(DeployError::Store(e)))
+    state.save(store, &cert.name).map_err(RenewError::Store)
 }
 
 /// Whether the ARI information of `cert` is missing, stale, or for an older certificate.

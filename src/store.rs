@@ -288,6 +288,18 @@ impl Store {
         Ok(Some(Current { dir, leaf }))
     }
 
+    /// Fails, with the reason, when a new version could not be written now (read-only or full
+    /// file system, permissions): checked before ordering, so that no certificate is ordered
+    /// only to be thrown away.
+    pub fn check_writable(&self, name: &str) -> Result<(), StoreError> {
+        let dir = self.cert_dir(name);
+        create_dir(&dir)?;
+        let probe = dir.join(format!(".writable.{}.tmp", std::process::id()));
+        write_atomic(&probe, b"", FileMode::PRIVATE)?;
+        let _ = fs::remove_file(&probe);
+        Ok(())
+    }
+
     /// The current leaf certificate, DER (to name it in `replaces` and ARI requests).
     pub fn current_leaf_der(
         &self,

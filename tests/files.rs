@@ -94,6 +94,45 @@ fn a_full_disk_is_named_and_the_previous_certificate_stays() {
 }
 
 #[test]
+fn a_read_only_file_system_is_named_and_the_previous_certificate_stays() {
+    if !is_root() {
+        if std::env::var_os("CERTKEEPER_SKIP_ROOT_TESTS").is_some() {
+            eprintln!(
+                "SKIPPED a_read_only_file_system_is_named_and_the_previous_certificate_stays: needs root to mount"
+            );
+            return;
+        }
+        panic!(
+            "this test needs root (it mounts a tmpfs read-only); run as root, or set CERTKEEPER_SKIP_ROOT_TESTS=1 to skip it knowingly"
+        );
+    }
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let _disk = Tmpfs::mount(&ck.path("state"), "4m");
+    ck.ok(&["renew"]);
+    let before = ck.current_dir();
+    let remount = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(ck.path("state"))
+        .status()
+        .expect("mount");
+    assert!(remount.success());
+    let output = ck.run(&["renew", "--force"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("read-only") && stdout.contains("nothing was ordered"),
+        "{stdout}"
+    );
+    assert_eq!(ck.current_dir(), before);
+    let chain = fs::read(before.join("fullchain.pem")).unwrap();
+    assert!(key_matches(
+        &chain,
+        &fs::read(before.join("privkey.pem")).unwrap()
+    ));
+}
+
+#[test]
 fn an_output_directory_any_user_may_write_is_refused() {
     let pebble = Pebble::start(None);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
