@@ -168,7 +168,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     loop {
         let now = SystemTime::now();
         daemon.warn_of_expiry(now);
-        daemon.refresh_ari(now).await;
+        // Asking the CA may take a while when it is slow: SIGTERM must not wait for it.
+        tokio::select! {
+            () = daemon.refresh_ari(now) => {}
+            _ = signals.stop() => break,
+        }
         let next = daemon.next_due(now);
         sdnotify::status(&daemon.summary(next.as_ref()));
         let wait = next

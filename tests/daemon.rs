@@ -107,11 +107,15 @@ fn a_restarted_daemon_orders_nothing_for_valid_certificates() {
     // Only what the restarted daemon logs counts (the first may be stopped before it plans).
     let earlier = ck.daemon_log().len();
     let daemon = ck.spawn_daemon();
-    ck.wait_until("the restarted daemon to plan", Duration::from_secs(30), || {
-        ck.daemon_log()
-            .get(earlier..)
-            .is_some_and(|log| log.contains("next renewal planned"))
-    });
+    ck.wait_until(
+        "the restarted daemon to plan",
+        Duration::from_secs(30),
+        || {
+            ck.daemon_log()
+                .get(earlier..)
+                .is_some_and(|log| log.contains("next renewal planned"))
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     drop(daemon);
     assert_eq!(
