@@ -86,6 +86,14 @@ pub enum AcmeError {
         source: instant_acme::Error,
     },
     #[error(
+        "the CA's answer could not be read while trying to {step}: {}; it will be retried",
+        chain(source)
+    )]
+    Malformed {
+        step: &'static str,
+        source: instant_acme::Error,
+    },
+    #[error(
         "no answer from the CA while trying to {step}: {}; check outbound HTTPS and DNS",
         chain(source)
     )]
@@ -132,7 +140,8 @@ impl AcmeError {
         match self {
             AcmeError::Directory { .. }
             | AcmeError::Timeout { .. }
-            | AcmeError::Unreachable { .. } => true,
+            | AcmeError::Unreachable { .. }
+            | AcmeError::Malformed { .. } => true,
             AcmeError::Refused { source, .. } => is_transient(source),
             _ => false,
         }
@@ -198,6 +207,7 @@ pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> Acme
     move |source| match source {
         instant_acme::Error::Api(_) => AcmeError::Refused { step, source },
         instant_acme::Error::Timeout(_) => AcmeError::Timeout { step },
+        instant_acme::Error::Json(_) => AcmeError::Malformed { step, source },
         source if chain(&source).contains("invalid peer certificate") => {
             AcmeError::Untrusted { step, source }
         }
