@@ -55,7 +55,7 @@ fn main() {
     let daemon = ck.spawn_daemon();
     let pid = daemon.0.id();
     ck.wait_until("the first certificate", Duration::from_secs(30), || {
-        ck.versions().len() == 1
+        ck.settled(1)
     });
     let port = pebble.http_port;
     println!(

@@ -11,7 +11,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::acme::{AcmeClient, Solvers};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, Tokens};
-use crate::config::{self, CertificateConfig, Config, LogFormat};
+use crate::config::{self, AcmeConfig, CertificateConfig, Config, LogFormat};
 use crate::deploy::deploy;
 use crate::notifications::{Event, Notifier, NotifyEventName};
 use crate::plan::plan;
@@ -271,73 +271,112 @@ async fn renew_now(
         dns01: dns01.as_ref(),
         webroot: None,
     };
-    let notifier = Notifier::new(config.notify.clone());
-    let progress = std::io::stderr().is_terminal() && due.len() > 1;
     let total = due.len();
+    let progress = std::io::stderr().is_terminal() && total > 1;
+    let mut one_off = OneOff {
+        config,
+        store,
+        solvers,
+        preflight,
+        notifier: Notifier::new(config.notify.clone()),
+        dry_run,
+        clients: Vec::new(),
+    };
     let mut failed = 0;
-    let mut clients: Vec<AcmeClient> = Vec::new();
     for (index, cert) in due.into_iter().enumerate() {
+        if progress {
+            eprintln!("[{}/{total}] {}", index + 1, cert.name);
+        }
+        if !one_off.renew(cert).await {
+            failed += 1;
+        }
+    }
+    if let Some(server) = server {
+        server.abort();
+    }
+    one_off.notifier.flush(Duration::from_secs(30)).await;
+    match failed {
+        0 => Ok(()),
+        n => Err(Failure::new(format!(
+            "{n} certificate(s) could not be renewed"
+        ))),
+    }
+}
+
+/// What a one-off `renew` shares across its certificates.
+struct OneOff<'a> {
+    config: &'a Config,
+    store: Store,
+    solvers: Solvers<'a>,
+    preflight: Option<Preflight>,
+    notifier: Notifier,
+    dry_run: bool,
+    /// One client per CA directory, connected on first use.
+    clients: Vec<AcmeClient>,
+}
+
+impl OneOff<'_> {
+    /// Renews one certificate and says what happened; false when it failed.
+    async fn renew(&mut self, cert: &CertificateConfig) -> bool {
         // The staging CA for a dry run; else the preferred CA, or the next one after
         // repeated failures.
-        let (ca, directory) = match dry_run {
-            true => (config.acme.clone(), config.acme.staging_directory.clone()),
+        let (ca, directory) = match self.dry_run {
+            true => (
+                self.config.acme.clone(),
+                self.config.acme.staging_directory.clone(),
+            ),
             false => {
-                let ca = config
+                let ca = self
+                    .config
                     .acme
-                    .ca_for(CertState::load(&store, &cert.name).failures);
+                    .ca_for(CertState::load(&self.store, &cert.name).failures);
                 let directory = ca.directory.clone();
                 (ca, directory)
             }
         };
-        if progress {
-            eprintln!(
-                "[{}/{total}] {}: ordering from {directory}",
-                index + 1,
-                cert.name
-            );
-        }
-        if !clients.iter().any(|c| c.directory() == directory) {
-            match AcmeClient::connect(&ca, &directory, &store).await {
-                Ok(client) => clients.push(client),
-                Err(e) => {
-                    failed += 1;
-                    println!("{}: FAILED: {e}", cert.name);
-                    if !dry_run {
-                        let error = RenewError::from(e);
-                        let _ =
-                            renew::record(&store, &cert.name, None, Some(&directory), Err(&error));
-                    }
-                    continue;
+        let acme = match client(&mut self.clients, &ca, &directory, &self.store).await {
+            Ok(acme) => acme,
+            Err(e) => {
+                println!("{}: FAILED: {e}", cert.name);
+                if !self.dry_run {
+                    let error = RenewError::from(e);
+                    let _ =
+                        renew::record(&self.store, &cert.name, None, Some(&directory), Err(&error));
                 }
+                return false;
             }
-        }
-        let Some(acme) = clients.iter_mut().find(|c| c.directory() == directory) else {
-            continue;
         };
-        let attempt = renew::obtain(acme, solvers, preflight.as_ref(), &store, cert).await;
+        let attempt = renew::obtain(
+            acme,
+            self.solvers,
+            self.preflight.as_ref(),
+            &self.store,
+            cert,
+        )
+        .await;
         if let Some(choice) = &attempt.choice {
             println!("{}: {} ({})", cert.name, choice.summary(), choice.reason);
         }
         let result = match attempt.result {
-            Ok(obtained) if dry_run => {
+            Ok(obtained) if self.dry_run => {
                 println!(
                     "{}: dry run ok: the CA issued a certificate for {} valid until {}; it passed every check",
                     cert.name,
                     obtained.leaf.names.join(", "),
                     timefmt::utc(obtained.leaf.not_after)
                 );
-                continue;
+                return true;
             }
-            Ok(obtained) => deploy(&store, cert, &obtained.bundle)
+            Ok(obtained) => deploy(&self.store, cert, &obtained.bundle)
                 .await
                 .map(|installed| (installed.dir, obtained.leaf.not_after))
                 .map_err(RenewError::from),
             Err(e) => Err(e),
         };
-        if !dry_run {
+        if !self.dry_run {
             // A state file that cannot be written is logged by `record`; the result stands.
             let _ = renew::record(
-                &store,
+                &self.store,
                 &cert.name,
                 attempt.choice.as_ref(),
                 attempt.ca.as_deref(),
@@ -353,35 +392,45 @@ async fn renew_now(
                     version.display()
                 );
                 let message = format!("new certificate valid until {}", timefmt::utc(not_after));
-                notifier.send(Event::new(cert, NotifyEventName::Success, message, None));
-                if let Err(e) = renew::refresh_ari(acme, &store, cert, SystemTime::now()).await {
+                self.notifier
+                    .send(Event::new(cert, NotifyEventName::Success, message, None));
+                if let Err(e) = renew::refresh_ari(acme, &self.store, cert, SystemTime::now()).await
+                {
                     tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window");
                 }
+                true
             }
             Err(e) => {
-                failed += 1;
                 println!("{}: FAILED: {e}", cert.name);
-                if !dry_run {
-                    notifier.send(Event::new(
+                if !self.dry_run {
+                    self.notifier.send(Event::new(
                         cert,
                         NotifyEventName::Failure,
                         e.to_string(),
                         None,
                     ));
                 }
+                false
             }
         }
     }
-    if let Some(server) = server {
-        server.abort();
-    }
-    notifier.flush(Duration::from_secs(30)).await;
-    match failed {
-        0 => Ok(()),
-        n => Err(Failure::new(format!(
-            "{n} certificate(s) could not be renewed"
-        ))),
-    }
+}
+
+/// The client for `directory`, connecting on first use.
+async fn client<'c>(
+    clients: &'c mut Vec<AcmeClient>,
+    ca: &AcmeConfig,
+    directory: &str,
+    store: &Store,
+) -> Result<&'c mut AcmeClient, crate::acme::AcmeError> {
+    let index = match clients.iter().position(|c| c.directory() == directory) {
+        Some(index) => index,
+        None => {
+            clients.push(AcmeClient::connect(ca, directory, store).await?);
+            clients.len() - 1
+        }
+    };
+    Ok(&mut clients[index])
 }
 
 fn show_status(config: &Config, json: bool) -> Result<(), Failure> {

@@ -58,7 +58,7 @@ fn the_daemon_renews_short_lived_certificates_by_itself() {
     ck.wait_until(
         "an initial certificate and two renewals",
         Duration::from_secs(90),
-        || ck.versions().len() >= 3,
+        || ck.settled(3),
     );
     stop.store(true, Ordering::Relaxed);
     let checked = checker.join().expect("checker thread");
@@ -100,7 +100,7 @@ fn a_restarted_daemon_orders_nothing_for_valid_certificates() {
     {
         let _daemon = ck.spawn_daemon();
         ck.wait_until("the first certificate", Duration::from_secs(30), || {
-            ck.versions().len() == 1
+            ck.settled(1)
         });
     }
     assert_eq!(pebble.orders(), 1);
@@ -132,7 +132,7 @@ fn sighup_rereads_the_config_and_a_bad_config_keeps_the_old_one() {
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
     let daemon = ck.spawn_daemon();
     ck.wait_until("the first certificate", Duration::from_secs(30), || {
-        ck.versions().len() == 1
+        ck.settled(1)
     });
 
     let good = fs::read_to_string(&ck.config).unwrap();
@@ -157,7 +157,7 @@ fn sighup_rereads_the_config_and_a_bad_config_keeps_the_old_one() {
     ck.wait_until(
         "a certificate that adds the new name",
         Duration::from_secs(30),
-        || ck.versions().len() == 2,
+        || ck.settled(2),
     );
     let leaf = certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
         .unwrap();

@@ -77,7 +77,7 @@ fn metrics_show_the_not_after_of_the_issued_certificate() {
     fs::write(&ck.config, text).unwrap();
     let _daemon = ck.spawn_daemon();
     ck.wait_until("the first certificate", Duration::from_secs(30), || {
-        ck.versions().len() == 1
+        ck.settled(1)
     });
     let leaf = certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
         .unwrap();

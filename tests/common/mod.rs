@@ -385,6 +385,17 @@ impl Certkeeper {
         fs::canonicalize(self.path("state/certs/media/current")).expect("current link")
     }
 
+    /// Whether at least `count` versions exist and `current` already points at the newest
+    /// (a version directory is renamed into place a moment before `current` switches).
+    pub fn settled(&self, count: usize) -> bool {
+        let versions = self.versions();
+        versions.len() >= count
+            && fs::canonicalize(self.path("state/certs/media/current"))
+                .ok()
+                .zip(versions.last())
+                .is_some_and(|(dir, newest)| dir.ends_with(newest))
+    }
+
     pub fn versions(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.path("state/certs/media/versions"))
             .map(|entries| {
