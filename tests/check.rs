@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, Bind, free_port, is_root};
+use common::{BIN, Bind, free_port, require_root};
 
 const RECORDS: &str = "media IN A 127.0.0.1\nelsewhere IN A 127.0.0.2\n";
 
@@ -206,16 +206,11 @@ impl Drop for Netns {
 
 #[test]
 fn timeout_when_a_packet_filter_drops_the_port() {
-    if !is_root() {
-        if std::env::var_os("CERTKEEPER_SKIP_ROOT_TESTS").is_some() {
-            eprintln!(
-                "SKIPPED timeout_when_a_packet_filter_drops_the_port: needs root for a network namespace"
-            );
-            return;
-        }
-        panic!(
-            "this test needs root (network namespace + iptables); run as root, or set CERTKEEPER_SKIP_ROOT_TESTS=1 to skip it knowingly"
-        );
+    if !require_root(
+        "timeout_when_a_packet_filter_drops_the_port",
+        "a network namespace",
+    ) {
+        return;
     }
     let netns = Netns::new();
     let bind = Bind::start_in(Some(&netns.0), RECORDS);

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::{Certkeeper, Pebble, is_root, key_matches};
+use common::{Certkeeper, Pebble, key_matches, require_root};
 
 /// A small tmpfs mounted for the test, unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
@@ -34,16 +34,11 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_is_named_and_the_previous_certificate_stays() {
-    if !is_root() {
-        if std::env::var_os("CERTKEEPER_SKIP_ROOT_TESTS").is_some() {
-            eprintln!(
-                "SKIPPED a_full_disk_is_named_and_the_previous_certificate_stays: needs root to mount a tmpfs"
-            );
-            return;
-        }
-        panic!(
-            "this test needs root (it mounts a small tmpfs); run as root, or set CERTKEEPER_SKIP_ROOT_TESTS=1 to skip it knowingly"
-        );
+    if !require_root(
+        "a_full_disk_is_named_and_the_previous_certificate_stays",
+        "mount a tmpfs",
+    ) {
+        return;
     }
     let pebble = Pebble::start(None);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
@@ -95,16 +90,11 @@ fn a_full_disk_is_named_and_the_previous_certificate_stays() {
 
 #[test]
 fn a_read_only_file_system_is_named_and_the_previous_certificate_stays() {
-    if !is_root() {
-        if std::env::var_os("CERTKEEPER_SKIP_ROOT_TESTS").is_some() {
-            eprintln!(
-                "SKIPPED a_read_only_file_system_is_named_and_the_previous_certificate_stays: needs root to mount"
-            );
-            return;
-        }
-        panic!(
-            "this test needs root (it mounts a tmpfs read-only); run as root, or set CERTKEEPER_SKIP_ROOT_TESTS=1 to skip it knowingly"
-        );
+    if !require_root(
+        "a_read_only_file_system_is_named_and_the_previous_certificate_stays",
+        "mount",
+    ) {
+        return;
     }
     let pebble = Pebble::start(None);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");

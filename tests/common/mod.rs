@@ -621,9 +621,20 @@ fn base64_secret() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Whether this process may create network namespaces and packet filters.
-pub fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
+/// For tests that need root (network namespaces, packet filters, mounts): true when running
+/// as root. Without root the test fails loudly, unless CERTKEEPER_SKIP_ROOT_TESTS is set, in
+/// which case it says it is skipped and returns false.
+pub fn require_root(test: &str, why: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var_os("CERTKEEPER_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("SKIPPED {test}: needs root ({why})");
+        return false;
+    }
+    panic!(
+        "{test} needs root ({why}); run as root, or set CERTKEEPER_SKIP_ROOT_TESTS=1 to skip it knowingly"
+    );
 }
 
 /// acme2certifier (an ACME server from PyPI that implements renewalInfo, RFC 9773) on a free
