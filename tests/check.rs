@@ -148,35 +148,26 @@ fn wrong_content_when_another_server_answers() {
 fn dns_pointing_elsewhere_and_nxdomain_are_named() {
     let bind = Bind::start(RECORDS);
     let port = free_port();
-    let config = write_config(
-        bind.dir.path(),
-        &bind.address(),
-        "elsewhere.example.com",
-        port,
-        port,
-    );
-    let (code, report) = check(&config, None);
-    assert_eq!(code, Some(1));
-    let message = finding(&report, "address", "warn");
-    assert!(
-        message.contains("127.0.0.2, which is not an address of this host"),
-        "{message}"
-    );
-
-    let config = write_config(
-        bind.dir.path(),
-        &bind.address(),
-        "missing.example.com",
-        port,
-        port,
-    );
-    let (code, report) = check(&config, None);
-    assert_eq!(code, Some(1));
-    let message = finding(&report, "dns", "fail");
-    assert!(
-        message.contains("does not exist in DNS (NXDOMAIN)"),
-        "{message}"
-    );
+    for (domain, check_kind, severity, expected) in [
+        (
+            "elsewhere.example.com",
+            "address",
+            "warn",
+            "127.0.0.2, which is not an address of this host",
+        ),
+        (
+            "missing.example.com",
+            "dns",
+            "fail",
+            "does not exist in DNS (NXDOMAIN)",
+        ),
+    ] {
+        let config = write_config(bind.dir.path(), &bind.address(), domain, port, port);
+        let (code, report) = check(&config, None);
+        assert_eq!(code, Some(1), "{domain}");
+        let message = finding(&report, check_kind, severity);
+        assert!(message.contains(expected), "{message}");
+    }
 }
 
 /// A network namespace that is deleted on drop.

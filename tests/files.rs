@@ -32,19 +32,39 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A certificate issued into a state directory on its own tmpfs of `size`; the version path.
+fn issued_on_tmpfs(pebble: &Pebble, size: &str) -> (Certkeeper, Tmpfs, std::path::PathBuf) {
+    let ck = Certkeeper::new(pebble, &["media.example.com"], "");
+    let disk = Tmpfs::mount(&ck.path("state"), size);
+    ck.ok(&["renew"]);
+    let before = ck.current_dir();
+    (ck, disk, before)
+}
+
+/// `current` still points at `before`, and its certificate and key still match.
+fn assert_previous_stays(ck: &Certkeeper, before: &std::path::Path) {
+    assert_eq!(
+        ck.current_dir(),
+        before,
+        "current still points at the previous version"
+    );
+    let chain = fs::read(before.join("fullchain.pem")).unwrap();
+    assert!(key_matches(
+        &chain,
+        &fs::read(before.join("privkey.pem")).unwrap()
+    ));
+}
+
 #[test]
 fn a_full_disk_is_named_and_the_previous_certificate_stays() {
     if !require_root(
         "a_full_disk_is_named_and_the_previous_certificate_stays",
-        "mount a tmpfs",
+        "it mounts a small tmpfs",
     ) {
         return;
     }
     let pebble = Pebble::start(None);
-    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
-    let _disk = Tmpfs::mount(&ck.path("state"), "1m");
-    ck.ok(&["renew"]);
-    let before = ck.current_dir();
+    let (ck, _disk, before) = issued_on_tmpfs(&pebble, "1m");
 
     // Fill the disk (bounded: at most 2 MiB in 4 KiB writes).
     let filler = ck.path("state/filler");
@@ -60,16 +80,7 @@ fn a_full_disk_is_named_and_the_previous_certificate_stays() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success());
     assert!(stdout.contains("the disk is full"), "{stdout}");
-    assert_eq!(
-        ck.current_dir(),
-        before,
-        "current still points at the previous version"
-    );
-    let chain = fs::read(before.join("fullchain.pem")).unwrap();
-    assert!(key_matches(
-        &chain,
-        &fs::read(before.join("privkey.pem")).unwrap()
-    ));
+    assert_previous_stays(&ck, &before);
 
     // Space again: the next attempt succeeds and leaves no partial version behind.
     fs::remove_file(&filler).unwrap();
@@ -92,15 +103,12 @@ fn a_full_disk_is_named_and_the_previous_certificate_stays() {
 fn a_read_only_file_system_is_named_and_the_previous_certificate_stays() {
     if !require_root(
         "a_read_only_file_system_is_named_and_the_previous_certificate_stays",
-        "mount",
+        "it mounts a tmpfs read-only",
     ) {
         return;
     }
     let pebble = Pebble::start(None);
-    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
-    let _disk = Tmpfs::mount(&ck.path("state"), "4m");
-    ck.ok(&["renew"]);
-    let before = ck.current_dir();
+    let (ck, _disk, before) = issued_on_tmpfs(&pebble, "4m");
     let remount = Command::new("mount")
         .args(["-o", "remount,ro"])
         .arg(ck.path("state"))
@@ -114,12 +122,7 @@ fn a_read_only_file_system_is_named_and_the_previous_certificate_stays() {
         stdout.contains("read-only") && stdout.contains("nothing was ordered"),
         "{stdout}"
     );
-    assert_eq!(ck.current_dir(), before);
-    let chain = fs::read(before.join("fullchain.pem")).unwrap();
-    assert!(key_matches(
-        &chain,
-        &fs::read(before.join("privkey.pem")).unwrap()
-    ));
+    assert_previous_stays(&ck, &before);
 }
 
 #[test]
