@@ -85,8 +85,9 @@ impl Bundle {
     /// Runs every pre-deployment rule against `domains` at time `now`.
     pub fn check(&self, domains: &[DomainName], now: SystemTime) -> Result<LeafInfo, BundleError> {
         let info = self.leaf_info()?;
-        self.check_key()?;
+        // Names first: "issued for other names" tells more than "the key does not match".
         check_names(&info, domains)?;
+        self.check_key()?;
         self.check_order()?;
         if info.not_after <= now {
             return Err(BundleError::Expired(crate::timefmt::utc(info.not_after)));

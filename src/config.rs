@@ -59,6 +59,38 @@ pub struct AcmeConfig {
     pub extra_root: Option<PathBuf>,
     /// The other CAs, in order of preference, tried after repeated failure at the one before.
     pub fallbacks: Vec<CaConfig>,
+    /// How long one request to the CA may take.
+    pub request_timeout: Duration,
+    /// How long the CA may take to validate and issue one order.
+    pub order_timeout: Duration,
+    /// Renewals in flight at once at one CA (the daemon).
+    pub concurrency: usize,
+    pub limits: RateLimits,
+}
+
+/// The CA's rate limits certkeeper keeps under (Let's Encrypt's by default), counted from
+/// its own record of orders so that a thousand certificates due together are spread instead
+/// of refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// New orders per account per 3 hours.
+    pub orders_per_3h: u32,
+    /// New certificates per registered domain (example.com) per 7 days; renewals of the same
+    /// set of names are exempt.
+    pub certificates_per_domain_per_week: u32,
+    /// Certificates for the same set of names per 7 days.
+    pub duplicates_per_week: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            orders_per_3h: 300,
+            certificates_per_domain_per_week: 50,
+            duplicates_per_week: 5,
+        }
+    }
 }
 
 /// One CA of `[[acme.ca]]`.
@@ -68,6 +100,9 @@ pub struct CaConfig {
     pub eab: Option<ExternalAccount>,
     pub extra_root: Option<PathBuf>,
 }
+
+/// Renewals in flight at once at one CA unless `acme.concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// Failed attempts in a row at one CA before the next one is tried.
 pub const FAILOVER_AFTER: u32 = 3;
@@ -337,6 +372,21 @@ struct RawAcme {
     extra_root: Option<Spanned<PathBuf>>,
     #[serde(default)]
     ca: Vec<RawCa>,
+    #[serde(default = "default_request_timeout")]
+    request_timeout_secs: u64,
+    #[serde(default = "default_order_timeout")]
+    order_timeout_secs: u64,
+    concurrency: Option<Spanned<usize>>,
+    #[serde(default)]
+    limits: RateLimits,
+}
+
+fn default_request_timeout() -> u64 {
+    30
+}
+
+fn default_order_timeout() -> u64 {
+    120
 }
 
 #[derive(Deserialize)]
@@ -604,6 +654,19 @@ impl Validator<'_> {
             eab: primary.eab,
             extra_root: primary.extra_root,
             fallbacks: cas,
+            request_timeout: Duration::from_secs(raw.request_timeout_secs.max(1)),
+            order_timeout: Duration::from_secs(raw.order_timeout_secs.max(1)),
+            concurrency: match raw.concurrency {
+                None => DEFAULT_CONCURRENCY,
+                Some(n) if (1..=64).contains(n.get_ref()) => n.into_inner(),
+                Some(n) => {
+                    return Err(self.located.error(
+                        n.span(),
+                        "acme.concurrency: write a number of renewals at once from 1 to 64",
+                    ));
+                }
+            },
+            limits: raw.limits,
         })
     }
 

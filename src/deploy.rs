@@ -47,7 +47,16 @@ pub async fn deploy(
     // Refuse unsafe output directories before anything changes.
     store::check_output_dirs(&cert.output)?;
     let installed = store.install(&cert.name, bundle, &cert.output)?;
-    store::write_outputs(bundle, &cert.output)?;
+    if let Err(e) = store::write_outputs(bundle, &cert.output) {
+        // Certificate and key must never disagree across the outputs: go back to the pair
+        // that was in service.
+        if let Some(previous) = &installed.previous
+            && let Err(back) = switch_back(store, cert, previous)
+        {
+            tracing::error!(name = %cert.name, error = %back, "cannot switch back to the previous version");
+        }
+        return Err(e.into());
+    }
     let reloaded = reload::run(cert, &installed.dir).await;
     if cert.verify.is_empty() {
         return reloaded.map(|()| installed).map_err(DeployError::Reload);
@@ -80,6 +89,19 @@ pub async fn deploy(
     }
 }
 
+/// Points `current` and the single output files at `previous` again.
+/// Returns the version's directory.
+fn switch_back(
+    store: &Store,
+    cert: &CertificateConfig,
+    previous: &str,
+) -> Result<std::path::PathBuf, StoreError> {
+    let bundle = store.load(&cert.name, previous)?;
+    let dir = store.switch_to(&cert.name, previous)?;
+    store::write_outputs(&bundle, &cert.output)?;
+    Ok(dir)
+}
+
 /// Puts `previous` back in service: switch, copy, reload, and check it is served again.
 async fn rollback(
     store: &Store,
@@ -87,13 +109,10 @@ async fn rollback(
     previous: &str,
     timeout: Duration,
 ) -> Result<(), String> {
+    let dir = switch_back(store, cert, previous).map_err(|e| e.to_string())?;
     let bundle = store
         .load(&cert.name, previous)
         .map_err(|e| e.to_string())?;
-    let dir = store
-        .switch_to(&cert.name, previous)
-        .map_err(|e| e.to_string())?;
-    store::write_outputs(&bundle, &cert.output).map_err(|e| e.to_string())?;
     reload::run(cert, &dir).await.map_err(|e| e.to_string())?;
     verify::wait_until_served(&cert.verify, bundle.chain(), timeout)
         .await

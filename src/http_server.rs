@@ -50,6 +50,14 @@ where
         };
         let respond = respond.clone();
         tokio::spawn(async move {
+            // hyper's header timeout starts with the first byte: a connection that sends
+            // nothing at all is cut off here, after the same time.
+            if !matches!(
+                tokio::time::timeout(HEADER_TIMEOUT, stream.readable()).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
             let service = hyper::service::service_fn(move |request| {
                 let response = respond(&request);
                 async move { Ok::<_, Infallible>(response) }

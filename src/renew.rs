@@ -55,7 +55,10 @@ pub async fn obtain(
     store: &Store,
     cert: &CertificateConfig,
 ) -> Attempt {
-    if let Err(e) = store.check_writable(&cert.name) {
+    let writable = store
+        .check_writable(&cert.name)
+        .and_then(|()| crate::store::check_outputs_writable(&cert.output));
+    if let Err(e) = writable {
         return Attempt {
             ca: None,
             choice: None,

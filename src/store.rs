@@ -292,12 +292,7 @@ impl Store {
     /// file system, permissions): checked before ordering, so that no certificate is ordered
     /// only to be thrown away.
     pub fn check_writable(&self, name: &str) -> Result<(), StoreError> {
-        let dir = self.cert_dir(name);
-        create_dir(&dir)?;
-        let probe = dir.join(format!(".writable.{}.tmp", std::process::id()));
-        write_atomic(&probe, b"", FileMode::PRIVATE)?;
-        let _ = fs::remove_file(&probe);
-        Ok(())
+        probe_dir(&self.cert_dir(name))
     }
 
     /// The current leaf certificate, DER (to name it in `replaces` and ARI requests).
@@ -555,6 +550,29 @@ pub fn check_output_dirs(output: &Output) -> Result<(), StoreError> {
             });
         }
     }
+    Ok(())
+}
+
+/// Whether every directory that receives output files can be written, so that a renewal
+/// that could not be deployed is not ordered (and a CA rate limit not spent) at all.
+pub fn check_outputs_writable(output: &Output) -> Result<(), StoreError> {
+    let dirs = output
+        .files
+        .iter()
+        .filter_map(|(_, path)| path.parent())
+        .chain(output.link.as_deref().and_then(Path::parent));
+    for dir in dirs {
+        probe_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` if needed and writes (then removes) a file there.
+fn probe_dir(dir: &Path) -> Result<(), StoreError> {
+    create_dir(dir)?;
+    let probe = dir.join(format!(".certkeeper-writable.{}.tmp", std::process::id()));
+    write_atomic(&probe, b"", FileMode::PRIVATE)?;
+    let _ = fs::remove_file(&probe);
     Ok(())
 }
 

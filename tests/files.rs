@@ -163,3 +163,58 @@ fn a_symlink_planted_at_an_output_path_is_replaced_not_followed() {
     );
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn permission_denied_is_named_and_the_previous_certificate_stays() {
+    if !require_root(
+        "permission_denied_is_named_and_the_previous_certificate_stays",
+        "it runs certkeeper as the unprivileged user nobody",
+    ) {
+        return;
+    }
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    fs::create_dir(ck.path("single")).unwrap();
+    let text = fs::read_to_string(&ck.config).unwrap() + "key = \"single/privkey.pem\"\n";
+    fs::write(&ck.config, text).unwrap();
+    ck.ok(&["renew"]);
+    let before = ck.current_dir();
+    let key_before = fs::read(ck.path("single/privkey.pem")).unwrap();
+
+    // Everything belongs to nobody now, except the directory of the single key file.
+    for dir in [pebble.dir.path(), ck.dir.path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(ck.dir.path())
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    std::os::unix::fs::chown(ck.path("single"), Some(0), Some(0)).unwrap();
+
+    let orders = pebble.orders();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::BIN)
+        .arg("--config")
+        .arg(&ck.config)
+        .args(["renew", "--force"])
+        .output()
+        .expect("setpriv");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("permission denied") && stdout.contains("single"),
+        "the error names the problem and the path:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("nothing was ordered"), "{stdout}");
+    assert_eq!(
+        pebble.orders(),
+        orders,
+        "no order spent on a renewal that cannot land"
+    );
+    assert_previous_stays(&ck, &before);
+    assert_eq!(fs::read(ck.path("single/privkey.pem")).unwrap(), key_before);
+}

@@ -14,7 +14,7 @@ use crate::store::{FileMode, Store, write_atomic};
 pub struct AcmeClient {
     pub(super) account: Account,
     directory: String,
-    config: AcmeConfig,
+    pub(super) config: AcmeConfig,
     path: PathBuf,
 }
 
@@ -26,7 +26,7 @@ impl AcmeClient {
         store: &Store,
     ) -> Result<Self, AcmeError> {
         let path = account_path(store.root(), directory);
-        let http = || AcmeHttp::new(acme.extra_root.as_deref()).map(Box::new);
+        let http = || AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout).map(Box::new);
         let unreachable = |source| AcmeError::Directory {
             directory: directory.to_string(),
             source,
@@ -91,7 +91,10 @@ impl AcmeClient {
             old = %aside.display(),
             "the CA does not know our account any more; registering a new one"
         );
-        let http = Box::new(AcmeHttp::new(self.config.extra_root.as_deref())?);
+        let http = Box::new(AcmeHttp::new(
+            self.config.extra_root.as_deref(),
+            self.config.request_timeout,
+        )?);
         self.account = register(&self.config, &self.directory, http, &self.path).await?;
         Ok(())
     }

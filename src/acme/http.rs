@@ -18,15 +18,14 @@ use rustls_pki_types::pem::PemObject;
 
 use super::AcmeError;
 
-/// How long one request may take before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub struct AcmeHttp {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    /// How long one request may take before it counts as failed (`acme.request_timeout_secs`).
+    timeout: Duration,
 }
 
 impl AcmeHttp {
-    pub fn new(extra_root: Option<&Path>) -> Result<Self, AcmeError> {
+    pub fn new(extra_root: Option<&Path>, timeout: Duration) -> Result<Self, AcmeError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = extra_root {
@@ -60,7 +59,7 @@ impl AcmeHttp {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Self { client })
+        Ok(Self { client, timeout })
     }
 }
 
@@ -70,12 +69,13 @@ impl HttpClient for AcmeHttp {
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let response = self.client.request(req);
+        let timeout = self.timeout;
         Box::pin(async move {
-            match tokio::time::timeout(REQUEST_TIMEOUT, response).await {
+            match tokio::time::timeout(timeout, response).await {
                 Ok(Ok(response)) => Ok(BytesResponse::from(response)),
                 Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
                 Err(_) => Err(instant_acme::Error::Other(
-                    format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()).into(),
+                    format!("no answer within {}s", timeout.as_secs()).into(),
                 )),
             }
         })
@@ -88,9 +88,9 @@ impl AcmeHttp {
         let request = http::Request::get(url)
             .body(BodyWrapper::default())
             .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
-            .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
+            .map_err(|_| format!("no answer within {}s", self.timeout.as_secs()))?
             .map_err(|e| super::chain(&e))?;
         let date = response
             .headers()

@@ -20,7 +20,7 @@ pub async fn clock_offset(
     acme: &crate::config::AcmeConfig,
     directory: &str,
 ) -> Result<i64, AcmeError> {
-    let http = http::AcmeHttp::new(acme.extra_root.as_deref())?;
+    let http = http::AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout)?;
     let sent = std::time::SystemTime::now();
     let server = http
         .server_time(directory)

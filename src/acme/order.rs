@@ -19,10 +19,13 @@ use crate::challenge::dns01::{Dns01, TxtRecord};
 use crate::challenge::http01::{Publisher, Tokens};
 use crate::names::DomainName;
 
-const POLL: RetryPolicy = RetryPolicy::new()
-    .initial_delay(Duration::from_millis(10))
-    .backoff(1.6)
-    .timeout(Duration::from_secs(120));
+/// Polls from 10 ms, 1.6x longer each time, for at most `timeout` (`acme.order_timeout_secs`).
+fn poll(timeout: Duration) -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_millis(10))
+        .backoff(1.6)
+        .timeout(timeout)
+}
 
 /// Orders beyond this many bad nonces in a row (each already retried by instant-acme) fail.
 const ATTEMPTS: u32 = 3;
@@ -170,7 +173,8 @@ impl AcmeClient {
 
         // An order whose validation failed comes back as an order-level problem: find out
         // which name failed and what the CA saw.
-        let status = match order.poll_ready(&POLL).await {
+        let policy = poll(self.config.order_timeout);
+        let status = match order.poll_ready(&policy).await {
             Ok(status) => status,
             Err(instant_acme::Error::Api(_)) => OrderStatus::Invalid,
             Err(e) => return Err(failed("complete the validation")(e)),
@@ -184,7 +188,7 @@ impl AcmeClient {
             .await
             .map_err(failed("finalize the order"))?;
         order
-            .poll_certificate(&POLL)
+            .poll_certificate(&policy)
             .await
             .map_err(failed("issue the certificate"))
     }

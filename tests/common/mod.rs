@@ -6,6 +6,8 @@
 //! every wait is bounded.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
