@@ -1,6 +1,7 @@
 //! The command line: flags defined once, one function per subcommand, errors mapped to exit
 //! codes (78 for a bad config, as sysexits' EX_CONFIG, so systemd can stop restart loops).
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ use crate::deploy::deploy;
 use crate::notifications::{Event, Notifier, NotifyEventName};
 use crate::plan::plan;
 use crate::preflight::{Check, Finding, Preflight, Severity};
+use crate::ratelimit::{self, Ledger};
 use crate::renew::{self, RenewError};
 use crate::state::CertState;
 use crate::store::Store;
@@ -281,6 +283,7 @@ async fn renew_now(
         notifier: Notifier::new(config.notify.clone()),
         dry_run,
         clients: Vec::new(),
+        ledgers: HashMap::new(),
     };
     let mut failed = 0;
     for (index, cert) in due.into_iter().enumerate() {
@@ -313,6 +316,8 @@ struct OneOff<'a> {
     dry_run: bool,
     /// One client per CA directory, connected on first use.
     clients: Vec<AcmeClient>,
+    /// The rate-limit ledger of each CA directory, loaded on first use.
+    ledgers: HashMap<String, Ledger>,
 }
 
 impl OneOff<'_> {
@@ -334,8 +339,21 @@ impl OneOff<'_> {
                 (ca, directory)
             }
         };
+        let names = match self.dry_run {
+            true => None,
+            false => match self.admit(cert, &directory) {
+                Ok(names) => Some(names),
+                Err(reason) => {
+                    println!(
+                        "{}: NOT RENEWED: {reason}; raise [acme.limits] if the CA allows more",
+                        cert.name
+                    );
+                    return false;
+                }
+            },
+        };
         let acme = match client(&mut self.clients, &ca, &directory, &self.store).await {
-            Ok(acme) => acme,
+            Ok(acme) => acme.clone(),
             Err(e) => {
                 println!("{}: FAILED: {e}", cert.name);
                 if !self.dry_run {
@@ -347,7 +365,7 @@ impl OneOff<'_> {
             }
         };
         let attempt = renew::obtain(
-            acme,
+            &acme,
             self.solvers,
             self.preflight.as_ref(),
             &self.store,
@@ -367,10 +385,15 @@ impl OneOff<'_> {
                 );
                 return true;
             }
-            Ok(obtained) => deploy(&self.store, cert, &obtained.bundle)
-                .await
-                .map(|installed| (installed.dir, obtained.leaf.not_after))
-                .map_err(RenewError::from),
+            Ok(obtained) => {
+                if let Some((names, renewal)) = &names {
+                    self.record_issued(&directory, names, *renewal);
+                }
+                deploy(&self.store, cert, &obtained.bundle)
+                    .await
+                    .map(|installed| (installed.dir, obtained.leaf.not_after))
+                    .map_err(RenewError::from)
+            }
             Err(e) => Err(e),
         };
         if !self.dry_run {
@@ -394,7 +417,8 @@ impl OneOff<'_> {
                 let message = format!("new certificate valid until {}", timefmt::utc(not_after));
                 self.notifier
                     .send(Event::new(cert, NotifyEventName::Success, message, None));
-                if let Err(e) = renew::refresh_ari(acme, &self.store, cert, SystemTime::now()).await
+                if let Err(e) =
+                    renew::refresh_ari(&acme, &self.store, cert, SystemTime::now()).await
                 {
                     tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window");
                 }
@@ -413,6 +437,44 @@ impl OneOff<'_> {
                 false
             }
         }
+    }
+}
+
+impl OneOff<'_> {
+    /// Counts an order for `cert` at `directory` against the CA's rate limits; the names and
+    /// whether it is a renewal, or why it must wait.
+    fn admit(
+        &mut self,
+        cert: &CertificateConfig,
+        directory: &str,
+    ) -> Result<(Vec<String>, bool), String> {
+        let now = SystemTime::now();
+        let current = self.store.current(&cert.name).ok().flatten();
+        let (names, renewal) = ratelimit::request_of(cert, current.as_ref().map(|c| &c.leaf));
+        let limits = self.config.acme.limits_for(directory);
+        let ledger = self.ledger(directory);
+        ledger
+            .admit(&names, renewal, &limits, now)
+            .map_err(|deferred| deferred.reason)?;
+        if let Err(e) = ledger.record_order(now) {
+            tracing::warn!(error = %e, "cannot save the rate-limit ledger");
+        }
+        Ok((names, renewal))
+    }
+
+    fn record_issued(&mut self, directory: &str, names: &[String], renewal: bool) {
+        if let Err(e) = self
+            .ledger(directory)
+            .record_issued(names, renewal, SystemTime::now())
+        {
+            tracing::warn!(error = %e, "cannot save the rate-limit ledger");
+        }
+    }
+
+    fn ledger(&mut self, directory: &str) -> &mut Ledger {
+        self.ledgers
+            .entry(directory.to_string())
+            .or_insert_with(|| Ledger::load(&self.store, directory))
     }
 }
 

@@ -65,12 +65,12 @@ pub struct AcmeConfig {
     pub order_timeout: Duration,
     /// Renewals in flight at once at one CA (the daemon).
     pub concurrency: usize,
-    pub limits: RateLimits,
+    /// `[acme.limits]` as written; see [`AcmeConfig::limits_for`].
+    pub limits: Option<RateLimits>,
 }
 
-/// The CA's rate limits certkeeper keeps under (Let's Encrypt's by default), counted from
-/// its own record of orders so that a thousand certificates due together are spread instead
-/// of refused.
+/// The CA's rate limits certkeeper keeps under, counted from its own record of orders so that
+/// a thousand certificates due together are spread instead of refused. 0: not kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
@@ -83,13 +83,24 @@ pub struct RateLimits {
     pub duplicates_per_week: u32,
 }
 
+impl RateLimits {
+    /// Let's Encrypt's (letsencrypt.org/docs/rate-limits).
+    pub const LETS_ENCRYPT: RateLimits = RateLimits {
+        orders_per_3h: 300,
+        certificates_per_domain_per_week: 50,
+        duplicates_per_week: 5,
+    };
+    pub const NONE: RateLimits = RateLimits {
+        orders_per_3h: 0,
+        certificates_per_domain_per_week: 0,
+        duplicates_per_week: 0,
+    };
+}
+
+/// A key left out of `[acme.limits]` keeps Let's Encrypt's value.
 impl Default for RateLimits {
     fn default() -> Self {
-        Self {
-            orders_per_3h: 300,
-            certificates_per_domain_per_week: 50,
-            duplicates_per_week: 5,
-        }
+        Self::LETS_ENCRYPT
     }
 }
 
@@ -108,6 +119,20 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 pub const FAILOVER_AFTER: u32 = 3;
 
 impl AcmeConfig {
+    /// The rate limits to keep at the CA `directory`: `[acme.limits]` when written, else Let's
+    /// Encrypt's at Let's Encrypt and none elsewhere (other CAs publish other limits, or none).
+    pub fn limits_for(&self, directory: &str) -> RateLimits {
+        let at_lets_encrypt = directory
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split('/').next())
+            .is_some_and(|host| host.ends_with(".letsencrypt.org"));
+        match (self.limits, at_lets_encrypt) {
+            (Some(limits), _) => limits,
+            (None, true) => RateLimits::LETS_ENCRYPT,
+            (None, false) => RateLimits::NONE,
+        }
+    }
+
     /// The CA for an attempt after `failures` failed ones in a row: the preferred CA first,
     /// the next after every [`FAILOVER_AFTER`] failures, round and round; after a success,
     /// the preferred one again.
@@ -377,8 +402,7 @@ struct RawAcme {
     #[serde(default = "default_order_timeout")]
     order_timeout_secs: u64,
     concurrency: Option<Spanned<usize>>,
-    #[serde(default)]
-    limits: RateLimits,
+    limits: Option<RateLimits>,
 }
 
 fn default_request_timeout() -> u64 {

@@ -20,6 +20,7 @@ pub mod names;
 pub mod notifications;
 pub mod plan;
 pub mod preflight;
+pub mod ratelimit;
 pub mod reload;
 pub mod renew;
 pub mod schedule;

@@ -10,6 +10,7 @@ use crate::schedule::{self, Due};
 use crate::state::CertState;
 use crate::store::Store;
 
+#[derive(Clone)]
 pub struct Plan {
     /// The current leaf, if it is readable (even if it no longer covers the config).
     pub leaf: Option<LeafInfo>,

@@ -49,7 +49,7 @@ pub struct Attempt {
 /// `challenge = "auto"`, the pre-flight check decides between HTTP-01 and DNS-01, and an
 /// HTTP-01 validation that fails is retried with DNS-01 at once.
 pub async fn obtain(
-    acme: &mut AcmeClient,
+    acme: &AcmeClient,
     solvers: Solvers<'_>,
     preflight: Option<&Preflight>,
     store: &Store,
@@ -112,7 +112,7 @@ pub async fn obtain(
 }
 
 async fn order(
-    acme: &mut AcmeClient,
+    acme: &AcmeClient,
     solvers: Solvers<'_>,
     store: &Store,
     cert: &CertificateConfig,

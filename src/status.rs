@@ -4,8 +4,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::plan::plan;
+use crate::config::{CertificateConfig, Config};
+use crate::plan::{Plan, plan};
+use crate::ratelimit::{self, Ledger};
 use crate::schedule::{self, Due};
 use crate::store::Store;
 use crate::timefmt;
@@ -43,11 +44,14 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 Ok(left) => (left.as_secs() / 86400) as i64,
                 Err(past) => -((past.duration().as_secs() / 86400) as i64) - 1,
             });
-            let next_renewal = match plan.due {
-                Due::Missing => "now (no valid certificate)".to_string(),
-                Due::Renewal(at) if at <= now => "now".into(),
-                Due::Renewal(at) => timefmt::utc(at),
-                Due::Retry(at) => format!("retry {}", timefmt::utc(at)),
+            let next_renewal = match (plan.due, rate_limited(config, &store, cert, &plan, now)) {
+                (due, Some(until)) if due.at(now) <= now => {
+                    format!("{} (the CA's rate limit is spent)", timefmt::utc(until))
+                }
+                (Due::Missing, _) => "now (no valid certificate)".to_string(),
+                (Due::Renewal(at), _) if at <= now => "now".into(),
+                (Due::Renewal(at), _) => timefmt::utc(at),
+                (Due::Retry(at), _) => format!("retry {}", timefmt::utc(at)),
             };
             let alert = match &plan.leaf {
                 Some(leaf) if leaf.not_after <= now => Some("EXPIRED".to_string()),
@@ -114,4 +118,20 @@ pub fn table(rows: &[Row]) -> String {
         ],
         &cells,
     )
+}
+
+/// Until when a certificate due now waits for the CA's rate limit (`[acme.limits]`), if it does.
+fn rate_limited(
+    config: &Config,
+    store: &Store,
+    cert: &CertificateConfig,
+    plan: &Plan,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    let ca = config.acme.ca_for(plan.state.failures);
+    let (names, renewal) = ratelimit::request_of(cert, plan.leaf.as_ref());
+    Ledger::load(store, &ca.directory)
+        .admit(&names, renewal, &config.acme.limits_for(&ca.directory), now)
+        .err()
+        .map(|deferred| deferred.until)
 }

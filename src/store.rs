@@ -553,6 +553,20 @@ pub fn check_output_dirs(output: &Output) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A CA's directory URL as a readable file name: `acme-v02.api.letsencrypt.org_directory`.
+pub fn directory_slug(directory: &str) -> String {
+    directory
+        .trim_start_matches("https://")
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect()
+}
+
 /// Whether every directory that receives output files can be written, so that a renewal
 /// that could not be deployed is not ordered (and a CA rate limit not spent) at all.
 pub fn check_outputs_writable(output: &Output) -> Result<(), StoreError> {
@@ -567,11 +581,23 @@ pub fn check_outputs_writable(output: &Output) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates `dir` if needed and writes (then removes) a file there.
+/// Creates `dir` if needed and creates (then removes) a file there. The name is fixed, so that
+/// a run killed in between leaves nothing the next one does not clear; a link planted there
+/// is not followed.
 fn probe_dir(dir: &Path) -> Result<(), StoreError> {
     create_dir(dir)?;
-    let probe = dir.join(format!(".certkeeper-writable.{}.tmp", std::process::id()));
-    write_atomic(&probe, b"", FileMode::PRIVATE)?;
+    let probe = dir.join(".certkeeper-writable.tmp");
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&probe)
+        .map_err(|source| StoreError::Write {
+            path: probe.clone(),
+            source,
+        })?;
     let _ = fs::remove_file(&probe);
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The ACME account: created on first use, its credentials stored 0600 in the state directory
 //! (one file per CA directory URL), and reused from then on.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 
@@ -10,9 +12,13 @@ use super::http::AcmeHttp;
 use crate::config::AcmeConfig;
 use crate::store::{FileMode, Store, write_atomic};
 
-/// A ready-to-use account at one CA.
+/// A ready-to-use account at one CA. Clones share the account, so that renewals running at
+/// once register a replacement (when the CA forgot the account) only once between them.
+#[derive(Clone)]
 pub struct AcmeClient {
-    pub(super) account: Account,
+    account: Arc<RwLock<Account>>,
+    /// Held while a replacement account is registered.
+    replacing: Arc<tokio::sync::Mutex<()>>,
     directory: String,
     pub(super) config: AcmeConfig,
     path: PathBuf,
@@ -64,7 +70,8 @@ impl AcmeClient {
             }
         };
         Ok(Self {
-            account,
+            account: Arc::new(RwLock::new(account)),
+            replacing: Arc::default(),
             directory: directory.to_string(),
             config: acme.clone(),
             path,
@@ -75,9 +82,22 @@ impl AcmeClient {
         &self.directory
     }
 
-    /// The CA no longer knows our account (a test CA restarted, a staging reset, an account
-    /// deactivated elsewhere): keep the old credentials aside, register anew and carry on.
-    pub(super) async fn replace_account(&mut self) -> Result<(), AcmeError> {
+    /// The account to use for the next requests.
+    pub(super) fn account(&self) -> Account {
+        self.account
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The CA no longer knows our account `stale` (a test CA restarted, a staging reset, an
+    /// account deactivated elsewhere): keep the old credentials aside, register anew and carry
+    /// on. When another renewal has replaced it meanwhile, use that one.
+    pub(super) async fn replace_account(&self, stale: &Account) -> Result<(), AcmeError> {
+        let _replacing = self.replacing.lock().await;
+        if self.account().id() != stale.id() {
+            return Ok(());
+        }
         let aside = self.path.with_extension(format!(
             "unknown-to-ca.{}",
             crate::timefmt::stamp(std::time::SystemTime::now())
@@ -95,8 +115,27 @@ impl AcmeClient {
             self.config.extra_root.as_deref(),
             self.config.request_timeout,
         )?);
-        self.account = register(&self.config, &self.directory, http, &self.path).await?;
+        let account = register(&self.config, &self.directory, http, &self.path).await?;
+        *self.account.write().unwrap_or_else(PoisonError::into_inner) = account;
         Ok(())
+    }
+}
+
+/// The accounts in use, one per CA, connected on first need and shared by every renewal.
+#[derive(Clone, Default)]
+pub struct Accounts(Arc<tokio::sync::Mutex<HashMap<String, AcmeClient>>>);
+
+impl Accounts {
+    /// The account at `ca`. Connecting is serialized, so renewals starting together register
+    /// one account between them, not one each.
+    pub async fn get(&self, ca: &AcmeConfig, store: &Store) -> Result<AcmeClient, AcmeError> {
+        let mut clients = self.0.lock().await;
+        if let Some(client) = clients.get(&ca.directory) {
+            return Ok(client.clone());
+        }
+        let client = AcmeClient::connect(ca, &ca.directory, store).await?;
+        clients.insert(ca.directory.clone(), client.clone());
+        Ok(client)
     }
 }
 
@@ -142,18 +181,9 @@ async fn register(
 
 /// `accounts/acme-v02.api.letsencrypt.org_directory.json`: readable, one file per CA.
 fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
-    let slug: String = directory
-        .trim_start_matches("https://")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    state_dir.join("accounts").join(format!("{slug}.json"))
+    state_dir
+        .join("accounts")
+        .join(format!("{}.json", crate::store::directory_slug(directory)))
 }
 
 /// EAB keys are handed out base64url-encoded (RFC 8555 §7.3.4); some CAs pad them.

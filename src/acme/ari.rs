@@ -34,7 +34,7 @@ impl AcmeClient {
         leaf: &CertificateDer<'_>,
     ) -> Result<Option<Window>, AcmeError> {
         let id = certificate_id(leaf)?;
-        match self.account.renewal_info(&id).await {
+        match self.account().renewal_info(&id).await {
             Ok((info, retry_after)) => Ok(Some(Window {
                 start: info.suggested_window.start.into(),
                 end: info.suggested_window.end.into(),

@@ -11,7 +11,7 @@ mod order;
 
 use std::path::PathBuf;
 
-pub use account::AcmeClient;
+pub use account::{Accounts, AcmeClient};
 pub use order::Solvers;
 
 /// How far this host's clock is ahead of the CA's (negative: behind), in seconds, to within

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use instant_acme::{
-    AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder, Order,
-    OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    Order, OrderStatus, RetryPolicy,
 };
 
 use super::{AcmeClient, AcmeError, failed};
@@ -65,7 +65,7 @@ impl AcmeClient {
     /// `replaces`: the certificate this one renews (ARI); sent when the CA supports it, and
     /// dropped if the CA refuses it (the order itself matters more than the rate-limit bonus).
     pub async fn issue(
-        &mut self,
+        &self,
         domains: &[DomainName],
         csr_der: &[u8],
         choice: &Choice,
@@ -75,7 +75,8 @@ impl AcmeClient {
     ) -> Result<String, AcmeError> {
         // instant-acme sends any profile; a CA that does not know it may ignore it silently.
         if let Some(profile) = profile {
-            let offered: Vec<&str> = self.account.profiles().map(|p| p.name).collect();
+            let account = self.account();
+            let offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
             if !offered.contains(&profile) {
                 return Err(AcmeError::Profile {
                     profile: profile.to_string(),
@@ -96,8 +97,17 @@ impl AcmeClient {
                 txt: Vec::new(),
                 dns01: solvers.dns01,
             };
+            let account = self.account();
             let result = self
-                .issue_once(domains, csr_der, choice, replaces, profile, &mut published)
+                .issue_once(
+                    &account,
+                    domains,
+                    csr_der,
+                    choice,
+                    replaces,
+                    profile,
+                    &mut published,
+                )
                 .await;
             published.withdraw().await;
             match result {
@@ -115,7 +125,7 @@ impl AcmeClient {
                     replaces = None;
                 }
                 Err(e) if !replaced_account && has_problem(&e, "accountDoesNotExist") => {
-                    self.replace_account().await?;
+                    self.replace_account(&account).await?;
                     replaced_account = true;
                 }
                 result => return result,
@@ -123,8 +133,10 @@ impl AcmeClient {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn issue_once(
         &self,
+        account: &Account,
         domains: &[DomainName],
         csr_der: &[u8],
         choice: &Choice,
@@ -143,8 +155,7 @@ impl AcmeClient {
         if let Some(profile) = profile {
             new_order = new_order.profile(profile);
         }
-        let mut order = self
-            .account
+        let mut order = account
             .new_order(&new_order)
             .await
             .map_err(failed("create the order"))?;

@@ -1,9 +1,13 @@
 //! `certkeeper run`: the long-running daemon. Wires the listener, the schedule, renewals and
 //! signals together; the details live in the modules it calls.
 //!
-//! One loop: find the certificate due soonest, sleep until then (or a signal), renew it, record
-//! the outcome. SIGHUP re-reads the config (the listener stays); SIGTERM/SIGINT stop, abandoning
-//! an order in flight but never a deployment in progress, so no file is ever half-written.
+//! One loop: start every certificate that is due (up to `acme.concurrency` at once per CA,
+//! within the CA's rate limits), sleep until the next is due, a renewal ends or a signal
+//! comes, record outcomes. SIGHUP re-reads the config (the listener stays); SIGTERM/SIGINT
+//! stop, abandoning orders in flight but never a deployment in progress, so no file is ever
+//! half-written.
+
+mod task;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,20 +16,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use crate::acme::AcmeClient;
-use crate::acme::Solvers;
+use crate::acme::Accounts;
 use crate::challenge::choice::Choice;
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::config::{CertificateConfig, Config, ConfigError};
-use crate::deploy::deploy;
 use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
-use crate::plan::plan;
+use crate::plan::{Plan, plan};
 use crate::preflight::Preflight;
-use crate::renew::{self, Attempt, RenewError};
+use crate::ratelimit::{self, Ledger};
+use crate::renew::{self, RenewError};
 use crate::store::Store;
 use crate::{metrics, schedule, sdnotify, timefmt};
+use task::{Context, Finished, Outcome};
 
 /// Re-evaluate at least this often, so a suspended machine or a clock jump is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
@@ -89,18 +94,26 @@ struct Daemon {
     config: Config,
     /// The config as the metrics endpoint sees it; updated on SIGHUP.
     published: watch::Sender<Arc<Config>>,
-    store: Store,
-    tokens: Tokens,
+    context: Context,
     notifier: Notifier,
-    dns01: Option<Dns01>,
-    preflight: Option<Preflight>,
-    /// Connected on first need and kept; dropped when the config is re-read.
-    acme: Option<AcmeClient>,
     announced: Option<(String, SystemTime)>,
-    /// Certificates whose last outcome could not be saved, and until when to leave them be.
+    /// Certificates left alone until a time: their last outcome could not be saved, or the
+    /// CA's rate limit is spent.
     held: HashMap<String, SystemTime>,
     /// When each certificate's expiry warning was last raised (at most hourly).
     warned: HashMap<String, Instant>,
+    /// Each certificate's plan, read from disk once and kept until its state changes.
+    plans: HashMap<String, Plan>,
+    /// Renewals running now: certificate name → the CA's directory.
+    in_flight: HashMap<String, InFlight>,
+    /// What was ordered from each CA lately (directory → ledger).
+    ledgers: HashMap<String, Ledger>,
+}
+
+struct InFlight {
+    ca: String,
+    /// The certificate renews the same set of names (it does not count as a new one).
+    renewal: bool,
 }
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
@@ -146,25 +159,33 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         state_dir = %config.daemon.state_dir.display(),
         "certkeeper is running"
     );
+    let store = Store::new(&config.daemon.state_dir);
     let mut daemon = Daemon {
-        store: Store::new(&config.daemon.state_dir),
+        context: Context {
+            store,
+            tokens,
+            accounts: Accounts::default(),
+            dns01: dns01_of(&config),
+            preflight: preflight_of(&config),
+        },
         notifier: Notifier::new(config.notify.clone()),
-        dns01: dns01_of(&config),
-        preflight: preflight_of(&config),
         config_path,
         config,
         published,
-        tokens,
-        acme: None,
         announced: None,
         held: HashMap::new(),
         warned: HashMap::new(),
+        plans: HashMap::new(),
+        in_flight: HashMap::new(),
+        ledgers: HashMap::new(),
     };
 
     daemon.repair_outputs();
     let first = daemon.next_due(SystemTime::now());
     sdnotify::ready(&daemon.summary(first.as_ref()));
     sdnotify::spawn_watchdog();
+    let (stop_renewals, stopping) = watch::channel(false);
+    let mut renewals = JoinSet::new();
     loop {
         let now = SystemTime::now();
         daemon.warn_of_expiry(now);
@@ -173,46 +194,32 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             () = daemon.refresh_ari(now) => {}
             _ = signals.stop() => break,
         }
+        daemon.start_due(now, &mut renewals, &stopping);
         let next = daemon.next_due(now);
         sdnotify::status(&daemon.summary(next.as_ref()));
+        // Something still due now waits for a renewal at its CA to end.
         let wait = next
             .as_ref()
-            .map_or(LONGEST_SLEEP, |(_, at)| {
-                at.duration_since(now).unwrap_or_default()
-            })
+            .and_then(|(_, at)| at.duration_since(now).ok())
+            .filter(|wait| !wait.is_zero())
+            .unwrap_or(LONGEST_SLEEP)
             .min(LONGEST_SLEEP);
-        if !wait.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => continue,
-                event = signals.next() => match event {
-                    Event::Stop => break,
-                    Event::Reload => { daemon.reload_config(); continue; }
-                },
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            Some(finished) = renewals.join_next(), if !renewals.is_empty() => daemon.finish(finished),
+            event = signals.next() => match event {
+                Event::Stop => break,
+                Event::Reload => daemon.reload_config(),
+            },
         }
-        let Some((index, _)) = next else { continue };
-        let cert = daemon.config.certificates[index].clone();
-        let started = Instant::now();
-        // Only the order is raced against SIGTERM; a deployment, once started, finishes.
-        let attempt = tokio::select! {
-            attempt = daemon.obtain(&cert) => attempt,
-            _ = signals.stop() => {
-                tracing::info!(name = %cert.name, "stopping: the order in flight is abandoned; no file was changed");
-                break;
-            }
-        };
-        let (choice, ca) = (attempt.choice, attempt.ca);
-        let result = match attempt.result {
-            Ok(obtained) => deploy(&daemon.store, &cert, &obtained.bundle)
-                .await
-                .map(|_| obtained.leaf.not_after)
-                .map_err(RenewError::from),
-            Err(e) => Err(e),
-        };
-        daemon.record(&cert, started, choice.as_ref(), ca.as_deref(), result);
     }
 
     sdnotify::stopping();
+    // Orders in flight are abandoned at once; deployments in progress finish first.
+    let _ = stop_renewals.send(true);
+    while let Some(finished) = renewals.join_next().await {
+        daemon.finish(finished);
+    }
     tracing::info!("certkeeper stopped");
     let _ = stop_servers.send(());
     for server in servers {
@@ -230,19 +237,134 @@ fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, D
 }
 
 impl Daemon {
-    /// The certificate due soonest, and when.
+    fn store(&self) -> &Store {
+        &self.context.store
+    }
+
+    /// The plan of `cert`, from the cache or read afresh.
+    fn plan_of(&mut self, cert: &CertificateConfig, now: SystemTime) -> &Plan {
+        if !self.plans.contains_key(&cert.name) {
+            let fresh = plan(&self.context.store, cert, now);
+            self.plans.insert(cert.name.clone(), fresh);
+        }
+        &self.plans[&cert.name]
+    }
+
+    /// When `cert` is due: its plan, unless it is held back.
+    fn due_at(&mut self, cert: &CertificateConfig, now: SystemTime) -> SystemTime {
+        let due = self.plan_of(cert, now).due.at(now);
+        let held = self.held.get(&cert.name).copied().unwrap_or(now);
+        due.max(held)
+    }
+
+    /// Starts a renewal for every certificate that is due, as long as its CA has room
+    /// (`acme.concurrency`) and its rate limits allow.
+    fn start_due(
+        &mut self,
+        now: SystemTime,
+        renewals: &mut JoinSet<Finished>,
+        stopping: &watch::Receiver<bool>,
+    ) {
+        let certificates = self.config.certificates.clone();
+        for cert in certificates {
+            if self.in_flight.contains_key(&cert.name) || self.due_at(&cert, now) > now {
+                continue;
+            }
+            let plan = self.plan_of(&cert, now);
+            let failures = plan.state.failures;
+            let (names, renewal) = ratelimit::request_of(&cert, plan.leaf.as_ref());
+            let ca = self.config.acme.ca_for(failures);
+            let running = self
+                .in_flight
+                .values()
+                .filter(|f| f.ca == ca.directory)
+                .count();
+            if running >= self.config.acme.concurrency {
+                continue;
+            }
+            let ledger = self
+                .ledgers
+                .entry(ca.directory.clone())
+                .or_insert_with(|| Ledger::load(&self.context.store, &ca.directory));
+            let limits = self.config.acme.limits_for(&ca.directory);
+            if let Err(deferred) = ledger.admit(&names, renewal, &limits, now) {
+                tracing::warn!(name = %cert.name, ca = %ca.directory, "{}", deferred.reason);
+                self.held.insert(cert.name.clone(), deferred.until);
+                continue;
+            }
+            if let Err(e) = ledger.record_order(now) {
+                tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
+            }
+            tracing::info!(name = %cert.name, ca = %ca.directory, "renewal started");
+            self.in_flight.insert(
+                cert.name.clone(),
+                InFlight {
+                    ca: ca.directory.clone(),
+                    renewal,
+                },
+            );
+            renewals.spawn(task::renew(
+                self.context.clone(),
+                cert,
+                ca,
+                stopping.clone(),
+            ));
+        }
+    }
+
+    /// Records how a renewal task ended.
+    fn finish(&mut self, joined: Result<Finished, tokio::task::JoinError>) {
+        match joined {
+            Ok(Finished::Abandoned { name }) => {
+                self.in_flight.remove(&name);
+            }
+            Ok(Finished::Done(outcome)) => {
+                let Outcome {
+                    cert,
+                    ca,
+                    started,
+                    choice,
+                    issued,
+                    result,
+                } = *outcome;
+                let flight = self.in_flight.remove(&cert.name);
+                if issued {
+                    let (names, _) = ratelimit::request_of(&cert, None);
+                    let renewal = flight.is_some_and(|f| f.renewal);
+                    let ledger = self
+                        .ledgers
+                        .entry(ca.clone())
+                        .or_insert_with(|| Ledger::load(&self.context.store, &ca));
+                    if let Err(e) = ledger.record_issued(&names, renewal, SystemTime::now()) {
+                        tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
+                    }
+                }
+                self.record(&cert, started, choice.as_ref(), Some(&ca), result);
+            }
+            // A renewal task that panicked is a bug; its certificate is found and retried
+            // like any other failure once the plans are read again.
+            Err(e) => {
+                tracing::error!(error = %e, "a renewal task failed unexpectedly");
+                self.in_flight.clear();
+                self.plans.clear();
+            }
+        }
+    }
+
+    /// The certificate due soonest, and when, among those not being renewed now.
     fn next_due(&mut self, now: SystemTime) -> Option<(usize, SystemTime)> {
-        let (index, at) = self
-            .config
-            .certificates
-            .iter()
-            .enumerate()
-            .map(|(i, cert)| {
-                let due = plan(&self.store, cert, now).due.at(now);
-                let held = self.held.get(&cert.name).copied().unwrap_or(now);
-                (i, due.max(held))
-            })
-            .min_by_key(|(_, at)| *at)?;
+        let certificates = self.config.certificates.clone();
+        let mut soonest: Option<(usize, SystemTime)> = None;
+        for (index, cert) in certificates.iter().enumerate() {
+            if self.in_flight.contains_key(&cert.name) {
+                continue;
+            }
+            let at = self.due_at(cert, now);
+            if soonest.is_none_or(|(_, earliest)| at < earliest) {
+                soonest = Some((index, at));
+            }
+        }
+        let (index, at) = soonest?;
         let name = &self.config.certificates[index].name;
         if at > now && self.announced.as_ref() != Some(&(name.clone(), at)) {
             tracing::info!(name = %name, at = %timefmt::utc(at), "next renewal planned");
@@ -259,29 +381,30 @@ impl Daemon {
             .config
             .certificates
             .iter()
-            .filter(|cert| renew::ari_due(&self.store, cert, now))
+            .filter(|cert| !self.in_flight.contains_key(&cert.name))
+            .filter(|cert| renew::ari_due(self.store(), cert, now))
             .cloned()
             .collect();
         if due.is_empty() {
             return;
         }
-        if self.acme.is_none() {
-            let config = &self.config.acme;
-            match AcmeClient::connect(config, &config.directory, &self.store).await {
-                Ok(acme) => self.acme = Some(acme),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot ask the CA for renewal windows now");
-                    return;
-                }
+        let acme = match self
+            .context
+            .accounts
+            .get(&self.config.acme, &self.context.store)
+            .await
+        {
+            Ok(acme) => acme,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask the CA for renewal windows now");
+                return;
             }
-        }
-        let Some(acme) = self.acme.as_ref() else {
-            return;
         };
         for cert in due {
-            if let Err(e) = renew::refresh_ari(acme, &self.store, &cert, now).await {
+            if let Err(e) = renew::refresh_ari(&acme, self.store(), &cert, now).await {
                 tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window (ARI)");
             }
+            self.plans.remove(&cert.name);
         }
     }
 
@@ -301,8 +424,9 @@ impl Daemon {
     /// Raises an error (log and notification), at most hourly per certificate, for each
     /// certificate close to expiry whose renewals keep failing.
     fn warn_of_expiry(&mut self, now: SystemTime) {
-        for cert in &self.config.certificates {
-            let plan = plan(&self.store, cert, now);
+        let certificates = self.config.certificates.clone();
+        for cert in &certificates {
+            let plan = self.plan_of(cert, now).clone();
             let Some(leaf) = &plan.leaf else { continue };
             let failing = plan.state.failures > 0 || plan.problem.is_some();
             if !failing || now < schedule::warning_time(leaf) {
@@ -337,44 +461,6 @@ impl Daemon {
         }
     }
 
-    async fn obtain(&mut self, cert: &CertificateConfig) -> Attempt {
-        // The preferred CA, or the next one after repeated failures (`[[acme.ca]]`).
-        let failures = crate::state::CertState::load(&self.store, &cert.name).failures;
-        let ca = self.config.acme.ca_for(failures);
-        let cached = self
-            .acme
-            .take()
-            .filter(|acme| acme.directory() == ca.directory);
-        let mut acme = match cached {
-            Some(acme) => acme,
-            None => match AcmeClient::connect(&ca, &ca.directory, &self.store).await {
-                Ok(acme) => acme,
-                Err(e) => {
-                    return Attempt {
-                        ca: Some(ca.directory.clone()),
-                        choice: None,
-                        result: Err(e.into()),
-                    };
-                }
-            },
-        };
-        let solvers = Solvers {
-            tokens: &self.tokens,
-            dns01: self.dns01.as_ref(),
-            webroot: None,
-        };
-        let attempt = renew::obtain(
-            &mut acme,
-            solvers,
-            self.preflight.as_ref(),
-            &self.store,
-            cert,
-        )
-        .await;
-        self.acme = Some(acme);
-        attempt
-    }
-
     fn record(
         &mut self,
         cert: &CertificateConfig,
@@ -385,8 +471,9 @@ impl Daemon {
     ) {
         // Without a saved state the schedule would say "due now" again at once: hold the
         // certificate back in memory instead of hammering the CA.
+        self.plans.remove(&cert.name);
         match renew::record(
-            &self.store,
+            &self.context.store,
             &cert.name,
             choice,
             ca,
@@ -416,7 +503,7 @@ impl Daemon {
             Err(e) => {
                 tracing::error!(name = %cert.name, error = %e, "renewal failed");
                 let current = self
-                    .store
+                    .store()
                     .current(&cert.name)
                     .ok()
                     .flatten()
@@ -434,7 +521,7 @@ impl Daemon {
     /// Brings output files back in line with `current` after a crash mid-copy.
     fn repair_outputs(&self) {
         for cert in &self.config.certificates {
-            match self.store.repair_outputs(&cert.name, &cert.output) {
+            match self.store().repair_outputs(&cert.name, &cert.output) {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::warn!(name = %cert.name, files = n, "repaired output files left out of date by an interrupted run")
@@ -464,7 +551,8 @@ impl Daemon {
                     );
                 }
                 if config.daemon.state_dir != self.config.daemon.state_dir {
-                    self.store = Store::new(&config.daemon.state_dir);
+                    self.context.store = Store::new(&config.daemon.state_dir);
+                    self.ledgers.clear();
                 }
                 tracing::info!(
                     certificates = config.certificates.len(),
@@ -473,10 +561,12 @@ impl Daemon {
                 self.notifier = Notifier::new(config.notify.clone());
                 self.published.send_replace(Arc::new(config.clone()));
                 self.config = config;
-                self.acme = None;
-                self.dns01 = dns01_of(&self.config);
-                self.preflight = preflight_of(&self.config);
+                // Renewals in flight finish with what they started with.
+                self.context.accounts = Accounts::default();
+                self.context.dns01 = dns01_of(&self.config);
+                self.context.preflight = preflight_of(&self.config);
                 self.announced = None;
+                self.plans.clear();
                 self.repair_outputs();
             }
             Err(e) => log_config_error(&e),
@@ -489,17 +579,19 @@ fn log_config_error(e: &ConfigError) {
 }
 
 /// The DNS-01 provider of `config`; a broken one is logged and left out (HTTP-01 still works).
-fn dns01_of(config: &Config) -> Option<Dns01> {
+fn dns01_of(config: &Config) -> Option<Arc<Dns01>> {
     let dns01 = config.dns01.clone()?;
     Dns01::new(dns01)
         .inspect_err(|e| tracing::error!(error = %e, "dns-01 is unavailable"))
         .ok()
+        .map(Arc::new)
 }
 
-fn preflight_of(config: &Config) -> Option<Preflight> {
+fn preflight_of(config: &Config) -> Option<Arc<Preflight>> {
     Preflight::new(config)
         .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
         .ok()
+        .map(Arc::new)
 }
 
 /// Lets the listener hold as many connections as its cap (plus files and sockets of our own):

@@ -1,0 +1,107 @@
+//! One renewal as a task of its own, so that several run at once: obtain (abandoned when the
+//! daemon stops), then deploy (always let finish, so that no file is ever half-written).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::acme::{Accounts, Solvers};
+use crate::challenge::choice::Choice;
+use crate::challenge::dns01::Dns01;
+use crate::challenge::http01::Tokens;
+use crate::config::{AcmeConfig, CertificateConfig};
+use crate::deploy::deploy;
+use crate::preflight::Preflight;
+use crate::renew::{self, Attempt, RenewError};
+use crate::store::Store;
+
+/// What every renewal shares: cheap to clone into each task.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Store,
+    pub tokens: Tokens,
+    pub accounts: Accounts,
+    pub dns01: Option<Arc<Dns01>>,
+    pub preflight: Option<Arc<Preflight>>,
+}
+
+/// How a renewal task ended.
+pub enum Finished {
+    /// The daemon is stopping and the order was left unfinished; no file was changed.
+    Abandoned {
+        name: String,
+    },
+    Done(Box<Outcome>),
+}
+
+pub struct Outcome {
+    pub cert: CertificateConfig,
+    /// The CA's directory URL.
+    pub ca: String,
+    pub started: Instant,
+    pub choice: Option<Choice>,
+    /// The CA issued a certificate (whether or not it could then be deployed).
+    pub issued: bool,
+    /// The new certificate's expiry once deployed.
+    pub result: Result<SystemTime, RenewError>,
+}
+
+/// Renews `cert` at the CA `ca`; gives up the order (not a deployment) once `stop` turns true.
+pub async fn renew(
+    context: Context,
+    cert: CertificateConfig,
+    ca: AcmeConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Finished {
+    let started = Instant::now();
+    let attempt = tokio::select! {
+        attempt = obtain(&context, &cert, &ca) => attempt,
+        _ = stop.wait_for(|stopping| *stopping) => {
+            tracing::info!(name = %cert.name, "stopping: the order in flight is abandoned; no file was changed");
+            return Finished::Abandoned { name: cert.name };
+        }
+    };
+    let issued = attempt.result.is_ok();
+    let result = match attempt.result {
+        Ok(obtained) => deploy(&context.store, &cert, &obtained.bundle)
+            .await
+            .map(|_| obtained.leaf.not_after)
+            .map_err(RenewError::from),
+        Err(e) => Err(e),
+    };
+    Finished::Done(Box::new(Outcome {
+        ca: attempt.ca.unwrap_or(ca.directory),
+        choice: attempt.choice,
+        cert,
+        started,
+        issued,
+        result,
+    }))
+}
+
+async fn obtain(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) -> Attempt {
+    let acme = match context.accounts.get(ca, &context.store).await {
+        Ok(acme) => acme,
+        Err(e) => {
+            return Attempt {
+                ca: Some(ca.directory.clone()),
+                choice: None,
+                result: Err(e.into()),
+            };
+        }
+    };
+    let solvers = Solvers {
+        tokens: &context.tokens,
+        dns01: context.dns01.as_deref(),
+        webroot: None,
+    };
+    renew::obtain(
+        &acme,
+        solvers,
+        context.preflight.as_deref(),
+        &context.store,
+        cert,
+    )
+    .await
+}

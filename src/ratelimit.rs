@@ -1,0 +1,346 @@
+//! Keeping under the CA's rate limits (`[acme.limits]`, Let's Encrypt's by default) from
+//! certkeeper's own ledger of what it asked each CA for: new orders per 3 hours, certificates
+//! per registered domain and per identical set of names per 7 days. A certificate that would
+//! go over waits until the entry that counts against it ages out, instead of being refused
+//! by the CA; so a thousand certificates due at once are spread over the hours the budget
+//! allows. The ledger is a JSON file per CA in the state directory: a restart keeps counting.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::LeafInfo;
+use crate::config::{CertificateConfig, RateLimits};
+use crate::store::{FileMode, Store, StoreError, directory_slug, write_atomic};
+use crate::timefmt;
+
+const ORDER_WINDOW: Duration = Duration::from_secs(3 * 3600);
+const CERTIFICATE_WINDOW: Duration = Duration::from_secs(7 * 86400);
+
+/// Why a certificate must wait, and until when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deferred {
+    pub until: SystemTime,
+    pub reason: String,
+}
+
+/// What was ordered from one CA recently.
+pub struct Ledger {
+    path: PathBuf,
+    entries: Entries,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Entries {
+    /// Unix seconds of each new order.
+    orders: Vec<u64>,
+    issued: Vec<Issued>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Issued {
+    at: u64,
+    /// Sorted, lowercase.
+    names: Vec<String>,
+    /// Same set of names as the certificate it replaced.
+    renewal: bool,
+}
+
+impl Ledger {
+    /// The ledger of the CA at `directory`; empty when there is none yet. An unreadable one
+    /// is started afresh (it only ever makes certkeeper wait).
+    pub fn load(store: &Store, directory: &str) -> Ledger {
+        let path = store
+            .root()
+            .join("ratelimits")
+            .join(format!("{}.json", directory_slug(directory)));
+        let entries = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable rate-limit ledger; starting a new one");
+                Entries::default()
+            }),
+            Err(_) => Entries::default(),
+        };
+        Ledger { path, entries }
+    }
+
+    /// Whether an order for `names` may go out at `now`; `renewal`: the names are those of
+    /// the current certificate (renewals do not count against the registered domain).
+    pub fn admit(
+        &mut self,
+        names: &[String],
+        renewal: bool,
+        limits: &RateLimits,
+        now: SystemTime,
+    ) -> Result<(), Deferred> {
+        self.prune(now);
+        let names = normalized(names);
+        let mut waits = Vec::new();
+        let orders: Vec<u64> = self.entries.orders.clone();
+        if let Some(until) = wait_for(&orders, limits.orders_per_3h, ORDER_WINDOW) {
+            waits.push(Deferred {
+                until,
+                reason: format!(
+                    "{} new orders in 3 hours (acme.limits.orders_per_3h)",
+                    limits.orders_per_3h
+                ),
+            });
+        }
+        let same: Vec<u64> = self.issued_where(|i| i.names == names);
+        if let Some(until) = wait_for(&same, limits.duplicates_per_week, CERTIFICATE_WINDOW) {
+            waits.push(Deferred {
+                until,
+                reason: format!(
+                    "{} certificates for the same names in 7 days (acme.limits.duplicates_per_week)",
+                    limits.duplicates_per_week
+                ),
+            });
+        }
+        if !renewal {
+            for domain in registered_domains(&names) {
+                let new_ones = self
+                    .issued_where(|i| !i.renewal && registered_domains(&i.names).contains(&domain));
+                let limit = limits.certificates_per_domain_per_week;
+                if let Some(until) = wait_for(&new_ones, limit, CERTIFICATE_WINDOW) {
+                    waits.push(Deferred {
+                        until,
+                        reason: format!(
+                            "{limit} new certificates for {domain} in 7 days (acme.limits.certificates_per_domain_per_week)"
+                        ),
+                    });
+                }
+            }
+        }
+        match waits.into_iter().max_by_key(|d| d.until) {
+            None => Ok(()),
+            Some(d) => Err(Deferred {
+                reason: format!(
+                    "the CA's rate limit of {} is spent; waiting until {}",
+                    d.reason,
+                    timefmt::utc(d.until)
+                ),
+                until: d.until,
+            }),
+        }
+    }
+
+    pub fn record_order(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        self.entries.orders.push(seconds(now));
+        self.save()
+    }
+
+    pub fn record_issued(
+        &mut self,
+        names: &[String],
+        renewal: bool,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.entries.issued.push(Issued {
+            at: seconds(now),
+            names: normalized(names),
+            renewal,
+        });
+        self.save()
+    }
+
+    fn issued_where(&self, keep: impl Fn(&Issued) -> bool) -> Vec<u64> {
+        self.entries
+            .issued
+            .iter()
+            .filter(|i| keep(i))
+            .map(|i| i.at)
+            .collect()
+    }
+
+    fn prune(&mut self, now: SystemTime) {
+        let now = seconds(now);
+        let (orders, certificates) = (ORDER_WINDOW.as_secs(), CERTIFICATE_WINDOW.as_secs());
+        self.entries.orders.retain(|at| at + orders > now);
+        self.entries.issued.retain(|i| i.at + certificates > now);
+    }
+
+    fn save(&self) -> Result<(), StoreError> {
+        if let Some(dir) = self.path.parent() {
+            crate::store::create_dir(dir)?;
+        }
+        // Serializing plain numbers and strings cannot fail.
+        let json = serde_json::to_vec(&self.entries).unwrap_or_default();
+        write_atomic(&self.path, &json, FileMode::PRIVATE)
+    }
+}
+
+/// With `times` (unix seconds, any order) counting against a `limit` per `window`: `None` when
+/// one more fits now (or the limit is 0: not kept), else when it will.
+fn wait_for(times: &[u64], limit: u32, window: Duration) -> Option<SystemTime> {
+    let limit = limit as usize;
+    if limit == 0 || times.len() < limit {
+        return None;
+    }
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    // Once this one has aged out, `limit - 1` remain and one more fits.
+    let freeing = sorted[sorted.len() - limit];
+    Some(UNIX_EPOCH + Duration::from_secs(freeing) + window)
+}
+
+/// The names `cert` asks for, and whether ordering them is a renewal: the current certificate
+/// covers exactly the same set (renewals do not count against the registered domain).
+pub fn request_of(cert: &CertificateConfig, current: Option<&LeafInfo>) -> (Vec<String>, bool) {
+    let names: Vec<String> = cert
+        .domains
+        .iter()
+        .map(|d| d.as_str().to_string())
+        .collect();
+    let renewal = current.is_some_and(|leaf| normalized(&leaf.names) == normalized(&names));
+    (names, renewal)
+}
+
+fn normalized(names: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `media.example.co.uk` → `example.co.uk`, by the public suffix list.
+fn registered_domains(names: &[String]) -> Vec<String> {
+    let mut domains: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let name = n.trim_start_matches("*.");
+            psl::domain_str(name).unwrap_or(name).to_string()
+        })
+        .collect();
+    domains.sort();
+    domains.dedup();
+    domains
+}
+
+fn seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::load(&Store::new(dir.path()), "https://ca.test/dir");
+        (dir, ledger)
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    const LIMITS: RateLimits = RateLimits {
+        orders_per_3h: 3,
+        certificates_per_domain_per_week: 2,
+        duplicates_per_week: 2,
+    };
+
+    #[test]
+    fn orders_wait_until_the_oldest_of_the_window_ages_out() {
+        let (_dir, mut ledger) = ledger();
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for minute in 0..3 {
+            let at = start + Duration::from_secs(60 * minute);
+            ledger
+                .admit(&names(&["a.example.com"]), true, &LIMITS, at)
+                .unwrap();
+            ledger.record_order(at).unwrap();
+        }
+        let refused = ledger
+            .admit(
+                &names(&["b.example.com"]),
+                true,
+                &LIMITS,
+                start + Duration::from_secs(600),
+            )
+            .unwrap_err();
+        assert_eq!(refused.until, start + ORDER_WINDOW);
+        assert!(
+            refused.reason.contains("orders_per_3h"),
+            "{}",
+            refused.reason
+        );
+        assert!(
+            ledger
+                .admit(
+                    &names(&["b.example.com"]),
+                    true,
+                    &LIMITS,
+                    start + ORDER_WINDOW
+                )
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn new_certificates_count_per_registered_domain_renewals_do_not() {
+        let (dir, mut ledger) = ledger();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        ledger
+            .record_issued(&names(&["a.example.co.uk"]), false, now)
+            .unwrap();
+        ledger
+            .record_issued(&names(&["b.example.co.uk"]), false, now)
+            .unwrap();
+        let refused = ledger
+            .admit(&names(&["c.example.co.uk"]), false, &LIMITS, now)
+            .unwrap_err();
+        assert!(
+            refused.reason.contains("example.co.uk"),
+            "{}",
+            refused.reason
+        );
+        assert_eq!(refused.until, now + CERTIFICATE_WINDOW);
+        assert!(
+            ledger
+                .admit(&names(&["c.example.co.uk"]), true, &LIMITS, now)
+                .is_ok(),
+            "a renewal"
+        );
+        assert!(
+            ledger
+                .admit(&names(&["c.other.co.uk"]), false, &LIMITS, now)
+                .is_ok(),
+            "another domain"
+        );
+        // The ledger survives a restart.
+        let mut reloaded = Ledger::load(&Store::new(dir.path()), "https://ca.test/dir");
+        assert!(
+            reloaded
+                .admit(&names(&["c.example.co.uk"]), false, &LIMITS, now)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn duplicates_count_the_same_set_of_names_in_any_order_and_case() {
+        let (_dir, mut ledger) = ledger();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        ledger
+            .record_issued(&names(&["b.example.com", "a.example.com"]), true, now)
+            .unwrap();
+        ledger
+            .record_issued(&names(&["A.example.com", "b.example.com"]), true, now)
+            .unwrap();
+        let refused = ledger
+            .admit(
+                &names(&["a.example.com", "b.example.com"]),
+                true,
+                &LIMITS,
+                now,
+            )
+            .unwrap_err();
+        assert!(refused.reason.contains("same names"), "{}", refused.reason);
+        assert!(
+            ledger
+                .admit(&names(&["a.example.com"]), true, &LIMITS, now)
+                .is_ok()
+        );
+    }
+}
