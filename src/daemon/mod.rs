@@ -36,7 +36,8 @@ use task::{Context, Finished, Outcome};
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 /// How often the expiry warning of one certificate is repeated.
 const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(3600);
-/// How long to leave a certificate alone when its state file could not be written.
+/// How long to leave a certificate alone when its state file could not be written (or its
+/// renewal task failed unexpectedly).
 const STATE_UNSAVED_HOLD: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +105,10 @@ struct Daemon {
     warned: HashMap<String, Instant>,
     /// Each certificate's plan, read from disk once and kept until its state changes.
     plans: HashMap<String, Plan>,
-    /// Renewals running now: certificate name → the CA's directory.
+    /// Renewals running now, by certificate name.
     in_flight: HashMap<String, InFlight>,
+    /// The certificate name of each renewal task.
+    tasks: HashMap<task::Id, String>,
     /// What was ordered from each CA lately (directory → ledger).
     ledgers: HashMap<String, Ledger>,
 }
@@ -177,6 +180,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         warned: HashMap::new(),
         plans: HashMap::new(),
         in_flight: HashMap::new(),
+        tasks: HashMap::new(),
         ledgers: HashMap::new(),
     };
 
@@ -206,7 +210,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             .min(LONGEST_SLEEP);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            Some(finished) = renewals.join_next(), if !renewals.is_empty() => daemon.finish(finished),
+            Some(finished) = renewals.join_next_with_id(), if !renewals.is_empty() => daemon.finish(finished),
             event = signals.next() => match event {
                 Event::Stop => break,
                 Event::Reload => daemon.reload_config(),
@@ -217,7 +221,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     sdnotify::stopping();
     // Orders in flight are abandoned at once; deployments in progress finish first.
     let _ = stop_renewals.send(true);
-    while let Some(finished) = renewals.join_next().await {
+    while let Some(finished) = renewals.join_next_with_id().await {
         daemon.finish(finished);
     }
     tracing::info!("certkeeper stopped");
@@ -303,18 +307,25 @@ impl Daemon {
                     renewal,
                 },
             );
-            renewals.spawn(task::renew(
+            let name = cert.name.clone();
+            let handle = renewals.spawn(task::renew(
                 self.context.clone(),
                 cert,
                 ca,
                 stopping.clone(),
             ));
+            self.tasks.insert(handle.id(), name);
         }
     }
 
     /// Records how a renewal task ended.
-    fn finish(&mut self, joined: Result<Finished, tokio::task::JoinError>) {
-        match joined {
+    fn finish(&mut self, joined: Result<(task::Id, Finished), tokio::task::JoinError>) {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let name = self.tasks.remove(&id);
+        match joined.map(|(_, finished)| finished) {
             Ok(Finished::Abandoned { name }) => {
                 self.in_flight.remove(&name);
             }
@@ -341,12 +352,15 @@ impl Daemon {
                 }
                 self.record(&cert, started, choice.as_ref(), Some(&ca), result);
             }
-            // A renewal task that panicked is a bug; its certificate is found and retried
-            // like any other failure once the plans are read again.
+            // A renewal task that panicked is a bug: leave its certificate alone for a while,
+            // then try again.
             Err(e) => {
-                tracing::error!(error = %e, "a renewal task failed unexpectedly");
-                self.in_flight.clear();
-                self.plans.clear();
+                let name = name.unwrap_or_default();
+                tracing::error!(name = %name, error = %e, "a renewal task failed unexpectedly");
+                self.in_flight.remove(&name);
+                self.plans.remove(&name);
+                self.held
+                    .insert(name, SystemTime::now() + STATE_UNSAVED_HOLD);
             }
         }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
+pub use tokio::task::Id;
 
 use crate::acme::{Accounts, Solvers};
 use crate::challenge::choice::Choice;
