@@ -52,6 +52,18 @@ fn each_bad_config_names_file_line_and_fix() {
             ":4:",
             "rsa-2048",
         ),
+        (
+            format!("[acme]\nconcurrency = 0\n{CERT}domains = [\"a.example.com\"]\n"),
+            ":2:",
+            "from 1 to 64",
+        ),
+        (
+            format!(
+                "[acme.limits]\norders_per_hour = 3\n{CERT}domains = [\"a.example.com\"]\n"
+            ),
+            ":2:",
+            "orders_per_3h",
+        ),
     ];
     for (text, line, hint) in cases {
         let (code, stderr) = run_with(&text);
