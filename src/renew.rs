@@ -246,14 +246,11 @@ pub async fn refresh_ari(
 }
 
 /// Whether the ARI information of `cert` is missing, stale, or for an older certificate.
-pub fn ari_due(store: &Store, cert: &CertificateConfig, now: SystemTime) -> bool {
-    let Some(der) = store.current_leaf_der(&cert.name) else {
+pub fn ari_due(plan: &crate::plan::Plan, now: SystemTime) -> bool {
+    let Some(leaf) = &plan.leaf else {
         return false;
     };
-    let Ok(leaf) = crate::bundle::read_leaf_der(&der) else {
-        return false;
-    };
-    match CertState::load(store, &cert.name).ari {
+    match &plan.state.ari {
         Some(ari) => ari.serial != leaf.serial || ari.next_poll.is_none_or(|at| at <= now),
         None => true,
     }

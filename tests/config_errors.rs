@@ -58,9 +58,7 @@ fn each_bad_config_names_file_line_and_fix() {
             "from 1 to 64",
         ),
         (
-            format!(
-                "[acme.limits]\norders_per_hour = 3\n{CERT}domains = [\"a.example.com\"]\n"
-            ),
+            format!("[acme.limits]\norders_per_hour = 3\n{CERT}domains = [\"a.example.com\"]\n"),
             ":2:",
             "orders_per_3h",
         ),

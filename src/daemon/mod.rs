@@ -209,7 +209,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             .unwrap_or(LONGEST_SLEEP)
             .min(LONGEST_SLEEP);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            // A timed wake-up reads every plan afresh (a one-off `renew` may have run).
+            _ = tokio::time::sleep(wait) => daemon.plans.clear(),
             Some(finished) = renewals.join_next_with_id(), if !renewals.is_empty() => daemon.finish(finished),
             event = signals.next() => match event {
                 Event::Stop => break,
@@ -391,14 +392,14 @@ impl Daemon {
     /// or due for a refresh (the CA's Retry-After). A CA that cannot be reached is asked again
     /// at the next wake-up.
     async fn refresh_ari(&mut self, now: SystemTime) {
-        let due: Vec<CertificateConfig> = self
-            .config
-            .certificates
-            .iter()
-            .filter(|cert| !self.in_flight.contains_key(&cert.name))
-            .filter(|cert| renew::ari_due(self.store(), cert, now))
-            .cloned()
-            .collect();
+        let mut due = Vec::new();
+        for cert in self.config.certificates.clone() {
+            if !self.in_flight.contains_key(&cert.name)
+                && renew::ari_due(self.plan_of(&cert, now), now)
+            {
+                due.push(cert);
+            }
+        }
         if due.is_empty() {
             return;
         }
