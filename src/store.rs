@@ -530,12 +530,7 @@ impl Store {
 /// Refuses output directories that any user may write to (without the sticky bit): another
 /// user could swap a file there between our write and the server's read.
 pub fn check_output_dirs(output: &Output) -> Result<(), StoreError> {
-    let dirs = output
-        .files
-        .iter()
-        .filter_map(|(_, path)| path.parent())
-        .chain(output.link.as_deref().and_then(Path::parent));
-    for dir in dirs {
+    for dir in output_dirs(output) {
         let Ok(meta) = fs::metadata(dir) else {
             continue; // created by us, 0755, when written
         };
@@ -570,15 +565,16 @@ pub fn directory_slug(directory: &str) -> String {
 /// Whether every directory that receives output files can be written, so that a renewal
 /// that could not be deployed is not ordered (and a CA rate limit not spent) at all.
 pub fn check_outputs_writable(output: &Output) -> Result<(), StoreError> {
-    let dirs = output
+    output_dirs(output).try_for_each(probe_dir)
+}
+
+/// The directories that receive the single output files and the output link.
+fn output_dirs(output: &Output) -> impl Iterator<Item = &Path> {
+    output
         .files
         .iter()
         .filter_map(|(_, path)| path.parent())
-        .chain(output.link.as_deref().and_then(Path::parent));
-    for dir in dirs {
-        probe_dir(dir)?;
-    }
-    Ok(())
+        .chain(output.link.as_deref().and_then(Path::parent))
 }
 
 /// Creates `dir` if needed and creates (then removes) a file there. The name is fixed, so that
