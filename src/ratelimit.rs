@@ -77,8 +77,7 @@ impl Ledger {
         self.prune(now);
         let names = normalized(names);
         let mut waits = Vec::new();
-        let orders: Vec<u64> = self.entries.orders.clone();
-        if let Some(until) = wait_for(&orders, limits.orders_per_3h, ORDER_WINDOW) {
+        if let Some(until) = wait_for(&self.entries.orders, limits.orders_per_3h, ORDER_WINDOW) {
             waits.push(Deferred {
                 until,
                 reason: format!(
