@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod cluster;
+pub use cluster::ClusterConfig;
+
 use crate::names::DomainName;
 use crate::store::FileKind;
 
@@ -45,6 +48,8 @@ pub struct Config {
     pub certificates: Vec<CertificateConfig>,
     pub notify: Vec<NotifyTarget>,
     pub dns01: Option<Dns01Config>,
+    /// Nodes sharing certificates through etcd; `None` for a single node.
+    pub cluster: Option<ClusterConfig>,
     /// Things that parse but deserve the operator's attention (names written in another case).
     pub warnings: Vec<String>,
 }
@@ -358,6 +363,7 @@ struct RawConfig {
     #[serde(default)]
     notify: Vec<Spanned<RawNotify>>,
     dns01: Option<Spanned<RawDns01>>,
+    cluster: Option<Spanned<cluster::RawCluster>>,
 }
 
 #[derive(Deserialize)]
@@ -580,6 +586,10 @@ impl Validator<'_> {
             None => None,
         };
         self.has_dns01 = dns01.is_some();
+        let cluster = match raw.cluster {
+            Some(cluster) => Some(self.cluster(cluster)?),
+            None => None,
+        };
         let mut certificates: Vec<CertificateConfig> = Vec::new();
         for raw_cert in raw.certificate {
             let span = raw_cert.name.span();
@@ -607,6 +617,7 @@ impl Validator<'_> {
             certificates,
             notify,
             dns01,
+            cluster,
             warnings: self.warnings,
         })
     }

@@ -22,9 +22,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Answers each request on `listener` with `respond` until `shutdown` completes.
-pub async fn serve<F>(listener: TcpListener, respond: F, shutdown: impl Future<Output = ()>)
+pub async fn serve<F, R>(listener: TcpListener, respond: F, shutdown: impl Future<Output = ()>)
 where
-    F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>) -> R + Clone + Send + Sync + 'static,
+    R: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
@@ -59,8 +60,8 @@ where
                 return;
             }
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request);
-                async move { Ok::<_, Infallible>(response) }
+                let response = respond(request);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -7,6 +7,7 @@ pub mod acme;
 pub mod bundle;
 pub mod challenge;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod deploy;

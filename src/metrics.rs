@@ -32,16 +32,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     STARTED.get_or_init(SystemTime::now);
-    let respond = move |request: &hyper::Request<hyper::body::Incoming>| {
-        if request.method() != Method::GET || request.uri().path() != "/metrics" {
-            return http_server::text(StatusCode::NOT_FOUND, "text/plain", "try /metrics\n");
-        }
-        let body = render(&config.borrow(), SystemTime::now());
-        http_server::text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body,
-        )
+    let respond = move |request: hyper::Request<hyper::body::Incoming>| {
+        let response = if request.method() != Method::GET || request.uri().path() != "/metrics" {
+            http_server::text(StatusCode::NOT_FOUND, "text/plain", "try /metrics\n")
+        } else {
+            let body = render(&config.borrow(), SystemTime::now());
+            http_server::text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body,
+            )
+        };
+        std::future::ready(response)
     };
     http_server::serve(listener, respond, shutdown).await
 }

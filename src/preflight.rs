@@ -90,7 +90,7 @@ impl Preflight {
     ) -> Vec<Finding> {
         let (token, expected) = (random_token(), random_token());
         let mut publisher = tokens.publisher_for(webroot);
-        if let Err(e) = publisher.publish(&token, &expected) {
+        if let Err(e) = publisher.publish(&token, &expected).await {
             return vec![Finding {
                 name: Some(name.to_string()),
                 address: None,

@@ -27,8 +27,8 @@ fn serves_only_published_tokens() {
     let tokens = Tokens::default();
     runtime.spawn(serve(listener, tokens.clone(), std::future::pending()));
     let mut publisher = tokens.publisher();
-    publisher
-        .publish("tok-EN_1", "tok-EN_1.thumbprint")
+    runtime
+        .block_on(publisher.publish("tok-EN_1", "tok-EN_1.thumbprint"))
         .unwrap();
 
     let get = |path: &str| {

@@ -122,6 +122,8 @@ pub enum AcmeError {
     #[error("the CA did not finish the order in time ({step}); it will be retried")]
     Timeout { step: &'static str },
     #[error("cannot publish the http-01 answer: {0}")]
+    Publish(#[from] crate::challenge::http01::PublishError),
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(
         "the CA does not offer the certificate profile \"{profile}\" (it offers: {offered}); change certificate.profile"

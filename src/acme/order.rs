@@ -241,9 +241,12 @@ async fn publish_answers(
             .challenge(challenge_type(method))
             .ok_or_else(no_challenge)?;
         match method {
-            Method::Http01 => published
-                .http01
-                .publish(&challenge.token, challenge.key_authorization().as_str())?,
+            Method::Http01 => {
+                published
+                    .http01
+                    .publish(&challenge.token, challenge.key_authorization().as_str())
+                    .await?
+            }
             Method::Dns01 => {
                 let dns01 = published
                     .dns01

@@ -15,6 +15,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
+use tokio::sync::Semaphore;
+
+use crate::cluster::Cluster;
 use crate::http_server;
 use crate::store::{FileMode, StoreError, write_atomic};
 
@@ -41,11 +44,47 @@ pub enum ListenError {
     },
 }
 
-/// Tokens and their key authorizations, shared by the order flow and the listener.
-#[derive(Clone, Default)]
-pub struct Tokens(Arc<RwLock<HashMap<String, String>>>);
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot share it with the other nodes of the cluster: {0}")]
+    Cluster(#[from] crate::cluster::EtcdError),
+}
+
+/// Tokens and their key authorizations, shared by the order flow and the listener. In
+/// cluster mode they are stored in etcd too, and a token this node does not know is looked
+/// up there: the CA may reach any node.
+#[derive(Clone)]
+pub struct Tokens {
+    local: Arc<RwLock<HashMap<String, String>>>,
+    cluster: Option<Cluster>,
+    /// Bounds the etcd look-ups a flood of made-up tokens can cause.
+    lookups: Arc<Semaphore>,
+}
+
+/// Look-ups of unknown tokens in etcd at once; more wait.
+const CLUSTER_LOOKUPS: usize = 32;
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens {
+            local: Arc::default(),
+            cluster: None,
+            lookups: Arc::new(Semaphore::new(CLUSTER_LOOKUPS)),
+        }
+    }
+}
 
 impl Tokens {
+    /// Tokens shared with the other nodes of `cluster`.
+    pub fn clustered(cluster: Cluster) -> Self {
+        Tokens {
+            cluster: Some(cluster),
+            ..Tokens::default()
+        }
+    }
+
     /// A handle that publishes answers and withdraws them all when dropped.
     pub fn publisher(&self) -> Publisher {
         self.publisher_for(None)
@@ -60,12 +99,21 @@ impl Tokens {
             published: Vec::new(),
         }
     }
-    fn answer(&self, token: &str) -> Option<String> {
-        self.0.read().ok()?.get(token).cloned()
+    fn local_answer(&self, token: &str) -> Option<String> {
+        self.local.read().ok()?.get(token).cloned()
+    }
+
+    async fn answer(&self, token: &str) -> Option<String> {
+        if let Some(answer) = self.local_answer(token) {
+            return Some(answer);
+        }
+        let cluster = self.cluster.as_ref()?;
+        let _permit = self.lookups.acquire().await.ok()?;
+        cluster.token(token).await
     }
 
     pub fn len(&self) -> usize {
-        self.0.read().map(|map| map.len()).unwrap_or(0)
+        self.local.read().map(|map| map.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,7 +130,13 @@ pub struct Publisher {
 impl Publisher {
     /// Publishes one answer. With a webroot, the file is written atomically (0644) under
     /// `.well-known/acme-challenge/`; a failure there is returned, since the CA would fail.
-    pub fn publish(&mut self, token: &str, key_authorization: &str) -> Result<(), StoreError> {
+    /// In cluster mode the answer is stored in etcd before this returns, so the CA may be
+    /// told to look.
+    pub async fn publish(
+        &mut self,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), PublishError> {
         match &self.webroot {
             Some(webroot) => {
                 let dir = webroot.join(PREFIX.trim_matches('/'));
@@ -94,12 +148,15 @@ impl Publisher {
                 )?;
             }
             None => {
-                if let Ok(mut map) = self.tokens.0.write() {
+                if let Ok(mut map) = self.tokens.local.write() {
                     map.insert(token.to_string(), key_authorization.to_string());
                 }
             }
         }
         self.published.push(token.to_string());
+        if let Some(cluster) = &self.tokens.cluster {
+            cluster.publish_token(token, key_authorization).await?;
+        }
         Ok(())
     }
 }
@@ -114,12 +171,24 @@ impl Drop for Publisher {
                 }
             }
             None => {
-                if let Ok(mut map) = self.tokens.0.write() {
+                if let Ok(mut map) = self.tokens.local.write() {
                     for token in &self.published {
                         map.remove(token);
                     }
                 }
             }
+        }
+        // etcd's copies go in the background (and with the lease, should this node die).
+        if let Some(cluster) = self.tokens.cluster.clone()
+            && !self.published.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let published = std::mem::take(&mut self.published);
+            runtime.spawn(async move {
+                for token in published {
+                    cluster.withdraw_token(&token).await;
+                }
+            });
         }
     }
 }
@@ -147,15 +216,23 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
 
 /// Serves challenge answers on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, tokens: Tokens, shutdown: impl Future<Output = ()>) {
-    http_server::serve(listener, move |request| respond(&tokens, request), shutdown).await
+    http_server::serve(
+        listener,
+        move |request| respond(tokens.clone(), request),
+        shutdown,
+    )
+    .await
 }
 
-fn respond(tokens: &Tokens, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let answer = (request.method() == Method::GET || request.method() == Method::HEAD)
+async fn respond(tokens: Tokens, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let token = (request.method() == Method::GET || request.method() == Method::HEAD)
         .then(|| request.uri().path().strip_prefix(PREFIX))
         .flatten()
-        .filter(|token| is_token(token))
-        .and_then(|token| tokens.answer(token));
+        .filter(|token| is_token(token));
+    let answer = match token {
+        Some(token) => tokens.answer(token).await,
+        None => None,
+    };
     match answer {
         Some(key_authorization) => {
             http_server::text(StatusCode::OK, "text/plain", key_authorization)
@@ -177,13 +254,13 @@ fn is_token(token: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_are_withdrawn_on_drop() {
+    #[tokio::test]
+    async fn tokens_are_withdrawn_on_drop() {
         let tokens = Tokens::default();
         {
             let mut publisher = tokens.publisher();
-            publisher.publish("abc", "abc.thumb").unwrap();
-            assert_eq!(tokens.answer("abc").as_deref(), Some("abc.thumb"));
+            publisher.publish("abc", "abc.thumb").await.unwrap();
+            assert_eq!(tokens.answer("abc").await.as_deref(), Some("abc.thumb"));
         }
         assert!(tokens.is_empty());
     }

@@ -1,0 +1,300 @@
+//! Cluster mode: several certkeeper nodes behind one name (an origin/edge media deployment)
+//! share their certificates through etcd.
+//!
+//! - One node at a time holds the renewal lease: an etcd key bound to an etcd lease that the
+//!   holder renews every third of its lifetime ([`lead`]). Only the holder orders. When it
+//!   dies, the key goes with its lease and another node takes over.
+//! - HTTP-01 answers are stored in etcd as well as in memory, so whichever node the CA's
+//!   request reaches can answer it.
+//! - Each issued certificate is stored in etcd with its private key sealed under the cluster
+//!   secret ([`seal`]); every node installs it through its own deployment ([`sync`]).
+//!
+//! etcd being unreachable costs renewals, never service: a node keeps its certificates and
+//! renews nothing until etcd answers again.
+
+pub mod etcd;
+mod seal;
+pub mod sync;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::bundle::{Bundle, BundleError, LeafInfo};
+use crate::config::ClusterConfig;
+use etcd::Etcd;
+pub use etcd::EtcdError;
+pub use seal::SealError;
+use seal::Sealer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("the cluster's copy of certificate \"{name}\" cannot be used: {reason}")]
+    Record { name: String, reason: String },
+}
+
+/// A certificate as the cluster shares it: the chain in the clear, the key sealed.
+#[derive(Serialize, Deserialize)]
+pub struct Record {
+    pub serial: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: u64,
+    /// PEM, leaf first.
+    pub chain: String,
+    /// The PEM private key, sealed for this certificate's name and serial.
+    pub key: String,
+    /// The node that published it.
+    pub node: String,
+}
+
+impl Record {
+    pub fn not_after(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.not_after)
+    }
+}
+
+/// A handle on the cluster: cheap to clone, shared by the daemon, its renewals and the listener.
+#[derive(Clone)]
+pub struct Cluster(Arc<Inner>);
+
+struct Inner {
+    etcd: Etcd,
+    node: String,
+    prefix: String,
+    lease_ttl: Duration,
+    sealer: Sealer,
+    /// The lease this node holds while it leads; HTTP-01 answers are bound to it too.
+    lease: Mutex<Option<i64>>,
+}
+
+impl Cluster {
+    pub fn new(config: &ClusterConfig) -> Result<Self, ClusterError> {
+        // A request that takes a third of the lease is as good as failed: stepping down then
+        // still leaves a third of the lease before another node may take over.
+        let timeout = (config.lease / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        Ok(Cluster(Arc::new(Inner {
+            etcd: Etcd::new(config, timeout)?,
+            node: config.node.clone(),
+            prefix: config.prefix.clone(),
+            lease_ttl: config.lease,
+            sealer: Sealer::new(&config.secret),
+            lease: Mutex::new(None),
+        })))
+    }
+
+    pub fn node(&self) -> &str {
+        &self.0.node
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}/{kind}/{name}", self.0.prefix)
+    }
+
+    /// Holds the name of the node that holds the renewal lease, bound to that lease.
+    fn leader_key(&self) -> String {
+        format!("{}/leader", self.0.prefix)
+    }
+
+    fn lease(&self) -> Option<i64> {
+        self.0.lease.lock().ok().and_then(|lease| *lease)
+    }
+
+    fn set_lease(&self, lease: Option<i64>) {
+        if let Ok(mut slot) = self.0.lease.lock() {
+            *slot = lease;
+        }
+    }
+
+    /// Takes the renewal lease if nobody holds it; says whether this node holds it now.
+    async fn campaign(&self) -> Result<bool, EtcdError> {
+        let key = self.leader_key();
+        if self.0.etcd.get(&key).await?.is_some() {
+            return Ok(false);
+        }
+        let lease = self.0.etcd.grant(self.0.lease_ttl).await?;
+        if self
+            .0
+            .etcd
+            .create(&key, self.0.node.as_bytes(), lease)
+            .await?
+        {
+            self.set_lease(Some(lease));
+            return Ok(true);
+        }
+        // Another node was quicker.
+        let _ = self.0.etcd.revoke(lease).await;
+        Ok(false)
+    }
+
+    /// The node holding the renewal lease, if any.
+    pub async fn leader(&self) -> Result<Option<String>, EtcdError> {
+        let holder = self.0.etcd.get(&self.leader_key()).await?;
+        Ok(holder.map(|node| String::from_utf8_lossy(&node).into_owned()))
+    }
+
+    /// Gives the lease up, so that another node takes over at once rather than after it expires.
+    async fn resign(&self) {
+        if let Some(lease) = self.lease() {
+            self.set_lease(None);
+            if let Err(e) = self.0.etcd.revoke(lease).await {
+                tracing::debug!(error = %e, "could not give up the renewal lease; it expires by itself");
+            }
+        }
+    }
+
+    /// Stores an HTTP-01 answer for every node's listener, bound to the renewal lease.
+    pub async fn publish_token(&self, token: &str, answer: &str) -> Result<(), EtcdError> {
+        let key = self.key("tokens", token);
+        self.0.etcd.put(&key, answer.as_bytes(), self.lease()).await
+    }
+
+    pub async fn withdraw_token(&self, token: &str) {
+        if let Err(e) = self.0.etcd.delete(&self.key("tokens", token)).await {
+            tracing::debug!(error = %e, "could not withdraw an http-01 answer from etcd; it goes with the lease");
+        }
+    }
+
+    /// The HTTP-01 answer for `token` that some node published, if any.
+    pub async fn token(&self, token: &str) -> Option<String> {
+        match self.0.etcd.get(&self.key("tokens", token)).await {
+            Ok(answer) => answer.and_then(|a| String::from_utf8(a).ok()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up an http-01 answer in etcd");
+                None
+            }
+        }
+    }
+
+    /// Shares a newly issued certificate (and its sealed key) with the other nodes.
+    pub async fn publish(
+        &self,
+        name: &str,
+        bundle: &Bundle,
+        leaf: &LeafInfo,
+    ) -> Result<(), ClusterError> {
+        let record = Record {
+            serial: leaf.serial.clone(),
+            not_after: leaf
+                .not_after
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            chain: bundle.fullchain_pem(),
+            key: self.0.sealer.seal(
+                bundle.key_pem().as_bytes(),
+                &seal_context(name, &leaf.serial),
+            )?,
+            node: self.0.node.clone(),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| ClusterError::Record {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.0
+            .etcd
+            .put(&self.key("certs", name), &value, None)
+            .await?;
+        Ok(())
+    }
+
+    /// The certificates published at revision `since` or later (0: all), by name, and the
+    /// revision to ask from next time.
+    pub async fn records(&self, since: i64) -> Result<(Vec<(String, Record)>, i64), ClusterError> {
+        let prefix = self.key("certs", "");
+        let listing = self.0.etcd.list(&prefix, since).await?;
+        let mut records = Vec::new();
+        for entry in listing.entries {
+            let name = entry
+                .key
+                .strip_prefix(&prefix)
+                .unwrap_or(&entry.key)
+                .to_string();
+            match serde_json::from_slice::<Record>(&entry.value) {
+                Ok(record) => records.push((name, record)),
+                Err(e) => {
+                    tracing::warn!(name, error = %e, "ignoring an unreadable certificate record in etcd")
+                }
+            }
+        }
+        Ok((records, listing.revision + 1))
+    }
+
+    /// The certificate and key of `record`, unsealed.
+    pub fn open(&self, name: &str, record: &Record) -> Result<Bundle, ClusterError> {
+        let key = self
+            .0
+            .sealer
+            .open(&record.key, &seal_context(name, &record.serial))?;
+        let key = std::str::from_utf8(&key).map_err(|_| SealError::Open)?;
+        Bundle::from_pem(&record.chain, key).map_err(|e: BundleError| ClusterError::Record {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn seal_context(name: &str, serial: &str) -> String {
+    format!("certkeeper certificate {name} serial {serial}")
+}
+
+/// Holds the renewal lease whenever it can, and says on `leader` whether this node does:
+/// asks for it while nobody holds it, renews it every third of its lifetime while this node
+/// does, and steps down at the first renewal that fails, which is before etcd could hand it
+/// to another node. Gives it up when `shutdown` completes.
+pub async fn lead(
+    cluster: Cluster,
+    leader: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let every = cluster.0.lease_ttl / 3;
+    let mut reachable = true;
+    loop {
+        let leading = *leader.borrow();
+        let result = match leading {
+            true => match cluster.lease() {
+                Some(lease) => cluster.0.etcd.keep_alive(lease).await,
+                None => Ok(false),
+            },
+            false => cluster.campaign().await,
+        };
+        match (&result, reachable) {
+            (Err(e), true) => {
+                tracing::error!(error = %e, "etcd is unreachable: this node keeps serving its certificates and renews nothing until etcd answers again");
+                reachable = false;
+            }
+            (Ok(_), false) => {
+                tracing::info!("etcd answers again");
+                reachable = true;
+            }
+            _ => {}
+        }
+        let now_leading = result.unwrap_or(false);
+        if now_leading != leading {
+            match now_leading {
+                true => {
+                    tracing::info!(node = %cluster.node(), "this node holds the renewal lease: it renews for the cluster")
+                }
+                false => {
+                    cluster.set_lease(None);
+                    tracing::warn!(node = %cluster.node(), "this node lost the renewal lease: it renews nothing until it holds it again");
+                }
+            }
+            leader.send_replace(now_leading);
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+    if *leader.borrow() {
+        cluster.resign().await;
+        leader.send_replace(false);
+    }
+}
