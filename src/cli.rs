@@ -214,6 +214,16 @@ async fn renew_now(
     dry_run: bool,
     names: &[String],
 ) -> Result<(), Failure> {
+    // A one-off renewal beside the lease holder would order twice and share nothing.
+    if config.cluster.is_some() && !dry_run {
+        return Err(Failure {
+            code: EX_CONFIG,
+            message: "this node is part of a cluster ([cluster] in the config): the node that \
+                      holds the renewal lease renews for every node (see the daemon's log); \
+                      `renew --dry-run` still tests the whole flow against the staging CA"
+                .into(),
+        });
+    }
     let store = Store::new(&config.daemon.state_dir);
     let now = SystemTime::now();
     let mut due = Vec::new();

@@ -7,6 +7,7 @@
 //! stop, abandoning orders in flight but never a deployment in progress, so no file is ever
 //! half-written.
 
+mod cluster;
 mod task;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use crate::acme::Accounts;
 use crate::challenge::choice::Choice;
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, ListenError, Tokens};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{CertificateConfig, Config, ConfigError};
 use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::plan::{Plan, plan};
@@ -30,6 +32,7 @@ use crate::ratelimit::{self, Ledger};
 use crate::renew::{self, RenewError};
 use crate::store::Store;
 use crate::{metrics, schedule, sdnotify, timefmt};
+use cluster::Membership;
 use task::{Context, Finished, Outcome};
 
 /// Re-evaluate at least this often, so a suspended machine or a clock jump is noticed.
@@ -44,6 +47,8 @@ const STATE_UNSAVED_HOLD: Duration = Duration::from_secs(300);
 pub enum DaemonError {
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] ClusterError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot serve metrics on {addr}: {source}; change daemon.metrics_listen")]
@@ -111,6 +116,8 @@ struct Daemon {
     tasks: HashMap<task::Id, String>,
     /// What was ordered from each CA lately (directory → ledger).
     ledgers: HashMap<String, Ledger>,
+    /// Cluster mode: the renewal lease and the sync with etcd.
+    cluster: Option<Membership>,
 }
 
 struct InFlight {
@@ -131,7 +138,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         Some(addr) => Some(bind_metrics(addr)?),
         None => None,
     };
-    let tokens = Tokens::default();
+    let clustered = match &config.cluster {
+        Some(settings) => Some((Cluster::new(settings)?, settings.sync_interval)),
+        None => None,
+    };
+    let tokens = match &clustered {
+        Some((cluster, _)) => Tokens::clustered(cluster.clone()),
+        None => Tokens::default(),
+    };
     let (stop_servers, stopped) = watch::channel(());
     let until_stopped = move || {
         let mut stopped = stopped.clone();
@@ -147,6 +161,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             until_stopped(),
         )));
     }
+    // Cluster mode: follow the renewal lease (given up on stop, so another node takes over).
+    let mut leadership = None;
+    let membership = clustered.map(|(cluster, interval)| {
+        let (leader, follower) = watch::channel(false);
+        servers.push(tokio::spawn(crate::cluster::lead(
+            cluster.clone(),
+            leader,
+            until_stopped(),
+        )));
+        leadership = Some(follower.clone());
+        Membership::new(cluster, follower, interval)
+    });
     let (published, watched) = watch::channel(Arc::new(config.clone()));
     if let Some(listener) = metrics_listener {
         servers.push(tokio::spawn(metrics::serve(
@@ -170,6 +196,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             accounts: Accounts::default(),
             dns01: dns01_of(&config),
             preflight: preflight_of(&config),
+            cluster: membership.as_ref().map(|m| m.cluster.clone()),
         },
         notifier: Notifier::new(config.notify.clone()),
         config_path,
@@ -182,18 +209,23 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         in_flight: HashMap::new(),
         tasks: HashMap::new(),
         ledgers: HashMap::new(),
+        cluster: membership,
     };
 
     daemon.repair_outputs();
     let first = daemon.next_due(SystemTime::now());
     sdnotify::ready(&daemon.summary(first.as_ref()));
     sdnotify::spawn_watchdog();
-    let (stop_renewals, stopping) = watch::channel(false);
+    let (mut stop_renewals, mut stopping) = watch::channel(false);
     let mut renewals = JoinSet::new();
     loop {
         let now = SystemTime::now();
         daemon.warn_of_expiry(now);
-        // Asking the CA may take a while when it is slow: SIGTERM must not wait for it.
+        // Asking the CA (or etcd) may take a while when it is slow: SIGTERM must not wait.
+        tokio::select! {
+            () = daemon.sync_cluster() => {}
+            _ = signals.stop() => break,
+        }
         tokio::select! {
             () = daemon.refresh_ari(now) => {}
             _ = signals.stop() => break,
@@ -208,9 +240,24 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             .filter(|wait| !wait.is_zero())
             .unwrap_or(LONGEST_SLEEP)
             .min(LONGEST_SLEEP);
+        let until_sync = daemon.cluster.as_ref().map_or(wait, |m| m.until_sync());
         tokio::select! {
             // A timed wake-up reads every plan afresh (a one-off `renew` may have run).
             _ = tokio::time::sleep(wait) => daemon.plans.clear(),
+            _ = tokio::time::sleep(until_sync), if until_sync < wait => {}
+            Some(leading) = leadership_change(&mut leadership) => {
+                if leading {
+                    // Never order what another node renewed a moment ago.
+                    if let Some(membership) = &mut daemon.cluster {
+                        membership.resync();
+                    }
+                    daemon.plans.clear();
+                } else {
+                    // Orders in flight are abandoned: the next lease holder orders afresh.
+                    let _ = stop_renewals.send(true);
+                    (stop_renewals, stopping) = watch::channel(false);
+                }
+            }
             Some(finished) = renewals.join_next_with_id(), if !renewals.is_empty() => daemon.finish(finished),
             event = signals.next() => match event {
                 Event::Stop => break,
@@ -255,6 +302,11 @@ impl Daemon {
         &self.plans[&cert.name]
     }
 
+    /// Whether this node orders certificates: always, except in a cluster without the lease.
+    fn renews(&self) -> bool {
+        self.cluster.as_ref().is_none_or(Membership::is_leader)
+    }
+
     /// When `cert` is due: its plan, unless it is held back.
     fn due_at(&mut self, cert: &CertificateConfig, now: SystemTime) -> SystemTime {
         let due = self.plan_of(cert, now).due.at(now);
@@ -270,6 +322,9 @@ impl Daemon {
         renewals: &mut JoinSet<Finished>,
         stopping: &watch::Receiver<bool>,
     ) {
+        if !self.renews() {
+            return;
+        }
         let certificates = self.config.certificates.clone();
         for cert in certificates {
             if self.in_flight.contains_key(&cert.name) || self.due_at(&cert, now) > now {
@@ -337,8 +392,12 @@ impl Daemon {
                     started,
                     choice,
                     issued,
+                    unpublished,
                     result,
                 } = *outcome;
+                if unpublished && let Some(membership) = &mut self.cluster {
+                    membership.unpublished.insert(cert.name.clone());
+                }
                 let flight = self.in_flight.remove(&cert.name);
                 if issued {
                     let (names, _) = ratelimit::request_of(&cert, None);
@@ -392,6 +451,9 @@ impl Daemon {
     /// or due for a refresh (the CA's Retry-After). A CA that cannot be reached is asked again
     /// at the next wake-up.
     async fn refresh_ari(&mut self, now: SystemTime) {
+        if !self.renews() {
+            return;
+        }
         let mut due = Vec::new();
         for cert in self.config.certificates.clone() {
             if !self.in_flight.contains_key(&cert.name)
@@ -620,4 +682,15 @@ fn raise_open_file_limit() {
     {
         tracing::warn!(error = %e, soft, "cannot raise the open-file limit; a flood of connections may lock out the CA");
     }
+}
+
+/// The next change of leadership (`Some(true)`: this node took the lease); never, outside a
+/// cluster.
+async fn leadership_change(leadership: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
+    if let Some(leader) = leadership
+        && leader.changed().await.is_ok()
+    {
+        return Some(*leader.borrow_and_update());
+    }
+    std::future::pending().await
 }

@@ -11,6 +11,7 @@ use crate::acme::{Accounts, Solvers};
 use crate::challenge::choice::Choice;
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::Tokens;
+use crate::cluster::Cluster;
 use crate::config::{AcmeConfig, CertificateConfig};
 use crate::deploy::deploy;
 use crate::preflight::Preflight;
@@ -25,6 +26,7 @@ pub struct Context {
     pub accounts: Accounts,
     pub dns01: Option<Arc<Dns01>>,
     pub preflight: Option<Arc<Preflight>>,
+    pub cluster: Option<Cluster>,
 }
 
 /// How a renewal task ended.
@@ -44,6 +46,8 @@ pub struct Outcome {
     pub choice: Option<Choice>,
     /// The CA issued a certificate (whether or not it could then be deployed).
     pub issued: bool,
+    /// Cluster mode: the certificate could not be published to etcd (the next sync tries again).
+    pub unpublished: bool,
     /// The new certificate's expiry once deployed.
     pub result: Result<SystemTime, RenewError>,
 }
@@ -59,11 +63,22 @@ pub async fn renew(
     let attempt = tokio::select! {
         attempt = obtain(&context, &cert, &ca) => attempt,
         _ = stop.wait_for(|stopping| *stopping) => {
-            tracing::info!(name = %cert.name, "stopping: the order in flight is abandoned; no file was changed");
+            tracing::info!(name = %cert.name, "the order in flight is abandoned (stopping, or the renewal lease is lost); no file was changed");
             return Finished::Abandoned { name: cert.name };
         }
     };
     let issued = attempt.result.is_ok();
+    // The other nodes get the certificate before this one deploys it: should this node die
+    // now, the renewal is not lost.
+    let mut unpublished = false;
+    if let (Some(cluster), Ok(obtained)) = (&context.cluster, &attempt.result)
+        && let Err(e) = cluster
+            .publish(&cert.name, &obtained.bundle, &obtained.leaf)
+            .await
+    {
+        tracing::warn!(name = %cert.name, error = %e, "cannot publish the new certificate to the cluster; the next sync tries again");
+        unpublished = true;
+    }
     let result = match attempt.result {
         Ok(obtained) => deploy(&context.store, &cert, &obtained.bundle)
             .await
@@ -77,6 +92,7 @@ pub async fn renew(
         cert,
         started,
         issued,
+        unpublished,
         result,
     }))
 }

@@ -1,0 +1,150 @@
+//! The daemon's side of cluster mode: whether this node holds the renewal lease, and bringing
+//! its certificates in line with etcd at each sync (installing what other nodes published,
+//! publishing what was issued here while etcd was unreachable).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::Daemon;
+use crate::cluster::sync::{self, Verdict};
+use crate::cluster::{Cluster, Record};
+
+pub struct Membership {
+    pub cluster: Cluster,
+    leader: watch::Receiver<bool>,
+    interval: Duration,
+    next_sync: Instant,
+    /// The etcd revision to list changes from; 0 lists everything (on start, and when this
+    /// node takes the lease, so that it never orders what another node just renewed).
+    since: i64,
+    /// The serial last tried per certificate: one whose deployment failed here is not tried
+    /// again (nor the server reloaded again) until a newer one appears.
+    tried: HashMap<String, String>,
+    /// Certificates issued here that etcd does not hold yet.
+    pub unpublished: HashSet<String>,
+    /// The last sync failed (logged once per outage).
+    failing: bool,
+}
+
+impl Membership {
+    pub fn new(cluster: Cluster, leader: watch::Receiver<bool>, interval: Duration) -> Self {
+        Membership {
+            cluster,
+            leader,
+            interval,
+            next_sync: Instant::now(),
+            since: 0,
+            tried: HashMap::new(),
+            unpublished: HashSet::new(),
+            failing: false,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// How long until the next sync is due.
+    pub fn until_sync(&self) -> Duration {
+        self.next_sync.saturating_duration_since(Instant::now())
+    }
+
+    /// Makes the next sync a full one, at once.
+    pub fn resync(&mut self) {
+        self.since = 0;
+        self.next_sync = Instant::now();
+    }
+}
+
+impl Daemon {
+    /// Runs a sync if one is due; see the module comment.
+    pub(super) async fn sync_cluster(&mut self) {
+        let Some(mut membership) = self.cluster.take() else {
+            return;
+        };
+        if membership.until_sync().is_zero() {
+            membership.next_sync = Instant::now() + membership.interval;
+            self.sync_with(&mut membership).await;
+        }
+        self.cluster = Some(membership);
+    }
+
+    async fn sync_with(&mut self, membership: &mut Membership) {
+        let full = membership.since == 0;
+        let (records, next) = match membership.cluster.records(membership.since).await {
+            Ok(listing) => listing,
+            Err(e) => {
+                if !membership.failing {
+                    tracing::warn!(error = %e, "cannot fetch the cluster's certificates; keeping this node's");
+                }
+                membership.failing = true;
+                return;
+            }
+        };
+        membership.failing = false;
+        membership.since = next;
+        let mut records: HashMap<String, Record> = records.into_iter().collect();
+        let leader = membership.is_leader();
+        for cert in self.config.certificates.clone() {
+            // A renewal running here owns the certificate until it ends.
+            if self.in_flight.contains_key(&cert.name) {
+                continue;
+            }
+            let record = records.remove(&cert.name);
+            let pending = membership.unpublished.contains(&cert.name);
+            if record.is_none() && !full && !pending {
+                continue;
+            }
+            let local = match self.store().current(&cert.name) {
+                Ok(current) => current.map(|c| c.leaf),
+                Err(e) => {
+                    tracing::warn!(name = %cert.name, error = %e, "cannot read this node's certificate");
+                    None
+                }
+            };
+            match (sync::compare(local.as_ref(), record.as_ref()), record) {
+                (Verdict::Install, Some(record)) => {
+                    if membership.tried.get(&cert.name) == Some(&record.serial) {
+                        continue;
+                    }
+                    membership
+                        .tried
+                        .insert(cert.name.clone(), record.serial.clone());
+                    let store = self.context.store.clone();
+                    match sync::install(&membership.cluster, &store, &cert, &record).await {
+                        Ok(_) => tracing::info!(
+                            name = %cert.name,
+                            serial = %record.serial,
+                            from = %record.node,
+                            not_after = %crate::timefmt::utc(record.not_after()),
+                            "installed the certificate another node published"
+                        ),
+                        Err(e) => tracing::error!(
+                            name = %cert.name,
+                            serial = %record.serial,
+                            error = %e,
+                            "cannot install the certificate another node published"
+                        ),
+                    }
+                    self.plans.remove(&cert.name);
+                }
+                (Verdict::Publish, _) if leader => {
+                    let store = self.context.store.clone();
+                    match sync::publish_current(&membership.cluster, &store, &cert.name).await {
+                        Ok(()) => {
+                            membership.unpublished.remove(&cert.name);
+                            tracing::info!(name = %cert.name, "published this node's certificate to the cluster");
+                        }
+                        Err(e) => {
+                            membership.unpublished.insert(cert.name.clone());
+                            tracing::warn!(name = %cert.name, error = %e, "cannot publish this node's certificate to the cluster; trying again at the next sync");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
