@@ -109,7 +109,14 @@ impl Tokens {
         }
         let cluster = self.cluster.as_ref()?;
         let _permit = self.lookups.acquire().await.ok()?;
-        cluster.token(token).await
+        let answer = cluster.token(token).await;
+        if answer.is_some() {
+            tracing::info!(
+                token,
+                "answered an http-01 request with another node's answer"
+            );
+        }
+        answer
     }
 
     pub fn len(&self) -> usize {

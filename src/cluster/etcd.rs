@@ -257,7 +257,8 @@ impl Etcd {
         for offset in 0..self.endpoints.len() {
             let index = (first + offset) % self.endpoints.len();
             let endpoint = &self.endpoints[index];
-            let mut request = http::Request::post(format!("{endpoint}{path}"))
+            let base = endpoint.to_string();
+            let mut request = http::Request::post(format!("{}{path}", base.trim_end_matches('/')))
                 .header(http::header::CONTENT_TYPE, "application/json");
             if let Some(token) = token {
                 request = request.header(http::header::AUTHORIZATION, token);
@@ -292,10 +293,17 @@ impl Etcd {
                 }
             };
             self.preferred.store(index, Ordering::Relaxed);
-            let value: Value = serde_json::from_slice(&bytes).map_err(|e| EtcdError::Answer {
-                call,
-                reason: e.to_string(),
-            })?;
+            let value: Value = match serde_json::from_slice(&bytes) {
+                Ok(value) => value,
+                // Not etcd's gateway, or an old etcd without it: the status says more.
+                Err(_) if !status.is_success() => Value::Null,
+                Err(e) => {
+                    return Err(EtcdError::Answer {
+                        call,
+                        reason: e.to_string(),
+                    });
+                }
+            };
             if !status.is_success() || value.get("error").is_some() {
                 let message = value["message"]
                     .as_str()

@@ -6,6 +6,7 @@
 //! every wait is bounded.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod hostile;
 
 use std::fs;
@@ -60,6 +61,8 @@ pub struct Pebble {
     pub log: PathBuf,
     listen: u16,
     dns: u16,
+    /// challtestsrv's management port (where the names pebble resolves are set).
+    dns_management: u16,
     /// Overrides challtestsrv as pebble's DNS server.
     dns_server: Option<String>,
     /// challtestsrv first, pebble last.
@@ -149,6 +152,7 @@ impl Pebble {
             dir,
             listen,
             dns,
+            dns_management: dns_mgmt,
             dns_server: None,
             children: vec![challtestsrv],
         };
@@ -174,6 +178,9 @@ impl Pebble {
                     .unwrap_or_else(|| format!("127.0.0.1:{}", self.dns)),
             ])
             .env("PEBBLE_VA_NOSLEEP", "1")
+            // Every order is validated afresh: a reused authorization would hide the
+            // challenge path.
+            .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(log)
             .stderr(Stdio::null())
             .spawn()
@@ -196,6 +203,37 @@ impl Pebble {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.spawn_pebble();
+    }
+
+    /// Makes pebble's validator resolve `host` to `ip` alone (instead of 127.0.0.1).
+    pub fn point(&self, host: &str, ip: &str) {
+        // add-a adds to what is there: clear first.
+        self.dns_management("/clear-a", &serde_json::json!({ "host": host }));
+        self.dns_management(
+            "/add-a",
+            &serde_json::json!({ "host": host, "addresses": [ip] }),
+        );
+    }
+
+    fn dns_management(&self, path: &str, body: &serde_json::Value) {
+        let body = body.to_string();
+        let mut stream = TcpStream::connect(("127.0.0.1", self.dns_management))
+            .expect("challtestsrv management");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "challtestsrv refused {path}: {answer}"
+        );
     }
 
     /// How many orders pebble has created (a request rejected for a bad nonce creates none).

@@ -1,0 +1,351 @@
+//! Cluster mode: three certkeeper nodes sharing certificates through a real three-member etcd
+//! cluster on loopback, with one real pebble. Each node listens on its own loopback address
+//! (127.0.0.2 to 127.0.0.4) on pebble's validation port; pebble's DNS (challtestsrv) decides
+//! which node the CA's HTTP-01 request reaches.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::etcd::EtcdCluster;
+use common::{Certkeeper, Killed, Pebble};
+
+const NAME: &str = "media.example.com";
+
+struct Node {
+    ck: Certkeeper,
+    name: String,
+    daemon: Option<Killed>,
+}
+
+impl Node {
+    /// Node `k` listens on 127.0.0.{k+2}.
+    fn new(pebble: &Pebble, etcd: &EtcdCluster, secret: &std::path::Path, k: usize) -> Node {
+        let ck = Certkeeper::new(pebble, &[NAME], "");
+        let name = format!("n{k}");
+        let text = fs::read_to_string(&ck.config).unwrap().replace(
+            &format!("listen = \"127.0.0.1:{}\"", pebble.http_port),
+            &format!("listen = \"{}:{}\"", ip(k), pebble.http_port),
+        );
+        let text = format!(
+            "{text}\n[cluster]\n{}\nnode = \"{name}\"\nsecret_file = \"{}\"\nlease_secs = 3\nsync_interval_secs = 1\n",
+            etcd.endpoints(),
+            secret.display()
+        );
+        fs::write(&ck.config, text).unwrap();
+        Node {
+            ck,
+            name,
+            daemon: None,
+        }
+    }
+
+    fn start(&mut self) {
+        self.daemon = Some(self.ck.spawn_daemon());
+    }
+
+    /// SIGKILL, no goodbye.
+    fn kill(&mut self) {
+        drop(self.daemon.take());
+    }
+
+    fn running(&mut self) -> bool {
+        self.daemon
+            .as_mut()
+            .is_some_and(|d| d.0.try_wait().ok().flatten().is_none())
+    }
+
+    /// The serial of the certificate in the node's output directory.
+    fn serial(&self) -> Option<String> {
+        let pem = fs::read(self.ck.path("out/fullchain.pem")).ok()?;
+        certkeeper::bundle::read_leaf(&pem)
+            .ok()
+            .map(|leaf| leaf.serial)
+    }
+
+    fn files(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            fs::read(self.ck.path("out/fullchain.pem")).unwrap(),
+            fs::read(self.ck.path("out/privkey.pem")).unwrap(),
+        )
+    }
+}
+
+fn ip(k: usize) -> String {
+    format!("127.0.0.{}", k + 2)
+}
+
+fn secret_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("cluster.secret");
+    let random: String = (0..48).map(|_| fastrand::alphanumeric()).collect();
+    fs::write(&path, random).unwrap();
+    path
+}
+
+/// Waits (bounded) until `predicate` holds; on timeout shows every node's log.
+fn wait_until(nodes: &[Node], what: &str, limit: Duration, mut predicate: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !predicate() {
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("--- {} ---\n{}", n.name, n.ck.daemon_log()))
+                .collect();
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every node in `nodes` holds the certificate with this serial, other than `not`.
+fn all_hold_a_new_one(nodes: &[&Node], not: Option<&str>) -> Option<String> {
+    let serials: Vec<Option<String>> = nodes.iter().map(|n| n.serial()).collect();
+    let first = serials[0].clone()?;
+    (serials.iter().all(|s| s.as_deref() == Some(&first)) && Some(first.as_str()) != not)
+        .then_some(first)
+}
+
+/// Pebble at `validity`, an etcd cluster, three nodes; node 0 starts alone and issues the
+/// first certificate (validated through itself), then nodes 1 and 2 start and catch up.
+fn cluster_with_a_certificate(
+    validity: u64,
+) -> (Pebble, EtcdCluster, tempfile::TempDir, Vec<Node>, String) {
+    let pebble = Pebble::start(Some(Duration::from_secs(validity)));
+    let etcd = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|k| Node::new(&pebble, &etcd, &secret, k))
+        .collect();
+    pebble.point(NAME, &ip(0));
+    nodes[0].start();
+    wait_until(
+        &nodes,
+        "node 0 to issue the first certificate",
+        Duration::from_secs(30),
+        || nodes[0].serial().is_some(),
+    );
+    assert_eq!(etcd.get("/certkeeper/leader").as_deref(), Some("n0"));
+    nodes[1].start();
+    nodes[2].start();
+    let mut first = None;
+    wait_until(
+        &nodes,
+        "nodes 1 and 2 to catch up on start",
+        Duration::from_secs(20),
+        || {
+            first = all_hold_a_new_one(&nodes.iter().collect::<Vec<_>>(), None);
+            first.is_some()
+        },
+    );
+    assert_eq!(pebble.orders(), 1, "one order for the first certificate");
+    (pebble, etcd, dir, nodes, first.unwrap())
+}
+
+#[test]
+fn each_certificate_is_ordered_once_and_validated_through_any_node() {
+    let (pebble, etcd, _dir, nodes, first) = cluster_with_a_certificate(30);
+
+    // The renewal: pebble now reaches node 2, which does not hold the lease.
+    pebble.point(NAME, &ip(2));
+    let all: Vec<&Node> = nodes.iter().collect();
+    let mut renewed = None;
+    wait_until(
+        &nodes,
+        "the renewal on all three nodes",
+        Duration::from_secs(40),
+        || {
+            renewed = all_hold_a_new_one(&all, Some(&first));
+            renewed.is_some()
+        },
+    );
+    assert_eq!(etcd.get("/certkeeper/leader").as_deref(), Some("n0"));
+    assert_eq!(
+        (pebble.orders(), pebble.issued()),
+        (2, 2),
+        "each certificate ordered once"
+    );
+    let log = nodes[0].ck.daemon_log();
+    assert!(log.contains("certificate issued and deployed"), "{log}");
+    let answered = "answered an http-01 request with another node's answer";
+    assert!(nodes[2].ck.daemon_log().contains(answered));
+    assert!(!nodes[1].ck.daemon_log().contains(answered));
+    for node in &nodes[1..] {
+        let log = node.ck.daemon_log();
+        assert!(
+            log.contains("installed the certificate another node published"),
+            "{log}"
+        );
+        assert!(
+            !log.contains("renewal started"),
+            "only the lease holder orders:\n{log}"
+        );
+    }
+
+    // Identical files everywhere, and a key that matches.
+    let (chain, key) = nodes[0].files();
+    assert!(common::key_matches(&chain, &key));
+    for node in &nodes[1..] {
+        assert_eq!(
+            node.files(),
+            (chain.clone(), key.clone()),
+            "{} differs",
+            node.name
+        );
+    }
+    // The key reached etcd sealed, never in the clear.
+    let record = etcd.get("/certkeeper/certs/media").expect("record in etcd");
+    assert!(record.contains("BEGIN CERTIFICATE") && !record.contains("PRIVATE KEY"));
+}
+
+#[test]
+fn a_lease_holder_killed_mid_renewal_is_replaced_and_the_renewal_finished() {
+    let (pebble, etcd, _dir, mut nodes, first) = cluster_with_a_certificate(30);
+
+    // Validation requests now reach node 2 through a proxy that holds them for 2 s: the
+    // renewal is certainly in flight when the proxy sees the first one.
+    let proxy = SlowProxy::start(&ip(3), pebble.http_port, &ip(2), Duration::from_secs(2));
+    pebble.point(NAME, &ip(3));
+    wait_until(
+        &nodes,
+        "the renewal's validation request",
+        Duration::from_secs(40),
+        || proxy.accepted() > 0,
+    );
+    let orders_at_kill = pebble.orders();
+    nodes[0].kill();
+
+    let survivors: Vec<&Node> = nodes[1..].iter().collect();
+    let mut renewed = None;
+    wait_until(
+        &nodes,
+        "another node to finish the renewal",
+        Duration::from_secs(40),
+        || {
+            renewed = all_hold_a_new_one(&survivors, Some(&first));
+            renewed.is_some()
+        },
+    );
+    assert_eq!(
+        pebble.orders(),
+        orders_at_kill + 1,
+        "one order to finish the renewal, beyond the interrupted one"
+    );
+    let leader = etcd.get("/certkeeper/leader").unwrap_or_default();
+    assert!(
+        leader == "n1" || leader == "n2",
+        "the lease moved on, to {leader:?}"
+    );
+    let successor = nodes
+        .iter()
+        .find(|n| n.name == leader)
+        .unwrap()
+        .ck
+        .daemon_log();
+    assert!(successor.contains("this node holds the renewal lease"));
+    assert!(successor.contains("certificate issued and deployed"));
+    assert_eq!(nodes[1].files(), nodes[2].files());
+    assert!(nodes[1].running() && nodes[2].running());
+}
+
+#[test]
+fn without_etcd_nodes_keep_their_certificates_and_renew_nothing_until_it_is_back() {
+    let (pebble, mut etcd, _dir, mut nodes, first) = cluster_with_a_certificate(40);
+    let pem = fs::read(nodes[0].ck.path("out/fullchain.pem")).unwrap();
+    let leaf = certkeeper::bundle::read_leaf(&pem).unwrap();
+    let files: Vec<_> = nodes.iter().map(Node::files).collect();
+
+    etcd.stop_all();
+    // Past the renewal time (half of 40 s) with etcd away.
+    let past_due = leaf.not_before + Duration::from_secs(24);
+    while std::time::SystemTime::now() < past_due {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        pebble.orders(),
+        1,
+        "nothing ordered while etcd is unreachable"
+    );
+    for (node, files) in nodes.iter_mut().zip(&files) {
+        assert!(node.running(), "{} stopped", node.name);
+        assert_eq!(&node.files(), files, "{} changed its files", node.name);
+        let log = node.ck.daemon_log();
+        assert!(log.contains("etcd is unreachable"), "{}:\n{log}", node.name);
+    }
+
+    etcd.start_all();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_until(
+        &nodes,
+        "the renewal once etcd is back",
+        Duration::from_secs(14),
+        || all_hold_a_new_one(&all, Some(&first)).is_some(),
+    );
+    assert_eq!(pebble.orders(), 2);
+}
+
+/// A TCP proxy that holds each connection for `delay` before passing it on.
+struct SlowProxy {
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowProxy {
+    fn start(ip: &str, port: u16, target_ip: &str, delay: Duration) -> SlowProxy {
+        let listener = TcpListener::bind((ip, port)).expect("bind the slow proxy");
+        listener.set_nonblocking(true).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let target = format!("{target_ip}:{port}");
+        let (count, stopping) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while !stopping.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = pipe(client, &target);
+                });
+            }
+        });
+        SlowProxy { accepted, stop }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One request and its answer (the listener closes each connection after answering).
+fn pipe(mut client: TcpStream, target: &str) -> std::io::Result<()> {
+    client.set_nonblocking(false)?;
+    client.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut server = TcpStream::connect(target)?;
+    server.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = [0u8; 8192];
+    let n = client.read(&mut request)?;
+    server.write_all(&request[..n])?;
+    let mut answer = Vec::new();
+    let _ = server.read_to_end(&mut answer);
+    client.write_all(&answer)?;
+    client.shutdown(Shutdown::Both)
+}
