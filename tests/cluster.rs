@@ -84,6 +84,8 @@ fn secret_file(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("cluster.secret");
     let random: String = (0..48).map(|_| fastrand::alphanumeric()).collect();
     fs::write(&path, random).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 

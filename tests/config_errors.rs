@@ -6,7 +6,11 @@ use std::fs;
 
 fn run_with(text: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
+    run_in(dir.path(), text)
+}
+
+fn run_in(dir: &std::path::Path, text: &str) -> (Option<i32>, String) {
+    let path = dir.join("bad.toml");
     fs::write(&path, text).unwrap();
     let output = std::process::Command::new(common::BIN)
         .arg("--config")
@@ -72,6 +76,62 @@ fn each_bad_config_names_file_line_and_fix() {
         );
         assert!(stderr.contains(hint), "{text}\n{stderr}");
     }
+}
+
+#[test]
+fn cluster_settings_say_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("short.secret"), "too short\n").unwrap();
+    fs::write(dir.path().join("good.secret"), "x".repeat(48)).unwrap();
+    let good = "http://127.0.0.1:2379";
+    let cases = [
+        (
+            "endpoints = []\nsecret_file = \"good.secret\"\n".to_string(),
+            ":2:",
+            "client URLs",
+        ),
+        (
+            "endpoints = [\"etcd:2379\"]\nsecret_file = \"good.secret\"\n".to_string(),
+            ":2:",
+            "\"https://10.0.0.1:2379\"",
+        ),
+        (
+            format!("endpoints = [\"{good}\"]\nsecret_file = \"short.secret\"\n"),
+            ":3:",
+            "holds 9 bytes; write at least 32",
+        ),
+        (
+            format!("endpoints = [\"{good}\"]\nsecret_file = \"nosuch.secret\"\n"),
+            ":3:",
+            "does not exist",
+        ),
+        (
+            format!("endpoints = [\"{good}\"]\nsecret_file = \"good.secret\"\nlease_secs = 1\n"),
+            ":4:",
+            "3 to 300",
+        ),
+        (
+            format!("endpoints = [\"{good}\"]\nsecret_file = \"good.secret\"\nusername = \"ck\"\n"),
+            ":",
+            "username and password_file go together",
+        ),
+    ];
+    for (cluster, line, hint) in cases {
+        let text = format!("[cluster]\n{cluster}{CERT}domains = [\"a.example.com\"]\n");
+        let (code, stderr) = run_in(dir.path(), &text);
+        assert_eq!(code, Some(78), "{text}\n{stderr}");
+        assert!(
+            stderr.contains(&format!("bad.toml{line}")),
+            "{text}\n{stderr}"
+        );
+        assert!(stderr.contains(hint), "{text}\n{stderr}");
+    }
+    // A valid section is accepted.
+    let text = format!(
+        "[cluster]\nendpoints = [\"{good}\"]\nnode = \"edge-1\"\nsecret_file = \"good.secret\"\n{CERT}domains = [\"a.example.com\"]\n"
+    );
+    let (code, stderr) = run_in(dir.path(), &text);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 #[test]

@@ -77,7 +77,10 @@ fn default_sync_interval() -> Spanned<u64> {
 }
 
 impl Validator<'_> {
-    pub(super) fn cluster(&self, raw: Spanned<RawCluster>) -> Result<ClusterConfig, ConfigError> {
+    pub(super) fn cluster(
+        &mut self,
+        raw: Spanned<RawCluster>,
+    ) -> Result<ClusterConfig, ConfigError> {
         let span = raw.span();
         let raw = raw.into_inner();
         let error = |span, message: &str| self.located.error(span, message.to_string());
@@ -142,6 +145,16 @@ impl Validator<'_> {
                 &format!("cluster.secret_file: {}: {why}", secret_path.display()),
             )
         })?;
+        if let Ok(meta) = std::fs::metadata(&secret_path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                self.warnings.push(format!(
+                    "cluster.secret_file {} can be read by other users; it unseals every private \
+                     key in etcd: chmod 600 it",
+                    secret_path.display()
+                ));
+            }
+        }
         let lease = *raw.lease_secs.get_ref();
         if !(3..=300).contains(&lease) {
             return Err(error(
