@@ -351,3 +351,56 @@ fn pipe(mut client: TcpStream, target: &str) -> std::io::Result<()> {
     client.write_all(&answer)?;
     client.shutdown(Shutdown::Both)
 }
+
+#[test]
+fn talks_to_etcd_over_tls_with_a_client_certificate_and_a_password() {
+    let pebble = Pebble::start(None);
+    let etcd = EtcdCluster::start_secure("certkeeper", "node-password");
+    let secure = etcd.secure.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let good = dir.path().join("good.password");
+    let bad = dir.path().join("bad.password");
+    fs::write(&good, "node-password\n").unwrap();
+    fs::write(&bad, "not-the-password\n").unwrap();
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|k| Node::new(&pebble, &etcd, &secret, k))
+        .collect();
+    for (node, password) in nodes.iter().zip([&good, &bad]) {
+        let text = fs::read_to_string(&node.ck.config)
+            .unwrap()
+            .replace("endpoints = [\"http://", "endpoints = [\"https://");
+        let text = format!(
+            "{text}ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nusername = \"certkeeper\"\npassword_file = \"{}\"\n",
+            secure.ca.display(),
+            secure.client_cert.display(),
+            secure.client_key.display(),
+            password.display()
+        );
+        fs::write(&node.ck.config, text).unwrap();
+    }
+    pebble.point(NAME, &ip(0));
+    nodes[0].start();
+    wait_until(
+        &nodes,
+        "a certificate over TLS etcd",
+        Duration::from_secs(30),
+        || nodes[0].serial().is_some(),
+    );
+    assert!(
+        nodes[0]
+            .ck
+            .daemon_log()
+            .contains("this node holds the renewal lease")
+    );
+
+    // A node with the wrong password gets nothing, and says why.
+    nodes[1].start();
+    wait_until(
+        &nodes,
+        "the wrong password to be reported",
+        Duration::from_secs(20),
+        || nodes[1].ck.daemon_log().contains("authentication failed"),
+    );
+    assert!(nodes[1].serial().is_none());
+}

@@ -76,9 +76,16 @@ fn metrics_show_the_not_after_of_the_issued_certificate() {
     );
     fs::write(&ck.config, text).unwrap();
     let _daemon = ck.spawn_daemon();
-    ck.wait_until("the first certificate", Duration::from_secs(30), || {
-        ck.settled(1)
-    });
+    // The outcome (and with it the challenge used) is recorded a moment after the swap.
+    ck.wait_until(
+        "the first certificate, recorded",
+        Duration::from_secs(30),
+        || {
+            ck.settled(1)
+                && fs::read_to_string(ck.path("state/certs/media/state.json"))
+                    .is_ok_and(|state| state.contains("http-01"))
+        },
+    );
     let leaf = certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
         .unwrap();
     let expected = leaf

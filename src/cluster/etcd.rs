@@ -295,8 +295,11 @@ impl Etcd {
             self.preferred.store(index, Ordering::Relaxed);
             let value: Value = match serde_json::from_slice(&bytes) {
                 Ok(value) => value,
-                // Not etcd's gateway, or an old etcd without it: the status says more.
-                Err(_) if !status.is_success() => Value::Null,
+                // A refusal in plain text (the gateway's own checks), or not etcd at all.
+                Err(_) if !status.is_success() => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    json!({ "message": text.trim().chars().take(300).collect::<String>() })
+                }
                 Err(e) => {
                     return Err(EtcdError::Answer {
                         call,

@@ -265,8 +265,12 @@ pub async fn lead(
             false => cluster.campaign().await,
         };
         match (&result, reachable) {
-            (Err(e), true) => {
+            (Err(e @ EtcdError::Unreachable { .. }), true) => {
                 tracing::error!(error = %e, "etcd is unreachable: this node keeps serving its certificates and renews nothing until etcd answers again");
+                reachable = false;
+            }
+            (Err(e), true) => {
+                tracing::error!(error = %e, "etcd does not let this node in: it keeps serving its certificates and renews nothing until this is fixed (see [cluster] in the config)");
                 reachable = false;
             }
             (Ok(_), false) => {

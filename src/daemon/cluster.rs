@@ -11,6 +11,9 @@ use super::Daemon;
 use crate::cluster::sync::{self, Verdict};
 use crate::cluster::{Cluster, Record};
 
+/// How long a node waits before trying again to install a certificate whose deployment failed.
+const RETRY_INSTALL: Duration = Duration::from_secs(900);
+
 pub struct Membership {
     pub cluster: Cluster,
     leader: watch::Receiver<bool>,
@@ -19,9 +22,9 @@ pub struct Membership {
     /// The etcd revision to list changes from; 0 lists everything (on start, and when this
     /// node takes the lease, so that it never orders what another node just renewed).
     since: i64,
-    /// The serial last tried per certificate: one whose deployment failed here is not tried
-    /// again (nor the server reloaded again) until a newer one appears.
-    tried: HashMap<String, String>,
+    /// The serial last tried per certificate, and when: one whose deployment failed here is
+    /// not tried again (nor the server reloaded again) for a while, or until a newer one comes.
+    tried: HashMap<String, (String, Instant)>,
     /// Certificates issued here that etcd does not hold yet.
     pub unpublished: HashSet<String>,
     /// The last sync failed (logged once per outage).
@@ -106,12 +109,18 @@ impl Daemon {
             };
             match (sync::compare(local.as_ref(), record.as_ref()), record) {
                 (Verdict::Install, Some(record)) => {
-                    if membership.tried.get(&cert.name) == Some(&record.serial) {
+                    if membership
+                        .tried
+                        .get(&cert.name)
+                        .is_some_and(|(serial, at)| {
+                            *serial == record.serial && at.elapsed() < RETRY_INSTALL
+                        })
+                    {
                         continue;
                     }
                     membership
                         .tried
-                        .insert(cert.name.clone(), record.serial.clone());
+                        .insert(cert.name.clone(), (record.serial.clone(), Instant::now()));
                     let store = self.context.store.clone();
                     match sync::install(&membership.cluster, &store, &cert, &record).await {
                         Ok(_) => tracing::info!(

@@ -15,6 +15,17 @@ pub struct EtcdCluster {
     pub clients: Vec<u16>,
     peers: Vec<u16>,
     members: Vec<Option<Killed>>,
+    /// Clients must present a certificate over TLS, and log in as a user.
+    pub secure: Option<Secure>,
+}
+
+/// The files of a TLS etcd with client-certificate and password authentication.
+pub struct Secure {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
 }
 
 impl EtcdCluster {
@@ -29,9 +40,77 @@ impl EtcdCluster {
             clients: (0..size).map(|_| free_port()).collect(),
             peers: (0..size).map(|_| free_port()).collect(),
             members: (0..size).map(|_| None).collect(),
+            secure: None,
         };
         cluster.start_all();
         cluster
+    }
+
+    /// One member over TLS that requires a client certificate, with authentication enabled
+    /// and `user` (password `password`) allowed to read and write under `/certkeeper/`.
+    pub fn start_secure(user: &str, password: &str) -> EtcdCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secure = write_identities(dir.path());
+        let mut cluster = EtcdCluster {
+            dir,
+            clients: vec![free_port()],
+            peers: vec![free_port()],
+            members: vec![None],
+            secure: Some(secure),
+        };
+        cluster.start_all();
+        let root_password = "root-password";
+        cluster.etcdctl(&[
+            "user",
+            "add",
+            &format!("root:{root_password}"),
+            "--interactive=false",
+        ]);
+        cluster.etcdctl(&[
+            "user",
+            "add",
+            &format!("{user}:{password}"),
+            "--interactive=false",
+        ]);
+        cluster.etcdctl(&["role", "add", "certkeeper"]);
+        cluster.etcdctl(&[
+            "role",
+            "grant-permission",
+            "certkeeper",
+            "--prefix=true",
+            "readwrite",
+            "/certkeeper/",
+        ]);
+        // The leader key is the prefix itself plus "/leader".
+        cluster.etcdctl(&[
+            "role",
+            "grant-permission",
+            "certkeeper",
+            "readwrite",
+            "/certkeeper/leader",
+        ]);
+        cluster.etcdctl(&["user", "grant-role", user, "certkeeper"]);
+        cluster.etcdctl(&["auth", "enable"]);
+        cluster
+    }
+
+    fn etcdctl(&self, args: &[&str]) {
+        let secure = self.secure.as_ref().expect("a secure cluster");
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://127.0.0.1:{}", self.clients[0]))
+            .arg(format!("--cacert={}", secure.ca.display()))
+            .arg(format!("--cert={}", secure.client_cert.display()))
+            .arg(format!("--key={}", secure.client_key.display()))
+            .args(["--command-timeout=10s"])
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        assert!(
+            output.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// `endpoints = [...]` for a `[cluster]` section.
@@ -51,6 +130,11 @@ impl EtcdCluster {
             .enumerate()
             .map(|(i, port)| format!("m{i}=http://127.0.0.1:{port}"))
             .collect();
+        let scheme = if self.secure.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         for i in 0..self.members.len() {
             let (client, peer) = (self.clients[i], self.peers[i]);
             let log = fs::OpenOptions::new()
@@ -58,17 +142,28 @@ impl EtcdCluster {
                 .append(true)
                 .open(self.dir.path().join(format!("m{i}.log")))
                 .expect("etcd log");
-            let child = Command::new("etcd")
+            let mut command = Command::new("etcd");
+            if let Some(secure) = &self.secure {
+                command
+                    .arg("--cert-file")
+                    .arg(&secure.server_cert)
+                    .arg("--key-file")
+                    .arg(&secure.server_key)
+                    .arg("--trusted-ca-file")
+                    .arg(&secure.ca)
+                    .arg("--client-cert-auth");
+            }
+            let child = command
                 .args(["--name", &format!("m{i}")])
                 .arg("--data-dir")
                 .arg(self.dir.path().join(format!("m{i}")))
                 .args([
                     "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
+                    &format!("{scheme}://127.0.0.1:{client}"),
                 ])
                 .args([
                     "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
+                    &format!("{scheme}://127.0.0.1:{client}"),
                 ])
                 .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
                 .args([
@@ -95,6 +190,14 @@ impl EtcdCluster {
     }
 
     fn wait_healthy(&self) {
+        if self.secure.is_some() {
+            // No plain HTTP to ask: wait for the port, then for etcdctl to get an answer.
+            for &port in &self.clients {
+                super::wait_for_port(port);
+            }
+            self.etcdctl(&["endpoint", "health"]);
+            return;
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         for &port in &self.clients {
             loop {
@@ -155,4 +258,46 @@ fn exchange(port: u16, request: &str) -> Option<String> {
     answer
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
+fn write_identities(dir: &std::path::Path) -> Secure {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "certkeeper test etcd CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |names: Vec<String>, common_name: Option<&str>| {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(common_name) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, common_name);
+        }
+        let cert = params.signed_by(&key, &issuer).expect("leaf");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_pem, server_key_pem) =
+        leaf(vec!["127.0.0.1".into(), "localhost".into()], Some("etcd"));
+    // etcd's JSON gateway refuses client certificates that carry a CommonName once auth is
+    // enabled (the name would not be used as the user): identify by password instead.
+    let (client_pem, client_key_pem) = leaf(vec![], None);
+    let secure = Secure {
+        ca: dir.join("ca.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client-key.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server-key.pem"),
+    };
+    fs::write(&secure.ca, ca_cert.pem()).expect("ca");
+    fs::write(&secure.client_cert, client_pem).expect("client cert");
+    fs::write(&secure.client_key, client_key_pem).expect("client key");
+    fs::write(&secure.server_cert, server_pem).expect("server cert");
+    fs::write(&secure.server_key, server_key_pem).expect("server key");
+    secure
 }
