@@ -12,6 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::acme::{AcmeClient, Solvers};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, Tokens};
+use crate::cluster::Cluster;
 use crate::config::{self, AcmeConfig, CertificateConfig, Config, LogFormat};
 use crate::deploy::deploy;
 use crate::notifications::{Event, Notifier, NotifyEventName};
@@ -161,7 +162,7 @@ pub fn main() -> ExitCode {
                 dry_run,
                 names,
             } => renew_now(&config, force, dry_run, &names).await,
-            Command::Status { json } => show_status(&config, json),
+            Command::Status { json } => show_status(&config, json).await,
             Command::Check { json, names } => check(&config, json, &names).await,
             Command::Completions { .. } | Command::Manpage => Ok(()),
         }
@@ -505,7 +506,7 @@ async fn client<'c>(
     Ok(&mut clients[index])
 }
 
-fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
+async fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
     let rows = status::rows(config, SystemTime::now());
     let alerts = rows.iter().filter(|r| r.alert.is_some()).count();
     if json {
@@ -516,6 +517,9 @@ fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
     } else {
         print!("{}", status::table(&rows));
     }
+    if !json && let Some(line) = cluster_summary(config).await {
+        println!("{line}");
+    }
     match alerts {
         0 => Ok(()),
         n => Err(Failure {
@@ -523,6 +527,80 @@ fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
             message: format!("{n} certificate(s) need attention"),
         }),
     }
+}
+
+/// Cluster mode: this node, the lease holder and the state of etcd, in one line.
+async fn cluster_summary(config: &Config) -> Option<String> {
+    let settings = config.cluster.as_ref()?;
+    let names: Vec<&str> = config
+        .certificates
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let inspection = match Cluster::new(settings) {
+        Ok(cluster) => cluster.inspect(&names).await,
+        Err(e) => Err(e),
+    };
+    Some(match inspection {
+        Ok(found) => format!(
+            "cluster: this node is {}; the renewal lease is held by {}; {} of {} certificates published in etcd",
+            settings.node,
+            found.leader.as_deref().unwrap_or("no node"),
+            found.published,
+            names.len()
+        ),
+        Err(e) => format!("cluster: this node is {}; {e}", settings.node),
+    })
+}
+
+/// Cluster mode: whether etcd answers, and whether this node's secret opens what is there.
+async fn cluster_findings(config: &Config) -> Vec<Finding> {
+    let Some(settings) = &config.cluster else {
+        return Vec::new();
+    };
+    let finding = |name: Option<String>, severity, message: String| Finding {
+        name,
+        address: None,
+        check: Check::Cluster,
+        severity,
+        message,
+    };
+    let names: Vec<&str> = config
+        .certificates
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let inspection = match Cluster::new(settings) {
+        Ok(cluster) => cluster.inspect(&names).await,
+        Err(e) => Err(e),
+    };
+    let found = match inspection {
+        Ok(found) => found,
+        Err(e) => {
+            return vec![finding(
+                None,
+                Severity::Fail,
+                format!(
+                    "{e}; this node renews nothing and installs nothing from the cluster until etcd answers"
+                ),
+            )];
+        }
+    };
+    let mut findings = vec![finding(
+        None,
+        Severity::Ok,
+        format!(
+            "etcd answers; this node is {}, the renewal lease is held by {}; {} of {} certificates published",
+            settings.node,
+            found.leader.as_deref().unwrap_or("no node yet"),
+            found.published,
+            names.len()
+        ),
+    )];
+    for (name, why) in found.unusable {
+        findings.push(finding(Some(name), Severity::Fail, why));
+    }
+    findings
 }
 
 async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Failure> {
@@ -583,9 +661,10 @@ async fn check(config: &Config, json: bool, names: &[String]) -> Result<(), Fail
     if let Some(server) = server {
         server.abort();
     }
+    findings.extend(cluster_findings(config).await);
     let http01_ok = !findings
         .iter()
-        .any(|f| f.severity == Severity::Fail && f.check != Check::Clock);
+        .any(|f| f.severity == Severity::Fail && !matches!(f.check, Check::Clock | Check::Cluster));
     if json {
         let report = serde_json::json!({ "http01_ok": http01_ok, "findings": findings });
         println!(

@@ -38,6 +38,8 @@ pub enum Check {
     Port,
     Reachability,
     Clock,
+    /// Cluster mode: etcd and the cluster secret.
+    Cluster,
 }
 
 /// One thing the check found, in words an operator can act on.

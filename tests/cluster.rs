@@ -353,7 +353,7 @@ fn pipe(mut client: TcpStream, target: &str) -> std::io::Result<()> {
 }
 
 #[test]
-fn talks_to_etcd_over_tls_with_a_client_certificate_and_a_password() {
+fn talks_to_etcd_over_tls_with_a_client_certificate_and_a_password_and_checks_the_secret() {
     let pebble = Pebble::start(None);
     let etcd = EtcdCluster::start_secure("certkeeper", "node-password");
     let secure = etcd.secure.as_ref().unwrap();
@@ -363,10 +363,14 @@ fn talks_to_etcd_over_tls_with_a_client_certificate_and_a_password() {
     let bad = dir.path().join("bad.password");
     fs::write(&good, "node-password\n").unwrap();
     fs::write(&bad, "not-the-password\n").unwrap();
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|k| Node::new(&pebble, &etcd, &secret, k))
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_secret = secret_file(other_dir.path());
+    let mut nodes: Vec<Node> = [&secret, &secret, &other_secret]
+        .iter()
+        .enumerate()
+        .map(|(k, secret)| Node::new(&pebble, &etcd, secret, k))
         .collect();
-    for (node, password) in nodes.iter().zip([&good, &bad]) {
+    for (node, password) in nodes.iter().zip([&good, &bad, &good]) {
         let text = fs::read_to_string(&node.ck.config)
             .unwrap()
             .replace("endpoints = [\"http://", "endpoints = [\"https://");
@@ -403,4 +407,32 @@ fn talks_to_etcd_over_tls_with_a_client_certificate_and_a_password() {
         || nodes[1].ck.daemon_log().contains("authentication failed"),
     );
     assert!(nodes[1].serial().is_none());
+    let status = nodes[1].ck.run(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(
+            "cluster: this node is n1; etcd refused authenticate: etcdserver: authentication failed"
+        ),
+        "{status}"
+    );
+
+    // A node with another cluster secret cannot open the key, keeps nothing, and says why.
+    nodes[2].start();
+    wait_until(
+        &nodes,
+        "the wrong secret to be reported",
+        Duration::from_secs(20),
+        || {
+            nodes[2]
+                .ck
+                .daemon_log()
+                .contains("sealed with another cluster secret")
+        },
+    );
+    assert!(nodes[2].serial().is_none());
+    let status = String::from_utf8_lossy(&nodes[0].ck.run(&["status"]).stdout).to_string();
+    assert!(
+        status.contains("cluster: this node is n0; the renewal lease is held by n0; 1 of 1 certificates published in etcd"),
+        "{status}"
+    );
 }

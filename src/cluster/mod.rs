@@ -239,6 +239,37 @@ impl Cluster {
     }
 }
 
+/// What `status` and `check` say about the cluster.
+pub struct Inspection {
+    /// The node holding the renewal lease, if any.
+    pub leader: Option<String>,
+    /// Certificates in etcd for the names asked about.
+    pub published: usize,
+    /// Certificates in etcd this node cannot use, and why (another secret, mostly).
+    pub unusable: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Asks etcd who holds the lease, and whether this node can open the certificates
+    /// published for `names` (the same secret as the node that published them).
+    pub async fn inspect(&self, names: &[&str]) -> Result<Inspection, ClusterError> {
+        let leader = self.leader().await?;
+        let (records, _) = self.records(0).await?;
+        let mut inspection = Inspection {
+            leader,
+            published: 0,
+            unusable: Vec::new(),
+        };
+        for (name, record) in records.iter().filter(|(n, _)| names.contains(&n.as_str())) {
+            inspection.published += 1;
+            if let Err(e) = self.open(name, record) {
+                inspection.unusable.push((name.clone(), e.to_string()));
+            }
+        }
+        Ok(inspection)
+    }
+}
+
 fn seal_context(name: &str, serial: &str) -> String {
     format!("certkeeper certificate {name} serial {serial}")
 }
