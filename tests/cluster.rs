@@ -436,3 +436,64 @@ fn talks_to_etcd_over_tls_with_a_client_certificate_and_a_password_and_checks_th
         "{status}"
     );
 }
+
+/// The etcd client against a real etcd: listings come in pages (250 keys, 100 a page) at one
+/// revision, and a listing from a revision on holds only what changed since.
+#[test]
+fn the_etcd_client_pages_listings_and_lists_only_changes() {
+    use certkeeper::cluster::etcd::Etcd;
+    let etcd = EtcdCluster::start(1);
+    let config = certkeeper::config::ClusterConfig {
+        endpoints: vec![
+            format!("http://127.0.0.1:{}", etcd.clients[0])
+                .parse()
+                .unwrap(),
+        ],
+        node: "n0".into(),
+        prefix: "/certkeeper".into(),
+        secret: zeroize::Zeroizing::new(vec![7; 32]),
+        lease: Duration::from_secs(3),
+        sync_interval: Duration::from_secs(1),
+        ca_file: None,
+        client_cert: None,
+        auth: None,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = Etcd::new(&config, Duration::from_secs(5)).unwrap();
+        for k in 0..250 {
+            let value = format!("value {k}");
+            client
+                .put(&format!("/p/{k:03}"), value.as_bytes(), None)
+                .await
+                .unwrap();
+        }
+        client.put("/q/outside", b"x", None).await.unwrap();
+        let all = client.list("/p/", 0).await.unwrap();
+        assert_eq!(all.entries.len(), 250);
+        assert_eq!(all.entries[249].key, "/p/249");
+        assert_eq!(all.entries[100].value, b"value 100");
+
+        client.put("/p/007", b"changed", None).await.unwrap();
+        let changed = client.list("/p/", all.revision + 1).await.unwrap();
+        let keys: Vec<&str> = changed.entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["/p/007"]);
+        assert!(
+            client
+                .list("/p/", changed.revision + 1)
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+
+        // Only one holder of a key created under a lease; the key goes with the lease.
+        let lease = client.grant(Duration::from_secs(3)).await.unwrap();
+        assert!(client.create("/p/leader", b"n0", lease).await.unwrap());
+        assert!(!client.create("/p/leader", b"n1", lease).await.unwrap());
+        assert!(client.keep_alive(lease).await.unwrap());
+        client.revoke(lease).await.unwrap();
+        assert!(!client.keep_alive(lease).await.unwrap());
+        assert_eq!(client.get("/p/leader").await.unwrap(), None);
+    });
+}

@@ -24,6 +24,9 @@ use crate::config::ClusterConfig;
 
 /// etcd answers are small; a bigger one is not etcd's.
 const MAX_ANSWER: usize = 64 << 20;
+/// Keys per page of a listing (a certificate record is a few KiB), and pages at most.
+const PAGE: usize = 100;
+const MAX_PAGES: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -118,22 +121,42 @@ impl Etcd {
         Ok(kvs(&answer, "range")?.into_iter().next().map(|kv| kv.value))
     }
 
-    /// Every key under `prefix` changed at revision `since` or later (0: all of them).
+    /// Every key under `prefix` changed at revision `since` or later (0: all of them), read
+    /// in pages at one revision, so that a thousand certificates never make one huge answer.
     pub async fn list(&self, prefix: &str, since: i64) -> Result<Listing, EtcdError> {
-        let answer = self
-            .call(
-                "range",
-                json!({
-                    "key": B64.encode(prefix),
-                    "range_end": B64.encode(prefix_end(prefix)),
-                    "min_mod_revision": since.to_string(),
-                }),
-            )
-            .await?;
-        Ok(Listing {
-            entries: kvs(&answer, "range")?,
-            revision: int(&answer["header"]["revision"]).unwrap_or(0),
-        })
+        let end = B64.encode(prefix_end(prefix));
+        let mut from = prefix.as_bytes().to_vec();
+        let mut listing = Listing {
+            entries: Vec::new(),
+            revision: 0,
+        };
+        for _ in 0..MAX_PAGES {
+            let mut request = json!({
+                "key": B64.encode(&from),
+                "range_end": end,
+                "min_mod_revision": since.to_string(),
+                "limit": PAGE.to_string(),
+            });
+            if listing.revision > 0 {
+                request["revision"] = json!(listing.revision.to_string());
+            }
+            let answer = self.call("range", request).await?;
+            if listing.revision == 0 {
+                listing.revision = int(&answer["header"]["revision"]).unwrap_or(0);
+            }
+            let page = kvs(&answer, "range")?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            // The next page starts right after the last key of this one.
+            from = last.key.as_bytes().to_vec();
+            from.push(0);
+            listing.entries.extend(page);
+            if !answer["more"].as_bool().unwrap_or(false) {
+                break;
+            }
+        }
+        Ok(listing)
     }
 
     /// Stores `value` at `key`, bound to `lease` if given (the key goes when the lease does).
