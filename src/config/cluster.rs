@@ -34,6 +34,22 @@ pub struct ClusterConfig {
     pub auth: Option<(String, zeroize::Zeroizing<String>)>,
 }
 
+impl ClusterConfig {
+    /// Whether `other` says the same (secrets included).
+    pub fn same_as(&self, other: &ClusterConfig) -> bool {
+        self.endpoints == other.endpoints
+            && self.node == other.node
+            && self.prefix == other.prefix
+            && *self.secret == *other.secret
+            && self.lease == other.lease
+            && self.sync_interval == other.sync_interval
+            && self.ca_file == other.ca_file
+            && self.client_cert == other.client_cert
+            && self.auth.as_ref().map(|(u, p)| (u, p.as_str()))
+                == other.auth.as_ref().map(|(u, p)| (u, p.as_str()))
+    }
+}
+
 /// Secrets never reach a log, not even a debug one.
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

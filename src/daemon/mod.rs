@@ -216,7 +216,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let first = daemon.next_due(SystemTime::now());
     sdnotify::ready(&daemon.summary(first.as_ref()));
     sdnotify::spawn_watchdog();
-    let (mut stop_renewals, mut stopping) = watch::channel(false);
+    let mut orders = OrderStop::new();
     let mut renewals = JoinSet::new();
     loop {
         let now = SystemTime::now();
@@ -230,7 +230,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             () = daemon.refresh_ari(now) => {}
             _ = signals.stop() => break,
         }
-        daemon.start_due(now, &mut renewals, &stopping);
+        daemon.start_due(now, &mut renewals, orders.receiver());
         let next = daemon.next_due(now);
         sdnotify::status(&daemon.summary(next.as_ref()));
         // Something still due now waits for a renewal at its CA to end.
@@ -245,19 +245,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             // A timed wake-up reads every plan afresh (a one-off `renew` may have run).
             _ = tokio::time::sleep(wait) => daemon.plans.clear(),
             _ = tokio::time::sleep(until_sync), if until_sync < wait => {}
-            Some(leading) = leadership_change(&mut leadership) => {
-                if leading {
-                    // Never order what another node renewed a moment ago.
-                    if let Some(membership) = &mut daemon.cluster {
-                        membership.resync();
-                    }
-                    daemon.plans.clear();
-                } else {
-                    // Orders in flight are abandoned: the next lease holder orders afresh.
-                    let _ = stop_renewals.send(true);
-                    (stop_renewals, stopping) = watch::channel(false);
-                }
-            }
+            Some(leading) = leadership_change(&mut leadership) => daemon.leadership_changed(leading, &mut orders),
             Some(finished) = renewals.join_next_with_id(), if !renewals.is_empty() => daemon.finish(finished),
             event = signals.next() => match event {
                 Event::Stop => break,
@@ -268,7 +256,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
 
     sdnotify::stopping();
     // Orders in flight are abandoned at once; deployments in progress finish first.
-    let _ = stop_renewals.send(true);
+    orders.abandon_running();
     while let Some(finished) = renewals.join_next_with_id().await {
         daemon.finish(finished);
     }
@@ -279,6 +267,31 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     }
     daemon.notifier.flush(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// Tells renewal tasks to give up their orders (never a deployment): when the daemon stops,
+/// and when this node loses the cluster's renewal lease.
+struct OrderStop {
+    sender: watch::Sender<bool>,
+    receiver: watch::Receiver<bool>,
+}
+
+impl OrderStop {
+    fn new() -> Self {
+        let (sender, receiver) = watch::channel(false);
+        OrderStop { sender, receiver }
+    }
+
+    /// What each new renewal task watches.
+    fn receiver(&self) -> &watch::Receiver<bool> {
+        &self.receiver
+    }
+
+    /// Abandons the orders of running tasks; tasks started later are not affected.
+    fn abandon_running(&mut self) {
+        let _ = self.sender.send(true);
+        *self = OrderStop::new();
+    }
 }
 
 fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
@@ -300,6 +313,20 @@ impl Daemon {
             self.plans.insert(cert.name.clone(), fresh);
         }
         &self.plans[&cert.name]
+    }
+
+    /// Cluster mode: this node took the renewal lease, or lost it.
+    fn leadership_changed(&mut self, leading: bool, orders: &mut OrderStop) {
+        if leading {
+            // Never order what another node renewed a moment ago: a full sync comes first.
+            if let Some(membership) = &mut self.cluster {
+                membership.resync();
+            }
+            self.plans.clear();
+        } else {
+            // The next lease holder orders afresh.
+            orders.abandon_running();
+        }
     }
 
     /// Whether this node orders certificates: always, except in a cluster without the lease.
@@ -626,6 +653,13 @@ impl Daemon {
                         listen = %config.daemon.listen,
                         "daemon.listen changed: restart certkeeper to move the listener"
                     );
+                }
+                let cluster_changed = match (&config.cluster, &self.config.cluster) {
+                    (Some(new), Some(old)) => !new.same_as(old),
+                    (new, old) => new.is_some() != old.is_some(),
+                };
+                if cluster_changed {
+                    tracing::warn!("[cluster] changed: restart certkeeper for it to take effect");
                 }
                 if config.daemon.state_dir != self.config.daemon.state_dir {
                     self.context.store = Store::new(&config.daemon.state_dir);
