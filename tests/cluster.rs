@@ -27,6 +27,12 @@ impl Node {
     /// Node `k` listens on 127.0.0.{k+2}.
     fn new(pebble: &Pebble, etcd: &EtcdCluster, secret: &std::path::Path, k: usize) -> Node {
         let ck = Certkeeper::new(pebble, &[NAME], "");
+        // Each node reloads its own server: here, a line per reload.
+        let reload = format!(
+            "reload = \"echo $CERTKEEPER_NAME >> {}\"",
+            ck.path("reloads.log").display()
+        );
+        ck.rewrite(pebble, &[NAME], &reload);
         let name = format!("n{k}");
         let text = fs::read_to_string(&ck.config).unwrap().replace(
             &format!("listen = \"127.0.0.1:{}\"", pebble.http_port),
@@ -192,6 +198,11 @@ fn each_certificate_is_ordered_once_and_validated_through_any_node() {
         );
     }
 
+    // Every node ran its own reload, once per certificate.
+    for node in &nodes {
+        let reloads = fs::read_to_string(node.ck.path("reloads.log")).unwrap_or_default();
+        assert_eq!(reloads, "media\nmedia\n", "{}", node.name);
+    }
     // Identical files everywhere, and a key that matches.
     let (chain, key) = nodes[0].files();
     assert!(common::key_matches(&chain, &key));

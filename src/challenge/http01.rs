@@ -225,7 +225,9 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
 pub async fn serve(listener: TcpListener, tokens: Tokens, shutdown: impl Future<Output = ()>) {
     http_server::serve(
         listener,
-        move |request| respond(tokens.clone(), request),
+        // Boxed: the answer may wait on etcd, and that future is large; inline, it would be
+        // part of every idle connection's task.
+        move |request| Box::pin(respond(tokens.clone(), request)),
         shutdown,
     )
     .await
