@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject;
+
 use common::etcd::EtcdCluster;
 use common::{Certkeeper, Killed, Pebble};
 
@@ -162,6 +164,32 @@ fn cluster_with_a_certificate(
 fn each_certificate_is_ordered_once_and_validated_through_any_node() {
     let (pebble, etcd, _dir, nodes, first) = cluster_with_a_certificate(30);
 
+    // Node 1 serves its certificate with a real nginx: its reload signals nginx, and its live
+    // check asks nginx for the new chain.
+    let nginx = common::Nginx::start(
+        &nodes[1].ck.path("out/fullchain.pem"),
+        &nodes[1].ck.path("out/privkey.pem"),
+    );
+    let text = fs::read_to_string(&nodes[1].ck.config).unwrap().replace(
+        "reload = \"echo",
+        &format!(
+            "verify = [{{ endpoint = \"127.0.0.1:{}\", sni = \"{NAME}\" }}]\nreload = \"kill -HUP $(cat {}) && echo",
+            nginx.port,
+            nginx.pidfile.display()
+        ),
+    );
+    fs::write(&nodes[1].ck.config, text).unwrap();
+    common::signal(
+        &nodes[1].daemon.as_ref().unwrap().0,
+        nix::sys::signal::Signal::SIGHUP,
+    );
+    wait_until(
+        &nodes,
+        "node 1 to re-read its config",
+        Duration::from_secs(10),
+        || nodes[1].ck.daemon_log().contains("configuration re-read"),
+    );
+
     // The renewal: pebble now reaches node 2, which does not hold the lease.
     pebble.point(NAME, &ip(2));
     let all: Vec<&Node> = nodes.iter().collect();
@@ -198,6 +226,14 @@ fn each_certificate_is_ordered_once_and_validated_through_any_node() {
         );
     }
 
+    // Node 1's nginx serves the new chain (its live check passed, or it would have rolled back).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&nodes[1].files().0)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    certkeeper::verify::check(&nginx.endpoint(), &chain)
+        .expect("nginx on node 1 serves the renewal");
+    assert!(!nodes[1].ck.daemon_log().contains("rolling back"));
     // Every node ran its own reload, once per certificate.
     for node in &nodes {
         let reloads = fs::read_to_string(node.ck.path("reloads.log")).unwrap_or_default();
