@@ -231,6 +231,17 @@ fn each_certificate_is_ordered_once_and_validated_through_any_node() {
     let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&nodes[1].files().0)
         .collect::<Result<_, _>>()
         .unwrap();
+    wait_until(
+        &nodes,
+        "node 1 to finish installing",
+        Duration::from_secs(20),
+        || {
+            let log = nodes[1].ck.daemon_log();
+            log.matches("installed the certificate another node published")
+                .count()
+                == 2
+        },
+    );
     certkeeper::verify::check(&nginx.endpoint(), &chain)
         .expect("nginx on node 1 serves the renewal");
     assert!(!nodes[1].ck.daemon_log().contains("rolling back"));
