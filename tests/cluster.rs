@@ -352,6 +352,55 @@ fn without_etcd_nodes_keep_their_certificates_and_renew_nothing_until_it_is_back
     assert_eq!(pebble.orders(), 2);
 }
 
+#[test]
+fn a_lease_holder_cut_off_from_etcd_mid_order_abandons_it() {
+    let (pebble, mut etcd, _dir, nodes, first) = cluster_with_a_certificate(30);
+    let proxy = SlowProxy::start(&ip(3), pebble.http_port, &ip(2), Duration::from_secs(4));
+    pebble.point(NAME, &ip(3));
+    wait_until(
+        &nodes,
+        "the renewal's validation request",
+        Duration::from_secs(40),
+        || proxy.accepted() > 0,
+    );
+    etcd.stop_all();
+    // It cannot renew its lease, so it can no longer be sure it alone orders: it steps down
+    // and gives the order up.
+    wait_until(
+        &nodes,
+        "node 0 to give up its order",
+        Duration::from_secs(10),
+        || {
+            let log = nodes[0].ck.daemon_log();
+            log.contains("this node lost the renewal lease")
+                && log.contains("the order in flight is abandoned")
+        },
+    );
+    let orders = pebble.orders();
+    assert_eq!(
+        nodes
+            .iter()
+            .filter_map(Node::serial)
+            .filter(|s| *s == first)
+            .count(),
+        3
+    );
+
+    etcd.start_all();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_until(
+        &nodes,
+        "the renewal once etcd is back",
+        Duration::from_secs(30),
+        || all_hold_a_new_one(&all, Some(&first)).is_some(),
+    );
+    assert_eq!(
+        pebble.orders(),
+        orders + 1,
+        "one order to finish the renewal"
+    );
+}
+
 /// A TCP proxy that holds each connection for `delay` before passing it on.
 struct SlowProxy {
     accepted: Arc<AtomicUsize>,

@@ -277,7 +277,13 @@ impl Etcd {
         };
         let first = self.preferred.load(Ordering::Relaxed);
         let mut reasons = Vec::new();
+        // The timeout bounds the whole call, whatever the number of endpoints (a lease holder
+        // must learn that etcd is away before its lease runs out): each endpoint gets an even
+        // share of what is left.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         for offset in 0..self.endpoints.len() {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let share = remaining / (self.endpoints.len() - offset) as u32;
             let index = (first + offset) % self.endpoints.len();
             let endpoint = &self.endpoints[index];
             let base = endpoint.to_string();
@@ -289,7 +295,7 @@ impl Etcd {
             let request = request
                 .body(Full::new(Bytes::from(body.to_string())))
                 .map_err(|e| EtcdError::Setup(e.to_string()))?;
-            let answer = tokio::time::timeout(self.timeout, async {
+            let answer = tokio::time::timeout(share, async {
                 let response = self.client.request(request).await.map_err(|e| {
                     // hyper's top-level message is terse; the source says what happened.
                     let source = std::error::Error::source(&e).map(|s| s.to_string());
@@ -311,7 +317,7 @@ impl Etcd {
                     continue;
                 }
                 Err(_) => {
-                    reasons.push(format!("{endpoint}: no answer within {:?}", self.timeout));
+                    reasons.push(format!("{endpoint}: no answer within {share:.1?}"));
                     continue;
                 }
             };
