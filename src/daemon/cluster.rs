@@ -61,34 +61,53 @@ impl Membership {
     }
 }
 
-impl Daemon {
-    /// Runs a sync if one is due; see the module comment.
-    pub(super) async fn sync_cluster(&mut self) {
-        let Some(mut membership) = self.cluster.take() else {
-            return;
-        };
-        if membership.until_sync().is_zero() {
-            membership.next_sync = Instant::now() + membership.interval;
-            self.sync_with(&mut membership).await;
-        }
-        self.cluster = Some(membership);
-    }
+/// What one sync found in etcd, to be applied.
+pub struct Fetched {
+    records: HashMap<String, Record>,
+    /// Every certificate was listed (not only the changed ones).
+    full: bool,
+}
 
-    async fn sync_with(&mut self, membership: &mut Membership) {
+impl Daemon {
+    /// Fetches what changed in etcd, if a sync is due. May be abandoned at any point (on
+    /// SIGTERM): it changes nothing on disk.
+    pub(super) async fn fetch_cluster(&mut self) -> Option<Fetched> {
+        let membership = self.cluster.as_mut()?;
+        if !membership.until_sync().is_zero() {
+            return None;
+        }
+        membership.next_sync = Instant::now() + membership.interval;
         let full = membership.since == 0;
-        let (records, next) = match membership.cluster.records(membership.since).await {
-            Ok(listing) => listing,
+        match membership.cluster.records(membership.since).await {
+            Ok((records, next)) => {
+                membership.failing = false;
+                membership.since = next;
+                Some(Fetched {
+                    records: records.into_iter().collect(),
+                    full,
+                })
+            }
             Err(e) => {
                 if !membership.failing {
                     tracing::warn!(error = %e, "cannot fetch the cluster's certificates; keeping this node's");
                 }
                 membership.failing = true;
-                return;
+                None
             }
-        };
-        membership.failing = false;
-        membership.since = next;
-        let mut records: HashMap<String, Record> = records.into_iter().collect();
+        }
+    }
+
+    /// Installs and publishes what `fetched` calls for. Not to be abandoned: a deployment,
+    /// once started, finishes (each is bounded by its reload and verify timeouts).
+    pub(super) async fn apply_cluster(&mut self, fetched: Fetched) {
+        if let Some(mut membership) = self.cluster.take() {
+            self.apply_with(&mut membership, fetched).await;
+            self.cluster = Some(membership);
+        }
+    }
+
+    async fn apply_with(&mut self, membership: &mut Membership, fetched: Fetched) {
+        let Fetched { mut records, full } = fetched;
         let leader = membership.is_leader();
         for cert in self.config.certificates.clone() {
             // A renewal running here owns the certificate until it ends.

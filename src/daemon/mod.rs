@@ -221,10 +221,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     loop {
         let now = SystemTime::now();
         daemon.warn_of_expiry(now);
-        // Asking the CA (or etcd) may take a while when it is slow: SIGTERM must not wait.
-        tokio::select! {
-            () = daemon.sync_cluster() => {}
+        // Asking the CA (or etcd) may take a while when it is slow: SIGTERM must not wait,
+        // except for deployments, which always finish.
+        let fetched = tokio::select! {
+            fetched = daemon.fetch_cluster() => fetched,
             _ = signals.stop() => break,
+        };
+        if let Some(fetched) = fetched {
+            daemon.apply_cluster(fetched).await;
         }
         tokio::select! {
             () = daemon.refresh_ari(now) => {}
