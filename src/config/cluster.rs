@@ -224,6 +224,13 @@ impl Validator<'_> {
                 ));
             }
         };
+        if auth.is_some() && endpoints.iter().any(|e| e.scheme_str() == Some("http")) {
+            self.warnings.push(
+                "cluster: the etcd password goes over plain http:// to some endpoints; use \
+                 https:// endpoints"
+                    .to_string(),
+            );
+        }
         Ok(ClusterConfig {
             endpoints,
             node,
