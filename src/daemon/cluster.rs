@@ -25,6 +25,9 @@ pub struct Membership {
     /// The serial last tried per certificate, and when: one whose deployment failed here is
     /// not tried again (nor the server reloaded again) for a while, or until a newer one comes.
     tried: HashMap<String, (String, Instant)>,
+    /// When to list everything again, for an install that failed (a change-only listing
+    /// would not bring it back).
+    retry_at: Option<Instant>,
     /// Certificates issued here that etcd does not hold yet.
     pub unpublished: HashSet<String>,
     /// The last sync failed (logged once per outage).
@@ -40,6 +43,7 @@ impl Membership {
             next_sync: Instant::now(),
             since: 0,
             tried: HashMap::new(),
+            retry_at: None,
             unpublished: HashSet::new(),
             failing: false,
         }
@@ -77,6 +81,10 @@ impl Daemon {
             return None;
         }
         membership.next_sync = Instant::now() + membership.interval;
+        if membership.retry_at.is_some_and(|at| at <= Instant::now()) {
+            membership.retry_at = None;
+            membership.since = 0;
+        }
         let full = membership.since == 0;
         match membership.cluster.records(membership.since).await {
             Ok((records, next)) => {
@@ -149,12 +157,17 @@ impl Daemon {
                             not_after = %crate::timefmt::utc(record.not_after()),
                             "installed the certificate another node published"
                         ),
-                        Err(e) => tracing::error!(
-                            name = %cert.name,
-                            serial = %record.serial,
-                            error = %e,
-                            "cannot install the certificate another node published"
-                        ),
+                        Err(e) => {
+                            tracing::error!(
+                                name = %cert.name,
+                                serial = %record.serial,
+                                error = %e,
+                                "cannot install the certificate another node published; trying again in 15 minutes"
+                            );
+                            membership
+                                .retry_at
+                                .get_or_insert(Instant::now() + RETRY_INSTALL);
+                        }
                     }
                     self.plans.remove(&cert.name);
                 }
