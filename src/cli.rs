@@ -12,8 +12,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::acme::{AcmeClient, Solvers};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, Tokens};
-use crate::cluster::Cluster;
-use crate::config::{self, AcmeConfig, CertificateConfig, Config, LogFormat};
+use crate::cluster::{Cluster, ClusterError, Inspection};
+use crate::config::{self, AcmeConfig, CertificateConfig, ClusterConfig, Config, LogFormat};
 use crate::deploy::deploy;
 use crate::notifications::{Event, Notifier, NotifyEventName};
 use crate::plan::plan;
@@ -529,8 +529,10 @@ async fn show_status(config: &Config, json: bool) -> Result<(), Failure> {
     }
 }
 
-/// Cluster mode: this node, the lease holder and the state of etcd, in one line.
-async fn cluster_summary(config: &Config) -> Option<String> {
+/// Cluster mode: who holds the lease, and what etcd holds that this node can use.
+async fn inspect_cluster(
+    config: &Config,
+) -> Option<(&ClusterConfig, usize, Result<Inspection, ClusterError>)> {
     let settings = config.cluster.as_ref()?;
     let names: Vec<&str> = config
         .certificates
@@ -541,13 +543,18 @@ async fn cluster_summary(config: &Config) -> Option<String> {
         Ok(cluster) => cluster.inspect(&names).await,
         Err(e) => Err(e),
     };
+    Some((settings, names.len(), inspection))
+}
+
+/// Cluster mode: this node, the lease holder and the state of etcd, in one line.
+async fn cluster_summary(config: &Config) -> Option<String> {
+    let (settings, configured, inspection) = inspect_cluster(config).await?;
     Some(match inspection {
         Ok(found) => format!(
-            "cluster: this node is {}; the renewal lease is held by {}; {} of {} certificates published in etcd",
+            "cluster: this node is {}; the renewal lease is held by {}; {} of {configured} certificates published in etcd",
             settings.node,
             found.leader.as_deref().unwrap_or("no node"),
             found.published,
-            names.len()
         ),
         Err(e) => format!("cluster: this node is {}; {e}", settings.node),
     })
@@ -555,7 +562,7 @@ async fn cluster_summary(config: &Config) -> Option<String> {
 
 /// Cluster mode: whether etcd answers, and whether this node's secret opens what is there.
 async fn cluster_findings(config: &Config) -> Vec<Finding> {
-    let Some(settings) = &config.cluster else {
+    let Some((settings, configured, inspection)) = inspect_cluster(config).await else {
         return Vec::new();
     };
     let finding = |name: Option<String>, severity, message: String| Finding {
@@ -564,15 +571,6 @@ async fn cluster_findings(config: &Config) -> Vec<Finding> {
         check: Check::Cluster,
         severity,
         message,
-    };
-    let names: Vec<&str> = config
-        .certificates
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    let inspection = match Cluster::new(settings) {
-        Ok(cluster) => cluster.inspect(&names).await,
-        Err(e) => Err(e),
     };
     let found = match inspection {
         Ok(found) => found,
@@ -590,11 +588,10 @@ async fn cluster_findings(config: &Config) -> Vec<Finding> {
         None,
         Severity::Ok,
         format!(
-            "etcd answers; this node is {}, the renewal lease is held by {}; {} of {} certificates published",
+            "etcd answers; this node is {}, the renewal lease is held by {}; {} of {configured} certificates published",
             settings.node,
             found.leader.as_deref().unwrap_or("no node yet"),
             found.published,
-            names.len()
         ),
     )];
     for (name, why) in found.unusable {

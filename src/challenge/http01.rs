@@ -14,7 +14,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
-
 use tokio::sync::Semaphore;
 
 use crate::cluster::Cluster;
