@@ -318,14 +318,14 @@ fn a_lease_holder_killed_mid_renewal_is_replaced_and_the_renewal_finished() {
 
 #[test]
 fn without_etcd_nodes_keep_their_certificates_and_renew_nothing_until_it_is_back() {
-    let (pebble, mut etcd, _dir, mut nodes, first) = cluster_with_a_certificate(40);
+    let (pebble, mut etcd, _dir, mut nodes, first) = cluster_with_a_certificate(60);
     let pem = fs::read(nodes[0].ck.path("out/fullchain.pem")).unwrap();
     let leaf = certkeeper::bundle::read_leaf(&pem).unwrap();
     let files: Vec<_> = nodes.iter().map(Node::files).collect();
 
     etcd.stop_all();
-    // Past the renewal time (half of 40 s) with etcd away.
-    let past_due = leaf.not_before + Duration::from_secs(24);
+    // Past the renewal time (half of 60 s) and the expiry warning (at 50 s) with etcd away.
+    let past_due = leaf.not_before + Duration::from_secs(51);
     while std::time::SystemTime::now() < past_due {
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -339,6 +339,11 @@ fn without_etcd_nodes_keep_their_certificates_and_renew_nothing_until_it_is_back
         assert_eq!(&node.files(), files, "{} changed its files", node.name);
         let log = node.ck.daemon_log();
         assert!(log.contains("etcd is unreachable"), "{}:\n{log}", node.name);
+        assert!(
+            log.contains("renewals are failing: no node of the cluster has renewed it"),
+            "{}:\n{log}",
+            node.name
+        );
     }
 
     etcd.start_all();

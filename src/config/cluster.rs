@@ -207,7 +207,11 @@ impl Validator<'_> {
                 let password_span = path.span();
                 let path = self.existing_file(path, "cluster.password_file")?;
                 let password = std::fs::read_to_string(&path)
-                    .map(|p| zeroize::Zeroizing::new(p.trim_end_matches(['\r', '\n']).to_string()))
+                    .map(zeroize::Zeroizing::new)
+                    .map(|text| {
+                        let first_line = text.lines().next().unwrap_or("");
+                        zeroize::Zeroizing::new(first_line.to_string())
+                    })
                     .map_err(|e| {
                         error(
                             password_span,

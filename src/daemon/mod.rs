@@ -533,10 +533,14 @@ impl Daemon {
     /// certificate close to expiry whose renewals keep failing.
     fn warn_of_expiry(&mut self, now: SystemTime) {
         let certificates = self.config.certificates.clone();
+        let renews = self.renews();
         for cert in &certificates {
             let plan = self.plan_of(cert, now).clone();
             let Some(leaf) = &plan.leaf else { continue };
-            let failing = plan.state.failures > 0 || plan.problem.is_some();
+            // In a cluster, a node without the lease sees no failures of its own: a
+            // certificate long past its renewal time is failing all the same.
+            let stalled = !renews && plan.due.at(now) <= now;
+            let failing = plan.state.failures > 0 || plan.problem.is_some() || stalled;
             if !failing || now < schedule::warning_time(leaf) {
                 continue;
             }
@@ -557,7 +561,10 @@ impl Daemon {
                     .last_error
                     .as_deref()
                     .or(plan.problem.as_deref())
-                    .unwrap_or("unknown reason")
+                    .unwrap_or(match stalled {
+                        true => "no node of the cluster has renewed it; is etcd reachable, does a node hold the renewal lease (certkeeper status)?",
+                        false => "unknown reason",
+                    })
             );
             tracing::error!(name = %cert.name, "{message}");
             self.notifier.send(Notification::new(
