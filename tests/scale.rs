@@ -62,7 +62,13 @@ fn renewals_run_concurrently_up_to_the_per_ca_bound() {
         "at most acme.concurrency renewals at once, and that many:\n{}",
         ck.daemon_log()
     );
-    assert_eq!(pebble.issued(), 12);
+    assert_eq!(
+        pebble.issued(),
+        12,
+        "one certificate each:\n{}\n{}",
+        ck.daemon_log(),
+        fs::read_to_string(&pebble.log).unwrap_or_default()
+    );
 }
 
 #[test]

@@ -194,14 +194,26 @@ impl AcmeClient {
             return Err(explain_invalid(&mut order, choice).await);
         }
 
-        order
-            .finalize_csr(csr_der)
-            .await
-            .map_err(failed("finalize the order"))?;
-        order
-            .poll_certificate(&policy)
-            .await
-            .map_err(failed("issue the certificate"))
+        // From here on a rejected nonce is retried on this order: ordering afresh after the
+        // CA issued at finalization would issue a second certificate (and spend the CA's
+        // duplicate-certificate limit).
+        let mut retries = ATTEMPTS - 1;
+        let mut retry = |e: AcmeError| match retries > 0 && has_problem(&e, "badNonce") {
+            true => {
+                retries -= 1;
+                Ok(())
+            }
+            false => Err(e),
+        };
+        while let Err(e) = order.finalize_csr(csr_der).await {
+            retry(failed("finalize the order")(e))?;
+        }
+        loop {
+            match order.poll_certificate(&policy).await {
+                Ok(chain) => return Ok(chain),
+                Err(e) => retry(failed("issue the certificate")(e))?,
+            }
+        }
     }
 }
 
