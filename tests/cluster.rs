@@ -115,12 +115,24 @@ fn wait_until(nodes: &[Node], what: &str, limit: Duration, mut predicate: impl F
     }
 }
 
-/// Every node in `nodes` holds the certificate with this serial, other than `not`.
-fn all_hold_a_new_one(nodes: &[&Node], not: Option<&str>) -> Option<String> {
-    let serials: Vec<Option<String>> = nodes.iter().map(|n| n.serial()).collect();
-    let first = serials[0].clone()?;
-    (serials.iter().all(|s| s.as_deref() == Some(&first)) && Some(first.as_str()) != not)
-        .then_some(first)
+/// Waits (bounded) until the nodes numbered `on` all hold one same certificate other than
+/// `not`, and returns its serial.
+fn wait_for_one_certificate(
+    nodes: &[Node],
+    on: &[usize],
+    not: Option<&str>,
+    what: &str,
+    limit: Duration,
+) -> String {
+    let mut found = None;
+    wait_until(nodes, what, limit, || {
+        let serials: Vec<Option<String>> = on.iter().map(|&k| nodes[k].serial()).collect();
+        found = serials[0].clone().filter(|first| {
+            serials.iter().all(|s| s.as_ref() == Some(first)) && Some(first.as_str()) != not
+        });
+        found.is_some()
+    });
+    found.unwrap_or_default()
 }
 
 /// Pebble at `validity`, an etcd cluster, three nodes; node 0 starts alone and issues the
@@ -146,18 +158,15 @@ fn cluster_with_a_certificate(
     assert_eq!(etcd.get("/certkeeper/leader").as_deref(), Some("n0"));
     nodes[1].start();
     nodes[2].start();
-    let mut first = None;
-    wait_until(
+    let first = wait_for_one_certificate(
         &nodes,
+        &[0, 1, 2],
+        None,
         "nodes 1 and 2 to catch up on start",
         Duration::from_secs(20),
-        || {
-            first = all_hold_a_new_one(&nodes.iter().collect::<Vec<_>>(), None);
-            first.is_some()
-        },
     );
     assert_eq!(pebble.orders(), 1, "one order for the first certificate");
-    (pebble, etcd, dir, nodes, first.unwrap())
+    (pebble, etcd, dir, nodes, first)
 }
 
 #[test]
@@ -192,16 +201,12 @@ fn each_certificate_is_ordered_once_and_validated_through_any_node() {
 
     // The renewal: pebble now reaches node 2, which does not hold the lease.
     pebble.point(NAME, &ip(2));
-    let all: Vec<&Node> = nodes.iter().collect();
-    let mut renewed = None;
-    wait_until(
+    wait_for_one_certificate(
         &nodes,
+        &[0, 1, 2],
+        Some(&first),
         "the renewal on all three nodes",
         Duration::from_secs(40),
-        || {
-            renewed = all_hold_a_new_one(&all, Some(&first));
-            renewed.is_some()
-        },
     );
     assert_eq!(etcd.get("/certkeeper/leader").as_deref(), Some("n0"));
     assert_eq!(
@@ -283,16 +288,12 @@ fn a_lease_holder_killed_mid_renewal_is_replaced_and_the_renewal_finished() {
     let orders_at_kill = pebble.orders();
     nodes[0].kill();
 
-    let survivors: Vec<&Node> = nodes[1..].iter().collect();
-    let mut renewed = None;
-    wait_until(
+    wait_for_one_certificate(
         &nodes,
+        &[1, 2],
+        Some(&first),
         "another node to finish the renewal",
         Duration::from_secs(40),
-        || {
-            renewed = all_hold_a_new_one(&survivors, Some(&first));
-            renewed.is_some()
-        },
     );
     assert_eq!(
         pebble.orders(),
@@ -347,12 +348,12 @@ fn without_etcd_nodes_keep_their_certificates_and_renew_nothing_until_it_is_back
     }
 
     etcd.start_all();
-    let all: Vec<&Node> = nodes.iter().collect();
-    wait_until(
+    wait_for_one_certificate(
         &nodes,
+        &[0, 1, 2],
+        Some(&first),
         "the renewal once etcd is back",
         Duration::from_secs(14),
-        || all_hold_a_new_one(&all, Some(&first)).is_some(),
     );
     assert_eq!(pebble.orders(), 2);
 }
@@ -392,12 +393,12 @@ fn a_lease_holder_cut_off_from_etcd_mid_order_abandons_it() {
     );
 
     etcd.start_all();
-    let all: Vec<&Node> = nodes.iter().collect();
-    wait_until(
+    wait_for_one_certificate(
         &nodes,
+        &[0, 1, 2],
+        Some(&first),
         "the renewal once etcd is back",
         Duration::from_secs(30),
-        || all_hold_a_new_one(&all, Some(&first)).is_some(),
     );
     assert_eq!(
         pebble.orders(),
