@@ -156,12 +156,42 @@ impl Pebble {
             dns_server: None,
             children: vec![challtestsrv],
         };
-        pebble.spawn_pebble();
+        // A port found free may be taken by another test's server before pebble binds it; then
+        // pebble exits and the port answers for someone else: move to other ports.
+        let mut started = pebble.spawn_pebble();
+        for _ in 0..5 {
+            if started {
+                break;
+            }
+            pebble.children.pop();
+            pebble.move_to_other_ports();
+            started = pebble.spawn_pebble();
+        }
+        assert!(
+            started,
+            "pebble would not start on free ports; see {}",
+            pebble.log.display()
+        );
         wait_for_port(dns_mgmt);
         pebble
     }
 
-    fn spawn_pebble(&mut self) {
+    fn move_to_other_ports(&mut self) {
+        let path = self.dir.path().join("pebble.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("pebble config")).expect("json");
+        (self.listen, self.management, self.http_port) = (free_port(), free_port(), free_port());
+        config["pebble"]["listenAddress"] = format!("127.0.0.1:{}", self.listen).into();
+        config["pebble"]["managementListenAddress"] =
+            format!("127.0.0.1:{}", self.management).into();
+        config["pebble"]["httpPort"] = self.http_port.into();
+        config["pebble"]["tlsPort"] = free_port().into();
+        fs::write(&path, config.to_string()).expect("write pebble config");
+        self.directory_url = format!("https://127.0.0.1:{}/dir", self.listen);
+    }
+
+    /// Starts pebble; false when it exited instead of listening (its port was taken).
+    fn spawn_pebble(&mut self) -> bool {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -186,7 +216,28 @@ impl Pebble {
             .spawn()
             .expect("start pebble");
         self.children.push(Killed(child));
-        wait_for_port(self.listen);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let exited = |children: &mut Vec<Killed>| {
+            children
+                .last_mut()
+                .is_some_and(|c| matches!(c.0.try_wait(), Ok(Some(_))))
+        };
+        loop {
+            if exited(&mut self.children) {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.listen)).is_ok() {
+                // A pebble that cannot bind exits at once, while the port answers for another.
+                std::thread::sleep(Duration::from_millis(300));
+                return !exited(&mut self.children);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pebble does not listen on 127.0.0.1:{} after 15 s",
+                self.listen
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Restarts pebble on the same ports: it forgets every account and order.
@@ -202,7 +253,10 @@ impl Pebble {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.spawn_pebble();
+        assert!(
+            self.spawn_pebble(),
+            "the restarted pebble exited: another process took its port"
+        );
     }
 
     /// Makes pebble's validator resolve `host` to `ip` alone (instead of 127.0.0.1).
