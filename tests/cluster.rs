@@ -524,7 +524,7 @@ fn talks_to_etcd_over_tls_with_a_client_certificate_and_a_password_and_checks_th
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(
         status.contains(
-            "cluster: this node is n1; etcd refused authenticate: etcdserver: authentication failed"
+            "cluster: this node is n1; etcd refused auth/authenticate: etcdserver: authentication failed"
         ),
         "{status}"
     );

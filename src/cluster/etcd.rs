@@ -116,9 +116,12 @@ impl Etcd {
     /// The value of `key`, if it exists.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
         let answer = self
-            .call("range", json!({ "key": B64.encode(key) }))
+            .call("kv/range", json!({ "key": B64.encode(key) }))
             .await?;
-        Ok(kvs(&answer, "range")?.into_iter().next().map(|kv| kv.value))
+        Ok(kvs(&answer, "kv/range")?
+            .into_iter()
+            .next()
+            .map(|kv| kv.value))
     }
 
     /// Every key under `prefix` changed at revision `since` or later (0: all of them), read
@@ -140,11 +143,11 @@ impl Etcd {
             if listing.revision > 0 {
                 request["revision"] = json!(listing.revision.to_string());
             }
-            let answer = self.call("range", request).await?;
+            let answer = self.call("kv/range", request).await?;
             if listing.revision == 0 {
                 listing.revision = int(&answer["header"]["revision"]).unwrap_or(0);
             }
-            let page = kvs(&answer, "range")?;
+            let page = kvs(&answer, "kv/range")?;
             let Some(last) = page.last() else {
                 break;
             };
@@ -165,7 +168,7 @@ impl Etcd {
         if let Some(lease) = lease {
             request["lease"] = json!(lease.to_string());
         }
-        self.call("put", request).await.map(drop)
+        self.call("kv/put", request).await.map(drop)
     }
 
     /// Stores `value` at `key` only if `key` does not exist; says whether it did.
@@ -173,7 +176,7 @@ impl Etcd {
         let key = B64.encode(key);
         let answer = self
             .call(
-                "txn",
+                "kv/txn",
                 json!({
                     "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }],
                     "success": [{ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }],
@@ -184,7 +187,7 @@ impl Etcd {
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {
-        self.call("deleterange", json!({ "key": B64.encode(key) }))
+        self.call("kv/deleterange", json!({ "key": B64.encode(key) }))
             .await
             .map(drop)
     }
@@ -192,10 +195,10 @@ impl Etcd {
     /// A new lease of `ttl`; returns its id.
     pub async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
         let answer = self
-            .call("grant", json!({ "TTL": ttl.as_secs().to_string() }))
+            .call("lease/grant", json!({ "TTL": ttl.as_secs().to_string() }))
             .await?;
         int(&answer["ID"]).ok_or_else(|| EtcdError::Answer {
-            call: "lease grant",
+            call: "lease/grant",
             reason: "no lease id".into(),
         })
     }
@@ -203,18 +206,19 @@ impl Etcd {
     /// Renews `lease`; false when etcd no longer knows it (it expired).
     pub async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError> {
         let answer = self
-            .call("keepalive", json!({ "ID": lease.to_string() }))
+            .call("lease/keepalive", json!({ "ID": lease.to_string() }))
             .await?;
         Ok(int(&answer["result"]["TTL"]).is_some_and(|ttl| ttl > 0))
     }
 
     pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
-        self.call("revoke", json!({ "ID": lease.to_string() }))
+        self.call("lease/revoke", json!({ "ID": lease.to_string() }))
             .await
             .map(drop)
     }
 
-    /// One call, on the preferred endpoint first, then on each other one.
+    /// One call (`call` is its path under `/v3/`, such as `kv/range`, and names it in
+    /// errors), on the preferred endpoint first, then on each other one.
     async fn call(&self, call: &'static str, body: Value) -> Result<Value, EtcdError> {
         let mut reauthenticated = false;
         loop {
@@ -246,7 +250,7 @@ impl Etcd {
         }
         let answer = self
             .send(
-                "authenticate",
+                "auth/authenticate",
                 &json!({ "name": user, "password": password.as_str() }),
                 None,
             )
@@ -270,11 +274,6 @@ impl Etcd {
         body: &Value,
         token: Option<&str>,
     ) -> Result<Value, EtcdError> {
-        let path = match call {
-            "range" | "put" | "txn" | "deleterange" => format!("/v3/kv/{call}"),
-            "grant" | "keepalive" | "revoke" => format!("/v3/lease/{call}"),
-            _ => format!("/v3/auth/{call}"),
-        };
         let first = self.preferred.load(Ordering::Relaxed);
         let mut reasons = Vec::new();
         // The timeout bounds the whole call, whatever the number of endpoints (a lease holder
@@ -287,8 +286,9 @@ impl Etcd {
             let index = (first + offset) % self.endpoints.len();
             let endpoint = &self.endpoints[index];
             let base = endpoint.to_string();
-            let mut request = http::Request::post(format!("{}{path}", base.trim_end_matches('/')))
-                .header(http::header::CONTENT_TYPE, "application/json");
+            let mut request =
+                http::Request::post(format!("{}/v3/{call}", base.trim_end_matches('/')))
+                    .header(http::header::CONTENT_TYPE, "application/json");
             if let Some(token) = token {
                 request = request.header(http::header::AUTHORIZATION, token);
             }
