@@ -135,6 +135,18 @@ fn wait_for_one_certificate(
     found.unwrap_or_default()
 }
 
+/// Node 0 starts alone and issues the first certificate, validated through itself.
+fn first_issuance(pebble: &Pebble, nodes: &mut [Node]) {
+    pebble.point(NAME, &ip(0));
+    nodes[0].start();
+    wait_until(
+        nodes,
+        "node 0 to issue the first certificate",
+        Duration::from_secs(30),
+        || nodes[0].serial().is_some(),
+    );
+}
+
 /// Pebble at `validity`, an etcd cluster, three nodes; node 0 starts alone and issues the
 /// first certificate (validated through itself), then nodes 1 and 2 start and catch up.
 fn cluster_with_a_certificate(
@@ -147,14 +159,7 @@ fn cluster_with_a_certificate(
     let mut nodes: Vec<Node> = (0..3)
         .map(|k| Node::new(&pebble, &etcd, &secret, k))
         .collect();
-    pebble.point(NAME, &ip(0));
-    nodes[0].start();
-    wait_until(
-        &nodes,
-        "node 0 to issue the first certificate",
-        Duration::from_secs(30),
-        || nodes[0].serial().is_some(),
-    );
+    first_issuance(&pebble, &mut nodes);
     assert_eq!(etcd.get("/certkeeper/leader").as_deref(), Some("n0"));
     nodes[1].start();
     nodes[2].start();
@@ -496,14 +501,7 @@ fn talks_to_etcd_over_tls_with_a_client_certificate_and_a_password_and_checks_th
         );
         fs::write(&node.ck.config, text).unwrap();
     }
-    pebble.point(NAME, &ip(0));
-    nodes[0].start();
-    wait_until(
-        &nodes,
-        "a certificate over TLS etcd",
-        Duration::from_secs(30),
-        || nodes[0].serial().is_some(),
-    );
+    first_issuance(&pebble, &mut nodes);
     assert!(
         nodes[0]
             .ck
