@@ -40,7 +40,7 @@ fn write_config(
 fn check(config: &Path, netns: Option<&str>) -> (Option<i32>, serde_json::Value) {
     let mut command = match netns {
         Some(ns) => {
-            let mut c = Command::new("ip");
+            let mut c = common::program("ip");
             c.args(["netns", "exec", ns, BIN]);
             c
         }
@@ -177,7 +177,7 @@ impl Netns {
     fn new() -> Netns {
         let name = format!("ck-check-{}", std::process::id());
         let run = |args: &[&str]| {
-            let status = Command::new("ip")
+            let status = common::program("ip")
                 .args(args)
                 .status()
                 .expect("ip (iproute2)");
@@ -191,7 +191,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = common::program("ip")
+            .args(["netns", "del", &self.0])
+            .status();
     }
 }
 
@@ -207,12 +209,10 @@ fn timeout_when_a_packet_filter_drops_the_port() {
     let bind = Bind::start_in(Some(&netns.0), RECORDS);
     bind.wait_until_serving();
     let port = free_port();
-    let dropped = Command::new("ip")
+    let dropped = common::program("ip")
+        .args(["netns", "exec", &netns.0])
+        .arg(common::require("iptables"))
         .args([
-            "netns",
-            "exec",
-            &netns.0,
-            "iptables",
             "-A",
             "INPUT",
             "-p",
@@ -224,10 +224,7 @@ fn timeout_when_a_packet_filter_drops_the_port() {
         ])
         .status()
         .expect("iptables");
-    assert!(
-        dropped.success(),
-        "iptables failed: install the iptables package (scripts/deps does)"
-    );
+    assert!(dropped.success(), "iptables refused the DROP rule");
     let config = write_config(
         bind.dir.path(),
         &bind.address(),

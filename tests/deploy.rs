@@ -4,7 +4,6 @@
 mod common;
 
 use std::fs;
-use std::process::Command;
 
 use common::{Certkeeper, Nginx, Pebble, key_matches};
 use rustls_pki_types::CertificateDer;
@@ -103,7 +102,7 @@ fn pkcs12_keystore_opens_with_keytool_and_openssl() {
             std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&store).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600, "{}", store.display());
     }
-    let keytool = Command::new("keytool")
+    let keytool = common::program("keytool")
         .args([
             "-list",
             "-v",
@@ -128,7 +127,7 @@ fn pkcs12_keystore_opens_with_keytool_and_openssl() {
     );
 
     let openssl = |args: &[&str]| {
-        let output = Command::new("openssl")
+        let output = common::program("openssl")
             .arg("pkcs12")
             .arg("-in")
             .arg(&keystore)

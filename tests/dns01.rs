@@ -62,14 +62,16 @@ fn rfc2136_issues_a_wildcard_certificate_and_cleans_up() {
 fn exec_hook_drives_bind_through_nsupdate() {
     let bind = Bind::start(RECORDS);
     let pebble = Pebble::start_with_dns(&bind.address());
+    let nsupdate = common::require("nsupdate");
     let hook = bind.dir.path().join("dns-hook");
     fs::write(
         &hook,
         format!(
             "#!/bin/sh\nset -e\n[ \"$1\" = present ] && op=add || op=delete\n\
              printf 'server 127.0.0.1 {port}\\nzone example.com\\nupdate %s %s. 5 TXT \"%s\"\\nsend\\n' \"$op\" \"$2\" \"$3\" \
-             | nsupdate -k {key}\necho \"$1 $2\" >> {log}\n",
+             | {nsupdate} -k {key}\necho \"$1 $2\" >> {log}\n",
             port = bind.port,
+            nsupdate = nsupdate.display(),
             key = bind.key_file.display(),
             log = bind.dir.path().join("hook.log").display()
         ),

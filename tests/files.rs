@@ -6,7 +6,6 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use common::{Certkeeper, Pebble, key_matches, require_root};
 
@@ -16,7 +15,7 @@ struct Tmpfs(std::path::PathBuf);
 impl Tmpfs {
     fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
         fs::create_dir_all(at).unwrap();
-        let status = Command::new("mount")
+        let status = common::program("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
             .status()
@@ -28,7 +27,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = common::program("umount").arg(&self.0).status();
     }
 }
 
@@ -109,7 +108,7 @@ fn a_read_only_file_system_is_named_and_the_previous_certificate_stays() {
     }
     let pebble = Pebble::start(None);
     let (ck, _disk, before) = issued_on_tmpfs(&pebble, "4m");
-    let remount = Command::new("mount")
+    let remount = common::program("mount")
         .args(["-o", "remount,ro"])
         .arg(ck.path("state"))
         .status()
@@ -185,7 +184,7 @@ fn permission_denied_is_named_and_the_previous_certificate_stays() {
     for dir in [pebble.dir.path(), ck.dir.path()] {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let chown = Command::new("chown")
+    let chown = common::program("chown")
         .args(["-R", "65534:65534"])
         .arg(ck.dir.path())
         .status()
@@ -194,7 +193,7 @@ fn permission_denied_is_named_and_the_previous_certificate_stays() {
     std::os::unix::fs::chown(ck.path("single"), Some(0), Some(0)).unwrap();
 
     let orders = pebble.orders();
-    let output = Command::new("setpriv")
+    let output = common::program("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(common::BIN)
         .arg("--config")

@@ -207,7 +207,7 @@ fn status_exits_2_when_a_certificate_has_expired() {
 #[test]
 fn the_debian_package_holds_binary_unit_config_and_man_page() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package");
-    let output = Command::new("bash")
+    let output = common::program("bash")
         .args([script, "--profile", "dev"])
         .output()
         .unwrap();
@@ -222,7 +222,7 @@ fn the_debian_package_holds_binary_unit_config_and_man_page() {
         .filter(|p| p.extension().is_some_and(|e| e == "deb"))
         .collect();
     assert_eq!(debs.len(), 1, "{debs:?}");
-    let listing = Command::new("dpkg")
+    let listing = common::program("dpkg")
         .arg("-c")
         .arg(&debs[0])
         .output()

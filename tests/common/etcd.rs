@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::{Killed, free_port};
@@ -96,7 +96,7 @@ impl EtcdCluster {
 
     fn etcdctl(&self, args: &[&str]) {
         let secure = self.secure.as_ref().expect("a secure cluster");
-        let output = Command::new("etcdctl")
+        let output = super::program("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints=https://127.0.0.1:{}", self.clients[0]))
             .arg(format!("--cacert={}", secure.ca.display()))
@@ -142,7 +142,7 @@ impl EtcdCluster {
                 .append(true)
                 .open(self.dir.path().join(format!("m{i}.log")))
                 .expect("etcd log");
-            let mut command = Command::new("etcd");
+            let mut command = super::program("etcd");
             if let Some(secure) = &self.secure {
                 command
                     .arg("--cert-file")

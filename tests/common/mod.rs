@@ -8,6 +8,7 @@
 
 pub mod etcd;
 pub mod hostile;
+pub mod programs;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
+pub use programs::{program, require};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
 
 /// A free loopback port (bound and released: good enough on a quiet test machine).
@@ -27,17 +30,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free loopback port")
-}
-
-/// Stops the test with a loud message when a required program is missing.
-fn require(program: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{program}` is not installed: run scripts/test (it installs Debian's pebble) or `apt-get install pebble`"
-    );
 }
 
 /// Kills its process on drop.
@@ -96,8 +88,6 @@ impl Pebble {
     }
 
     fn launch(validity: Option<Duration>, eab: Option<(&str, &str)>, blocklist: &[&str]) -> Pebble {
-        require("pebble");
-        require("pebble-challtestsrv");
         let dir = tempfile::tempdir().expect("tempdir");
         let tls_root = dir.path().join("tls-root.pem");
         let (cert, key) = (
@@ -107,7 +97,7 @@ impl Pebble {
         write_tls_identity(&tls_root, &cert, &key);
 
         let (dns, dns_mgmt) = (free_port(), free_port());
-        let challtestsrv = Command::new("pebble-challtestsrv")
+        let challtestsrv = program("pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
             .args([
@@ -197,7 +187,7 @@ impl Pebble {
             .append(true)
             .open(&self.log)
             .expect("pebble log");
-        let child = Command::new("pebble")
+        let child = program("pebble")
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))
             .args([
@@ -537,10 +527,6 @@ impl Nginx {
     }
 
     fn start_with(port: u16, server: &str) -> Nginx {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed: run scripts/test (it installs Debian's nginx-light)");
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("nginx.pid");
         let d = dir.path().display();
@@ -553,7 +539,7 @@ impl Nginx {
         );
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, conf).expect("nginx.conf");
-        let child = Command::new(binary)
+        let child = program("nginx")
             .arg("-p")
             .arg(dir.path())
             .arg("-e")
@@ -626,7 +612,6 @@ impl Bind {
 
     /// Starts named inside network namespace `netns` when given (`ip netns exec`).
     pub fn start_in(netns: Option<&str>, records: &str) -> Bind {
-        require("named");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let d = dir.path().display();
@@ -651,11 +636,11 @@ impl Bind {
         fs::write(dir.path().join("example.com.zone"), zone).expect("zone");
         let mut command = match netns {
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "named"]);
+                let mut c = program("ip");
+                c.args(["netns", "exec", ns]).arg(require("named"));
                 c
             }
-            None => Command::new("named"),
+            None => program("named"),
         };
         let child = command
             .args(["-g", "-u", "root", "-c"])
@@ -768,7 +753,7 @@ impl Acme2certifier {
         let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/a2c-venv/bin/python");
         assert!(
             python.exists(),
-            "acme2certifier is not installed: run scripts/deps (it creates target/a2c-venv)"
+            "acme2certifier is not installed: run scripts/deps --tests (it creates target/a2c-venv)"
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let p = |name: &str| dir.path().join(name);
