@@ -22,6 +22,10 @@ use crate::store::FileKind;
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 pub const DEFAULT_PATH: &str = "/etc/certkeeper/certkeeper.toml";
+/// The exit code of a bad configuration (sysexits' EX_CONFIG), so systemd can stop restart loops.
+pub const EX_CONFIG: u8 = 78;
+const DEFAULT_STATE_DIR: &str = "/var/lib/certkeeper";
+const DEFAULT_CONTROL_SOCKET: &str = "/run/certkeeper/control.sock";
 
 /// A configuration error, located in its file.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +182,8 @@ pub struct DaemonConfig {
     pub http01_port: u16,
     /// Addresses that reach this host from outside (behind NAT), besides its own interfaces.
     pub public_ip: Vec<std::net::IpAddr>,
+    /// The running daemon's control socket, through which `renew`, `check` and `status` reach it.
+    pub control_socket: PathBuf,
 }
 
 /// Where to tell someone that something happened.
@@ -447,6 +453,7 @@ struct RawDaemon {
     http01_port: Option<u16>,
     #[serde(default)]
     public_ip: Vec<Spanned<String>>,
+    control_socket: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -547,6 +554,32 @@ impl Config {
 
     pub fn certificate(&self, name: &str) -> Option<&CertificateConfig> {
         self.certificates.iter().find(|c| c.name == name)
+    }
+
+    /// The certificates called `names` (all of them when `names` is empty), or which name is
+    /// not configured.
+    pub fn selected(&self, names: &[String]) -> Result<Vec<CertificateConfig>, String> {
+        if names.is_empty() {
+            return Ok(self.certificates.clone());
+        }
+        names
+            .iter()
+            .map(|name| {
+                self.certificate(name).cloned().ok_or_else(|| {
+                    let known: Vec<&str> =
+                        self.certificates.iter().map(|c| c.name.as_str()).collect();
+                    format!(
+                        "no certificate named \"{name}\" in {}; configured: {}",
+                        self.path.display(),
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -747,11 +780,20 @@ impl Validator<'_> {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let state_dir = self.absolute(
+            raw.state_dir
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        );
+        // The packaged layout uses systemd's RuntimeDirectory; any other state directory gets
+        // its own socket beside it, so two configurations never answer for each other.
+        let control_socket = match raw.control_socket {
+            Some(path) => self.absolute(path),
+            None if state_dir == Path::new(DEFAULT_STATE_DIR) => DEFAULT_CONTROL_SOCKET.into(),
+            None => state_dir.join("control.sock"),
+        };
         Ok(DaemonConfig {
-            state_dir: self.absolute(
-                raw.state_dir
-                    .unwrap_or_else(|| "/var/lib/certkeeper".into()),
-            ),
+            state_dir,
+            control_socket,
             listen,
             log_format: raw.log_format,
             metrics_listen,

@@ -6,9 +6,11 @@
 pub mod acme;
 pub mod bundle;
 pub mod challenge;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod deploy;
 pub mod dns;

@@ -88,6 +88,12 @@ pub fn render(config: &Config, now: SystemTime) -> String {
         "The challenge used for the certificate (1)",
     );
 
+    let preflight = gauge(
+        &mut registry,
+        "preflight_ok",
+        "Whether the pre-flight check before the last order found HTTP-01 reachable (1) or not (0), per name and address family",
+    );
+
     let store = Store::new(&config.daemon.state_dir);
     for cert in &config.certificates {
         let plan = plan(&store, cert, now);
@@ -112,6 +118,16 @@ pub fn render(config: &Config, now: SystemTime) -> String {
         let mut with_challenge = labels.clone();
         with_challenge.push(("challenge".into(), used));
         challenge.get_or_create(&with_challenge).set(1.0);
+        for verdict in &plan.state.preflight {
+            let labels = vec![
+                ("certificate".to_string(), cert.name.clone()),
+                ("name".to_string(), verdict.name.clone()),
+                ("family".to_string(), verdict.family.clone()),
+            ];
+            preflight
+                .get_or_create(&labels)
+                .set(if verdict.ok { 1.0 } else { 0.0 });
+        }
     }
 
     registry.register(

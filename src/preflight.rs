@@ -5,14 +5,16 @@
 //! token from each address, the way the CA fetches (port 80, `Host:` the name, redirects
 //! followed). It knows nothing of orders; `check` and the `auto` challenge choice use it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::challenge::http01::Tokens;
 use crate::config::Config;
@@ -21,8 +23,12 @@ use crate::dns::{Answer, Dns};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_REDIRECTS: usize = 5;
+/// How long the pre-flight before an order may take; past it, the order goes out unchecked.
+const BEFORE_ORDER_BUDGET: Duration = Duration::from_secs(5);
+/// How long a name's findings stand, so a burst of renewals for one host checks it once.
+const REMEMBER_FOR: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Ok,
@@ -30,7 +36,7 @@ pub enum Severity {
     Fail,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Check {
     Dns,
@@ -43,7 +49,7 @@ pub enum Check {
 }
 
 /// One thing the check found, in words an operator can act on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     pub name: Option<String>,
     pub address: Option<IpAddr>,
@@ -57,6 +63,27 @@ pub struct Preflight {
     port: u16,
     /// This host's interface addresses and the configured public ones.
     own: Vec<IpAddr>,
+    /// Recent findings by name and webroot, for the pre-flight before an order.
+    recent: Mutex<HashMap<(String, Option<PathBuf>), (Instant, Vec<Finding>)>>,
+}
+
+/// The pre-flight's verdict on one name and address family ("ipv4", "ipv6", or "dns" when
+/// no address was found), as recorded before an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub name: String,
+    pub family: String,
+    pub ok: bool,
+    /// The finding's sentence: the failure and its fix, or what passed.
+    pub message: String,
+}
+
+/// What the pre-flight before an order found.
+#[derive(Debug, Clone, Default)]
+pub struct BeforeOrder {
+    pub verdicts: Vec<Verdict>,
+    /// The first finding that rules HTTP-01 out, if one does.
+    pub blocker: Option<String>,
 }
 
 impl Preflight {
@@ -79,7 +106,59 @@ impl Preflight {
             dns: Dns::new(&config.daemon.resolvers)?,
             port: config.daemon.http01_port,
             own,
+            recent: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The pre-flight before an order for `names`: bounded in time, and remembered for a short
+    /// while so that a burst of renewals of one host does not repeat it.
+    pub async fn before_order(
+        &self,
+        names: &[&str],
+        tokens: &Tokens,
+        webroot: Option<&Path>,
+    ) -> BeforeOrder {
+        let checks = async {
+            let mut found = BeforeOrder::default();
+            for name in names {
+                let findings = self.remembered(name, tokens, webroot).await;
+                if found.blocker.is_none() {
+                    found.blocker = findings
+                        .iter()
+                        .find(|f| f.severity == Severity::Fail)
+                        .map(|f| f.message.clone());
+                }
+                found.verdicts.extend(verdicts(name, &findings));
+            }
+            found
+        };
+        match tokio::time::timeout(BEFORE_ORDER_BUDGET, checks).await {
+            Ok(found) => found,
+            Err(_) => {
+                tracing::warn!(
+                    names = ?names,
+                    "the pre-flight did not finish within {}s; ordering without it",
+                    BEFORE_ORDER_BUDGET.as_secs()
+                );
+                BeforeOrder::default()
+            }
+        }
+    }
+
+    async fn remembered(&self, name: &str, tokens: &Tokens, webroot: Option<&Path>) -> Vec<Finding> {
+        let key = (name.to_string(), webroot.map(Path::to_path_buf));
+        let fresh = |(at, _): &(Instant, Vec<Finding>)| at.elapsed() < REMEMBER_FOR;
+        if let Ok(recent) = self.recent.lock()
+            && let Some(entry) = recent.get(&key).filter(|e| fresh(e))
+        {
+            return entry.1.clone();
+        }
+        let findings = self.check_name(name, tokens, webroot).await;
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.retain(|_, entry| fresh(entry));
+            recent.insert(key, (Instant::now(), findings.clone()));
+        }
+        findings
     }
 
     /// Every finding for `name`, IPv4 and IPv6. The probe token is served through `tokens`
@@ -176,22 +255,6 @@ impl Preflight {
             });
         }
         findings
-    }
-
-    /// The first finding that rules HTTP-01 out for any of `names`, if one does.
-    pub async fn http01_blocker(
-        &self,
-        names: &[&str],
-        tokens: &Tokens,
-        webroot: Option<&Path>,
-    ) -> Option<String> {
-        for name in names {
-            let findings = self.check_name(name, tokens, webroot).await;
-            if let Some(blocker) = findings.into_iter().find(|f| f.severity == Severity::Fail) {
-                return Some(blocker.message);
-            }
-        }
-        None
     }
 
     fn own_list(&self) -> String {
@@ -463,4 +526,32 @@ fn random_token() -> String {
     (0..32)
         .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
         .collect()
+}
+
+/// One verdict per address family that `findings` (all about `name`) speak of.
+fn verdicts(name: &str, findings: &[Finding]) -> Vec<Verdict> {
+    let family = |f: &Finding| match f.address {
+        Some(IpAddr::V4(_)) => "ipv4",
+        Some(IpAddr::V6(_)) => "ipv6",
+        None => "dns",
+    };
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    for finding in findings.iter().filter(|f| f.check != Check::Address) {
+        let family = family(finding);
+        let ok = finding.severity != Severity::Fail;
+        match verdicts.iter_mut().find(|v| v.family == family) {
+            Some(verdict) if verdict.ok && !ok => {
+                verdict.ok = false;
+                verdict.message = finding.message.clone();
+            }
+            Some(_) => {}
+            None => verdicts.push(Verdict {
+                name: name.to_string(),
+                family: family.to_string(),
+                ok,
+                message: finding.message.clone(),
+            }),
+        }
+    }
+    verdicts
 }

@@ -13,7 +13,7 @@ use crate::config::CertificateConfig;
 use crate::config::Challenge;
 use crate::deploy::DeployError;
 use crate::keys::{self, KeyError};
-use crate::preflight::Preflight;
+use crate::preflight::{BeforeOrder, Preflight, Verdict};
 use crate::state::{AriState, CertState};
 use crate::store::{Store, StoreError};
 
@@ -23,6 +23,9 @@ pub enum RenewError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Acme(#[from] AcmeError),
+    /// An HTTP-01 validation failed where the pre-flight had found why it would.
+    #[error("{acme}. Before the order, certkeeper's pre-flight check found: {found}")]
+    Unreachable { acme: AcmeError, found: String },
     #[error("refused to deploy the new certificate, the previous one stays in place: {0}")]
     Refused(#[from] BundleError),
     #[error(transparent)]
@@ -42,12 +45,17 @@ pub struct Attempt {
     /// The CA's directory URL.
     pub ca: Option<String>,
     pub choice: Option<Choice>,
+    /// What the pre-flight before the order found, when it ran.
+    pub preflight: Option<Vec<Verdict>>,
     pub result: Result<Obtained, RenewError>,
 }
 
-/// Orders a certificate for `cert` and checks it against every pre-deployment rule. With
-/// `challenge = "auto"`, the pre-flight check decides between HTTP-01 and DNS-01, and an
-/// HTTP-01 validation that fails is retried with DNS-01 at once.
+/// Orders a certificate for `cert` and checks it against every pre-deployment rule.
+///
+/// Every order that may use HTTP-01 is preceded by the pre-flight check. With
+/// `challenge = "auto"` and DNS-01 configured, it decides between the two, and an HTTP-01
+/// validation that fails is retried with DNS-01 at once; with HTTP-01 only the order goes out
+/// all the same (a local check can be wrong), and a failed validation carries its finding.
 pub async fn obtain(
     acme: &AcmeClient,
     solvers: Solvers<'_>,
@@ -62,29 +70,35 @@ pub async fn obtain(
         return Attempt {
             ca: None,
             choice: None,
+            preflight: None,
             result: Err(e.into()),
         };
     }
     let can_fall_back = cert.challenge == Challenge::Auto && solvers.dns01.is_some();
-    let blocker = match preflight.filter(|_| can_fall_back) {
-        Some(preflight) => {
-            let names: Vec<&str> = cert
-                .domains
-                .iter()
-                .filter(|d| !d.is_wildcard())
-                .map(|d| d.as_str())
-                .collect();
+    let http01_names: Vec<&str> = cert
+        .domains
+        .iter()
+        .filter(|d| !d.is_wildcard())
+        .map(|d| d.as_str())
+        .collect();
+    let may_use_http01 = cert.challenge != Challenge::Dns01 && !http01_names.is_empty();
+    let found = match preflight.filter(|_| may_use_http01) {
+        Some(preflight) => Some(
             preflight
-                .http01_blocker(&names, solvers.tokens, cert.webroot.as_deref())
-                .await
-        }
+                .before_order(&http01_names, solvers.tokens, cert.webroot.as_deref())
+                .await,
+        ),
         None => None,
     };
+    let BeforeOrder { verdicts, blocker } = found.clone().unwrap_or_default();
+    if let Some(blocker) = &blocker {
+        tracing::warn!(name = %cert.name, finding = %blocker, "the pre-flight check expects http-01 to fail");
+    }
     let mut choice = choose(
         cert.challenge,
         &cert.domains,
         solvers.dns01.is_some(),
-        blocker.as_deref(),
+        blocker.as_deref().filter(|_| can_fall_back),
     );
     tracing::info!(name = %cert.name, challenge = choice.summary(), reason = %choice.reason, "challenge chosen");
     let mut result = order(acme, solvers, store, cert, &choice).await;
@@ -104,9 +118,23 @@ pub async fn obtain(
         tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back to dns-01");
         result = order(acme, solvers, store, cert, &choice).await;
     }
+    // The CA's words alone rarely say what to do; the pre-flight's sentence does.
+    let result = match (result, blocker) {
+        (
+            Err(RenewError::Acme(
+                acme @ AcmeError::Validation {
+                    method: Method::Http01,
+                    ..
+                },
+            )),
+            Some(found),
+        ) => Err(RenewError::Unreachable { acme, found }),
+        (result, _) => result,
+    };
     Attempt {
         ca: Some(acme.directory().to_string()),
         choice: Some(choice),
+        preflight: found.map(|_| verdicts),
         result,
     }
 }
@@ -168,12 +196,16 @@ pub fn record(
     name: &str,
     choice: Option<&Choice>,
     ca: Option<&str>,
+    preflight: Option<&[Verdict]>,
     result: Result<(), &RenewError>,
 ) -> Result<(), StoreError> {
     let mut state = CertState::load(store, name);
     let now = SystemTime::now();
     if let Some(ca) = ca {
         state.ca = Some(ca.to_string());
+    }
+    if let Some(verdicts) = preflight {
+        state.preflight = verdicts.to_vec();
     }
     if let Some(choice) = choice {
         state.challenge = Some(choice.summary().to_string());
@@ -186,7 +218,7 @@ pub fn record(
         }
         Err(e) => {
             state.record_failure(now, e.to_string());
-            if let RenewError::Acme(acme) = e {
+            if let RenewError::Acme(acme) | RenewError::Unreachable { acme, .. } = e {
                 state.retry_not_before = crate::acme::retry_after(acme);
             }
         }

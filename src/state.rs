@@ -35,6 +35,9 @@ pub struct CertState {
     /// The CA's renewal window (ARI) for the current certificate.
     #[serde(default)]
     pub ari: Option<AriState>,
+    /// What the pre-flight check found before the last order, per name and address family.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preflight: Vec<crate::preflight::Verdict>,
 }
 
 /// What the CA said about renewing the certificate with `serial` (RFC 9773).

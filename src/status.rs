@@ -2,16 +2,17 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{CertificateConfig, Config};
 use crate::plan::{Plan, plan};
+use crate::preflight::Verdict;
 use crate::ratelimit::{self, Ledger};
 use crate::schedule::{self, Due};
 use crate::store::Store;
 use crate::timefmt;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub name: String,
     pub domains: Vec<String>,
@@ -30,6 +31,12 @@ pub struct Row {
     /// Set when the certificate has expired, or is close to expiry while renewals fail: the
     /// operator must act. `status` exits non-zero when any row has one.
     pub alert: Option<String>,
+    /// Being renewed right now (known only to a running daemon).
+    #[serde(default)]
+    pub renewing: bool,
+    /// What the pre-flight check found before the last order, per name and address family.
+    #[serde(default)]
+    pub preflight: Vec<Verdict>,
 }
 
 pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
@@ -84,6 +91,8 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 challenge: plan.state.challenge.clone(),
                 challenge_reason: plan.state.challenge_reason.clone(),
                 alert,
+                renewing: false,
+                preflight: plan.state.preflight.clone(),
             }
         })
         .collect()
@@ -91,7 +100,7 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
 
 /// Renders rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 6]> = rows
+    let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             [
@@ -99,7 +108,11 @@ pub fn table(rows: &[Row]) -> String {
                 r.domains.join(","),
                 r.not_after.clone().unwrap_or_else(|| "-".into()),
                 r.days_left.map_or("-".into(), |d| d.to_string()),
-                r.next_renewal.clone(),
+                match r.renewing {
+                    true => "renewing now".into(),
+                    false => r.next_renewal.clone(),
+                },
+                preflight_summary(&r.preflight),
                 match &r.alert {
                     Some(alert) => format!("{alert}: {}", r.last_result),
                     None => r.last_result.clone(),
@@ -114,6 +127,7 @@ pub fn table(rows: &[Row]) -> String {
             "NOT AFTER",
             "DAYS LEFT",
             "NEXT RENEWAL",
+            "PRE-FLIGHT",
             "LAST RESULT",
         ],
         &cells,
@@ -134,4 +148,18 @@ fn rate_limited(
         .admit(&names, renewal, &config.acme.limits_for(&ca.directory), now)
         .err()
         .map(|deferred| deferred.until)
+}
+
+/// The last pre-flight in a word or two: what failed, where.
+fn preflight_summary(verdicts: &[Verdict]) -> String {
+    let failed: Vec<String> = verdicts
+        .iter()
+        .filter(|v| !v.ok)
+        .map(|v| format!("{} ({})", v.name, v.family))
+        .collect();
+    match (verdicts.is_empty(), failed.is_empty()) {
+        (true, _) => "-".into(),
+        (false, true) => "ok".into(),
+        (false, false) => format!("FAIL {}", failed.join(", ")),
+    }
 }

@@ -1,22 +1,24 @@
-//! `certkeeper run`: the long-running daemon. Wires the listener, the schedule, renewals and
+//! The renewal engine: `certkeeper run` runs it for ever, and a one-off `renew` with no daemon
+//! running runs it once. Wires the listener, the schedule, renewals, control requests and
 //! signals together; the details live in the modules it calls.
 //!
-//! One loop: start every certificate that is due (up to `acme.concurrency` at once per CA,
-//! within the CA's rate limits), sleep until the next is due, a renewal ends or a signal
-//! comes, record outcomes. SIGHUP re-reads the config (the listener stays); SIGTERM/SIGINT
-//! stop, abandoning orders in flight but never a deployment in progress, so no file is ever
-//! half-written.
+//! One loop: answer control requests, start every certificate that is due or asked for (up to
+//! `acme.concurrency` at once per CA, within the CA's rate limits), sleep until the next is
+//! due, a renewal ends, a request or a signal comes, record outcomes. SIGHUP re-reads the
+//! config (the listener stays); SIGTERM/SIGINT stop, abandoning orders in flight but never a
+//! deployment in progress, so no file is ever half-written.
 
 mod cluster;
+mod requests;
 mod task;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::acme::Accounts;
@@ -25,6 +27,8 @@ use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{CertificateConfig, Config, ConfigError};
+use crate::control::server::{ControlError, ControlSocket};
+use crate::control::{Call, Replies, Request};
 use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::plan::{Plan, plan};
 use crate::preflight::Preflight;
@@ -33,7 +37,7 @@ use crate::renew::{self, RenewError};
 use crate::store::Store;
 use crate::{metrics, schedule, sdnotify, timefmt};
 use cluster::Membership;
-use task::{Context, Finished, Outcome};
+use task::{Context, Finished, Issued, Outcome};
 
 /// Re-evaluate at least this often, so a suspended machine or a clock jump is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
@@ -45,6 +49,8 @@ const STATE_UNSAVED_HOLD: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error(transparent)]
     Listen(#[from] ListenError),
     #[error("cluster mode: {0}")]
@@ -95,7 +101,17 @@ impl Signals {
     }
 }
 
+/// How long the engine runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `certkeeper run`: renews whatever is due, for ever, and answers the control socket.
+    Service,
+    /// A one-off command with no daemon running: does what it was asked, then ends.
+    Once,
+}
+
 struct Daemon {
+    mode: Mode,
     config_path: PathBuf,
     config: Config,
     /// The config as the metrics endpoint sees it; updated on SIGHUP.
@@ -112,12 +128,27 @@ struct Daemon {
     plans: HashMap<String, Plan>,
     /// Renewals running now, by certificate name.
     in_flight: HashMap<String, InFlight>,
-    /// The certificate name of each renewal task.
-    tasks: HashMap<task::Id, String>,
+    /// The certificate name of each renewal task, and whether it is a dry run.
+    tasks: HashMap<task::Id, (String, bool)>,
     /// What was ordered from each CA lately (directory → ledger).
     ledgers: HashMap<String, Ledger>,
     /// Cluster mode: the renewal lease and the sync with etcd.
     cluster: Option<Membership>,
+    /// Certificates asked for by a request, to start regardless of their schedule.
+    forced: HashSet<String>,
+    /// Certificates asked for a dry run, not started yet; and those running.
+    dry_runs: HashSet<String>,
+    dry_running: HashSet<String>,
+    /// `renew` requests waiting for their certificates.
+    waiters: Vec<requests::Waiter>,
+    /// Whether the port-80 listener is up (a one-off run binds it on first need).
+    listening: bool,
+    /// Ends the servers (listener, control socket, metrics) when the engine stops.
+    shutdown: watch::Receiver<()>,
+    /// When the loop next wakes up to renew.
+    next_wakeup: Option<SystemTime>,
+    /// Certificates renewed by this run whose renewal window (ARI) to fetch.
+    renewed: HashSet<String>,
 }
 
 struct InFlight {
@@ -126,19 +157,51 @@ struct InFlight {
     renewal: bool,
 }
 
+/// `certkeeper run`: the daemon, until SIGTERM.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+    // First, so that a second daemon is told that one runs, not that port 80 is taken.
+    let control = crate::control::server::bind(&config.daemon.control_socket)?;
+    let (calls, requests) = mpsc::channel(16);
+    engine(Mode::Service, config_path, config, requests, Some((control, calls))).await
+}
+
+/// A one-off command with no daemon running: the same engine, run until it has answered
+/// `request`.
+pub async fn once(
+    config_path: PathBuf,
+    config: Config,
+    request: Request,
+    replies: Replies,
+) -> Result<(), DaemonError> {
+    let (calls, requests) = mpsc::channel(1);
+    // The only request: with its sender gone, the loop hears of no other.
+    let _ = calls.try_send(Call { request, replies });
+    drop(calls);
+    engine(Mode::Once, config_path, config, requests, None).await
+}
+
+async fn engine(
+    mode: Mode,
+    config_path: PathBuf,
+    config: Config,
+    mut requests: mpsc::Receiver<Call>,
+    control: Option<(ControlSocket, mpsc::Sender<Call>)>,
+) -> Result<(), DaemonError> {
+    let service = mode == Mode::Service;
     let mut signals = Signals::new()?;
     raise_open_file_limit();
-    // Only certificates without a webroot need certkeeper's own port-80 listener.
-    let listener = match config.certificates.iter().any(|c| c.webroot.is_none()) {
+    // Only certificates without a webroot need certkeeper's own port-80 listener; a one-off
+    // run binds it only when it renews one of them.
+    let needs_listener = config.certificates.iter().any(|c| c.webroot.is_none());
+    let listener = match service && needs_listener {
         true => Some(http01::bind(config.daemon.listen)?),
         false => None,
     };
-    let metrics_listener = match config.daemon.metrics_listen {
+    let metrics_listener = match config.daemon.metrics_listen.filter(|_| service) {
         Some(addr) => Some(bind_metrics(addr)?),
         None => None,
     };
-    let clustered = match &config.cluster {
+    let clustered = match config.cluster.as_ref().filter(|_| service) {
         Some(settings) => Some((Cluster::new(settings)?, settings.sync_interval)),
         None => None,
     };
@@ -154,10 +217,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         }
     };
     let mut servers = Vec::new();
+    let listening = listener.is_some();
     if let Some(listener) = listener {
         servers.push(tokio::spawn(http01::serve(
             listener,
             tokens.clone(),
+            until_stopped(),
+        )));
+    }
+    if let Some((socket, calls)) = control {
+        servers.push(tokio::spawn(crate::control::server::serve(
+            socket,
+            calls,
             until_stopped(),
         )));
     }
@@ -181,15 +252,27 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             until_stopped(),
         )));
     }
-    tracing::info!(
-        listen = %config.daemon.listen,
-        metrics = ?config.daemon.metrics_listen,
-        certificates = config.certificates.len(),
-        state_dir = %config.daemon.state_dir.display(),
-        "certkeeper is running"
-    );
+    if service {
+        tracing::info!(
+            listen = %config.daemon.listen,
+            metrics = ?config.daemon.metrics_listen,
+            control = %config.daemon.control_socket.display(),
+            certificates = config.certificates.len(),
+            state_dir = %config.daemon.state_dir.display(),
+            "certkeeper is running"
+        );
+    }
     let store = Store::new(&config.daemon.state_dir);
     let mut daemon = Daemon {
+        mode,
+        forced: HashSet::new(),
+        dry_runs: HashSet::new(),
+        dry_running: HashSet::new(),
+        waiters: Vec::new(),
+        listening,
+        shutdown: stop_servers.subscribe(),
+        next_wakeup: None,
+        renewed: HashSet::new(),
         context: Context {
             store,
             tokens,
@@ -212,15 +295,22 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         cluster: membership,
     };
 
-    daemon.repair_outputs();
-    let first = daemon.next_due(SystemTime::now());
-    sdnotify::ready(&daemon.summary(first.as_ref()));
-    sdnotify::spawn_watchdog();
+    if service {
+        daemon.repair_outputs();
+        let first = daemon.next_due(SystemTime::now());
+        sdnotify::ready(&daemon.summary(first.as_ref()));
+        sdnotify::spawn_watchdog();
+    }
     let mut orders = OrderStop::new();
     let mut renewals = JoinSet::new();
     loop {
         let now = SystemTime::now();
-        daemon.warn_of_expiry(now);
+        while let Ok(call) = requests.try_recv() {
+            daemon.answer_call(call, now);
+        }
+        if service {
+            daemon.warn_of_expiry(now);
+        }
         // Asking the CA (or etcd) may take a while when it is slow: SIGTERM must not wait,
         // except for deployments, which always finish.
         let fetched = tokio::select! {
@@ -235,8 +325,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             _ = signals.stop() => break,
         }
         daemon.start_due(now, &mut renewals, orders.receiver());
-        let next = daemon.next_due(now);
-        sdnotify::status(&daemon.summary(next.as_ref()));
+        if !service && daemon.idle() {
+            break;
+        }
+        let next = daemon.next_due(now).filter(|_| service);
+        daemon.next_wakeup = next.as_ref().map(|(_, at)| *at);
+        if service {
+            sdnotify::status(&daemon.summary(next.as_ref()));
+        }
         // Something still due now waits for a renewal at its CA to end.
         let wait = next
             .as_ref()
@@ -251,6 +347,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             _ = tokio::time::sleep(until_sync), if until_sync < wait => {}
             Some(leading) = leadership_change(&mut leadership) => daemon.leadership_changed(leading, &mut orders),
             Some(finished) = renewals.join_next_with_id(), if !renewals.is_empty() => daemon.finish(finished),
+            Some(call) = requests.recv() => daemon.answer_call(call, SystemTime::now()),
             event = signals.next() => match event {
                 Event::Stop => break,
                 Event::Reload => daemon.reload_config(),
@@ -258,13 +355,25 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         }
     }
 
-    sdnotify::stopping();
+    if service {
+        sdnotify::stopping();
+    }
     // Orders in flight are abandoned at once; deployments in progress finish first.
     orders.abandon_running();
     while let Some(finished) = renewals.join_next_with_id().await {
         daemon.finish(finished);
     }
-    tracing::info!("certkeeper stopped");
+    // Whatever was asked and not started will not be.
+    let stopping = || Err("NOT RENEWED: certkeeper is stopping".to_string());
+    for name in std::mem::take(&mut daemon.forced) {
+        daemon.answer(&name, false, None, stopping());
+    }
+    for name in std::mem::take(&mut daemon.dry_runs) {
+        daemon.answer(&name, true, None, stopping());
+    }
+    if service {
+        tracing::info!("certkeeper stopped");
+    }
     let _ = stop_servers.send(());
     for server in servers {
         let _ = server.await;
@@ -356,9 +465,12 @@ impl Daemon {
         if !self.renews() {
             return;
         }
+        self.start_dry_runs(renewals, stopping);
         let certificates = self.config.certificates.clone();
         for cert in certificates {
-            if self.in_flight.contains_key(&cert.name) || self.due_at(&cert, now) > now {
+            let forced = self.forced.contains(&cert.name);
+            let scheduled = self.mode == Mode::Service && self.due_at(&cert, now) <= now;
+            if self.in_flight.contains_key(&cert.name) || !(forced || scheduled) {
                 continue;
             }
             let plan = self.plan_of(&cert, now);
@@ -373,6 +485,13 @@ impl Daemon {
             if running >= self.config.acme.concurrency {
                 continue;
             }
+            if cert.webroot.is_none()
+                && let Err(e) = self.ensure_listener()
+            {
+                self.forced.remove(&cert.name);
+                self.answer(&cert.name, false, None, Err(format!("FAILED: {e}")));
+                continue;
+            }
             let ledger = self
                 .ledgers
                 .entry(ca.directory.clone())
@@ -381,8 +500,16 @@ impl Daemon {
             if let Err(deferred) = ledger.admit(&names, renewal, &limits, now) {
                 tracing::warn!(name = %cert.name, ca = %ca.directory, "{}", deferred.reason);
                 self.held.insert(cert.name.clone(), deferred.until);
+                if self.forced.remove(&cert.name) {
+                    let why = format!(
+                        "NOT RENEWED: {}; raise [acme.limits] if the CA allows more",
+                        deferred.reason
+                    );
+                    self.answer(&cert.name, false, None, Err(why));
+                }
                 continue;
             }
+            self.forced.remove(&cert.name);
             if let Err(e) = ledger.record_order(now) {
                 tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
             }
@@ -399,10 +526,61 @@ impl Daemon {
                 self.context.clone(),
                 cert,
                 ca,
+                false,
                 stopping.clone(),
             ));
-            self.tasks.insert(handle.id(), name);
+            self.tasks.insert(handle.id(), (name, false));
         }
+    }
+
+    /// Starts the dry runs asked for: against the staging CA, outside the rate-limit ledger
+    /// and the schedule.
+    fn start_dry_runs(&mut self, renewals: &mut JoinSet<Finished>, stopping: &watch::Receiver<bool>) {
+        for name in std::mem::take(&mut self.dry_runs) {
+            let Some(cert) = self.config.certificate(&name).cloned() else {
+                continue;
+            };
+            if self.dry_running.contains(&name) {
+                // One dry run at a time per certificate; the next waits for it.
+                self.dry_runs.insert(name);
+                continue;
+            }
+            if cert.webroot.is_none()
+                && let Err(e) = self.ensure_listener()
+            {
+                self.answer(&name, true, None, Err(format!("FAILED: {e}")));
+                continue;
+            }
+            let mut ca = self.config.acme.clone();
+            ca.directory = self.config.acme.staging_directory.clone();
+            self.dry_running.insert(name.clone());
+            let handle = renewals.spawn(task::renew(
+                self.context.clone(),
+                cert,
+                ca,
+                true,
+                stopping.clone(),
+            ));
+            self.tasks.insert(handle.id(), (name, true));
+        }
+    }
+
+    /// Binds the port-80 listener if it is not up yet (a one-off run binds it on first need).
+    fn ensure_listener(&mut self) -> Result<(), ListenError> {
+        if self.listening {
+            return Ok(());
+        }
+        let listener = http01::bind(self.config.daemon.listen)?;
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(http01::serve(
+            listener,
+            self.context.tokens.clone(),
+            async move {
+                let _ = shutdown.changed().await;
+            },
+        ));
+        self.listening = true;
+        Ok(())
     }
 
     /// Records how a renewal task ended.
@@ -411,20 +589,32 @@ impl Daemon {
             Ok((id, _)) => *id,
             Err(e) => e.id(),
         };
-        let name = self.tasks.remove(&id);
+        let task = self.tasks.remove(&id);
         match joined.map(|(_, finished)| finished) {
-            Ok(Finished::Abandoned { name }) => {
-                self.in_flight.remove(&name);
+            Ok(Finished::Abandoned { name, dry_run }) => {
+                match dry_run {
+                    true => self.dry_running.remove(&name),
+                    false => self.in_flight.remove(&name).is_some(),
+                };
+                let why = "NOT RENEWED: the order was abandoned (certkeeper is stopping, or lost the renewal lease)";
+                self.answer(&name, dry_run, None, Err(why.into()));
+            }
+            Ok(Finished::Done(outcome)) if outcome.dry_run => {
+                self.dry_running.remove(&outcome.cert.name);
+                self.answer_outcome(&outcome);
             }
             Ok(Finished::Done(outcome)) => {
+                self.answer_outcome(&outcome);
                 let Outcome {
                     cert,
                     ca,
                     started,
                     choice,
+                    preflight,
                     issued,
                     unpublished,
                     result,
+                    ..
                 } = *outcome;
                 if unpublished && let Some(membership) = &mut self.cluster {
                     membership.unpublished.insert(cert.name.clone());
@@ -441,13 +631,24 @@ impl Daemon {
                         tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
                     }
                 }
-                self.record(&cert, started, choice.as_ref(), Some(&ca), result);
+                let result = result.map(|Issued { not_after, .. }| not_after);
+                let tried = Tried {
+                    choice: choice.as_ref(),
+                    ca: Some(&ca),
+                    preflight: preflight.as_deref(),
+                };
+                self.record(&cert, started, tried, result);
             }
             // A renewal task that panicked is a bug: leave its certificate alone for a while,
             // then try again.
             Err(e) => {
-                let name = name.unwrap_or_default();
+                let (name, dry_run) = task.unwrap_or_default();
                 tracing::error!(name = %name, error = %e, "a renewal task failed unexpectedly");
+                self.answer(&name, dry_run, None, Err(format!("FAILED unexpectedly: {e}")));
+                if dry_run {
+                    self.dry_running.remove(&name);
+                    return;
+                }
                 self.in_flight.remove(&name);
                 self.plans.remove(&name);
                 self.held
@@ -487,7 +688,10 @@ impl Daemon {
         }
         let mut due = Vec::new();
         for cert in self.config.certificates.clone() {
-            if !self.in_flight.contains_key(&cert.name)
+            // A one-off run asks only for what it renewed.
+            let wanted = self.mode == Mode::Service || self.renewed.remove(&cert.name);
+            if wanted
+                && !self.in_flight.contains_key(&cert.name)
                 && renew::ari_due(self.plan_of(&cert, now), now)
             {
                 due.push(cert);
@@ -580,8 +784,7 @@ impl Daemon {
         &mut self,
         cert: &CertificateConfig,
         started: Instant,
-        choice: Option<&Choice>,
-        ca: Option<&str>,
+        tried: Tried,
         result: Result<SystemTime, RenewError>,
     ) {
         // Without a saved state the schedule would say "due now" again at once: hold the
@@ -590,8 +793,9 @@ impl Daemon {
         match renew::record(
             &self.context.store,
             &cert.name,
-            choice,
-            ca,
+            tried.choice,
+            tried.ca,
+            tried.preflight,
             result.as_ref().map(|_| ()),
         ) {
             Ok(()) => self.held.remove(&cert.name),
@@ -601,6 +805,7 @@ impl Daemon {
         };
         match result {
             Ok(not_after) => {
+                self.renewed.insert(cert.name.clone());
                 tracing::info!(
                     name = %cert.name,
                     not_after = %timefmt::utc(not_after),
@@ -636,14 +841,21 @@ impl Daemon {
     /// Brings output files back in line with `current` after a crash mid-copy.
     fn repair_outputs(&self) {
         for cert in &self.config.certificates {
-            match self.store().repair_outputs(&cert.name, &cert.output) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(name = %cert.name, files = n, "repaired output files left out of date by an interrupted run")
-                }
-                Err(e) => {
-                    tracing::error!(name = %cert.name, error = %e, "cannot repair output files")
-                }
+            self.repair_output(cert);
+        }
+    }
+
+    /// Brings the output files of `cert` back in line with `current`; what was done, if anything.
+    fn repair_output(&self, cert: &CertificateConfig) -> Option<String> {
+        match self.store().repair_outputs(&cert.name, &cert.output) {
+            Ok(0) => None,
+            Ok(n) => {
+                tracing::warn!(name = %cert.name, files = n, "repaired output files left out of date by an interrupted run");
+                Some(format!("repaired {n} output file(s) left out of date by an interrupted run"))
+            }
+            Err(e) => {
+                tracing::error!(name = %cert.name, error = %e, "cannot repair output files");
+                Some(format!("cannot repair output files: {e}"))
             }
         }
     }
@@ -694,6 +906,13 @@ impl Daemon {
             Err(e) => log_config_error(&e),
         }
     }
+}
+
+/// How an attempt went about it: the challenge chosen, the CA, the pre-flight's verdicts.
+struct Tried<'a> {
+    choice: Option<&'a Choice>,
+    ca: Option<&'a str>,
+    preflight: Option<&'a [crate::preflight::Verdict]>,
 }
 
 fn log_config_error(e: &ConfigError) {

@@ -1,6 +1,8 @@
 //! One renewal as a task of its own, so that several run at once: obtain (abandoned when the
-//! daemon stops), then deploy (always let finish, so that no file is ever half-written).
+//! daemon stops), then deploy (always let finish, so that no file is ever half-written). A dry
+//! run obtains from the staging CA and stops there.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -14,7 +16,7 @@ use crate::challenge::http01::Tokens;
 use crate::cluster::Cluster;
 use crate::config::{AcmeConfig, CertificateConfig};
 use crate::deploy::deploy;
-use crate::preflight::Preflight;
+use crate::preflight::{Preflight, Verdict};
 use crate::renew::{self, Attempt, RenewError};
 use crate::store::Store;
 
@@ -32,10 +34,16 @@ pub struct Context {
 /// How a renewal task ended.
 pub enum Finished {
     /// The daemon is stopping and the order was left unfinished; no file was changed.
-    Abandoned {
-        name: String,
-    },
+    Abandoned { name: String, dry_run: bool },
     Done(Box<Outcome>),
+}
+
+/// A certificate the CA issued and that passed every check.
+pub struct Issued {
+    pub not_after: SystemTime,
+    pub names: Vec<String>,
+    /// Where it was installed; `None` for a dry run.
+    pub version: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -44,19 +52,25 @@ pub struct Outcome {
     pub ca: String,
     pub started: Instant,
     pub choice: Option<Choice>,
+    /// What the pre-flight before the order found, when it ran.
+    pub preflight: Option<Vec<Verdict>>,
     /// The CA issued a certificate (whether or not it could then be deployed).
     pub issued: bool,
     /// Cluster mode: the certificate could not be published to etcd (the next sync tries again).
     pub unpublished: bool,
-    /// The new certificate's expiry once deployed.
-    pub result: Result<SystemTime, RenewError>,
+    /// Against the staging CA, nothing deployed or recorded.
+    pub dry_run: bool,
+    /// The new certificate, deployed unless this is a dry run.
+    pub result: Result<Issued, RenewError>,
 }
 
 /// Renews `cert` at the CA `ca`; gives up the order (not a deployment) once `stop` turns true.
+/// A dry run deploys nothing.
 pub async fn renew(
     context: Context,
     cert: CertificateConfig,
     ca: AcmeConfig,
+    dry_run: bool,
     mut stop: watch::Receiver<bool>,
 ) -> Finished {
     let started = Instant::now();
@@ -64,10 +78,27 @@ pub async fn renew(
         attempt = obtain(&context, &cert, &ca) => attempt,
         _ = stop.wait_for(|stopping| *stopping) => {
             tracing::info!(name = %cert.name, "the order in flight is abandoned (stopping, or the renewal lease is lost); no file was changed");
-            return Finished::Abandoned { name: cert.name };
+            return Finished::Abandoned { name: cert.name, dry_run };
         }
     };
     let issued = attempt.result.is_ok();
+    if dry_run {
+        return Finished::Done(Box::new(Outcome {
+            ca: attempt.ca.unwrap_or(ca.directory),
+            choice: attempt.choice,
+            preflight: attempt.preflight,
+            result: attempt.result.map(|obtained| Issued {
+                not_after: obtained.leaf.not_after,
+                names: obtained.leaf.names,
+                version: None,
+            }),
+            cert,
+            started,
+            issued,
+            unpublished: false,
+            dry_run,
+        }));
+    }
     // The other nodes get the certificate before this one deploys it: should this node die
     // now, the renewal is not lost.
     let mut unpublished = false;
@@ -82,17 +113,23 @@ pub async fn renew(
     let result = match attempt.result {
         Ok(obtained) => deploy(&context.store, &cert, &obtained.bundle)
             .await
-            .map(|_| obtained.leaf.not_after)
+            .map(|installed| Issued {
+                not_after: obtained.leaf.not_after,
+                names: obtained.leaf.names,
+                version: Some(installed.dir),
+            })
             .map_err(RenewError::from),
         Err(e) => Err(e),
     };
     Finished::Done(Box::new(Outcome {
         ca: attempt.ca.unwrap_or(ca.directory),
         choice: attempt.choice,
+        preflight: attempt.preflight,
         cert,
         started,
         issued,
         unpublished,
+        dry_run,
         result,
     }))
 }
@@ -104,6 +141,7 @@ async fn obtain(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) ->
             return Attempt {
                 ca: Some(ca.directory.clone()),
                 choice: None,
+                preflight: None,
                 result: Err(e.into()),
             };
         }

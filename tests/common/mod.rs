@@ -280,6 +280,22 @@ impl Pebble {
         );
     }
 
+    /// challtestsrv's DNS server (answers 127.0.0.1 for every name), for `daemon.resolvers`.
+    pub fn dns_address(&self) -> String {
+        format!("127.0.0.1:{}", self.dns)
+    }
+
+    /// Freezes pebble (SIGSTOP) so that an order in flight stays in flight; `resume` thaws it.
+    pub fn pause(&self) {
+        let pebble = self.children.last().expect("pebble runs");
+        signal(&pebble.0, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        let pebble = self.children.last().expect("pebble runs");
+        signal(&pebble.0, nix::sys::signal::Signal::SIGCONT);
+    }
+
     /// How many orders pebble has created (a request rejected for a bad nonce creates none).
     pub fn orders(&self) -> usize {
         fs::read_to_string(&self.log)
@@ -390,11 +406,13 @@ impl Certkeeper {
         let domains: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
         let text = format!(
             "[acme]\ndirectory = \"{url}\"\nstaging_directory = \"{url}\"\nextra_root = \"{root}\"\n\
-             contact = [\"ops@example.com\"]\n\n[daemon]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:{port}\"\n\n\
+             contact = [\"ops@example.com\"]\n\n[daemon]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:{port}\"\n\
+             http01_port = {port}\nresolvers = [\"{dns}\"]\n\n\
              [[certificate]]\nname = \"media\"\ndomains = [{domains}]\n{extra}\n\n[certificate.output]\ndir = \"out\"\n",
             url = pebble.directory_url,
             root = pebble.tls_root.display(),
             port = pebble.http_port,
+            dns = pebble.dns_address(),
             domains = domains.join(", "),
         );
         fs::write(&self.config, text).expect("write certkeeper config");

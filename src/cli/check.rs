@@ -1,0 +1,107 @@
+//! `certkeeper check`: the pre-flight through the running daemon (its listener serves the
+//! probe), or standalone with a listener of its own; printed as a table or JSON.
+
+use std::io::IsTerminal;
+
+use super::{Failure, ended, running_daemon};
+use crate::challenge::http01::{self, Tokens};
+use crate::check;
+use crate::config::{Config, EX_CONFIG};
+use crate::control::{Reply, Request};
+use crate::preflight::{Finding, Preflight, Severity};
+
+pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Result<(), Failure> {
+    let findings = match running_daemon(config).await? {
+        Some(daemon) => {
+            let mut findings = Vec::new();
+            let (code, message) = daemon
+                .call(&Request::Check { names }, |reply| match reply {
+                    Reply::Findings(found) => findings = found,
+                    Reply::Line(line) if std::io::stderr().is_terminal() => eprintln!("{line}"),
+                    _ => {}
+                })
+                .await
+                .map_err(Failure::new)?;
+            ended(code, message)?;
+            findings
+        }
+        None => standalone(config, &names).await?,
+    };
+    let http01_ok = check::http01_ok(&findings);
+    match json {
+        true => {
+            let report = serde_json::json!({ "http01_ok": http01_ok, "findings": findings });
+            let text = serde_json::to_string_pretty(&report).map_err(Failure::new)?;
+            println!("{text}");
+        }
+        false => print_table(&findings, http01_ok),
+    }
+    match http01_ok {
+        true => Ok(()),
+        false => Err(Failure::new("pre-flight check failed")),
+    }
+}
+
+/// The pre-flight with a listener of this command's own to serve the probe.
+async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, Failure> {
+    let certs = config.selected(names).map_err(|message| Failure {
+        code: EX_CONFIG,
+        message,
+    })?;
+    let preflight = Preflight::new(config).map_err(Failure::new)?;
+    let tokens = Tokens::default();
+    let listener = http01::bind(config.daemon.listen).map_err(|e| e.to_string());
+    let (server, served) = match listener {
+        Ok(listener) => (
+            Some(tokio::spawn(http01::serve(
+                listener,
+                tokens.clone(),
+                std::future::pending(),
+            ))),
+            Ok(&tokens),
+        ),
+        Err(why) => (None, Err(why)),
+    };
+    let progress = |index, total, name: &str| {
+        if total > 1 && std::io::stderr().is_terminal() {
+            eprintln!("[{index}/{total}] checking {name}");
+        }
+    };
+    let findings = check::findings(config, &certs, &preflight, served, progress).await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    Ok(findings)
+}
+
+fn print_table(findings: &[Finding], http01_ok: bool) {
+    let rows: Vec<[String; 5]> = findings
+        .iter()
+        .map(|f| {
+            let result = match f.severity {
+                Severity::Ok => "ok",
+                Severity::Warn => "WARN",
+                Severity::Fail => "FAIL",
+            };
+            [
+                result.to_string(),
+                f.name.clone().unwrap_or_else(|| "-".into()),
+                f.address.map_or("-".into(), |a| a.to_string()),
+                format!("{:?}", f.check).to_lowercase(),
+                f.message.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        crate::table::render(["RESULT", "NAME", "ADDRESS", "CHECK", "FINDING"], &rows)
+    );
+    println!(
+        "{}",
+        if http01_ok {
+            "http-01 can succeed for every name"
+        } else {
+            "http-01 cannot succeed for every name: fix the FAIL lines, or configure [dns01] (challenge = \"auto\" then uses dns-01)"
+        }
+    );
+}

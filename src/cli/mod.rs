@@ -1,0 +1,203 @@
+//! The command line: flags defined once, one file per subcommand's client side, errors mapped
+//! to exit codes (78 for a bad config, as sysexits' EX_CONFIG, so systemd can stop restart
+//! loops).
+//!
+//! `renew`, `check` and `status` go through the running daemon's control socket when one
+//! answers, and run standalone otherwise; either way this side only asks and prints.
+
+mod check;
+mod renew;
+mod status;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::{self, Config, EX_CONFIG, LogFormat};
+use crate::control::client::{self, Daemon};
+use crate::{daemon, logging};
+
+#[derive(Parser)]
+#[command(
+    name = "certkeeper",
+    version,
+    about = "Keeps TLS certificates of media servers valid (ACME)"
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, env = "CERTKEEPER_CONFIG", default_value = config::DEFAULT_PATH, global = true)]
+    config: PathBuf,
+    /// Log format (overrides daemon.log_format).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<CliLogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CliLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: obtain missing certificates and renew each when due.
+    Run,
+    /// Renew now what is due (or everything with --force), then exit.
+    Renew {
+        /// Renew even certificates that are not due.
+        #[arg(long)]
+        force: bool,
+        /// Run the whole flow against acme.staging_directory; write nothing to live paths and
+        /// run no reload.
+        #[arg(long)]
+        dry_run: bool,
+        /// Certificate names (default: all).
+        names: Vec<String>,
+    },
+    /// Show each certificate: names, expiry, next renewal, last result. Exits with 2 when a
+    /// certificate has expired or is close to expiry while its renewals fail.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pre-flight: DNS, addresses, port 80 reachability (a real probe) and clock, for every
+    /// name. Exits with 0 when HTTP-01 can succeed for every name, 1 when it cannot.
+    Check {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Certificate names (default: all).
+        names: Vec<String>,
+    },
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Manpage,
+}
+
+/// A failure that ends a command, with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(message: impl ToString) -> Self {
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Generated from the CLI definition itself; they need no config.
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "certkeeper",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Manpage => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("certkeeper: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    // One crypto provider for the whole process (rustls needs it set before any TLS use).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("certkeeper: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let format = match cli.log_format {
+        Some(CliLogFormat::Json) => LogFormat::Json,
+        Some(CliLogFormat::Text) => LogFormat::Text,
+        None => config.daemon.log_format,
+    };
+    logging::init(format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("certkeeper: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run => daemon::run(cli.config, config).await.map_err(Failure::new),
+            Command::Renew {
+                force,
+                dry_run,
+                names,
+            } => renew::run(cli.config, config, force, dry_run, names).await,
+            Command::Status { json } => status::run(&config, json).await,
+            Command::Check { json, names } => check::run(&config, json, names).await,
+            Command::Completions { .. } | Command::Manpage => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("certkeeper: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// The running daemon, when one answers on the configured control socket. Says in one line
+/// (on stderr) which way the command goes.
+async fn running_daemon(config: &Config) -> Result<Option<Daemon>, Failure> {
+    let path = &config.daemon.control_socket;
+    let daemon = client::connect(path).await.map_err(Failure::new)?;
+    match &daemon {
+        Some(_) => eprintln!("certkeeper: through the running daemon ({})", path.display()),
+        None => eprintln!(
+            "certkeeper: no daemon answers on {}: running standalone",
+            path.display()
+        ),
+    }
+    Ok(daemon)
+}
+
+/// Ends a command with the exit code and message of the daemon's (or the engine's) answer.
+fn ended(code: u8, message: Option<String>) -> Result<(), Failure> {
+    match code {
+        0 => Ok(()),
+        code => Err(Failure {
+            code,
+            message: message.unwrap_or_else(|| "failed".into()),
+        }),
+    }
+}
+
+/// Prints progress on stderr, when a person watches.
+fn show_progress(done: usize, total: usize) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("[{done}/{total}]");
+    }
+}

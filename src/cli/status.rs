@@ -1,0 +1,93 @@
+//! `certkeeper status`: the running daemon's live view (what it is renewing now, when it next
+//! wakes up), or the state on disk when no daemon runs.
+
+use std::time::SystemTime;
+
+use super::{Failure, ended, running_daemon};
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::control::{Live, Reply, Request};
+use crate::status::{self, Row};
+
+pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
+    let (rows, live) = match running_daemon(config).await? {
+        Some(daemon) => {
+            let mut live: Option<Live> = None;
+            let (code, message) = daemon
+                .call(&Request::Status, |reply| {
+                    if let Reply::Status(answer) = reply {
+                        live = Some(answer);
+                    }
+                })
+                .await
+                .map_err(Failure::new)?;
+            ended(code, message)?;
+            let live = live.ok_or_else(|| Failure::new("the daemon sent no status"))?;
+            (live.rows.clone(), Some(live))
+        }
+        None => (status::rows(config, SystemTime::now()), None),
+    };
+    print(config, &rows, live.as_ref(), json)?;
+    if !json && let Some(line) = cluster_summary(config).await {
+        println!("{line}");
+    }
+    match rows.iter().filter(|r| r.alert.is_some()).count() {
+        0 => Ok(()),
+        n => Err(Failure {
+            code: 2,
+            message: format!("{n} certificate(s) need attention"),
+        }),
+    }
+}
+
+fn print(config: &Config, rows: &[Row], live: Option<&Live>, json: bool) -> Result<(), Failure> {
+    if json {
+        let text = serde_json::to_string_pretty(rows).map_err(Failure::new)?;
+        println!("{text}");
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no certificates configured in {}", config.path.display());
+    } else {
+        print!("{}", status::table(rows));
+    }
+    if let Some(live) = live {
+        let renewing = match live.renewing.is_empty() {
+            true => "nothing".to_string(),
+            false => live.renewing.join(", "),
+        };
+        println!(
+            "daemon: pid {}, renewing {renewing} now; next wake-up {}",
+            live.pid,
+            live.next_wakeup
+                .as_deref()
+                .unwrap_or("when a renewal ends")
+        );
+    }
+    Ok(())
+}
+
+/// Cluster mode: this node, the lease holder and the state of etcd, in one line.
+async fn cluster_summary(config: &Config) -> Option<String> {
+    let settings = config.cluster.as_ref()?;
+    let names: Vec<&str> = config
+        .certificates
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let inspection = match Cluster::new(settings) {
+        Ok(cluster) => cluster.inspect(&names).await,
+        Err(e) => Err(e),
+    };
+    Some(match inspection {
+        Ok(found) => format!(
+            "cluster: this node is {}; the renewal lease is held by {}; {} of {} certificates published in etcd",
+            settings.node,
+            found.leader.as_deref().unwrap_or("no node"),
+            found.published,
+            names.len(),
+        ),
+        Err(e) => format!("cluster: this node is {}; {e}", settings.node),
+    })
+}
+

@@ -1,0 +1,115 @@
+//! The control socket: how `renew`, `check` and `status` reach a running daemon.
+//!
+//! A line protocol over a Unix socket, one request per connection: the client writes one JSON
+//! line (a [`Request`]), the daemon answers with JSON lines (each a [`Reply`]), the last one
+//! [`Reply::Done`]. A connection that ends before `Done` means the daemon went away. Access is
+//! the socket's mode (0660) and the peer's credentials (root, or the daemon's user or group).
+//!
+//! The server side only carries requests to the daemon's loop ([`Call`]); what a request does
+//! is the daemon's business.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::preflight::Finding;
+use crate::status::Row;
+
+/// The longest request line the daemon reads.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    Renew {
+        force: bool,
+        dry_run: bool,
+        /// Certificate names; empty: all.
+        names: Vec<String>,
+    },
+    Check {
+        names: Vec<String>,
+    },
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    /// A line for the operator (a certificate's outcome, a note).
+    Line(String),
+    /// How far a long command has come.
+    Progress { done: usize, total: usize },
+    Status(Live),
+    Findings(Vec<Finding>),
+    /// The end of the answer, with the command's exit code and, on failure, why.
+    Done { code: u8, message: Option<String> },
+}
+
+impl Reply {
+    pub fn ok() -> Self {
+        Reply::Done {
+            code: 0,
+            message: None,
+        }
+    }
+
+    pub fn failed(code: u8, message: impl ToString) -> Self {
+        Reply::Done {
+            code,
+            message: Some(message.to_string()),
+        }
+    }
+}
+
+/// `status` as the running daemon sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Live {
+    pub pid: u32,
+    pub rows: Vec<Row>,
+    /// Certificates being renewed now.
+    pub renewing: Vec<String>,
+    /// When the daemon next wakes up to renew, if anything is planned.
+    pub next_wakeup: Option<String>,
+}
+
+/// A request on its way to the daemon's loop, with where its answer goes.
+pub struct Call {
+    pub request: Request,
+    pub replies: Replies,
+}
+
+/// Where a request's answer lines go. Lines are few (one or two per certificate); a client
+/// that stops reading only loses its own lines.
+#[derive(Clone)]
+pub struct Replies(mpsc::Sender<Reply>);
+
+impl Replies {
+    pub fn channel() -> (Replies, mpsc::Receiver<Reply>) {
+        let (sender, receiver) = mpsc::channel(1024);
+        (Replies(sender), receiver)
+    }
+
+    pub fn send(&self, reply: Reply) {
+        if self.0.try_send(reply).is_err() {
+            tracing::debug!("a control client stopped reading its answer");
+        }
+    }
+
+    pub fn line(&self, line: impl Into<String>) {
+        self.send(Reply::Line(line.into()));
+    }
+}
+
+/// Writes `value` as one JSON line.
+async fn write_line(
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    value: &impl Serialize,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line).await
+}

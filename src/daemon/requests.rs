@@ -1,0 +1,210 @@
+//! What the daemon does with a request from the control socket (or from a one-off command run
+//! standalone, which hands its request to the same loop): `renew` queues certificates for the
+//! loop to start and is answered as each ends; `check` and `status` are answered at once.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use super::task::{Issued, Outcome};
+use super::{Daemon, Mode};
+use crate::challenge::choice::Choice;
+use crate::config::EX_CONFIG;
+use crate::control::{Call, Live, Replies, Reply, Request};
+use crate::{check, status, timefmt};
+
+/// A `renew` request still waiting for some of its certificates.
+pub(super) struct Waiter {
+    replies: Replies,
+    /// (certificate name, dry run) not finished yet.
+    pending: HashSet<(String, bool)>,
+    total: usize,
+    failed: usize,
+}
+
+impl Daemon {
+    pub(super) fn answer_call(&mut self, call: Call, now: SystemTime) {
+        let Call { request, replies } = call;
+        match request {
+            Request::Renew {
+                force,
+                dry_run,
+                names,
+            } => self.queue_renewals(force, dry_run, &names, replies, now),
+            Request::Check { names } => self.check(&names, replies),
+            Request::Status => {
+                let mut rows = status::rows(&self.config, now);
+                for row in &mut rows {
+                    row.renewing = self.in_flight.contains_key(&row.name);
+                }
+                let live = Live {
+                    pid: std::process::id(),
+                    rows,
+                    renewing: self.in_flight.keys().cloned().collect(),
+                    next_wakeup: self.next_wakeup.map(timefmt::utc),
+                };
+                replies.send(Reply::Status(live));
+                replies.send(Reply::ok());
+            }
+        }
+    }
+
+    /// Queues `names` for renewal now: those due (every one with `force`), or a dry run of
+    /// each. The answer ends once every queued one has ended.
+    fn queue_renewals(
+        &mut self,
+        force: bool,
+        dry_run: bool,
+        names: &[String],
+        replies: Replies,
+        now: SystemTime,
+    ) {
+        // A renewal beside the lease holder would order twice and share nothing.
+        if self.config.cluster.is_some() && !dry_run {
+            replies.send(Reply::failed(
+                EX_CONFIG,
+                "this node is part of a cluster ([cluster] in the config): the node that holds the \
+                 renewal lease renews for every node (see the daemon's log); `renew --dry-run` still \
+                 tests the whole flow against the staging CA",
+            ));
+            return;
+        }
+        let certs = match self.config.selected(names) {
+            Ok(certs) => certs,
+            Err(why) => return replies.send(Reply::failed(EX_CONFIG, why)),
+        };
+        if dry_run {
+            replies.line(format!(
+                "dry run against {}: nothing is written to live paths and no reload runs",
+                self.config.acme.staging_directory
+            ));
+        }
+        let mut pending = HashSet::new();
+        for cert in certs {
+            let name = cert.name.clone();
+            // A daemon repaired its outputs when it started; a one-off run does it now.
+            if self.mode == Mode::Once
+                && !dry_run
+                && let Some(repair) = self.repair_output(&cert)
+            {
+                replies.line(format!("{name}: {repair}"));
+            }
+            if dry_run {
+                self.dry_runs.insert(name.clone());
+            } else if self.in_flight.contains_key(&name) {
+                replies.line(format!("{name}: being renewed already; waiting for it"));
+            } else {
+                let at = self.plan_of(&cert, now).due.at(now);
+                if !force && at > now {
+                    replies.line(format!(
+                        "{name}: not due until {}; use --force to renew now",
+                        timefmt::utc(at)
+                    ));
+                    continue;
+                }
+                self.forced.insert(name.clone());
+            }
+            pending.insert((name, dry_run));
+        }
+        if pending.is_empty() {
+            return replies.send(Reply::ok());
+        }
+        self.waiters.push(Waiter {
+            replies,
+            total: pending.len(),
+            pending,
+            failed: 0,
+        });
+    }
+
+    /// Runs the pre-flight for `names` with the daemon's own listener serving the probe.
+    fn check(&self, names: &[String], replies: Replies) {
+        let certs = match self.config.selected(names) {
+            Ok(certs) => certs,
+            Err(why) => return replies.send(Reply::failed(EX_CONFIG, why)),
+        };
+        let Some(preflight) = self.context.preflight.clone() else {
+            return replies.send(Reply::failed(
+                1,
+                "the pre-flight check is unavailable in the daemon (see its log: the resolvers could not be set up)",
+            ));
+        };
+        let config = self.config.clone();
+        let tokens = match self.listening {
+            true => Ok(self.context.tokens.clone()),
+            false => Err("the daemon runs no port-80 listener (every certificate has a webroot)".to_string()),
+        };
+        tokio::spawn(async move {
+            let progress = |index, total, name: &str| {
+                if total > 1 {
+                    replies.line(format!("[{index}/{total}] checking {name}"));
+                }
+            };
+            let findings =
+                check::findings(&config, &certs, &preflight, tokens.as_ref().map_err(Clone::clone), progress)
+                    .await;
+            replies.send(Reply::Findings(findings));
+            replies.send(Reply::ok());
+        });
+    }
+
+    /// Tells the requests waiting for `name` how its renewal ended.
+    pub(super) fn answer(&mut self, name: &str, dry_run: bool, choice: Option<&Choice>, ended: Result<String, String>) {
+        let key = (name.to_string(), dry_run);
+        for waiter in &mut self.waiters {
+            if !waiter.pending.remove(&key) {
+                continue;
+            }
+            if let Some(choice) = choice {
+                waiter
+                    .replies
+                    .line(format!("{name}: {} ({})", choice.summary(), choice.reason));
+            }
+            match &ended {
+                Ok(line) => waiter.replies.line(format!("{name}: {line}")),
+                Err(line) => {
+                    waiter.failed += 1;
+                    waiter.replies.line(format!("{name}: {line}"));
+                }
+            }
+            let done = waiter.total - waiter.pending.len();
+            if waiter.total > 1 {
+                waiter.replies.send(Reply::Progress {
+                    done,
+                    total: waiter.total,
+                });
+            }
+            if waiter.pending.is_empty() {
+                waiter.replies.send(match waiter.failed {
+                    0 => Reply::ok(),
+                    n => Reply::failed(1, format!("{n} certificate(s) could not be renewed")),
+                });
+            }
+        }
+        self.waiters.retain(|w| !w.pending.is_empty());
+    }
+
+    /// Tells the waiting requests how a renewal task ended.
+    pub(super) fn answer_outcome(&mut self, outcome: &Outcome) {
+        let ended = match (&outcome.result, outcome.dry_run) {
+            (Ok(issued), true) => Ok(format!(
+                "dry run ok: the CA issued a certificate for {} valid until {}; it passed every check",
+                issued.names.join(", "),
+                timefmt::utc(issued.not_after)
+            )),
+            (Ok(Issued { not_after, version, .. }), false) => Ok(format!(
+                "renewed, valid until {}{}",
+                timefmt::utc(*not_after),
+                version
+                    .as_ref()
+                    .map_or(String::new(), |v| format!(" ({})", v.display()))
+            )),
+            (Err(e), _) => Err(format!("FAILED: {e}")),
+        };
+        self.answer(&outcome.cert.name, outcome.dry_run, outcome.choice.as_ref(), ended);
+    }
+
+    /// Whether a one-off run has answered everything it was asked.
+    pub(super) fn idle(&self) -> bool {
+        self.waiters.is_empty() && self.in_flight.is_empty() && self.dry_running.is_empty()
+    }
+}
