@@ -780,10 +780,7 @@ impl Validator<'_> {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let state_dir = self.absolute(
-            raw.state_dir
-                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
-        );
+        let state_dir = self.absolute(raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
         // The packaged layout uses systemd's RuntimeDirectory; any other state directory gets
         // its own socket beside it, so two configurations never answer for each other.
         let control_socket = match raw.control_socket {

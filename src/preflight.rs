@@ -145,7 +145,12 @@ impl Preflight {
         }
     }
 
-    async fn remembered(&self, name: &str, tokens: &Tokens, webroot: Option<&Path>) -> Vec<Finding> {
+    async fn remembered(
+        &self,
+        name: &str,
+        tokens: &Tokens,
+        webroot: Option<&Path>,
+    ) -> Vec<Finding> {
         let key = (name.to_string(), webroot.map(Path::to_path_buf));
         let fresh = |(at, _): &(Instant, Vec<Finding>)| at.elapsed() < REMEMBER_FOR;
         if let Ok(recent) = self.recent.lock()

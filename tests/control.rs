@@ -63,7 +63,10 @@ fn renew_check_and_status_go_through_the_running_daemon() {
     while !renewing(&ck) {
         if Instant::now() > deadline {
             pebble.resume();
-            panic!("status never showed the renewal in flight:\n{}", ck.daemon_log());
+            panic!(
+                "status never showed the renewal in flight:\n{}",
+                ck.daemon_log()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -78,7 +81,11 @@ fn renew_check_and_status_go_through_the_running_daemon() {
     assert!(said.contains("through the running daemon"), "{said}");
     assert!(said.contains("media: renewed, valid until"), "{said}");
     assert_eq!(pebble.orders(), orders + 1, "one order through the daemon");
-    assert_eq!(pebble.issued(), issued + 1, "one certificate through the daemon");
+    assert_eq!(
+        pebble.issued(),
+        issued + 1,
+        "one certificate through the daemon"
+    );
     ck.wait_until("the new version in place", Duration::from_secs(5), || {
         ck.settled(2)
     });
@@ -88,7 +95,10 @@ fn renew_check_and_status_go_through_the_running_daemon() {
     let said = text(&output);
     assert!(output.status.success(), "{said}");
     assert!(said.contains("through the running daemon"), "{said}");
-    assert!(said.contains("http-01 can succeed for every name"), "{said}");
+    assert!(
+        said.contains("http-01 can succeed for every name"),
+        "{said}"
+    );
 
     // Not due: said, and nothing ordered.
     let said = ck.ok(&["renew"]);
@@ -136,7 +146,10 @@ fn a_stranger_is_refused_at_the_socket() {
     let said = text(&output);
     assert_eq!(output.status.code(), Some(77), "{said}");
     assert!(said.contains("nobody may not control certkeeper"), "{said}");
-    assert!(ck.daemon_log().contains("nobody may not control certkeeper"));
+    assert!(
+        ck.daemon_log()
+            .contains("nobody may not control certkeeper")
+    );
 }
 
 #[test]
@@ -147,7 +160,10 @@ fn a_daemon_that_dies_mid_command_is_reported_and_a_second_daemon_refused() {
     let second = ck.run(&["run"]);
     let said = text(&second);
     assert!(!second.status.success(), "{said}");
-    assert!(said.contains("another certkeeper daemon answers on"), "{said}");
+    assert!(
+        said.contains("another certkeeper daemon answers on"),
+        "{said}"
+    );
 
     pebble.pause();
     let renew = {
@@ -175,9 +191,15 @@ fn a_daemon_that_dies_mid_command_is_reported_and_a_second_daemon_refused() {
 
     // The socket the killed daemon left behind: commands run standalone, a new daemon starts.
     let status = ck.run(&["status"]);
-    assert!(text(&status).contains("running standalone"), "{}", text(&status));
+    assert!(
+        text(&status).contains("running standalone"),
+        "{}",
+        text(&status)
+    );
     let _again = ck.spawn_daemon();
-    ck.wait_until("a new daemon on the stale socket", Duration::from_secs(10), || {
-        text(&ck.run(&["status"])).contains("through the running daemon")
-    });
+    ck.wait_until(
+        "a new daemon on the stale socket",
+        Duration::from_secs(10),
+        || text(&ck.run(&["status"])).contains("through the running daemon"),
+    );
 }

@@ -108,16 +108,7 @@ fn auto_uses_dns01_when_port_80_is_blocked_and_status_says_why() {
     let ck = config(&pebble, &bind.rfc2136_section(), &["media.example.com"], "");
     // certkeeper listens elsewhere than where the CA connects: the probe of the CA's port is
     // refused, so auto picks dns-01 before ordering.
-    let text = fs::read_to_string(&ck.config).unwrap().replace(
-        &format!("listen = \"127.0.0.1:{}\"", pebble.http_port),
-        &format!(
-            "listen = \"127.0.0.1:{}\"\nhttp01_port = {}\nresolvers = [\"{}\"]",
-            free_port(),
-            pebble.http_port,
-            bind.address()
-        ),
-    );
-    fs::write(&ck.config, text).unwrap();
+    ck.set_daemon_ports(free_port(), pebble.http_port, &bind.address());
     let out = ck.ok(&["renew"]);
     assert!(
         out.contains("media: dns-01 (the pre-flight check rules out http-01"),
@@ -140,14 +131,7 @@ fn auto_retries_a_failed_http01_validation_with_dns01() {
     // The probe reaches certkeeper (it checks the port certkeeper listens on), but the CA
     // connects to another port: the http-01 validation fails, and dns-01 takes over.
     let port = free_port();
-    let text = fs::read_to_string(&ck.config).unwrap().replace(
-        &format!("listen = \"127.0.0.1:{}\"", pebble.http_port),
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\nhttp01_port = {port}\nresolvers = [\"{}\"]",
-            bind.address()
-        ),
-    );
-    fs::write(&ck.config, text).unwrap();
+    ck.set_daemon_ports(port, port, &bind.address());
     let out = ck.ok(&["renew"]);
     assert!(out.contains("media: dns-01 (http-01 failed"), "{out}");
     assert_eq!(

@@ -175,7 +175,10 @@ async fn running_daemon(config: &Config) -> Result<Option<Daemon>, Failure> {
     let path = &config.daemon.control_socket;
     let daemon = client::connect(path).await.map_err(Failure::new)?;
     match &daemon {
-        Some(_) => eprintln!("certkeeper: through the running daemon ({})", path.display()),
+        Some(_) => eprintln!(
+            "certkeeper: through the running daemon ({})",
+            path.display()
+        ),
         None => eprintln!(
             "certkeeper: no daemon answers on {}: running standalone",
             path.display()

@@ -24,10 +24,7 @@ pub(super) async fn run(
         names,
     };
     if let Some(daemon) = running_daemon(&config).await? {
-        let (code, message) = daemon
-            .call(&request, print)
-            .await
-            .map_err(Failure::new)?;
+        let (code, message) = daemon.call(&request, print).await.map_err(Failure::new)?;
         return ended(code, message);
     }
     let (replies, answers) = Replies::channel();

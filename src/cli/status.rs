@@ -59,9 +59,7 @@ fn print(config: &Config, rows: &[Row], live: Option<&Live>, json: bool) -> Resu
         println!(
             "daemon: pid {}, renewing {renewing} now; next wake-up {}",
             live.pid,
-            live.next_wakeup
-                .as_deref()
-                .unwrap_or("when a renewal ends")
+            live.next_wakeup.as_deref().unwrap_or("when a renewal ends")
         );
     }
     Ok(())
@@ -90,4 +88,3 @@ async fn cluster_summary(config: &Config) -> Option<String> {
         Err(e) => format!("cluster: this node is {}; {e}", settings.node),
     })
 }
-

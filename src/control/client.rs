@@ -28,7 +28,9 @@ pub enum ClientError {
         "the daemon went away before it finished answering (did it stop or crash? see its log, e.g. journalctl -u certkeeper)"
     )]
     Lost,
-    #[error("the daemon's answer is not understood: {0}; are certkeeper and the running daemon the same version?")]
+    #[error(
+        "the daemon's answer is not understood: {0}; are certkeeper and the running daemon the same version?"
+    )]
     Garbled(String),
 }
 

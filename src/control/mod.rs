@@ -41,11 +41,17 @@ pub enum Reply {
     /// A line for the operator (a certificate's outcome, a note).
     Line(String),
     /// How far a long command has come.
-    Progress { done: usize, total: usize },
+    Progress {
+        done: usize,
+        total: usize,
+    },
     Status(Live),
     Findings(Vec<Finding>),
     /// The end of the answer, with the command's exit code and, on failure, why.
-    Done { code: u8, message: Option<String> },
+    Done {
+        code: u8,
+        message: Option<String>,
+    },
 }
 
 impl Reply {

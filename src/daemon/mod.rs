@@ -162,7 +162,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     // First, so that a second daemon is told that one runs, not that port 80 is taken.
     let control = crate::control::server::bind(&config.daemon.control_socket)?;
     let (calls, requests) = mpsc::channel(16);
-    engine(Mode::Service, config_path, config, requests, Some((control, calls))).await
+    engine(
+        Mode::Service,
+        config_path,
+        config,
+        requests,
+        Some((control, calls)),
+    )
+    .await
 }
 
 /// A one-off command with no daemon running: the same engine, run until it has answered
@@ -535,7 +542,11 @@ impl Daemon {
 
     /// Starts the dry runs asked for: against the staging CA, outside the rate-limit ledger
     /// and the schedule.
-    fn start_dry_runs(&mut self, renewals: &mut JoinSet<Finished>, stopping: &watch::Receiver<bool>) {
+    fn start_dry_runs(
+        &mut self,
+        renewals: &mut JoinSet<Finished>,
+        stopping: &watch::Receiver<bool>,
+    ) {
         for name in std::mem::take(&mut self.dry_runs) {
             let Some(cert) = self.config.certificate(&name).cloned() else {
                 continue;
@@ -644,7 +655,12 @@ impl Daemon {
             Err(e) => {
                 let (name, dry_run) = task.unwrap_or_default();
                 tracing::error!(name = %name, error = %e, "a renewal task failed unexpectedly");
-                self.answer(&name, dry_run, None, Err(format!("FAILED unexpectedly: {e}")));
+                self.answer(
+                    &name,
+                    dry_run,
+                    None,
+                    Err(format!("FAILED unexpectedly: {e}")),
+                );
                 if dry_run {
                     self.dry_running.remove(&name);
                     return;
@@ -851,7 +867,9 @@ impl Daemon {
             Ok(0) => None,
             Ok(n) => {
                 tracing::warn!(name = %cert.name, files = n, "repaired output files left out of date by an interrupted run");
-                Some(format!("repaired {n} output file(s) left out of date by an interrupted run"))
+                Some(format!(
+                    "repaired {n} output file(s) left out of date by an interrupted run"
+                ))
             }
             Err(e) => {
                 tracing::error!(name = %cert.name, error = %e, "cannot repair output files");

@@ -131,7 +131,9 @@ impl Daemon {
         let config = self.config.clone();
         let tokens = match self.listening {
             true => Ok(self.context.tokens.clone()),
-            false => Err("the daemon runs no port-80 listener (every certificate has a webroot)".to_string()),
+            false => Err(
+                "the daemon runs no port-80 listener (every certificate has a webroot)".to_string(),
+            ),
         };
         tokio::spawn(async move {
             let progress = |index, total, name: &str| {
@@ -139,16 +141,27 @@ impl Daemon {
                     replies.line(format!("[{index}/{total}] checking {name}"));
                 }
             };
-            let findings =
-                check::findings(&config, &certs, &preflight, tokens.as_ref().map_err(Clone::clone), progress)
-                    .await;
+            let findings = check::findings(
+                &config,
+                &certs,
+                &preflight,
+                tokens.as_ref().map_err(Clone::clone),
+                progress,
+            )
+            .await;
             replies.send(Reply::Findings(findings));
             replies.send(Reply::ok());
         });
     }
 
     /// Tells the requests waiting for `name` how its renewal ended.
-    pub(super) fn answer(&mut self, name: &str, dry_run: bool, choice: Option<&Choice>, ended: Result<String, String>) {
+    pub(super) fn answer(
+        &mut self,
+        name: &str,
+        dry_run: bool,
+        choice: Option<&Choice>,
+        ended: Result<String, String>,
+    ) {
         let key = (name.to_string(), dry_run);
         for waiter in &mut self.waiters {
             if !waiter.pending.remove(&key) {
@@ -191,7 +204,12 @@ impl Daemon {
                 issued.names.join(", "),
                 timefmt::utc(issued.not_after)
             )),
-            (Ok(Issued { not_after, version, .. }), false) => Ok(format!(
+            (
+                Ok(Issued {
+                    not_after, version, ..
+                }),
+                false,
+            ) => Ok(format!(
                 "renewed, valid until {}{}",
                 timefmt::utc(*not_after),
                 version
@@ -200,7 +218,12 @@ impl Daemon {
             )),
             (Err(e), _) => Err(format!("FAILED: {e}")),
         };
-        self.answer(&outcome.cert.name, outcome.dry_run, outcome.choice.as_ref(), ended);
+        self.answer(
+            &outcome.cert.name,
+            outcome.dry_run,
+            outcome.choice.as_ref(),
+            ended,
+        );
     }
 
     /// Whether a one-off run has answered everything it was asked.

@@ -34,7 +34,10 @@ pub struct Context {
 /// How a renewal task ended.
 pub enum Finished {
     /// The daemon is stopping and the order was left unfinished; no file was changed.
-    Abandoned { name: String, dry_run: bool },
+    Abandoned {
+        name: String,
+        dry_run: bool,
+    },
     Done(Box<Outcome>),
 }
 

@@ -280,9 +280,12 @@ impl Pebble {
         );
     }
 
-    /// challtestsrv's DNS server (answers 127.0.0.1 for every name), for `daemon.resolvers`.
+    /// The DNS server pebble's validator asks (challtestsrv, which answers 127.0.0.1 for every
+    /// name, unless another was given), for certkeeper's `daemon.resolvers`.
     pub fn dns_address(&self) -> String {
-        format!("127.0.0.1:{}", self.dns)
+        self.dns_server
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.dns))
     }
 
     /// Freezes pebble (SIGSTOP) so that an order in flight stays in flight; `resume` thaws it.
@@ -416,6 +419,22 @@ impl Certkeeper {
             domains = domains.join(", "),
         );
         fs::write(&self.config, text).expect("write certkeeper config");
+    }
+
+    /// Sets where certkeeper listens, the port the CA connects to, and the pre-flight's DNS
+    /// server (the `[daemon]` keys the harness writes).
+    pub fn set_daemon_ports(&self, listen: u16, http01_port: u16, resolver: &str) {
+        let text = fs::read_to_string(&self.config).expect("read certkeeper config");
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| match line.split(" = ").next() {
+                Some("listen") => format!("listen = \"127.0.0.1:{listen}\""),
+                Some("http01_port") => format!("http01_port = {http01_port}"),
+                Some("resolvers") => format!("resolvers = [\"{resolver}\"]"),
+                _ => line.to_string(),
+            })
+            .collect();
+        fs::write(&self.config, lines.join("\n") + "\n").expect("write certkeeper config");
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {

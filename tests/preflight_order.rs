@@ -1,0 +1,88 @@
+//! The pre-flight before every order: with HTTP-01 only, the order still goes out, and the
+//! failed validation is reported together with the pre-flight's sentence and fix (in the
+//! command's output, the state, `status`, the failure notification and the metrics).
+//! (With `[dns01]`, the pre-flight picks DNS-01 before any order: tests/dns01.rs.)
+
+mod common;
+
+use std::fs;
+
+use common::{Certkeeper, Pebble, free_port};
+
+#[test]
+fn an_http01_failure_carries_the_preflight_finding_everywhere() {
+    let pebble = Pebble::start(None);
+    let notified = tempfile::NamedTempFile::new().unwrap();
+    let metrics_port = free_port();
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    // The CA (and so the pre-flight) connects to pebble's HTTP-01 port, where nothing listens:
+    // certkeeper listens elsewhere.
+    ck.set_daemon_ports(free_port(), pebble.http_port, &pebble.dns_address());
+    let text = fs::read_to_string(&ck.config).unwrap()
+        + &format!(
+            "\n[[notify]]\nexec = \"cat > {}\"\nevents = [\"failure\"]\n",
+            notified.path().display()
+        );
+    fs::write(&ck.config, text).unwrap();
+
+    let output = ck.run(&["renew"]);
+    let said = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(!output.status.success(), "{said}");
+    assert_eq!(pebble.orders(), 1, "the order still goes out: {said}");
+    let sentence = format!(
+        "Before the order, certkeeper's pre-flight check found: port {} on 127.0.0.1 refused the connection",
+        pebble.http_port
+    );
+    assert!(said.contains(&sentence), "{said}");
+    assert!(said.contains("open it in the firewall"), "{said}");
+
+    let event = fs::read_to_string(notified.path()).unwrap();
+    assert!(event.contains(&sentence), "the notification: {event}");
+
+    let rows: serde_json::Value =
+        serde_json::from_slice(&ck.run(&["status", "--json"]).stdout).unwrap();
+    let verdict = &rows[0]["preflight"][0];
+    assert_eq!(verdict["name"], "media.example.com", "{rows}");
+    assert_eq!(verdict["family"], "ipv4", "{rows}");
+    assert_eq!(verdict["ok"], false, "{rows}");
+    assert!(
+        rows[0]["last_result"].as_str().unwrap().contains(&sentence),
+        "{rows}"
+    );
+    let table = String::from_utf8_lossy(&ck.run(&["status"]).stdout).to_string();
+    assert!(table.contains("FAIL media.example.com (ipv4)"), "{table}");
+
+    // The metric, from a daemon serving it (the renewal it tries fails the same way).
+    let text = fs::read_to_string(&ck.config).unwrap().replace(
+        "[daemon]\n",
+        &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    fs::write(&ck.config, text).unwrap();
+    let _daemon = ck.spawn_daemon();
+    let mut metrics = String::new();
+    ck.wait_until("the metrics", std::time::Duration::from_secs(10), || {
+        metrics = http_get(metrics_port, "/metrics");
+        metrics.contains("certkeeper_preflight_ok")
+    });
+    assert!(
+        metrics.contains(
+            "certkeeper_preflight_ok{certificate=\"media\",name=\"media.example.com\",family=\"ipv4\"} 0"
+        ),
+        "{metrics}"
+    );
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
