@@ -184,6 +184,9 @@ pub struct DaemonConfig {
     pub public_ip: Vec<std::net::IpAddr>,
     /// The running daemon's control socket, through which `renew`, `check` and `status` reach it.
     pub control_socket: PathBuf,
+    /// Whether every order that may use HTTP-01 waits for the pre-flight check (a few seconds
+    /// at most).
+    pub preflight_before_order: bool,
 }
 
 /// Where to tell someone that something happened.
@@ -454,6 +457,7 @@ struct RawDaemon {
     #[serde(default)]
     public_ip: Vec<Spanned<String>>,
     control_socket: Option<PathBuf>,
+    preflight_before_order: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -791,6 +795,7 @@ impl Validator<'_> {
         Ok(DaemonConfig {
             state_dir,
             control_socket,
+            preflight_before_order: raw.preflight_before_order.unwrap_or(true),
             listen,
             log_format: raw.log_format,
             metrics_listen,

@@ -64,8 +64,13 @@ pub struct Preflight {
     /// This host's interface addresses and the configured public ones.
     own: Vec<IpAddr>,
     /// Recent findings by name and webroot, for the pre-flight before an order.
-    recent: Mutex<HashMap<(String, Option<PathBuf>), (Instant, Vec<Finding>)>>,
+    recent: Mutex<HashMap<(String, Option<PathBuf>), Remembered>>,
+    /// `daemon.preflight_before_order`: whether orders wait for the pre-flight.
+    before_order: bool,
 }
+
+/// Findings, and when they were found.
+type Remembered = (Instant, Vec<Finding>);
 
 /// The pre-flight's verdict on one name and address family ("ipv4", "ipv6", or "dns" when
 /// no address was found), as recorded before an order.
@@ -107,6 +112,7 @@ impl Preflight {
             port: config.daemon.http01_port,
             own,
             recent: Mutex::new(HashMap::new()),
+            before_order: config.daemon.preflight_before_order,
         })
     }
 
@@ -117,7 +123,10 @@ impl Preflight {
         names: &[&str],
         tokens: &Tokens,
         webroot: Option<&Path>,
-    ) -> BeforeOrder {
+    ) -> Option<BeforeOrder> {
+        if !self.before_order {
+            return None;
+        }
         let checks = async {
             let mut found = BeforeOrder::default();
             for name in names {
@@ -132,17 +141,19 @@ impl Preflight {
             }
             found
         };
-        match tokio::time::timeout(BEFORE_ORDER_BUDGET, checks).await {
-            Ok(found) => found,
-            Err(_) => {
-                tracing::warn!(
-                    names = ?names,
-                    "the pre-flight did not finish within {}s; ordering without it",
-                    BEFORE_ORDER_BUDGET.as_secs()
-                );
-                BeforeOrder::default()
-            }
-        }
+        Some(
+            match tokio::time::timeout(BEFORE_ORDER_BUDGET, checks).await {
+                Ok(found) => found,
+                Err(_) => {
+                    tracing::warn!(
+                        names = ?names,
+                        "the pre-flight did not finish within {}s; ordering without it",
+                        BEFORE_ORDER_BUDGET.as_secs()
+                    );
+                    BeforeOrder::default()
+                }
+            },
+        )
     }
 
     async fn remembered(
@@ -152,7 +163,7 @@ impl Preflight {
         webroot: Option<&Path>,
     ) -> Vec<Finding> {
         let key = (name.to_string(), webroot.map(Path::to_path_buf));
-        let fresh = |(at, _): &(Instant, Vec<Finding>)| at.elapsed() < REMEMBER_FOR;
+        let fresh = |(at, _): &Remembered| at.elapsed() < REMEMBER_FOR;
         if let Ok(recent) = self.recent.lock()
             && let Some(entry) = recent.get(&key).filter(|e| fresh(e))
         {

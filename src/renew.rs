@@ -83,11 +83,11 @@ pub async fn obtain(
         .collect();
     let may_use_http01 = cert.challenge != Challenge::Dns01 && !http01_names.is_empty();
     let found = match preflight.filter(|_| may_use_http01) {
-        Some(preflight) => Some(
+        Some(preflight) => {
             preflight
                 .before_order(&http01_names, solvers.tokens, cert.webroot.as_deref())
-                .await,
-        ),
+                .await
+        }
         None => None,
     };
     let BeforeOrder { verdicts, blocker } = found.clone().unwrap_or_default();
