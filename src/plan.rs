@@ -24,7 +24,14 @@ pub fn plan(store: &Store, cert: &CertificateConfig, now: SystemTime) -> Plan {
     let state = CertState::load(store, &cert.name);
     let (leaf, problem) = match store.current(&cert.name) {
         Ok(Some(current)) => {
-            let problem = usable_problem(&current.leaf, cert, now);
+            let revoked = state
+                .revoked
+                .as_ref()
+                .is_some_and(|r| r.serial == current.leaf.serial);
+            let problem = match revoked {
+                true => Some("current certificate was revoked".to_string()),
+                false => usable_problem(&current.leaf, cert, now),
+            };
             (Some(current.leaf), problem)
         }
         Ok(None) => (None, None),

@@ -38,6 +38,17 @@ pub struct CertState {
     /// What the pre-flight check found before the last order, per name and address family.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preflight: Vec<crate::preflight::Verdict>,
+    /// The last certificate revoked at the operator's request (`certkeeper revoke`).
+    #[serde(default)]
+    pub revoked: Option<Revoked>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Revoked {
+    pub serial: String,
+    pub reason: String,
+    #[serde(with = "unix_seconds", default)]
+    pub at: Option<SystemTime>,
 }
 
 /// What the CA said about renewing the certificate with `serial` (RFC 9773).

@@ -8,11 +8,13 @@ mod account;
 pub mod ari;
 mod http;
 mod order;
+mod revoke;
 
 use std::path::PathBuf;
 
 pub use account::{Accounts, AcmeClient};
 pub use order::Solvers;
+pub use revoke::RevokeReason;
 
 /// How far this host's clock is ahead of the CA's (negative: behind), in seconds, to within
 /// the round trip of one request.

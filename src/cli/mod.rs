@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{self, Config, EX_CONFIG, LogFormat};
+use crate::control::Request;
 use crate::control::client::{self, Daemon};
 use crate::{daemon, logging};
 
@@ -73,6 +74,15 @@ enum Command {
         json: bool,
         /// Certificate names (default: all).
         names: Vec<String>,
+    },
+    /// Revoke the current certificate of NAME (signed by the account key) and replace it at
+    /// once: the new certificate is deployed first, then the old one is revoked.
+    Revoke {
+        /// The certificate's name in the config.
+        name: String,
+        /// Why (RFC 5280); keyCompromise also forbids reusing the key.
+        #[arg(long, value_enum, default_value = "unspecified")]
+        reason: crate::acme::RevokeReason,
     },
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -154,7 +164,17 @@ pub fn main() -> ExitCode {
                 force,
                 dry_run,
                 names,
-            } => renew::run(cli.config, config, force, dry_run, names).await,
+            } => {
+                let request = Request::Renew {
+                    force,
+                    dry_run,
+                    names,
+                };
+                renew::run(cli.config, config, request).await
+            }
+            Command::Revoke { name, reason } => {
+                renew::run(cli.config, config, Request::Revoke { name, reason }).await
+            }
             Command::Status { json } => status::run(&config, json).await,
             Command::Check { json, names } => check::run(&config, json, names).await,
             Command::Completions { .. } | Command::Manpage => Ok(()),

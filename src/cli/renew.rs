@@ -1,5 +1,5 @@
-//! `certkeeper renew`: asks the running daemon to renew, or runs the renewal engine once when
-//! no daemon runs; prints each certificate's outcome as it comes.
+//! `certkeeper renew` and `certkeeper revoke`: ask the running daemon, or run the renewal
+//! engine once when no daemon runs; print each certificate's outcome as it comes.
 
 use std::path::PathBuf;
 
@@ -14,15 +14,8 @@ use crate::daemon;
 pub(super) async fn run(
     config_path: PathBuf,
     config: Config,
-    force: bool,
-    dry_run: bool,
-    names: Vec<String>,
+    request: Request,
 ) -> Result<(), Failure> {
-    let request = Request::Renew {
-        force,
-        dry_run,
-        names,
-    };
     if let Some(daemon) = running_daemon(&config).await? {
         let (code, message) = daemon.call(&request, print).await.map_err(Failure::new)?;
         return ended(code, message);

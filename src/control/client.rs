@@ -70,9 +70,9 @@ impl Daemon {
         mut on_reply: impl FnMut(Reply),
     ) -> Result<(u8, Option<String>), ClientError> {
         let (reader, mut writer) = self.stream.split();
-        super::write_line(&mut writer, request)
-            .await
-            .map_err(|_| ClientError::Lost)?;
+        // A daemon that refuses this user answers before reading: its answer is still there
+        // to read when the write fails.
+        let _ = super::write_line(&mut writer, request).await;
         let mut lines = BufReader::new(reader).lines();
         loop {
             let line = match lines.next_line().await {

@@ -33,6 +33,11 @@ pub enum Request {
         names: Vec<String>,
     },
     Status,
+    /// Revoke the current certificate of `name` and replace it at once.
+    Revoke {
+        name: String,
+        reason: crate::acme::RevokeReason,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

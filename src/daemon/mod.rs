@@ -149,6 +149,8 @@ struct Daemon {
     next_wakeup: Option<SystemTime>,
     /// Certificates renewed by this run whose renewal window (ARI) to fetch.
     renewed: HashSet<String>,
+    /// Certificates to revoke once replaced (`certkeeper revoke`), and why.
+    revocations: HashMap<String, crate::acme::RevokeReason>,
 }
 
 struct InFlight {
@@ -280,6 +282,7 @@ async fn engine(
         shutdown: stop_servers.subscribe(),
         next_wakeup: None,
         renewed: HashSet::new(),
+        revocations: HashMap::new(),
         context: Context {
             store,
             tokens,
@@ -529,11 +532,13 @@ impl Daemon {
                 },
             );
             let name = cert.name.clone();
+            let revoke = self.revocations.remove(&name);
             let handle = renewals.spawn(task::renew(
                 self.context.clone(),
                 cert,
                 ca,
                 false,
+                revoke,
                 stopping.clone(),
             ));
             self.tasks.insert(handle.id(), (name, false));
@@ -570,6 +575,7 @@ impl Daemon {
                 cert,
                 ca,
                 true,
+                None,
                 stopping.clone(),
             ));
             self.tasks.insert(handle.id(), (name, true));

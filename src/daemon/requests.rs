@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use super::task::{Issued, Outcome};
 use super::{Daemon, Mode};
+use crate::acme::RevokeReason;
 use crate::challenge::choice::Choice;
 use crate::config::EX_CONFIG;
 use crate::control::{Call, Live, Replies, Reply, Request};
@@ -31,6 +32,7 @@ impl Daemon {
                 names,
             } => self.queue_renewals(force, dry_run, &names, replies, now),
             Request::Check { names } => self.check(&names, replies),
+            Request::Revoke { name, reason } => self.queue_revocation(name, reason, replies),
             Request::Status => {
                 let mut rows = status::rows(&self.config, now);
                 for row in &mut rows {
@@ -112,6 +114,40 @@ impl Daemon {
             replies,
             total: pending.len(),
             pending,
+            failed: 0,
+        });
+    }
+
+    /// Queues the current certificate of `name` for replacement now, and for revocation once
+    /// replaced.
+    fn queue_revocation(&mut self, name: String, reason: RevokeReason, replies: Replies) {
+        if self.config.cluster.is_some() {
+            return replies.send(Reply::failed(
+                EX_CONFIG,
+                "this node is part of a cluster: revoke from the node that holds the renewal lease (certkeeper status shows it)",
+            ));
+        }
+        if let Err(why) = self.config.selected(std::slice::from_ref(&name)) {
+            return replies.send(Reply::failed(EX_CONFIG, why));
+        }
+        if self.store().current_leaf_der(&name).is_none() {
+            return replies.send(Reply::failed(
+                1,
+                format!("{name}: no certificate is installed: nothing to revoke"),
+            ));
+        }
+        if self.in_flight.contains_key(&name) {
+            return replies.send(Reply::failed(
+                1,
+                format!("{name}: being renewed now; revoke once that ends"),
+            ));
+        }
+        self.revocations.insert(name.clone(), reason);
+        self.forced.insert(name.clone());
+        self.waiters.push(Waiter {
+            replies,
+            pending: HashSet::from([(name, false)]),
+            total: 1,
             failed: 0,
         });
     }
@@ -217,6 +253,13 @@ impl Daemon {
                     .map_or(String::new(), |v| format!(" ({})", v.display()))
             )),
             (Err(e), _) => Err(format!("FAILED: {e}")),
+        };
+        // A revocation that failed fails the request, whatever the renewal did.
+        let ended = match (&outcome.revoked, ended) {
+            (None, ended) => ended,
+            (Some(Ok(revoked)), Ok(line)) => Ok(format!("{line}; {revoked}")),
+            (Some(Ok(revoked)), Err(line)) => Err(format!("{line}; {revoked}")),
+            (Some(Err(why)), Ok(line) | Err(line)) => Err(format!("{line}; {why}")),
         };
         self.answer(
             &outcome.cert.name,

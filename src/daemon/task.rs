@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use rustls_pki_types::CertificateDer;
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
 pub use tokio::task::Id;
 
-use crate::acme::{Accounts, Solvers};
+use crate::acme::{Accounts, RevokeReason, Solvers};
 use crate::challenge::choice::Choice;
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::Tokens;
@@ -18,6 +20,7 @@ use crate::config::{AcmeConfig, CertificateConfig};
 use crate::deploy::deploy;
 use crate::preflight::{Preflight, Verdict};
 use crate::renew::{self, Attempt, RenewError};
+use crate::state::{CertState, Revoked};
 use crate::store::Store;
 
 /// What every renewal shares: cheap to clone into each task.
@@ -65,18 +68,27 @@ pub struct Outcome {
     pub dry_run: bool,
     /// The new certificate, deployed unless this is a dry run.
     pub result: Result<Issued, RenewError>,
+    /// `certkeeper revoke`: how revoking the certificate it replaced went.
+    pub revoked: Option<Result<String, String>>,
 }
 
 /// Renews `cert` at the CA `ca`; gives up the order (not a deployment) once `stop` turns true.
-/// A dry run deploys nothing.
+/// A dry run deploys nothing. With `revoke`, the certificate being replaced is revoked once
+/// its successor is in place (or when none could be had: a revocation is never skipped).
 pub async fn renew(
     context: Context,
-    cert: CertificateConfig,
+    mut cert: CertificateConfig,
     ca: AcmeConfig,
     dry_run: bool,
+    revoke: Option<RevokeReason>,
     mut stop: watch::Receiver<bool>,
 ) -> Finished {
     let started = Instant::now();
+    let replaced = context.store.current_leaf_der(&cert.name);
+    if revoke == Some(RevokeReason::KeyCompromise) {
+        // A compromised key is never reused.
+        cert.reuse_key = false;
+    }
     let attempt = tokio::select! {
         attempt = obtain(&context, &cert, &ca) => attempt,
         _ = stop.wait_for(|stopping| *stopping) => {
@@ -100,6 +112,7 @@ pub async fn renew(
             issued,
             unpublished: false,
             dry_run,
+            revoked: None,
         }));
     }
     // The other nodes get the certificate before this one deploys it: should this node die
@@ -124,6 +137,12 @@ pub async fn renew(
             .map_err(RenewError::from),
         Err(e) => Err(e),
     };
+    let revoked = match (revoke, replaced) {
+        (Some(reason), Some(der)) => {
+            Some(revoke_replaced(&context, &cert, &ca, &der, reason).await)
+        }
+        _ => None,
+    };
     Finished::Done(Box::new(Outcome {
         ca: attempt.ca.unwrap_or(ca.directory),
         choice: attempt.choice,
@@ -134,7 +153,40 @@ pub async fn renew(
         unpublished,
         dry_run,
         result,
+        revoked,
     }))
+}
+
+/// Revokes `der`, the certificate `cert` had, and marks it so in the state.
+async fn revoke_replaced(
+    context: &Context,
+    cert: &CertificateConfig,
+    ca: &AcmeConfig,
+    der: &CertificateDer<'_>,
+    reason: RevokeReason,
+) -> Result<String, String> {
+    let serial = crate::bundle::read_leaf_der(der)
+        .map(|leaf| leaf.serial)
+        .map_err(|e| format!("NOT REVOKED: {e}"))?;
+    let acme = context
+        .accounts
+        .get(ca, &context.store)
+        .await
+        .map_err(|e| format!("NOT REVOKED (serial {serial}): {e}"))?;
+    acme.revoke(der, reason)
+        .await
+        .map_err(|e| format!("NOT REVOKED (serial {serial}): {e}"))?;
+    tracing::warn!(name = %cert.name, serial = %serial, reason = reason.as_str(), "certificate revoked");
+    let mut state = CertState::load(&context.store, &cert.name);
+    state.revoked = Some(Revoked {
+        serial: serial.clone(),
+        reason: reason.as_str().to_string(),
+        at: Some(SystemTime::now()),
+    });
+    if let Err(e) = state.save(&context.store, &cert.name) {
+        tracing::error!(name = %cert.name, error = %e, "cannot record the revocation in the state");
+    }
+    Ok(format!("revoked serial {serial} ({})", reason.as_str()))
 }
 
 async fn obtain(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) -> Attempt {

@@ -308,6 +308,18 @@ impl Pebble {
             .count()
     }
 
+    /// What pebble's management API says of the certificate with `serial` ("aa:bb:…" as
+    /// certkeeper shows it): its JSON, with "Status" "Valid" or "Revoked".
+    pub fn cert_status(&self, serial: &str) -> String {
+        let hex = serial.replace(':', "");
+        let hex = hex.trim_start_matches('0');
+        https_get(
+            self.management,
+            &format!("/cert-status-by-serial/{hex}"),
+            &self.tls_root,
+        )
+    }
+
     /// How many certificates pebble has issued.
     pub fn issued(&self) -> usize {
         fs::read_to_string(&self.log)
