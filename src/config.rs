@@ -14,7 +14,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod cluster;
+mod preflight;
 pub use cluster::ClusterConfig;
+pub use preflight::PreflightConfig;
 
 use crate::names::DomainName;
 use crate::store::FileKind;
@@ -54,6 +56,7 @@ pub struct Config {
     pub dns01: Option<Dns01Config>,
     /// Nodes sharing certificates through etcd; `None` for a single node.
     pub cluster: Option<ClusterConfig>,
+    pub preflight: PreflightConfig,
     /// Things that parse but deserve the operator's attention (names written in another case).
     pub warnings: Vec<String>,
 }
@@ -373,6 +376,8 @@ struct RawConfig {
     notify: Vec<Spanned<RawNotify>>,
     dns01: Option<Spanned<RawDns01>>,
     cluster: Option<Spanned<cluster::RawCluster>>,
+    #[serde(default)]
+    preflight: preflight::RawPreflight,
 }
 
 #[derive(Deserialize)]
@@ -627,6 +632,7 @@ impl Validator<'_> {
             Some(cluster) => Some(self.cluster(cluster)?),
             None => None,
         };
+        let preflight = self.preflight(raw.preflight)?;
         let mut certificates: Vec<CertificateConfig> = Vec::new();
         for raw_cert in raw.certificate {
             let span = raw_cert.name.span();
@@ -655,6 +661,7 @@ impl Validator<'_> {
             notify,
             dns01,
             cluster,
+            preflight,
             warnings: self.warnings,
         })
     }

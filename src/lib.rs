@@ -31,6 +31,7 @@ pub mod sdnotify;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod stun;
 pub mod table;
 pub mod timefmt;
 pub mod verify;

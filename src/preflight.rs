@@ -27,6 +27,8 @@ const MAX_REDIRECTS: usize = 5;
 const BEFORE_ORDER_BUDGET: Duration = Duration::from_secs(5);
 /// How long a name's findings stand, so a burst of renewals for one host checks it once.
 const REMEMBER_FOR: Duration = Duration::from_secs(30);
+/// How long the public address learned over STUN stands (a dynamic address changes rarely).
+const ASK_STUN_EVERY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +69,9 @@ pub struct Preflight {
     recent: Mutex<HashMap<(String, Option<PathBuf>), Remembered>>,
     /// `daemon.preflight_before_order`: whether orders wait for the pre-flight.
     before_order: bool,
+    /// `preflight.stun`, and what they said lately: (address, server) answers.
+    stun: Vec<String>,
+    seen: tokio::sync::Mutex<Option<(Instant, Vec<(IpAddr, String)>)>>,
 }
 
 /// Findings, and when they were found.
@@ -113,6 +118,8 @@ impl Preflight {
             own,
             recent: Mutex::new(HashMap::new()),
             before_order: config.daemon.preflight_before_order,
+            stun: config.preflight.stun.clone(),
+            seen: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -230,27 +237,45 @@ impl Preflight {
                 }
             };
             any_address = true;
+            let seen = self.seen_from_outside(v6).await;
             for address in addresses {
-                if self.own.contains(&address) {
-                    findings.push(finding(
+                let behind_nat = !self.own.contains(&address)
+                    && seen.as_ref().is_some_and(|(public, _)| *public == address);
+                let (severity, message) = match (&seen, self.own.contains(&address)) {
+                    (_, true) => (
                         Severity::Ok,
-                        Some(address),
-                        Check::Address,
                         format!("{family} of {name} is {address}, an address of this host"),
-                    ));
-                } else {
-                    findings.push(finding(
+                    ),
+                    (Some((public, server)), false) if *public == address => (
+                        Severity::Ok,
+                        format!(
+                            "{family} of {name} is {address}, where this host is seen from outside behind a NAT \
+                             (STUN server {server})"
+                        ),
+                    ),
+                    (Some((public, server)), false) => (
+                        Severity::Fail,
+                        format!(
+                            "DNS points {name} at {address} but this host is reachable at {public} (STUN server \
+                             {server}): update the {} record to {public}",
+                            if v6 { "AAAA" } else { "A" }
+                        ),
+                    ),
+                    (None, false) => (
                         Severity::Warn,
-                        Some(address),
-                        Check::Address,
                         format!(
                             "{family} of {name} is {address}, which is not an address of this host ({}); point it here, \
                              or list it in daemon.public_ip if a NAT forwards it",
                             self.own_list()
                         ),
-                    ));
+                    ),
+                };
+                findings.push(finding(severity, Some(address), Check::Address, message));
+                let (mut severity, mut message) =
+                    self.probe(name, address, &token, &expected).await;
+                if behind_nat {
+                    (severity, message) = nat_verdict(severity, message, address, self.port);
                 }
-                let (severity, message) = self.probe(name, address, &token, &expected).await;
                 findings.push(finding(
                     severity,
                     Some(address),
@@ -271,6 +296,35 @@ impl Preflight {
             });
         }
         findings
+    }
+
+    /// This host's public address of one family as the configured STUN servers see it (asked
+    /// at most every few minutes), and which server said so.
+    async fn seen_from_outside(&self, v6: bool) -> Option<(IpAddr, String)> {
+        if self.stun.is_empty() {
+            return None;
+        }
+        let mut seen = self.seen.lock().await;
+        if seen
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > ASK_STUN_EVERY)
+        {
+            let mut answers = Vec::new();
+            for server in &self.stun {
+                match crate::stun::public_address(server).await {
+                    Ok(address) => answers.push((address, server.clone())),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the pre-flight cannot learn this host's public address")
+                    }
+                }
+            }
+            *seen = Some((Instant::now(), answers));
+        }
+        seen.as_ref()?
+            .1
+            .iter()
+            .find(|(address, _)| address.is_ipv6() == v6)
+            .cloned()
     }
 
     fn own_list(&self) -> String {
@@ -570,4 +624,31 @@ fn verdicts(name: &str, findings: &[Finding]) -> Vec<Verdict> {
         }
     }
     verdicts
+}
+
+/// The reachability verdict at `address`, where DNS points and where this host is seen from
+/// outside behind a NAT: a failure there is the router's port forward.
+fn nat_verdict(
+    severity: Severity,
+    message: String,
+    address: IpAddr,
+    port: u16,
+) -> (Severity, String) {
+    match severity {
+        Severity::Fail => (
+            Severity::Fail,
+            format!(
+                "DNS answers {address} and this host is seen from outside as {address} behind a NAT, but port \
+                 {port} of {address} does not answer ({}): your router does not forward TCP {port} to this \
+                 host: forward it, or configure dns01",
+                message.split(':').next().unwrap_or(&message)
+            ),
+        ),
+        _ => (
+            severity,
+            format!(
+                "{message} (through the router's own address: hairpin NAT; the CA's view from outside may differ)"
+            ),
+        ),
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod etcd;
 pub mod hostile;
+pub mod netlab;
 pub mod programs;
 
 use std::fs;
