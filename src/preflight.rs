@@ -71,8 +71,11 @@ pub struct Preflight {
     before_order: bool,
     /// `preflight.stun`, and what they said lately: (address, server) answers.
     stun: Vec<String>,
-    seen: tokio::sync::Mutex<Option<(Instant, Vec<(IpAddr, String)>)>>,
+    seen: tokio::sync::Mutex<Option<(Instant, Vec<SeenAt>)>>,
 }
+
+/// This host's address as a STUN server saw it, and that server.
+type SeenAt = (IpAddr, String);
 
 /// Findings, and when they were found.
 type Remembered = (Instant, Vec<Finding>);

@@ -148,8 +148,8 @@ mod tests {
     #[test]
     fn reads_an_xor_mapped_ipv4_address() {
         let transaction = [7u8; 12];
-        // 203.0.113.10 XOR 0x2112A442, port 3478 XOR 0x2112.
-        let ip = [203 ^ 0x21, 0 ^ 0x12, 113 ^ 0xA4, 10 ^ 0x42];
+        // 203.0.113.10 XOR 0x2112A442 (0 XOR 0x12 is 0x12), port 3478 XOR 0x2112.
+        let ip = [203 ^ 0x21, 0x12, 113 ^ 0xA4, 10 ^ 0x42];
         let value = [0, 1, 0x0d ^ 0x21, 0x96 ^ 0x12, ip[0], ip[1], ip[2], ip[3]];
         let message = response(&transaction, XOR_MAPPED_ADDRESS, &value);
         assert_eq!(
