@@ -1292,6 +1292,16 @@ fn read_tsig_key(path: &Path) -> Result<(Option<String>, zeroize::Zeroizing<Vec<
         })
 }
 
+/// The first line of a secret file (a password, a shared token), which must not be empty.
+pub fn read_secret_line(path: &Path) -> Result<zeroize::Zeroizing<String>, String> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| e.to_string())?);
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        return Err("its first line is empty: write the secret there".into());
+    }
+    Ok(zeroize::Zeroizing::new(line.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,7 @@ where
             },
         };
         let respond = respond.clone();
+        let peer = stream.peer_addr().ok();
         tokio::spawn(async move {
             // hyper's header timeout starts with the first byte: a connection that sends
             // nothing at all is cut off here, after the same time.
@@ -59,7 +60,10 @@ where
             ) {
                 return;
             }
-            let service = hyper::service::service_fn(move |request| {
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                if let Some(peer) = peer {
+                    request.extensions_mut().insert(Peer(peer));
+                }
                 let response = respond(request);
                 async move { Ok::<_, Infallible>(response.await) }
             });
@@ -74,6 +78,10 @@ where
         });
     }
 }
+
+/// The client's address, in each request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// A plain-text response.
 pub fn text(

@@ -9,9 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
@@ -73,7 +70,7 @@ impl NotifyEventName {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = crate::web::WebClient<Full<Bytes>>;
 
 /// Sends events to the configured targets in the background.
 #[derive(Clone)]
@@ -85,26 +82,9 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(targets: Vec<NotifyTarget>) -> Self {
-        let roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(
-            rustls::crypto::ring::default_provider().into(),
-        )
-        .with_safe_default_protocol_versions()
-        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-        .unwrap_or_else(|_| {
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
         Self {
             targets: Arc::new(targets),
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: crate::web::client(),
             pending: Arc::new(Mutex::new(JoinSet::new())),
         }
     }

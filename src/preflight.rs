@@ -72,6 +72,13 @@ pub struct Preflight {
     /// `preflight.stun`, and what they said lately: (address, server) answers.
     stun: Vec<String>,
     seen: tokio::sync::Mutex<Option<(Instant, Vec<SeenAt>)>>,
+    /// Probe servers that fetch the token from outside, and the secret they want.
+    remotes: Vec<String>,
+    remote_secret: Option<zeroize::Zeroizing<String>>,
+    web: crate::web::WebClient<Empty<Bytes>>,
+    /// A probe server's view: fetch from public addresses only (no loopback, no private
+    /// network), so that it cannot be turned against the network it runs in.
+    outside_only: bool,
 }
 
 /// This host's address as a STUN server saw it, and that server.
@@ -123,7 +130,101 @@ impl Preflight {
             before_order: config.daemon.preflight_before_order,
             stun: config.preflight.stun.clone(),
             seen: tokio::sync::Mutex::new(None),
+            remotes: config.preflight.remote.clone(),
+            remote_secret: match &config.preflight.remote_token_file {
+                Some(path) => {
+                    Some(crate::config::read_secret_line(path).map_err(|e| {
+                        format!("preflight.remote_token_file {}: {e}", path.display())
+                    })?)
+                }
+                None => None,
+            },
+            web: crate::web::client(),
+            outside_only: false,
         })
+    }
+
+    /// The pre-flight as a probe server runs it: names resolved through `resolvers` (the
+    /// system's when empty), port `port`, public addresses only.
+    pub fn outside_view(resolvers: &[SocketAddr], port: u16) -> Result<Self, String> {
+        Ok(Self {
+            dns: Dns::new(resolvers)?,
+            port,
+            own: Vec::new(),
+            recent: Mutex::new(HashMap::new()),
+            before_order: false,
+            stun: Vec::new(),
+            seen: tokio::sync::Mutex::new(None),
+            remotes: Vec::new(),
+            remote_secret: None,
+            web: crate::web::client(),
+            outside_only: true,
+        })
+    }
+
+    /// What a probe server sees of `name`: each address's answer to the probe token.
+    pub async fn outside_probe(&self, name: &str, token: &str, expected: &str) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for v6 in [false, true] {
+            let addresses = match self.dns.addresses(name, v6).await {
+                Answer::Found(addresses) => addresses,
+                Answer::NoRecords => continue,
+                other => {
+                    findings.push(Finding {
+                        name: Some(name.to_string()),
+                        address: None,
+                        check: Check::Dns,
+                        severity: Severity::Fail,
+                        message: format!("the lookup of {name} failed: {other}"),
+                    });
+                    continue;
+                }
+            };
+            for address in addresses {
+                let (severity, message) = self.probe(name, address, token, expected).await;
+                findings.push(Finding {
+                    name: Some(name.to_string()),
+                    address: Some(address),
+                    check: Check::Reachability,
+                    severity,
+                    message,
+                });
+            }
+        }
+        if findings.is_empty() {
+            findings.push(Finding {
+                name: Some(name.to_string()),
+                address: None,
+                check: Check::Dns,
+                severity: Severity::Fail,
+                message: format!("{name} has no A or AAAA record"),
+            });
+        }
+        findings
+    }
+
+    /// What each probe server sees of `name`, its findings marked with where they come from.
+    async fn remote_views(&self, name: &str, token: &str, expected: &str) -> Vec<Finding> {
+        let Some(secret) = &self.remote_secret else {
+            return Vec::new();
+        };
+        let mut findings = Vec::new();
+        for server in &self.remotes {
+            match crate::remote_probe::ask(&self.web, server, secret, name, token, expected).await {
+                Ok(seen) => findings.extend(seen.into_iter().map(|mut finding| {
+                    finding.message = format!("from {server}: {}", finding.message);
+                    finding
+                })),
+                Err(why) => findings.push(Finding {
+                    name: Some(name.to_string()),
+                    address: None,
+                    check: Check::Reachability,
+                    severity: Severity::Warn,
+                    message: format!("the probe server {server} could not be asked: {why}"),
+                }),
+            }
+        }
+        findings
     }
 
     /// The pre-flight before an order for `names`: bounded in time, and remembered for a short
@@ -279,6 +380,9 @@ impl Preflight {
                 if behind_nat {
                     (severity, message) = nat_verdict(severity, message, address, self.port);
                 }
+                if !self.remotes.is_empty() {
+                    message = format!("from this host: {message}");
+                }
                 findings.push(finding(
                     severity,
                     Some(address),
@@ -286,6 +390,9 @@ impl Preflight {
                     message,
                 ));
             }
+        }
+        if any_address {
+            findings.extend(self.remote_views(name, &token, &expected).await);
         }
         if !any_address && findings.is_empty() {
             findings.push(Finding {
@@ -360,6 +467,17 @@ impl Preflight {
         );
         for _ in 0..=MAX_REDIRECTS {
             let (socket, host, path) = &target;
+            if self.outside_only
+                && let Some(kind) = not_public(socket.ip())
+            {
+                return (
+                    Severity::Fail,
+                    format!(
+                        "refused to fetch from {} ({kind}): a probe server fetches from public addresses only",
+                        socket.ip()
+                    ),
+                );
+            }
             let response = match fetch(*socket, host, path).await {
                 Ok(response) => response,
                 Err(FetchError::Refused) => {
@@ -653,5 +771,30 @@ fn nat_verdict(
                 "{message} (through the router's own address: hairpin NAT; the CA's view from outside may differ)"
             ),
         ),
+    }
+}
+
+/// Why `ip` is no public address, if it is not: what a probe server must never fetch from.
+fn not_public(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
+        IpAddr::V4(v4) if v4.is_private() => Some("a private network"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => {
+            Some("not a host address")
+        }
+        // 100.64.0.0/10, carrier-grade NAT.
+        IpAddr::V4(v4) if v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) => {
+            Some("carrier-grade NAT")
+        }
+        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
+        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => Some("not a host address"),
+        IpAddr::V6(v6) if v6.is_unique_local() => Some("a private network"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
+        _ => None,
     }
 }

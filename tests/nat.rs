@@ -14,7 +14,8 @@ use common::{BIN, Bind, Killed, require, require_root};
 
 /// The port the check probes and certkeeper listens on, inside the host's namespace.
 const PORT: u16 = 8080;
-const RECORDS: &str = "media IN A 203.0.113.10\nstale IN A 203.0.113.99\n";
+const RECORDS: &str = "media IN A 203.0.113.10\nstale IN A 203.0.113.99\nloop IN A 127.0.0.1\n";
+const PROBE_SERVER: &str = "203.0.113.1:8081";
 
 /// coturn as a plain STUN server at 203.0.113.1:3478, in the lab's internet.
 fn stun_server(lab: &NatLab, dir: &Path) -> Killed {
@@ -58,14 +59,14 @@ fn stun_server(lab: &NatLab, dir: &Path) -> Killed {
 
 /// `certkeeper check --json` for `domain` on the lab's host: the probe served by its own
 /// listener on PORT, DNS from `bind`, the public address from the STUN server.
-fn check_on_host(lab: &NatLab, bind: &Bind, domain: &str) -> serde_json::Value {
+fn check_on_host(lab: &NatLab, bind: &Bind, domain: &str, preflight: &str) -> serde_json::Value {
     let config = bind.dir.path().join(format!("{domain}.toml"));
     fs::write(
         &config,
         format!(
             "[acme]\ndirectory = \"https://127.0.0.1:9/dir\"\n\n[daemon]\nstate_dir = \"state-{domain}\"\n\
              listen = \"0.0.0.0:{PORT}\"\nhttp01_port = {PORT}\nresolvers = [\"{}\"]\n\n\
-             [preflight]\nstun = [\"{}:3478\"]\n\n\
+             [preflight]\nstun = [\"{}:3478\"]\n{preflight}\n\n\
              [[certificate]]\nname = \"media\"\ndomains = [\"{domain}\"]\n",
             bind.address(),
             netlab::SERVER
@@ -90,11 +91,20 @@ fn check_on_host(lab: &NatLab, bind: &Bind, domain: &str) -> serde_json::Value {
 }
 
 fn finding<'a>(report: &'a serde_json::Value, check: &str) -> (&'a str, &'a str) {
+    finding_with(report, check, "")
+}
+
+/// The first `check` finding whose message contains `marker`.
+fn finding_with<'a>(
+    report: &'a serde_json::Value,
+    check: &str,
+    marker: &str,
+) -> (&'a str, &'a str) {
     let found = report["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["check"] == check)
+        .find(|f| f["check"] == check && f["message"].as_str().unwrap().contains(marker))
         .unwrap_or_else(|| panic!("no {check} finding: {report:#}"));
     println!("{}: {}", found["severity"], found["message"]);
     (
@@ -117,7 +127,7 @@ fn behind_a_nat_the_check_names_the_router_the_dns_record_or_the_hairpin() {
     let _stun = stun_server(&lab, bind.dir.path());
 
     // DNS points at the router, the host is seen there, but the router forwards nothing.
-    let report = check_on_host(&lab, &bind, "media.example.com");
+    let report = check_on_host(&lab, &bind, "media.example.com", "");
     assert_eq!(report["http01_ok"], false, "{report:#}");
     let (severity, message) = finding(&report, "address");
     assert_eq!(severity, "ok", "{message}");
@@ -135,7 +145,7 @@ fn behind_a_nat_the_check_names_the_router_the_dns_record_or_the_hairpin() {
     );
 
     // DNS still points at an old address.
-    let report = check_on_host(&lab, &bind, "stale.example.com");
+    let report = check_on_host(&lab, &bind, "stale.example.com", "");
     let (severity, message) = finding(&report, "address");
     assert_eq!(severity, "fail", "{message}");
     assert!(
@@ -148,8 +158,106 @@ fn behind_a_nat_the_check_names_the_router_the_dns_record_or_the_hairpin() {
     // A router that loops the LAN back to the host (hairpin NAT): the check from here passes,
     // and says that the CA's view from outside may differ.
     lab.hairpin_only(PORT);
-    let report = check_on_host(&lab, &bind, "media.example.com");
+    let report = check_on_host(&lab, &bind, "media.example.com", "");
     let (severity, message) = finding(&report, "reachability");
     assert_eq!(severity, "ok", "{message}");
     assert!(message.contains("hairpin NAT"), "{message}");
+}
+
+/// `certkeeper probe-server` in the lab's internet, probing port PORT, names resolved by `dns`.
+fn probe_server(lab: &NatLab, dns: &Bind, token_file: &Path) -> Killed {
+    let log = dns.dir.path().join("probe-server.log");
+    let child = lab
+        .exec(&lab.internet)
+        .arg(BIN)
+        .args([
+            "probe-server",
+            "--listen",
+            PROBE_SERVER,
+            "--port",
+            &PORT.to_string(),
+        ])
+        .arg("--token-file")
+        .arg(token_file)
+        .args(["--resolver", &dns.address()])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start certkeeper probe-server");
+    let started = Instant::now();
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("probe-server is running")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the probe server did not start in 10 s:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Killed(child)
+}
+
+#[test]
+fn a_probe_server_outside_sees_the_missing_port_forward_and_refuses_loopback_and_strangers() {
+    if !require_root(
+        "a_probe_server_outside_sees_the_missing_port_forward_and_refuses_loopback_and_strangers",
+        "it creates network namespaces and NAT rules",
+    ) {
+        return;
+    }
+    let lab = NatLab::new("p");
+    let bind = Bind::start_in(Some(&lab.host), RECORDS);
+    bind.wait_until_serving();
+    let outside_dns = Bind::start_in(Some(&lab.internet), RECORDS);
+    outside_dns.wait_until_serving();
+    let _stun = stun_server(&lab, bind.dir.path());
+    let secret = bind.dir.path().join("probe.token");
+    fs::write(&secret, "s3cret-shared-with-the-probe-server\n").unwrap();
+    let _probe = probe_server(&lab, &outside_dns, &secret);
+    let remote = format!(
+        "remote = [\"http://{PROBE_SERVER}\"]\nremote_token_file = \"{}\"",
+        secret.display()
+    );
+
+    // The router loops the LAN back (hairpin) but forwards nothing from outside: this host
+    // sees itself, the probe server sees the router refuse.
+    lab.hairpin_only(PORT);
+    let report = check_on_host(&lab, &bind, "media.example.com", &remote);
+    assert_eq!(report["http01_ok"], false, "{report:#}");
+    let (severity, message) = finding_with(&report, "reachability", "from this host");
+    assert_eq!(severity, "ok", "{message}");
+    assert!(message.contains("hairpin NAT"), "{message}");
+    let outside = format!("from http://{PROBE_SERVER}: port {PORT} on 203.0.113.10 refused");
+    let (severity, message) = finding_with(&report, "reachability", &outside);
+    assert_eq!(severity, "fail", "{message}");
+
+    // With the port forward in place, the outside sees the probe token too.
+    lab.forward_from_outside(PORT);
+    let report = check_on_host(&lab, &bind, "media.example.com", &remote);
+    let outside = format!(
+        "from http://{PROBE_SERVER}: http://media.example.com:{PORT}/ on 203.0.113.10 serves"
+    );
+    let (severity, message) = finding_with(&report, "reachability", &outside);
+    assert_eq!(severity, "ok", "{message}");
+    assert_eq!(report["http01_ok"], true, "{report:#}");
+
+    // A name that resolves to loopback: the probe server does not fetch it.
+    let report = check_on_host(&lab, &bind, "loop.example.com", &remote);
+    let (severity, message) = finding_with(
+        &report,
+        "reachability",
+        "refused to fetch from 127.0.0.1 (loopback)",
+    );
+    assert_eq!(severity, "fail", "{message}");
+
+    // Without the shared secret, the probe server answers nothing.
+    let wrong = bind.dir.path().join("wrong.token");
+    fs::write(&wrong, "not-the-secret\n").unwrap();
+    let stranger = remote.replace(&secret.display().to_string(), &wrong.display().to_string());
+    let report = check_on_host(&lab, &bind, "media.example.com", &stranger);
+    let (severity, message) = finding_with(&report, "reachability", "could not be asked");
+    assert_eq!(severity, "warn", "{message}");
+    assert!(message.contains("HTTP 401"), "{message}");
 }

@@ -84,6 +84,23 @@ enum Command {
         #[arg(long, value_enum, default_value = "unspecified")]
         reason: crate::acme::RevokeReason,
     },
+    /// Serve probes for other hosts' pre-flight ([preflight] remote): fetch
+    /// http://NAME:PORT/.well-known/acme-challenge/TOKEN from here, as the CA would, for
+    /// clients that hold the shared secret. Needs no certkeeper config.
+    ProbeServer {
+        /// Where to listen, e.g. 0.0.0.0:8081 (put a TLS proxy in front for https://).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The shared secret (first line), the same as the clients' remote_token_file.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// The port probed: the CA's, 80.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// DNS servers ("IP:PORT") for the names; the system's by default.
+        #[arg(long)]
+        resolver: Vec<std::net::SocketAddr>,
+    },
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -131,6 +148,29 @@ pub fn main() -> ExitCode {
     }
     // One crypto provider for the whole process (rustls needs it set before any TLS use).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Command::ProbeServer {
+        listen,
+        token_file,
+        port,
+        resolver,
+    } = &cli.command
+    {
+        logging::init(LogFormat::Text);
+        let served = runtime().and_then(|runtime| {
+            runtime
+                .block_on(crate::probe_server::run(
+                    *listen, token_file, *port, resolver,
+                ))
+                .map_err(|e| e.to_string())
+        });
+        return match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("certkeeper: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -147,13 +187,10 @@ pub fn main() -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("certkeeper: cannot start the async runtime: {e}");
+            eprintln!("certkeeper: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -177,7 +214,7 @@ pub fn main() -> ExitCode {
             }
             Command::Status { json } => status::run(&config, json).await,
             Command::Check { json, names } => check::run(&config, json, names).await,
-            Command::Completions { .. } | Command::Manpage => Ok(()),
+            Command::Completions { .. } | Command::Manpage | Command::ProbeServer { .. } => Ok(()),
         }
     });
     match result {
@@ -187,6 +224,13 @@ pub fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 /// The running daemon, when one answers on the configured control socket. Says in one line

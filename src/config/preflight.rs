@@ -1,5 +1,7 @@
 //! `[preflight]`: how the pre-flight learns what the outside sees of this host.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -10,6 +12,10 @@ pub struct PreflightConfig {
     /// STUN servers ("HOST:PORT") asked for this host's public address, in order until one
     /// answers. Empty: only the interfaces' addresses and `daemon.public_ip` count.
     pub stun: Vec<String>,
+    /// Probe servers (`certkeeper probe-server`) that fetch the probe token from outside.
+    pub remote: Vec<String>,
+    /// The secret shared with the probe servers (first line of the file).
+    pub remote_token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -17,10 +23,13 @@ pub struct PreflightConfig {
 pub(super) struct RawPreflight {
     #[serde(default)]
     stun: Vec<Spanned<String>>,
+    #[serde(default)]
+    remote: Vec<Spanned<String>>,
+    remote_token_file: Option<Spanned<PathBuf>>,
 }
 
 impl Validator<'_> {
-    pub(super) fn preflight(&self, raw: RawPreflight) -> Result<PreflightConfig, ConfigError> {
+    pub(super) fn preflight(&mut self, raw: RawPreflight) -> Result<PreflightConfig, ConfigError> {
         let stun = raw
             .stun
             .into_iter()
@@ -39,6 +48,41 @@ impl Validator<'_> {
                 }
             })
             .collect::<Result<_, _>>()?;
-        Ok(PreflightConfig { stun })
+        let remote: Vec<String> = raw
+            .remote
+            .into_iter()
+            .map(|url| match url.get_ref().parse::<http::Uri>() {
+                Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+                    Ok(url.into_inner().trim_end_matches('/').to_string())
+                }
+                _ => Err(self.located.error(
+                    url.span(),
+                    "preflight.remote: write probe servers' URLs, such as \"https://probe.example.net:8443\"",
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        let remote_token_file = match raw.remote_token_file {
+            Some(file) => Some(self.existing_file(file, "preflight.remote_token_file")?),
+            None if !remote.is_empty() => {
+                return Err(self.located.error(
+                    0..0,
+                    "preflight.remote needs remote_token_file: the file holding the secret the probe servers \
+                     were started with (certkeeper probe-server --token-file)",
+                ));
+            }
+            None => None,
+        };
+        if remote.iter().any(|url| url.starts_with("http://")) {
+            self.warnings.push(
+                "preflight.remote: the shared secret goes over plain http:// to some probe servers; \
+                 put them behind TLS (https://)"
+                    .to_string(),
+            );
+        }
+        Ok(PreflightConfig {
+            stun,
+            remote,
+            remote_token_file,
+        })
     }
 }

@@ -1,0 +1,190 @@
+//! `certkeeper probe-server`: fetches `http://NAME/.well-known/acme-challenge/TOKEN` from where
+//! it runs, for certkeepers that hold the shared secret, so that a host behind a NAT learns what
+//! the CA will see.
+//!
+//! Not an open proxy: only that path, only on the configured port, only to public addresses
+//! (loopback, private, link-local and the like are refused, at every redirect too), the names
+//! resolved by the server itself; each client is rate-limited; every fetch is bounded in time
+//! and size (the pre-flight's own fetch).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+
+use crate::http_server::{self, Peer};
+use crate::names::DomainName;
+use crate::preflight::Preflight;
+
+/// Probes each client may ask for in one window.
+const PER_CLIENT: u32 = 30;
+const WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeServerError {
+    #[error("cannot read the token file {path}: {reason}")]
+    Token {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Resolvers(String),
+}
+
+/// What the server answers with.
+struct Server {
+    preflight: Preflight,
+    secret: zeroize::Zeroizing<String>,
+    /// Probes asked per client address in the current window.
+    asked: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// Serves probes on `listen` until SIGTERM/SIGINT.
+pub async fn run(
+    listen: SocketAddr,
+    token_file: &std::path::Path,
+    port: u16,
+    resolvers: &[SocketAddr],
+) -> Result<(), ProbeServerError> {
+    let secret =
+        crate::config::read_secret_line(token_file).map_err(|reason| ProbeServerError::Token {
+            path: token_file.to_path_buf(),
+            reason,
+        })?;
+    let preflight =
+        Preflight::outside_view(resolvers, port).map_err(ProbeServerError::Resolvers)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ProbeServerError::Listen {
+            addr: listen,
+            source,
+        })?;
+    tracing::info!(%listen, port, "certkeeper probe-server is running");
+    let server = Arc::new(Server {
+        preflight,
+        secret,
+        asked: Mutex::new(HashMap::new()),
+    });
+    let respond = move |request: Request<hyper::body::Incoming>| {
+        let server = server.clone();
+        async move { server.answer(request).await }
+    };
+    let stop = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    http_server::serve(listener, respond, stop).await;
+    Ok(())
+}
+
+impl Server {
+    async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let refuse =
+            |status, why: &str| http_server::text(status, "text/plain", format!("{why}\n"));
+        if request.uri().path() != "/probe" {
+            return refuse(StatusCode::NOT_FOUND, "try /probe");
+        }
+        if !self.authorized(&request) {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "a valid Authorization: Bearer token is required",
+            );
+        }
+        let client = request.extensions().get::<Peer>().map(|p| p.0.ip());
+        if let Some(client) = client
+            && !self.admit(client)
+        {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many probes; try again in a minute",
+            );
+        }
+        let query = request.uri().query().unwrap_or_default();
+        let Some((name, token, expected)) = parse_query(query) else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "ask /probe?name=DOMAIN&token=TOKEN&expected=VALUE (a DNS name; tokens of letters, digits, - and _)",
+            );
+        };
+        tracing::info!(?client, name = %name, "probe");
+        let findings = self.preflight.outside_probe(&name, &token, &expected).await;
+        match serde_json::to_vec(&findings) {
+            Ok(body) => http_server::text(StatusCode::OK, "application/json", body),
+            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    }
+
+    /// The bearer token, compared in constant time.
+    fn authorized(&self, request: &Request<hyper::body::Incoming>) -> bool {
+        let given = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let wanted = self.secret.as_bytes();
+        given.len() == wanted.len()
+            && given
+                .bytes()
+                .zip(wanted)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+
+    /// Counts a probe for `client`; false once it has asked too often in this window.
+    fn admit(&self, client: IpAddr) -> bool {
+        let Ok(mut asked) = self.asked.lock() else {
+            return false;
+        };
+        asked.retain(|_, (since, _)| since.elapsed() < WINDOW);
+        let (_, count) = asked.entry(client).or_insert((Instant::now(), 0));
+        *count += 1;
+        *count <= PER_CLIENT
+    }
+}
+
+/// `name`, `token` and `expected` from the query, each checked: a DNS name, and tokens of the
+/// base64url alphabet (nothing that could leave the challenge path).
+fn parse_query(query: &str) -> Option<(String, String, String)> {
+    let value = |key: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+    };
+    let token_like = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let name = DomainName::parse(value("name")?).ok()?;
+    let (token, expected) = (value("token")?, value("expected")?);
+    if name.is_wildcard() || !token_like(token) || !token_like(expected) {
+        return None;
+    }
+    Some((
+        name.as_str().to_string(),
+        token.to_string(),
+        expected.to_string(),
+    ))
+}

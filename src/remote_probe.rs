@@ -1,0 +1,56 @@
+//! Asking a probe server (`certkeeper probe-server`, run elsewhere) to fetch this host's probe
+//! token from outside, as the CA would: the one view a host behind a NAT cannot have of itself.
+//!
+//! `GET {server}/probe?name=NAME&token=TOKEN&expected=VALUE` with `Authorization: Bearer
+//! SECRET`; the answer is a JSON list of findings, one per address the server resolved.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+
+use crate::preflight::Finding;
+use crate::web::WebClient;
+
+/// How long a probe server may take (it fetches each address with its own time limits).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest answer read.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// What `server` saw of `name`, or why it could not be asked.
+pub async fn ask(
+    client: &WebClient<Empty<Bytes>>,
+    server: &str,
+    secret: &str,
+    name: &str,
+    token: &str,
+    expected: &str,
+) -> Result<Vec<Finding>, String> {
+    let url = format!("{server}/probe?name={name}&token={token}&expected={expected}");
+    let request = http::Request::get(&url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {secret}"))
+        .header(http::header::USER_AGENT, "certkeeper")
+        .body(Empty::new())
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        match status {
+            http::StatusCode::OK => serde_json::from_slice(&body)
+                .map_err(|e| format!("its answer is not a list of findings: {e}")),
+            status => Err(format!(
+                "it answered HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&body).trim()
+            )),
+        }
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs())))
+}
