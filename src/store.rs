@@ -23,6 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use zeroize::Zeroizing;
 
 use crate::bundle::{self, Bundle, LeafInfo};
+pub use crate::config::FileKind;
 use crate::config::Output;
 
 /// How many versions to keep per certificate (the current one is always kept).
@@ -67,70 +68,32 @@ fn io_hint(e: &io::Error) -> &'static str {
     }
 }
 
-/// The files of a certificate set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    Cert,
-    Chain,
-    Fullchain,
-    Key,
-    Combined,
-    /// Only when a PKCS#12 password is configured.
-    Pkcs12,
-}
-
-impl FileKind {
-    /// Every kind a version directory may hold.
-    pub const ALL: [FileKind; 6] = [
-        FileKind::Cert,
-        FileKind::Chain,
-        FileKind::Fullchain,
-        FileKind::Key,
-        FileKind::Combined,
-        FileKind::Pkcs12,
-    ];
-
-    pub fn file_name(self) -> &'static str {
-        match self {
-            FileKind::Cert => "cert.pem",
-            FileKind::Chain => "chain.pem",
-            FileKind::Fullchain => "fullchain.pem",
-            FileKind::Key => "privkey.pem",
-            FileKind::Combined => "combined.pem",
-            FileKind::Pkcs12 => "keystore.p12",
-        }
-    }
-
-    pub fn holds_key(self) -> bool {
-        matches!(self, FileKind::Key | FileKind::Combined | FileKind::Pkcs12)
-    }
-
-    /// The bytes of this file for `bundle`, or `None` when it is not wanted (no PKCS#12
-    /// password configured).
-    fn contents(
-        self,
-        bundle: &Bundle,
-        output: &Output,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let text = |s: String| Ok(Some(Zeroizing::new(s.into_bytes())));
-        match self {
-            FileKind::Cert => text(bundle.cert_pem()),
-            FileKind::Chain => text(bundle.chain_pem()),
-            FileKind::Fullchain => text(bundle.fullchain_pem()),
-            FileKind::Key => text(bundle.key_pem().to_string()),
-            FileKind::Combined => Ok(Some(Zeroizing::new(
-                bundle.combined_pem().as_bytes().to_vec(),
-            ))),
-            FileKind::Pkcs12 => match &output.pkcs12_password {
-                None => Ok(None),
-                Some(password) => bundle
-                    .pkcs12(password)
-                    .map(|der| Some(Zeroizing::new(der)))
-                    .map_err(|source| StoreError::Pkcs12 { source }),
-            },
-        }
+/// The bytes of this file for `bundle`, or `None` when it is not wanted (no PKCS#12
+/// password configured).
+fn contents(
+    kind: FileKind,
+    bundle: &Bundle,
+    output: &Output,
+) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    let text = |s: String| Ok(Some(Zeroizing::new(s.into_bytes())));
+    match kind {
+        FileKind::Cert => text(bundle.cert_pem()),
+        FileKind::Chain => text(bundle.chain_pem()),
+        FileKind::Fullchain => text(bundle.fullchain_pem()),
+        FileKind::Key => text(bundle.key_pem().to_string()),
+        FileKind::Combined => Ok(Some(Zeroizing::new(
+            bundle.combined_pem().as_bytes().to_vec(),
+        ))),
+        FileKind::Pkcs12 => match &output.pkcs12_password {
+            None => Ok(None),
+            Some(password) => bundle
+                .pkcs12(password)
+                .map(|der| Some(Zeroizing::new(der)))
+                .map_err(|source| StoreError::Pkcs12 { source }),
+        },
     }
 }
+
 /// Ownership and mode for one written file.
 #[derive(Debug, Clone, Copy)]
 pub struct FileMode {
@@ -332,7 +295,7 @@ impl Store {
 
         let (staging, version) = self.new_version_dir(&versions)?;
         for kind in FileKind::ALL {
-            if let Some(contents) = kind.contents(bundle, output)? {
+            if let Some(contents) = contents(kind, bundle, output)? {
                 write_atomic(
                     &staging.join(kind.file_name()),
                     &contents,
@@ -428,8 +391,7 @@ impl Store {
                         .as_ref()
                         .is_some_and(|password| bundle.pkcs12_holds_leaf(&der, password))
                 }),
-                _ => kind
-                    .contents(&bundle, output)?
+                _ => contents(*kind, &bundle, output)?
                     .is_some_and(|expected| fs::read(path).is_ok_and(|found| *found == **expected)),
             };
             if !up_to_date {
@@ -615,7 +577,7 @@ fn write_output(
     if let Some(parent) = path.parent() {
         create_dir(parent)?;
     }
-    match kind.contents(bundle, output)? {
+    match contents(kind, bundle, output)? {
         Some(contents) => write_atomic(path, &contents, FileMode::for_kind(kind, output)),
         None => Ok(()),
     }

@@ -1,0 +1,520 @@
+//! `[[certificate]]`: names, key, challenge, outputs, reload and the live check.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Validator};
+use crate::names::DomainName;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    #[default]
+    EcdsaP256,
+    EcdsaP384,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+/// Which challenge proves control of the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Challenge {
+    /// HTTP-01 when the pre-flight check passes for every name, else DNS-01 (when configured);
+    /// wildcards always DNS-01; an HTTP-01 validation that fails is retried with DNS-01.
+    #[default]
+    Auto,
+    Http01,
+    Dns01,
+}
+
+impl fmt::Display for Challenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Challenge::Auto => "auto",
+            Challenge::Http01 => "http-01",
+            Challenge::Dns01 => "dns-01",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub name: String,
+    pub domains: Vec<DomainName>,
+    pub key_type: KeyType,
+    pub reuse_key: bool,
+    pub challenge: Challenge,
+    /// The CA's certificate profile to ask for ("shortlived", "tlsserver", "classic", ...).
+    pub profile: Option<String>,
+    /// HTTP-01 answers are written here (another server holds port 80 and serves it).
+    pub webroot: Option<PathBuf>,
+    pub output: Output,
+    pub reload: Reload,
+    pub reload_timeout: Duration,
+    /// TLS endpoints that must serve the new certificate after the reload.
+    pub verify: Vec<Endpoint>,
+    pub verify_timeout: Duration,
+}
+
+/// How the server is told to load the new certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    None,
+    /// A shell command (`sh -c`).
+    Command(String),
+    /// A signal to the PID written in a pidfile (SIGHUP for SRS, ZLMediaKit).
+    Signal {
+        pidfile: PathBuf,
+        signal: String,
+    },
+    /// `systemctl reload UNIT`.
+    Unit(String),
+}
+
+/// A live TLS endpoint to check after a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The name sent in SNI.
+    pub sni: DomainName,
+}
+
+/// The files of a certificate set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Cert,
+    Chain,
+    Fullchain,
+    Key,
+    Combined,
+    /// Only when a PKCS#12 password is configured.
+    Pkcs12,
+}
+
+impl FileKind {
+    /// Every kind a version directory may hold.
+    pub const ALL: [FileKind; 6] = [
+        FileKind::Cert,
+        FileKind::Chain,
+        FileKind::Fullchain,
+        FileKind::Key,
+        FileKind::Combined,
+        FileKind::Pkcs12,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            FileKind::Cert => "cert.pem",
+            FileKind::Chain => "chain.pem",
+            FileKind::Fullchain => "fullchain.pem",
+            FileKind::Key => "privkey.pem",
+            FileKind::Combined => "combined.pem",
+            FileKind::Pkcs12 => "keystore.p12",
+        }
+    }
+
+    pub fn holds_key(self) -> bool {
+        matches!(self, FileKind::Key | FileKind::Combined | FileKind::Pkcs12)
+    }
+}
+
+/// Where copies of the current certificate go besides the state directory, and with which
+/// ownership. Files holding the private key get `key_mode`; the others 0644.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// A directory certkeeper keeps as a symbolic link to `current`, so that it switches with
+    /// it, as one set.
+    pub link: Option<PathBuf>,
+    /// Single files, each replaced atomically (and repaired at start after a crash).
+    pub files: Vec<(FileKind, PathBuf)>,
+    /// The PKCS#12 password, when a keystore is wanted (Java servers such as Wowza).
+    pub pkcs12_password: Option<zeroize::Zeroizing<String>>,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub key_mode: u32,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub(super) name: Spanned<String>,
+    domains: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    key_type: KeyType,
+    #[serde(default)]
+    reuse_key: bool,
+    challenge: Option<Spanned<String>>,
+    webroot: Option<Spanned<PathBuf>>,
+    profile: Option<Spanned<String>>,
+    #[serde(default)]
+    output: RawOutput,
+    reload: Option<Spanned<String>>,
+    reload_pidfile: Option<Spanned<PathBuf>>,
+    reload_signal: Option<Spanned<String>>,
+    reload_unit: Option<Spanned<String>>,
+    #[serde(default = "default_reload_timeout")]
+    reload_timeout_secs: u64,
+    #[serde(default)]
+    verify: Vec<RawEndpoint>,
+    #[serde(default = "default_verify_timeout")]
+    verify_timeout_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    endpoint: Spanned<String>,
+    sni: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutput {
+    dir: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    chain: Option<PathBuf>,
+    fullchain: Option<PathBuf>,
+    key: Option<PathBuf>,
+    combined: Option<PathBuf>,
+    pkcs12: Option<Spanned<PathBuf>>,
+    pkcs12_password_file: Option<Spanned<PathBuf>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    key_mode: Option<Spanned<String>>,
+}
+
+pub(super) fn default_reload_timeout() -> u64 {
+    60
+}
+
+pub(super) fn default_verify_timeout() -> u64 {
+    30
+}
+
+/// Signals a reload may send, by the names operators write.
+pub(super) const SIGNALS: [&str; 4] = ["HUP", "USR1", "USR2", "TERM"];
+
+impl Validator<'_> {
+    pub(super) fn certificate(
+        &mut self,
+        raw: RawCertificate,
+    ) -> Result<CertificateConfig, ConfigError> {
+        let name = raw.name.get_ref();
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !name_ok {
+            return Err(self.located.error(
+                raw.name.span(),
+                "certificate.name: use 1-64 letters, digits, '.', '-' or '_' (it names a directory)",
+            ));
+        }
+        if raw.domains.get_ref().is_empty() {
+            return Err(self.located.error(
+                raw.domains.span(),
+                "certificate.domains: list at least one name, e.g. domains = [\"media.example.com\"]",
+            ));
+        }
+        let challenge = match raw.challenge.as_ref().map(|c| c.get_ref().as_str()) {
+            None | Some("auto") => Challenge::Auto,
+            Some("http-01") => Challenge::Http01,
+            Some("dns-01") => Challenge::Dns01,
+            Some(other) => {
+                let span = raw.challenge.as_ref().map_or(0..0, |c| c.span());
+                return Err(self.located.error(
+                    span,
+                    format!("certificate.challenge: \"{other}\" is not a challenge; write \"auto\", \"http-01\" or \"dns-01\""),
+                ));
+            }
+        };
+        if challenge == Challenge::Dns01 && !self.has_dns01 {
+            let span = raw.challenge.as_ref().map_or(0..0, |c| c.span());
+            return Err(self.located.error(
+                span,
+                "certificate.challenge: dns-01 needs a [dns01] section (provider rfc2136 or exec)",
+            ));
+        }
+        let mut domains: Vec<DomainName> = Vec::new();
+        for written in raw.domains.into_inner() {
+            let domain = DomainName::parse(written.get_ref()).map_err(|e| {
+                self.located
+                    .error(written.span(), format!("certificate.domains: {e}"))
+            })?;
+            if domain.is_wildcard() && (!self.has_dns01 || challenge == Challenge::Http01) {
+                return Err(self.located.error(
+                    written.span(),
+                    format!(
+                        "certificate.domains: {domain} is a wildcard, which only the dns-01 challenge can \
+                         prove; add a [dns01] section (and do not force challenge = \"http-01\"), or \
+                         list each host name instead"
+                    ),
+                ));
+            }
+            if domain.as_str() != written.get_ref().trim().trim_end_matches('.') {
+                self.warnings.push(format!(
+                    "{}: certificate \"{name}\": \"{}\" is written as \"{domain}\" in certificates; \
+                     use that spelling in the config too",
+                    self.located.path.display(),
+                    written.get_ref(),
+                ));
+            }
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        let verify = self.endpoints(raw.verify, &domains)?;
+        let webroot = match raw.webroot {
+            None => None,
+            Some(dir) => {
+                let span = dir.span();
+                let dir = self.absolute(dir.into_inner());
+                if !dir.is_dir() {
+                    return Err(self.located.error(
+                        span,
+                        format!(
+                            "certificate.webroot: {} is not a directory; write the document root of the \
+                             server that answers port 80",
+                            dir.display()
+                        ),
+                    ));
+                }
+                Some(dir)
+            }
+        };
+        Ok(CertificateConfig {
+            name: raw.name.into_inner(),
+            domains,
+            key_type: raw.key_type,
+            reuse_key: raw.reuse_key,
+            challenge,
+            profile: match raw.profile {
+                None => None,
+                Some(p)
+                    if !p.get_ref().is_empty()
+                        && p.get_ref().chars().all(|c| c.is_ascii_graphic()) =>
+                {
+                    Some(p.into_inner())
+                }
+                Some(p) => {
+                    return Err(self.located.error(
+                        p.span(),
+                        "certificate.profile: write a profile name the CA offers, such as \"shortlived\"",
+                    ));
+                }
+            },
+            webroot,
+            output: self.output(raw.output)?,
+            reload: self.reload(
+                raw.reload,
+                raw.reload_pidfile,
+                raw.reload_signal,
+                raw.reload_unit,
+            )?,
+            reload_timeout: Duration::from_secs(raw.reload_timeout_secs.max(1)),
+            verify,
+            verify_timeout: Duration::from_secs(raw.verify_timeout_secs.max(1)),
+        })
+    }
+
+    pub(super) fn reload(
+        &self,
+        command: Option<Spanned<String>>,
+        pidfile: Option<Spanned<PathBuf>>,
+        signal: Option<Spanned<String>>,
+        unit: Option<Spanned<String>>,
+    ) -> Result<Reload, ConfigError> {
+        let command = command.filter(|c| !c.get_ref().trim().is_empty());
+        let chosen = [
+            command.as_ref().map(|c| c.span()),
+            pidfile.as_ref().map(|p| p.span()),
+            unit.as_ref().map(|u| u.span()),
+        ];
+        if let Some(second) = chosen.iter().flatten().nth(1) {
+            return Err(self.located.error(
+                second.clone(),
+                "certificate: set only one of reload, reload_pidfile and reload_unit",
+            ));
+        }
+        if let Some(signal) = &signal
+            && (pidfile.is_none() || !SIGNALS.contains(&signal.get_ref().as_str()))
+        {
+            return Err(self.located.error(
+                signal.span(),
+                format!(
+                    "certificate.reload_signal: write one of {} together with reload_pidfile",
+                    SIGNALS.join(", ")
+                ),
+            ));
+        }
+        Ok(match (command, pidfile, unit) {
+            (Some(command), _, _) => Reload::Command(command.into_inner()),
+            (_, Some(pidfile), _) => Reload::Signal {
+                pidfile: self.absolute(pidfile.into_inner()),
+                signal: signal.map_or_else(|| "HUP".to_string(), Spanned::into_inner),
+            },
+            (_, _, Some(unit)) => {
+                let ok = unit
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "@._-:".contains(c));
+                if !ok || unit.get_ref().is_empty() {
+                    return Err(self.located.error(unit.span(), "certificate.reload_unit: write a systemd unit name such as \"nginx.service\""));
+                }
+                Reload::Unit(unit.into_inner())
+            }
+            _ => Reload::None,
+        })
+    }
+
+    pub(super) fn endpoints(
+        &self,
+        raw: Vec<RawEndpoint>,
+        domains: &[DomainName],
+    ) -> Result<Vec<Endpoint>, ConfigError> {
+        raw.into_iter()
+            .map(|e| {
+                let address = e.endpoint.get_ref();
+                let port_ok = address
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+                if !port_ok {
+                    return Err(self.located.error(
+                        e.endpoint.span(),
+                        "certificate.verify.endpoint: write host:port, such as \"127.0.0.1:443\" or \"[::1]:8443\"",
+                    ));
+                }
+                let sni = match e.sni {
+                    Some(sni) => DomainName::parse(sni.get_ref())
+                        .map_err(|err| self.located.error(sni.span(), format!("certificate.verify.sni: {err}")))?,
+                    None => domains[0].clone(),
+                };
+                Ok(Endpoint { address: e.endpoint.into_inner(), sni })
+            })
+            .collect()
+    }
+
+    pub(super) fn output(&self, raw: RawOutput) -> Result<Output, ConfigError> {
+        let link = raw.dir.map(|dir| self.absolute(dir));
+        let mut files = Vec::new();
+        let single = [
+            (FileKind::Cert, raw.cert),
+            (FileKind::Chain, raw.chain),
+            (FileKind::Fullchain, raw.fullchain),
+            (FileKind::Key, raw.key),
+            (FileKind::Combined, raw.combined),
+            (
+                FileKind::Pkcs12,
+                raw.pkcs12.as_ref().map(|p| p.get_ref().clone()),
+            ),
+        ];
+        for (kind, path) in single {
+            if let Some(path) = path {
+                files.push((kind, self.absolute(path)));
+            }
+        }
+        let owner = match raw.owner {
+            None => None,
+            Some(o) => Some(
+                nix::unistd::User::from_name(o.get_ref())
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| {
+                        self.located.error(
+                            o.span(),
+                            format!("certificate.output.owner: no user \"{}\" on this host; create it or write an existing user", o.get_ref()),
+                        )
+                    })?
+                    .uid
+                    .as_raw(),
+            ),
+        };
+        let group = match raw.group {
+            None => None,
+            Some(g) => Some(
+                nix::unistd::Group::from_name(g.get_ref())
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| {
+                        self.located.error(
+                            g.span(),
+                            format!("certificate.output.group: no group \"{}\" on this host; create it or write an existing group", g.get_ref()),
+                        )
+                    })?
+                    .gid
+                    .as_raw(),
+            ),
+        };
+        let key_mode = match raw.key_mode {
+            None => 0o600,
+            Some(m) => u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|mode| mode & 0o007 == 0 && *mode <= 0o777)
+                .ok_or_else(|| {
+                    self.located.error(
+                        m.span(),
+                        "certificate.output.key_mode: write an octal mode with no access for others, \
+                         such as \"0600\" or \"0640\"",
+                    )
+                })?,
+        };
+        let pkcs12_password = match raw.pkcs12_password_file {
+            None => None,
+            Some(path) => {
+                let span = path.span();
+                let path = self.existing_file(path, "certificate.output.pkcs12_password_file")?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.located.error(
+                        span.clone(),
+                        format!(
+                            "certificate.output.pkcs12_password_file: cannot read {}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let password = text.trim_end_matches(['\r', '\n']).to_string();
+                if password.is_empty() {
+                    return Err(self.located.error(span, "certificate.output.pkcs12_password_file: the file is empty; write the keystore password in it"));
+                }
+                Some(zeroize::Zeroizing::new(password))
+            }
+        };
+        if let (None, Some(pkcs12)) = (&pkcs12_password, &raw.pkcs12) {
+            return Err(self.located.error(
+                pkcs12.span(),
+                "certificate.output.pkcs12 needs pkcs12_password_file: a file holding the keystore password",
+            ));
+        }
+        Ok(Output {
+            link,
+            files,
+            pkcs12_password,
+            owner,
+            group,
+            key_mode,
+        })
+    }
+}
