@@ -95,6 +95,17 @@ pub fn render(config: &Config, now: SystemTime) -> String {
     );
 
     let store = Store::new(&config.daemon.state_dir);
+    let account_key = gauge(
+        &mut registry,
+        "account_key_written_seconds",
+        "When the account key at the preferred CA was written: registered or rolled over (Unix time)",
+    );
+    let account = crate::acme::account_path(store.root(), &config.acme.directory);
+    if let Ok(written) = std::fs::metadata(&account).and_then(|m| m.modified()) {
+        account_key
+            .get_or_create(&vec![("ca".to_string(), config.acme.directory.clone())])
+            .set(seconds(written));
+    }
     for cert in &config.certificates {
         let plan = plan(&store, cert, now);
         let labels = vec![("name".to_string(), cert.name.clone())];

@@ -82,6 +82,63 @@ impl AcmeClient {
         &self.directory
     }
 
+    /// The account's URL at the CA.
+    pub fn id(&self) -> String {
+        self.account().id().to_string()
+    }
+
+    /// Where the account's credentials are stored.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rolls the account key over (RFC 8555 §7.3.5): the CA is told the new key, signed with
+    /// both, and the new credentials are stored 0600 at once. A marker file says a rollover is
+    /// under way: should the process die between the CA's confirmation and the write, the old
+    /// key is refused, and the marker lets the next run replace the account instead of failing.
+    pub async fn rollover(&self) -> Result<(), AcmeError> {
+        let _replacing = self.replacing.lock().await;
+        let marker = rollover_marker(&self.path);
+        write_atomic(&marker, b"a key rollover is under way\n", FileMode::PRIVATE)?;
+        let mut account = self.account();
+        let credentials = account
+            .update_key()
+            .await
+            .map_err(super::failed("roll the account key over"))?;
+        // serde_json cannot fail on this type; an empty file would be caught at the next load.
+        let json = serde_json::to_vec(&credentials).unwrap_or_default();
+        write_atomic(&self.path, &json, FileMode::PRIVATE)?;
+        *self.account.write().unwrap_or_else(PoisonError::into_inner) = account;
+        let _ = std::fs::remove_file(&marker);
+        tracing::warn!(directory = %self.directory, id = %self.id(), "account key rolled over");
+        Ok(())
+    }
+
+    /// Deactivates the account at the CA (RFC 8555 §7.3.6) and sets its credentials aside;
+    /// the next order registers a new account.
+    pub async fn deactivate(&self) -> Result<PathBuf, AcmeError> {
+        let _replacing = self.replacing.lock().await;
+        self.account()
+            .deactivate()
+            .await
+            .map_err(super::failed("deactivate the account"))?;
+        let aside = self.path.with_extension(format!(
+            "deactivated.{}",
+            crate::timefmt::stamp(std::time::SystemTime::now())
+        ));
+        std::fs::rename(&self.path, &aside).map_err(|e| AcmeError::AccountFile {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        tracing::warn!(directory = %self.directory, "account deactivated");
+        Ok(aside)
+    }
+
+    /// Whether a key rollover was cut short (see [`AcmeClient::rollover`]).
+    pub(super) fn rollover_interrupted(&self) -> bool {
+        rollover_marker(&self.path).exists()
+    }
+
     /// The account to use for the next requests.
     pub(super) fn account(&self) -> Account {
         self.account
@@ -117,6 +174,7 @@ impl AcmeClient {
         )?);
         let account = register(&self.config, &self.directory, http, &self.path).await?;
         *self.account.write().unwrap_or_else(PoisonError::into_inner) = account;
+        let _ = std::fs::remove_file(rollover_marker(&self.path));
         Ok(())
     }
 }
@@ -136,6 +194,11 @@ impl Accounts {
         let client = AcmeClient::connect(ca, &ca.directory, store).await?;
         clients.insert(ca.directory.clone(), client.clone());
         Ok(client)
+    }
+
+    /// Forgets the account at `directory` (deactivated): the next use connects afresh.
+    pub async fn forget(&self, directory: &str) {
+        self.0.lock().await.remove(directory);
     }
 }
 
@@ -179,8 +242,13 @@ async fn register(
     Ok(account)
 }
 
+/// Present while a key rollover is under way.
+fn rollover_marker(account: &Path) -> PathBuf {
+    account.with_extension("rollover")
+}
+
 /// `accounts/acme-v02.api.letsencrypt.org_directory.json`: readable, one file per CA.
-fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
+pub fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
     state_dir
         .join("accounts")
         .join(format!("{}.json", crate::store::directory_slug(directory)))

@@ -12,7 +12,7 @@ mod revoke;
 
 use std::path::PathBuf;
 
-pub use account::{Accounts, AcmeClient};
+pub use account::{Accounts, AcmeClient, account_path};
 pub use order::Solvers;
 pub use revoke::RevokeReason;
 

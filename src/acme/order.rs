@@ -124,7 +124,15 @@ impl AcmeClient {
                     tracing::debug!(error = %e, "ordering again without naming the replaced certificate");
                     replaces = None;
                 }
-                Err(e) if !replaced_account && has_problem(&e, "accountDoesNotExist") => {
+                // After a rollover cut short, the CA refuses the old key as it would any
+                // stranger's: the account is as good as lost.
+                Err(e)
+                    if !replaced_account
+                        && (has_problem(&e, "accountDoesNotExist")
+                            || (self.rollover_interrupted()
+                                && (has_problem(&e, "unauthorized")
+                                    || has_problem(&e, "malformed")))) =>
+                {
                     self.replace_account(&account).await?;
                     replaced_account = true;
                 }

@@ -101,6 +101,14 @@ enum Command {
         #[arg(long)]
         resolver: Vec<std::net::SocketAddr>,
     },
+    /// The ACME account at the preferred CA: show it, roll its key over, or deactivate it.
+    Account {
+        #[arg(value_enum)]
+        action: crate::control::AccountAction,
+        /// Confirms `deactivate`, which cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -208,6 +216,19 @@ pub fn main() -> ExitCode {
                     names,
                 };
                 renew::run(cli.config, config, request).await
+            }
+            Command::Account { action, yes } => {
+                match action == crate::control::AccountAction::Deactivate && !yes {
+                    true => Err(Failure {
+                        code: 64,
+                        message:
+                            "deactivating the account cannot be undone (the CA refuses it from \
+                                  then on, and a new account is registered at the next order); run \
+                                  again with --yes to do it"
+                                .into(),
+                    }),
+                    false => renew::run(cli.config, config, Request::Account { action }).await,
+                }
             }
             Command::Revoke { name, reason } => {
                 renew::run(cli.config, config, Request::Revoke { name, reason }).await

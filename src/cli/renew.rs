@@ -1,5 +1,5 @@
-//! `certkeeper renew` and `certkeeper revoke`: ask the running daemon, or run the renewal
-//! engine once when no daemon runs; print each certificate's outcome as it comes.
+//! `certkeeper renew`, `revoke` and `account`: ask the running daemon, or run the renewal
+//! engine once when no daemon runs; print each outcome as it comes.
 
 use std::path::PathBuf;
 

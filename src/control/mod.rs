@@ -38,6 +38,21 @@ pub enum Request {
         name: String,
         reason: crate::acme::RevokeReason,
     },
+    /// Show, roll over or deactivate the ACME account at the preferred CA.
+    Account {
+        action: AccountAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountAction {
+    /// The account's URL, its CA, its key file and the key's age.
+    Show,
+    /// A new account key, signed over by the old one (RFC 8555 §7.3.5).
+    Rollover,
+    /// Close the account at the CA for good (RFC 8555 §7.3.6).
+    Deactivate,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use super::{Daemon, Mode};
 use crate::acme::RevokeReason;
 use crate::challenge::choice::Choice;
 use crate::config::EX_CONFIG;
-use crate::control::{Call, Live, Replies, Reply, Request};
+use crate::control::{AccountAction, Call, Live, Replies, Reply, Request};
 use crate::{check, status, timefmt};
 
 /// A `renew` request still waiting for some of its certificates.
@@ -33,6 +33,7 @@ impl Daemon {
             } => self.queue_renewals(force, dry_run, &names, replies, now),
             Request::Check { names } => self.check(&names, replies),
             Request::Revoke { name, reason } => self.queue_revocation(name, reason, replies),
+            Request::Account { action } => self.account(action, replies),
             Request::Status => {
                 let mut rows = status::rows(&self.config, now);
                 for row in &mut rows {
@@ -149,6 +150,52 @@ impl Daemon {
             pending: HashSet::from([(name, false)]),
             total: 1,
             failed: 0,
+        });
+    }
+
+    /// Shows, rolls over or deactivates the account at the preferred CA, beside the renewals
+    /// (which share the same account, so they use the new key at once).
+    fn account(&self, action: AccountAction, replies: Replies) {
+        let (accounts, store, acme) = (
+            self.context.accounts.clone(),
+            self.context.store.clone(),
+            self.config.acme.clone(),
+        );
+        tokio::spawn(async move {
+            let client = match accounts.get(&acme, &store).await {
+                Ok(client) => client,
+                Err(e) => return replies.send(Reply::failed(1, e)),
+            };
+            let done = match action {
+                AccountAction::Show => Ok(()),
+                AccountAction::Rollover => client.rollover().await.map(|()| {
+                    replies.line("the account key was rolled over; the CA confirmed the new key");
+                }),
+                AccountAction::Deactivate => client.deactivate().await.map(|aside| {
+                    replies.line(format!(
+                        "the account is deactivated; its credentials are kept in {}; the next order registers a new account",
+                        aside.display()
+                    ));
+                }),
+            };
+            if action == AccountAction::Deactivate && done.is_ok() {
+                accounts.forget(&acme.directory).await;
+            }
+            match done {
+                Ok(()) => {
+                    replies.line(format!("account: {}", client.id()));
+                    replies.line(format!("CA: {}", client.directory()));
+                    if action != AccountAction::Deactivate {
+                        replies.line(format!(
+                            "key: {} ({})",
+                            client.path().display(),
+                            key_age(client.path())
+                        ));
+                    }
+                    replies.send(Reply::ok());
+                }
+                Err(e) => replies.send(Reply::failed(1, e)),
+            }
         });
     }
 
@@ -273,4 +320,15 @@ impl Daemon {
     pub(super) fn idle(&self) -> bool {
         self.waiters.is_empty() && self.in_flight.is_empty() && self.dry_running.is_empty()
     }
+}
+
+/// How long ago the account key in `path` was written.
+fn key_age(path: &std::path::Path) -> String {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .map_or("age unknown".into(), |age| {
+            format!("written {} ago", timefmt::rough(age))
+        })
 }
