@@ -36,5 +36,6 @@ pub mod store;
 pub mod stun;
 pub mod table;
 pub mod timefmt;
+pub mod tls_probe;
 pub mod verify;
 pub mod web;

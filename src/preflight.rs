@@ -17,8 +17,10 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
 use crate::challenge::http01::Tokens;
+use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::config::Config;
 use crate::dns::{Answer, Dns};
+use crate::tls_probe::Handshake;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -63,6 +65,8 @@ pub struct Finding {
 pub struct Preflight {
     dns: Dns,
     port: u16,
+    /// The port the CA connects to for TLS-ALPN-01.
+    tls_port: u16,
     /// This host's interface addresses and the configured public ones.
     own: Vec<IpAddr>,
     /// Recent findings by name and webroot, for the pre-flight before an order.
@@ -125,6 +129,7 @@ impl Preflight {
         Ok(Self {
             dns: Dns::new(&config.daemon.resolvers)?,
             port: config.daemon.http01_port,
+            tls_port: config.daemon.tls_alpn_port,
             own,
             recent: Mutex::new(HashMap::new()),
             before_order: config.daemon.preflight_before_order,
@@ -150,6 +155,7 @@ impl Preflight {
         Ok(Self {
             dns: Dns::new(resolvers)?,
             port,
+            tls_port: 443,
             own: Vec::new(),
             recent: Mutex::new(HashMap::new()),
             before_order: false,
@@ -160,6 +166,55 @@ impl Preflight {
             web: crate::web::client(),
             outside_only: true,
         })
+    }
+
+    /// The first reason TLS-ALPN-01 cannot succeed for `names`, if there is one: the CA's
+    /// `acme-tls/1` handshake on port 443 of each address, answered by `responder` with a
+    /// probe certificate whose digest only this check knows.
+    pub async fn tls_alpn_blocker(&self, names: &[&str], responder: &TlsAlpn01) -> Option<String> {
+        let mut publisher = match responder.publisher() {
+            Ok(publisher) => publisher,
+            Err(e) => return Some(e.to_string()),
+        };
+        let port = self.tls_port;
+        for name in names {
+            let digest: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+            if let Err(e) = publisher.publish(name, &digest) {
+                return Some(e.to_string());
+            }
+            let mut any_address = false;
+            for v6 in [false, true] {
+                let Answer::Found(addresses) = self.dns.addresses(name, v6).await else {
+                    continue;
+                };
+                for address in addresses {
+                    any_address = true;
+                    let at = SocketAddr::new(address, port);
+                    let problem = match crate::tls_probe::handshake(at, name).await {
+                        Handshake::Answered(Some(found)) if found == digest => continue,
+                        Handshake::Answered(_) => format!(
+                            "port {port} on {address} is answered by another TLS server, not certkeeper's \
+                             tls-alpn-01 responder: a web or media server holds the port, or a proxy does \
+                             not route acme-tls/1 to certkeeper"
+                        ),
+                        Handshake::Refused => format!(
+                            "port {port} on {address} refused the connection: open it in the firewall (and \
+                             forward it on a NAT), or point daemon.tls_alpn_listen at it"
+                        ),
+                        Handshake::Timeout => format!(
+                            "port {port} on {address} timed out: a firewall drops it, a NAT has no port \
+                             forward, or the ISP blocks it"
+                        ),
+                        Handshake::Failed(why) => format!("port {port} on {address}: {why}"),
+                    };
+                    return Some(problem);
+                }
+            }
+            if !any_address {
+                return Some(format!("{name} has no A or AAAA record"));
+            }
+        }
+        None
     }
 
     /// What a probe server sees of `name`: each address's answer to the probe token.
@@ -225,6 +280,11 @@ impl Preflight {
             }
         }
         findings
+    }
+
+    /// Whether orders wait for the pre-flight (`daemon.preflight_before_order`).
+    pub fn runs_before_orders(&self) -> bool {
+        self.before_order
     }
 
     /// The pre-flight before an order for `names`: bounded in time, and remembered for a short

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::acme::{AcmeClient, AcmeError, Solvers, ari};
 use crate::bundle::{Bundle, BundleError, LeafInfo};
-use crate::challenge::choice::{Choice, Method, choose};
+use crate::challenge::choice::{Blockers, Choice, Method, choose};
 use crate::config::CertificateConfig;
 use crate::config::Challenge;
 use crate::deploy::DeployError;
@@ -74,6 +74,7 @@ pub async fn obtain(
             result: Err(e.into()),
         };
     }
+    let steps = cert.challenge.steps(solvers.dns01.is_some());
     let can_fall_back = cert.challenge == Challenge::Auto && solvers.dns01.is_some();
     let http01_names: Vec<&str> = cert
         .domains
@@ -81,7 +82,7 @@ pub async fn obtain(
         .filter(|d| !d.is_wildcard())
         .map(|d| d.as_str())
         .collect();
-    let may_use_http01 = cert.challenge != Challenge::Dns01 && !http01_names.is_empty();
+    let may_use_http01 = steps.contains(&Method::Http01) && !http01_names.is_empty();
     let found = match preflight.filter(|_| may_use_http01) {
         Some(preflight) => {
             preflight
@@ -94,17 +95,34 @@ pub async fn obtain(
     if let Some(blocker) = &blocker {
         tracing::warn!(name = %cert.name, finding = %blocker, "the pre-flight check expects http-01 to fail");
     }
+    // Port 443 is probed only when the ladder would climb to TLS-ALPN-01.
+    let climbs_to_tls_alpn = steps.len() > 1
+        && steps.contains(&Method::TlsAlpn01)
+        && (steps[0] == Method::TlsAlpn01 || blocker.is_some());
+    let tls_alpn_blocker = match preflight {
+        Some(preflight)
+            if climbs_to_tls_alpn && preflight.runs_before_orders() && !http01_names.is_empty() =>
+        {
+            preflight
+                .tls_alpn_blocker(&http01_names, solvers.tls_alpn01)
+                .await
+        }
+        _ => None,
+    };
     let mut choice = choose(
         cert.challenge,
         &cert.domains,
         solvers.dns01.is_some(),
-        blocker.as_deref().filter(|_| can_fall_back),
+        Blockers {
+            http01: blocker.as_deref(),
+            tls_alpn01: tls_alpn_blocker.as_deref(),
+        },
     );
     tracing::info!(name = %cert.name, challenge = choice.summary(), reason = %choice.reason, "challenge chosen");
     let mut result = order(acme, solvers, store, cert, &choice).await;
     if let Err(RenewError::Acme(
         e @ AcmeError::Validation {
-            method: Method::Http01,
+            method: method @ (Method::Http01 | Method::TlsAlpn01),
             ..
         },
     )) = &result
@@ -113,7 +131,7 @@ pub async fn obtain(
         choice = Choice::all(
             &cert.domains,
             Method::Dns01,
-            format!("http-01 failed ({e}); retried with dns-01"),
+            format!("{} failed ({e}); retried with dns-01", method.as_str()),
         );
         tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back to dns-01");
         result = order(acme, solvers, store, cert, &choice).await;

@@ -109,6 +109,8 @@ fn auto_uses_dns01_when_port_80_is_blocked_and_status_says_why() {
     // certkeeper listens elsewhere than where the CA connects: the probe of the CA's port is
     // refused, so auto picks dns-01 before ordering.
     ck.set_daemon_ports(free_port(), pebble.http_port, &bind.address());
+    // Port 443 does not reach certkeeper either: the ladder ends at dns-01.
+    ck.set_tls_alpn_port(free_port());
     let out = ck.ok(&["renew"]);
     assert!(
         out.contains("media: dns-01 (the pre-flight check rules out http-01"),

@@ -14,7 +14,7 @@ fn an_http01_failure_carries_the_preflight_finding_everywhere() {
     let pebble = Pebble::start(None);
     let notified = tempfile::NamedTempFile::new().unwrap();
     let metrics_port = free_port();
-    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
     // The CA (and so the pre-flight) connects to pebble's HTTP-01 port, where nothing listens:
     // certkeeper listens elsewhere.
     ck.set_daemon_ports(free_port(), pebble.http_port, &pebble.dns_address());

@@ -45,6 +45,9 @@ fn validation_hint(method: Method, name: &str) -> String {
         Method::Http01 => {
             format!("check that port 80 of {name} reaches certkeeper (certkeeper check)")
         }
+        Method::TlsAlpn01 => format!(
+            "check that port 443 of {name} reaches certkeeper's tls-alpn-01 responder (certkeeper check)"
+        ),
         Method::Dns01 => format!(
             "check that the CA's resolvers see _acme-challenge.{} in public DNS",
             name.trim_start_matches("*.")
@@ -117,6 +120,8 @@ pub enum AcmeError {
     NoChallenge { name: String, method: &'static str },
     #[error("{0} needs dns-01, but no [dns01] provider is configured")]
     NoDns01Provider(String),
+    #[error(transparent)]
+    TlsAlpn01(#[from] crate::challenge::tls_alpn01::TlsAlpnError),
     #[error(transparent)]
     Dns01(#[from] crate::challenge::dns01::Dns01Error),
     #[error("the CA's authorization for {name} is {status}; a new order will start afresh")]

@@ -17,6 +17,7 @@ use super::{AcmeClient, AcmeError, failed};
 use crate::challenge::choice::{Choice, Method};
 use crate::challenge::dns01::{Dns01, TxtRecord};
 use crate::challenge::http01::{Publisher, Tokens};
+use crate::challenge::tls_alpn01::{self, TlsAlpn01};
 use crate::names::DomainName;
 
 /// Polls from 10 ms, 1.6x longer each time, for at most `timeout` (`acme.order_timeout_secs`).
@@ -30,10 +31,12 @@ fn poll(timeout: Duration) -> RetryPolicy {
 /// Orders beyond this many bad nonces in a row (each already retried by instant-acme) fail.
 const ATTEMPTS: u32 = 3;
 
-/// What answers challenges: the HTTP-01 listener's tokens, and the DNS-01 provider if any.
+/// What answers challenges: the HTTP-01 listener's tokens, the TLS-ALPN-01 responder, and the
+/// DNS-01 provider if any.
 #[derive(Clone, Copy)]
 pub struct Solvers<'a> {
     pub tokens: &'a Tokens,
+    pub tls_alpn01: &'a TlsAlpn01,
     pub dns01: Option<&'a Dns01>,
     /// Write HTTP-01 answers here instead of serving them (another server holds port 80).
     pub webroot: Option<&'a std::path::Path>,
@@ -42,6 +45,9 @@ pub struct Solvers<'a> {
 /// The answers published for one order, withdrawn at its end.
 struct Published<'a> {
     http01: Publisher,
+    /// Bound on the first TLS-ALPN-01 answer; releases port 443 when dropped.
+    tls_alpn01: Option<tls_alpn01::Publisher>,
+    responder: &'a TlsAlpn01,
     txt: Vec<TxtRecord>,
     dns01: Option<&'a Dns01>,
 }
@@ -49,6 +55,7 @@ struct Published<'a> {
 impl Published<'_> {
     async fn withdraw(self) {
         drop(self.http01);
+        drop(self.tls_alpn01);
         if let Some(dns01) = self.dns01 {
             for record in &self.txt {
                 if let Err(e) = dns01.cleanup(record).await {
@@ -94,6 +101,8 @@ impl AcmeClient {
         loop {
             let mut published = Published {
                 http01: solvers.tokens.publisher_for(solvers.webroot),
+                tls_alpn01: None,
+                responder: solvers.tls_alpn01,
                 txt: Vec::new(),
                 dns01: solvers.dns01,
             };
@@ -228,6 +237,7 @@ impl AcmeClient {
 fn challenge_type(method: Method) -> ChallengeType {
     match method {
         Method::Http01 => ChallengeType::Http01,
+        Method::TlsAlpn01 => ChallengeType::TlsAlpn01,
         Method::Dns01 => ChallengeType::Dns01,
     }
 }
@@ -266,6 +276,14 @@ async fn publish_answers(
                     .http01
                     .publish(&challenge.token, challenge.key_authorization().as_str())
                     .await?
+            }
+            Method::TlsAlpn01 => {
+                let responder = published.responder;
+                let publisher = match &mut published.tls_alpn01 {
+                    Some(publisher) => publisher,
+                    None => published.tls_alpn01.insert(responder.publisher()?),
+                };
+                publisher.publish(&name, challenge.key_authorization().digest().as_ref())?;
             }
             Method::Dns01 => {
                 let dns01 = published

@@ -1,23 +1,13 @@
 //! Which challenge each name of an order uses, and why: a pure decision from the config, the
 //! names and the pre-flight check, so that the reason can be logged and shown in `status`.
+//!
+//! The policy is a ladder of methods (`auto`: HTTP-01, TLS-ALPN-01, DNS-01 where configured);
+//! each name takes the first step the pre-flight does not rule out. When every step is ruled
+//! out the first is used all the same: a check from the host itself can be wrong.
 
 use crate::config::Challenge;
+pub use crate::config::Method;
 use crate::names::DomainName;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Http01,
-    Dns01,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Http01 => "http-01",
-            Method::Dns01 => "dns-01",
-        }
-    }
-}
 
 /// The method for every name of a certificate, and the reason in plain words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,60 +42,92 @@ impl Choice {
     }
 }
 
-/// Decides the challenge of each name. `http01_blocked` is the first pre-flight finding that
-/// rules HTTP-01 out (None when it passed, or was not run).
+/// What the pre-flight found against each method it checks: the first finding that rules it
+/// out, or `None` when it passed (or was not checked).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Blockers<'a> {
+    pub http01: Option<&'a str>,
+    pub tls_alpn01: Option<&'a str>,
+}
+
+impl Blockers<'_> {
+    fn of(&self, method: Method) -> Option<&str> {
+        match method {
+            Method::Http01 => self.http01,
+            Method::TlsAlpn01 => self.tls_alpn01,
+            Method::Dns01 => None,
+        }
+    }
+}
+
+/// Decides the challenge of each name by climbing `policy`'s ladder.
 pub fn choose(
     policy: Challenge,
     domains: &[DomainName],
     dns01_configured: bool,
-    http01_blocked: Option<&str>,
+    blockers: Blockers<'_>,
 ) -> Choice {
-    match policy {
-        Challenge::Http01 => Choice::all(
-            domains,
-            Method::Http01,
-            "challenge = \"http-01\" in the config",
+    let steps = policy.steps(dns01_configured);
+    let forced = matches!(policy, Challenge::Ladder(_)) && steps.len() == 1;
+    let (method, reason) = match steps.first() {
+        _ if forced => (
+            steps[0],
+            format!("challenge = \"{}\" in the config", steps[0].as_str()),
         ),
-        Challenge::Dns01 => Choice::all(
-            domains,
-            Method::Dns01,
-            "challenge = \"dns-01\" in the config",
-        ),
-        Challenge::Auto if !dns01_configured => {
-            Choice::all(domains, Method::Http01, "no [dns01] provider is configured")
-        }
-        Challenge::Auto => match http01_blocked {
-            Some(finding) => Choice::all(
-                domains,
-                Method::Dns01,
-                format!("the pre-flight check rules out http-01: {finding}"),
-            ),
+        None => (Method::Http01, "no challenge configured".to_string()),
+        Some(first) => climb(&steps, *first, blockers),
+    };
+    let wildcards = domains.iter().any(|d| d.is_wildcard()) && dns01_configured;
+    let methods: Vec<(DomainName, Method)> = domains
+        .iter()
+        .map(|d| match d.is_wildcard() && dns01_configured {
+            true => (d.clone(), Method::Dns01),
+            false => (d.clone(), method),
+        })
+        .collect();
+    let reason = match wildcards && method != Method::Dns01 {
+        true => format!("wildcard names need dns-01; {reason}"),
+        false => reason,
+    };
+    Choice { methods, reason }
+}
+
+/// The first step no finding rules out, and why each one before it was passed over.
+fn climb(steps: &[Method], first: Method, blockers: Blockers<'_>) -> (Method, String) {
+    let mut passed_over = Vec::new();
+    for step in steps {
+        match blockers.of(*step) {
+            Some(finding) => passed_over.push(format!(
+                "the pre-flight check rules out {}: {finding}",
+                step.as_str()
+            )),
             None => {
-                let methods: Vec<(DomainName, Method)> = domains
-                    .iter()
-                    .map(|d| {
-                        (
-                            d.clone(),
-                            if d.is_wildcard() {
-                                Method::Dns01
-                            } else {
-                                Method::Http01
-                            },
-                        )
-                    })
-                    .collect();
-                let reason = if methods.iter().any(|(_, m)| *m == Method::Dns01) {
-                    "wildcard names need dns-01; the pre-flight check passed for the others"
-                } else {
-                    "the pre-flight check passed for every name"
+                let why = match (*step, passed_over.is_empty()) {
+                    (Method::Dns01, true) => "dns-01 is configured first".to_string(),
+                    (_, true) => "the pre-flight check passed for every name".to_string(),
+                    (Method::Dns01, false) => passed_over.join("; "),
+                    (method, false) => format!(
+                        "{}; {} reaches certkeeper",
+                        passed_over.join("; "),
+                        method.as_str()
+                    ),
                 };
-                Choice {
-                    methods,
-                    reason: reason.into(),
-                }
+                return (*step, why);
             }
-        },
+        }
     }
+    let why = match steps.len() {
+        1 if first == Method::Http01 => format!(
+            "{}; no other challenge is configured ([dns01], or a free port 443 for tls-alpn-01), so http-01 is tried anyway",
+            passed_over.join("; ")
+        ),
+        _ => format!(
+            "{}; every challenge is ruled out, so {} is tried anyway",
+            passed_over.join("; "),
+            first.as_str()
+        ),
+    };
+    (first, why)
 }
 
 #[cfg(test)]
@@ -116,41 +138,72 @@ mod tests {
         list.iter().map(|n| DomainName::parse(n).unwrap()).collect()
     }
 
-    #[test]
-    fn auto_prefers_http01_and_falls_back_to_dns01() {
-        let domains = names(&["a.example.com", "*.example.com"]);
-        let passed = choose(Challenge::Auto, &domains, true, None);
-        assert_eq!(passed.method("a.example.com"), Some(Method::Http01));
-        assert_eq!(passed.method("*.example.com"), Some(Method::Dns01));
-        assert_eq!(passed.summary(), "mixed");
-        let blocked = choose(
-            Challenge::Auto,
-            &domains,
-            true,
-            Some("port 80 on 127.0.0.1 timed out"),
-        );
-        assert_eq!(blocked.summary(), "dns-01");
-        assert!(blocked.reason.contains("timed out"));
-        let no_dns = choose(
-            Challenge::Auto,
-            &names(&["a.example.com"]),
-            false,
-            Some("blocked"),
-        );
-        assert_eq!(no_dns.summary(), "http-01");
-        assert!(no_dns.reason.contains("no [dns01]"));
+    fn blocked<'a>(http01: Option<&'a str>, tls_alpn01: Option<&'a str>) -> Blockers<'a> {
+        Blockers { http01, tls_alpn01 }
     }
 
     #[test]
-    fn forced_choices_win() {
+    fn auto_climbs_http01_then_tls_alpn01_then_dns01() {
+        let domains = names(&["a.example.com", "*.example.com"]);
+        let passed = choose(Challenge::Auto, &domains, true, Blockers::default());
+        assert_eq!(passed.method("a.example.com"), Some(Method::Http01));
+        assert_eq!(passed.method("*.example.com"), Some(Method::Dns01));
+        assert_eq!(passed.summary(), "mixed");
+
         let domains = names(&["a.example.com"]);
+        let no_80 = choose(
+            Challenge::Auto,
+            &domains,
+            true,
+            blocked(Some("port 80 timed out"), None),
+        );
+        assert_eq!(no_80.summary(), "tls-alpn-01");
+        assert!(
+            no_80
+                .reason
+                .contains("rules out http-01: port 80 timed out"),
+            "{}",
+            no_80.reason
+        );
+        assert!(
+            no_80.reason.contains("tls-alpn-01 reaches certkeeper"),
+            "{}",
+            no_80.reason
+        );
+
+        let neither = blocked(Some("port 80 timed out"), Some("port 443 refused"));
+        let dns = choose(Challenge::Auto, &domains, true, neither);
+        assert_eq!(dns.summary(), "dns-01");
+        assert!(dns.reason.contains("443 refused"), "{}", dns.reason);
+
+        let anyway = choose(Challenge::Auto, &domains, false, neither);
+        assert_eq!(anyway.summary(), "http-01");
+        assert!(anyway.reason.contains("tried anyway"), "{}", anyway.reason);
+    }
+
+    #[test]
+    fn forced_choices_and_ladders_win() {
+        let domains = names(&["a.example.com"]);
+        let any = blocked(Some("x"), Some("y"));
         assert_eq!(
-            choose(Challenge::Http01, &domains, true, Some("x")).summary(),
+            choose(Challenge::only(Method::Http01), &domains, true, any).summary(),
             "http-01"
         );
         assert_eq!(
-            choose(Challenge::Dns01, &domains, true, None).summary(),
+            choose(
+                Challenge::only(Method::Dns01),
+                &domains,
+                true,
+                Blockers::default()
+            )
+            .summary(),
             "dns-01"
         );
+        let ladder = Challenge::Ladder([Some(Method::TlsAlpn01), Some(Method::Dns01), None]);
+        assert_eq!(
+            choose(ladder, &domains, true, Blockers::default()).summary(),
+            "tls-alpn-01"
+        );
+        assert_eq!(choose(ladder, &domains, true, any).summary(), "dns-01");
     }
 }

@@ -24,24 +24,73 @@ pub enum KeyType {
     Rsa4096,
 }
 
-/// Which challenge proves control of the names.
+/// A way of proving control of a name to the CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Http01,
+    TlsAlpn01,
+    Dns01,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Http01 => "http-01",
+            Method::TlsAlpn01 => "tls-alpn-01",
+            Method::Dns01 => "dns-01",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Method> {
+        [Method::Http01, Method::TlsAlpn01, Method::Dns01]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+}
+
+/// Which challenges prove control of the names, in the order they are tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Challenge {
-    /// HTTP-01 when the pre-flight check passes for every name, else DNS-01 (when configured);
-    /// wildcards always DNS-01; an HTTP-01 validation that fails is retried with DNS-01.
+    /// The ladder: HTTP-01 when the pre-flight reaches port 80, else TLS-ALPN-01 when it
+    /// reaches port 443, else DNS-01 (when configured); wildcards always DNS-01; an HTTP-01
+    /// validation that fails is retried with DNS-01.
     #[default]
     Auto,
-    Http01,
-    Dns01,
+    /// These methods, in this order (`challenge = "http-01"` is a ladder of one).
+    Ladder([Option<Method>; 3]),
+}
+
+impl Challenge {
+    pub fn only(method: Method) -> Challenge {
+        Challenge::Ladder([Some(method), None, None])
+    }
+
+    /// The methods tried, in order, given whether a DNS-01 provider is configured.
+    pub fn steps(&self, dns01: bool) -> Vec<Method> {
+        match self {
+            Challenge::Auto => [Method::Http01, Method::TlsAlpn01, Method::Dns01]
+                .into_iter()
+                .filter(|m| dns01 || *m != Method::Dns01)
+                .collect(),
+            Challenge::Ladder(steps) => steps.iter().flatten().copied().collect(),
+        }
+    }
+
+    /// Whether `method` may be used at all.
+    pub fn allows(&self, method: Method) -> bool {
+        self.steps(true).contains(&method)
+    }
 }
 
 impl fmt::Display for Challenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Challenge::Auto => "auto",
-            Challenge::Http01 => "http-01",
-            Challenge::Dns01 => "dns-01",
-        })
+        match self {
+            Challenge::Auto => f.write_str("auto"),
+            Challenge::Ladder(_) => {
+                let steps: Vec<&str> = self.steps(true).iter().map(|m| m.as_str()).collect();
+                f.write_str(&steps.join(","))
+            }
+        }
     }
 }
 
@@ -164,7 +213,7 @@ pub(super) struct RawCertificate {
     key_type: KeyType,
     #[serde(default)]
     reuse_key: bool,
-    challenge: Option<Spanned<String>>,
+    challenge: Option<Spanned<RawChallenge>>,
     webroot: Option<Spanned<PathBuf>>,
     profile: Option<Spanned<String>>,
     #[serde(default)]
@@ -215,7 +264,50 @@ pub(super) fn default_verify_timeout() -> u64 {
 /// Signals a reload may send, by the names operators write.
 pub(super) const SIGNALS: [&str; 4] = ["HUP", "USR1", "USR2", "TERM"];
 
+/// `challenge = "auto"`, `"http-01"`, … or a list such as `["tls-alpn-01", "dns-01"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawChallenge {
+    One(String),
+    List(Vec<String>),
+}
+
 impl Validator<'_> {
+    fn challenge(&self, raw: Option<&Spanned<RawChallenge>>) -> Result<Challenge, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Challenge::Auto);
+        };
+        let wrong = |what: &str| {
+            self.located.error(
+                raw.span(),
+                format!(
+                    "certificate.challenge: {what}; write \"auto\", one of \"http-01\", \"tls-alpn-01\", \
+                     \"dns-01\", or a list of them in the order to try, such as [\"tls-alpn-01\", \"dns-01\"]"
+                ),
+            )
+        };
+        let written: Vec<&str> = match raw.get_ref() {
+            RawChallenge::One(one) if one == "auto" => return Ok(Challenge::Auto),
+            RawChallenge::One(one) => vec![one.as_str()],
+            RawChallenge::List(list) => list.iter().map(String::as_str).collect(),
+        };
+        let mut steps = [None; 3];
+        for (index, text) in written.iter().enumerate() {
+            let method = Method::parse(text)
+                .ok_or_else(|| wrong(&format!("\"{text}\" is not a challenge")))?;
+            if steps.contains(&Some(method)) {
+                return Err(wrong(&format!("\"{text}\" is listed twice")));
+            }
+            *steps
+                .get_mut(index)
+                .ok_or_else(|| wrong("there are only three challenges"))? = Some(method);
+        }
+        if steps[0].is_none() {
+            return Err(wrong("the list is empty"));
+        }
+        Ok(Challenge::Ladder(steps))
+    }
+
     pub(super) fn certificate(
         &mut self,
         raw: RawCertificate,
@@ -239,19 +331,8 @@ impl Validator<'_> {
                 "certificate.domains: list at least one name, e.g. domains = [\"media.example.com\"]",
             ));
         }
-        let challenge = match raw.challenge.as_ref().map(|c| c.get_ref().as_str()) {
-            None | Some("auto") => Challenge::Auto,
-            Some("http-01") => Challenge::Http01,
-            Some("dns-01") => Challenge::Dns01,
-            Some(other) => {
-                let span = raw.challenge.as_ref().map_or(0..0, |c| c.span());
-                return Err(self.located.error(
-                    span,
-                    format!("certificate.challenge: \"{other}\" is not a challenge; write \"auto\", \"http-01\" or \"dns-01\""),
-                ));
-            }
-        };
-        if challenge == Challenge::Dns01 && !self.has_dns01 {
+        let challenge = self.challenge(raw.challenge.as_ref())?;
+        if challenge.allows(Method::Dns01) && challenge != Challenge::Auto && !self.has_dns01 {
             let span = raw.challenge.as_ref().map_or(0..0, |c| c.span());
             return Err(self.located.error(
                 span,
@@ -264,7 +345,7 @@ impl Validator<'_> {
                 self.located
                     .error(written.span(), format!("certificate.domains: {e}"))
             })?;
-            if domain.is_wildcard() && (!self.has_dns01 || challenge == Challenge::Http01) {
+            if domain.is_wildcard() && (!self.has_dns01 || !challenge.allows(Method::Dns01)) {
                 return Err(self.located.error(
                     written.span(),
                     format!(

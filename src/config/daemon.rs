@@ -19,6 +19,10 @@ pub struct DaemonConfig {
     pub resolvers: Vec<SocketAddr>,
     /// The port the CA connects to for HTTP-01: 80 for every real CA.
     pub http01_port: u16,
+    /// Where the TLS-ALPN-01 responder listens while a validation runs.
+    pub tls_alpn_listen: SocketAddr,
+    /// The port the CA connects to for TLS-ALPN-01: 443 for every real CA.
+    pub tls_alpn_port: u16,
     /// Addresses that reach this host from outside (behind NAT), besides its own interfaces.
     pub public_ip: Vec<std::net::IpAddr>,
     /// The running daemon's control socket, through which `renew`, `check` and `status` reach it.
@@ -47,6 +51,8 @@ pub(super) struct RawDaemon {
     #[serde(default)]
     resolvers: Vec<Spanned<String>>,
     http01_port: Option<u16>,
+    tls_alpn_listen: Option<Spanned<String>>,
+    tls_alpn_port: Option<u16>,
     #[serde(default)]
     public_ip: Vec<Spanned<String>>,
     control_socket: Option<PathBuf>,
@@ -66,6 +72,10 @@ impl Validator<'_> {
         let listen = match raw.listen {
             None => SocketAddr::from(([0u16; 8], 80)),
             Some(l) => address(l, "listen", "\"[::]:80\" or \"0.0.0.0:80\"")?,
+        };
+        let tls_alpn_listen = match raw.tls_alpn_listen {
+            None => SocketAddr::from(([0u16; 8], 443)),
+            Some(l) => address(l, "tls_alpn_listen", "\"[::]:443\" or \"0.0.0.0:443\"")?,
         };
         let metrics_listen = match raw.metrics_listen {
             None => None,
@@ -105,6 +115,8 @@ impl Validator<'_> {
             metrics_listen,
             resolvers,
             http01_port: raw.http01_port.unwrap_or(80),
+            tls_alpn_listen,
+            tls_alpn_port: raw.tls_alpn_port.unwrap_or(443),
             public_ip,
         })
     }

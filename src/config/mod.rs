@@ -20,7 +20,9 @@ mod preflight;
 pub use acme::{
     AcmeConfig, CaConfig, DEFAULT_CONCURRENCY, ExternalAccount, FAILOVER_AFTER, RateLimits,
 };
-pub use certificate::{CertificateConfig, Challenge, Endpoint, FileKind, KeyType, Output, Reload};
+pub use certificate::{
+    CertificateConfig, Challenge, Endpoint, FileKind, KeyType, Method, Output, Reload,
+};
 pub use cluster::ClusterConfig;
 pub use daemon::{DaemonConfig, LogFormat};
 pub use dns01::{Dns01Config, Dns01Provider, TsigAlgorithm};

@@ -25,6 +25,7 @@ use crate::acme::Accounts;
 use crate::challenge::choice::Choice;
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, ListenError, Tokens};
+use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{CertificateConfig, Config, ConfigError};
 use crate::control::server::{ControlError, ControlSocket};
@@ -201,7 +202,7 @@ async fn engine(
     raise_open_file_limit();
     // Only certificates without a webroot need certkeeper's own port-80 listener; a one-off
     // run binds it only when it renews one of them.
-    let needs_listener = config.certificates.iter().any(|c| c.webroot.is_none());
+    let needs_listener = config.certificates.iter().any(needs_http01_listener);
     let listener = match service && needs_listener {
         true => Some(http01::bind(config.daemon.listen)?),
         false => None,
@@ -286,6 +287,7 @@ async fn engine(
         context: Context {
             store,
             tokens,
+            tls_alpn01: TlsAlpn01::new(config.daemon.tls_alpn_listen),
             accounts: Accounts::default(),
             dns01: dns01_of(&config),
             preflight: preflight_of(&config),
@@ -495,7 +497,7 @@ impl Daemon {
             if running >= self.config.acme.concurrency {
                 continue;
             }
-            if cert.webroot.is_none()
+            if needs_http01_listener(&cert)
                 && let Err(e) = self.ensure_listener()
             {
                 self.forced.remove(&cert.name);
@@ -561,7 +563,7 @@ impl Daemon {
                 self.dry_runs.insert(name);
                 continue;
             }
-            if cert.webroot.is_none()
+            if needs_http01_listener(&cert)
                 && let Err(e) = self.ensure_listener()
             {
                 self.answer(&name, true, None, Err(format!("FAILED: {e}")));
@@ -922,6 +924,9 @@ impl Daemon {
                 // Renewals in flight finish with what they started with.
                 self.context.accounts = Accounts::default();
                 self.context.dns01 = dns01_of(&self.config);
+                if self.context.tls_alpn01.listen() != self.config.daemon.tls_alpn_listen {
+                    self.context.tls_alpn01 = TlsAlpn01::new(self.config.daemon.tls_alpn_listen);
+                }
                 self.context.preflight = preflight_of(&self.config);
                 self.announced = None;
                 self.plans.clear();
@@ -957,6 +962,11 @@ fn preflight_of(config: &Config) -> Option<Arc<Preflight>> {
         .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
         .ok()
         .map(Arc::new)
+}
+
+/// Whether `cert` may need certkeeper's own port-80 listener: HTTP-01 without a webroot.
+fn needs_http01_listener(cert: &CertificateConfig) -> bool {
+    cert.webroot.is_none() && cert.challenge.allows(crate::config::Method::Http01)
 }
 
 /// Lets the listener hold as many connections as its cap (plus files and sockets of our own):

@@ -15,6 +15,7 @@ use crate::acme::{Accounts, RevokeReason, Solvers};
 use crate::challenge::choice::Choice;
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::Tokens;
+use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::Cluster;
 use crate::config::{AcmeConfig, CertificateConfig};
 use crate::deploy::deploy;
@@ -28,6 +29,7 @@ use crate::store::Store;
 pub struct Context {
     pub store: Store,
     pub tokens: Tokens,
+    pub tls_alpn01: TlsAlpn01,
     pub accounts: Accounts,
     pub dns01: Option<Arc<Dns01>>,
     pub preflight: Option<Arc<Preflight>>,
@@ -203,6 +205,7 @@ async fn obtain(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) ->
     };
     let solvers = Solvers {
         tokens: &context.tokens,
+        tls_alpn01: &context.tls_alpn01,
         dns01: context.dns01.as_deref(),
         webroot: None,
     };

@@ -25,12 +25,19 @@ pub use programs::{program, require};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
 
-/// A free loopback port (bound and released: good enough on a quiet test machine).
+/// A free loopback port, bound and released. Taken below the kernel's ephemeral range
+/// (32768 and up), where outgoing connections get their ports: a port the kernel hands out
+/// with `:0` may become the local end of some test's connection before a server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    for _ in 0..200 {
+        let port = fastrand::u16(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000 after 200 tries")
 }
 
 /// Kills its process on drop.
@@ -51,6 +58,8 @@ pub struct Pebble {
     pub tls_root: PathBuf,
     /// Where pebble's validator connects for HTTP-01: certkeeper must listen here.
     pub http_port: u16,
+    /// Where pebble's validator connects for TLS-ALPN-01: certkeeper's responder listens here.
+    pub tls_port: u16,
     pub log: PathBuf,
     listen: u16,
     dns: u16,
@@ -60,6 +69,8 @@ pub struct Pebble {
     dns_server: Option<String>,
     /// challtestsrv first, pebble last.
     children: Vec<Killed>,
+    /// The network namespace pebble and challtestsrv run in (`None`: this machine's).
+    netns: Option<String>,
 }
 
 impl Pebble {
@@ -80,15 +91,40 @@ impl Pebble {
     /// Like [`Pebble::start`], requiring External Account Binding with this (key id, base64url
     /// HMAC key) when `eab` is given.
     pub fn start_with(validity: Option<Duration>, eab: Option<(&str, &str)>) -> Pebble {
-        Self::launch(validity, eab, &[])
+        Self::launch(validity, eab, &[], None)
     }
 
     /// A pebble that rejects every order for these domains (and their subdomains).
     pub fn start_refusing(domains: &[&str]) -> Pebble {
-        Self::launch(None, None, domains)
+        Self::launch(None, None, domains, None)
     }
 
-    fn launch(validity: Option<Duration>, eab: Option<(&str, &str)>, blocklist: &[&str]) -> Pebble {
+    /// Pebble and challtestsrv inside the network namespace `netns` (which must have its
+    /// loopback up): a test may filter packets there without touching this machine's.
+    pub fn start_in(netns: &str) -> Pebble {
+        Self::launch(None, None, &[], Some(netns))
+    }
+
+    /// `program`, run inside this pebble's network namespace if it has one.
+    fn command(netns: Option<&str>, name: &str) -> Command {
+        match netns {
+            Some(ns) => {
+                let mut command = program("ip");
+                command.args(["netns", "exec", ns]).arg(require(name));
+                command
+            }
+            None => program(name),
+        }
+    }
+
+    fn launch(
+        validity: Option<Duration>,
+        eab: Option<(&str, &str)>,
+        blocklist: &[&str],
+        netns: Option<&str>,
+    ) -> Pebble {
+        require("pebble");
+        require("pebble-challtestsrv");
         let dir = tempfile::tempdir().expect("tempdir");
         let tls_root = dir.path().join("tls-root.pem");
         let (cert, key) = (
@@ -98,7 +134,7 @@ impl Pebble {
         write_tls_identity(&tls_root, &cert, &key);
 
         let (dns, dns_mgmt) = (free_port(), free_port());
-        let challtestsrv = program("pebble-challtestsrv")
+        let challtestsrv = Self::command(netns, "pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
             .args([
@@ -118,13 +154,14 @@ impl Pebble {
         let challtestsrv = Killed(challtestsrv);
 
         let (listen, management, http_port) = (free_port(), free_port(), free_port());
+        let tls_port = free_port();
         let config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": cert,
             "privateKey": key,
             "httpPort": http_port,
-            "tlsPort": free_port(),
+            "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": eab.is_some(),
             "externalAccountMACKeys": eab.map(|(kid, key)| serde_json::json!({ kid: key })).unwrap_or_default(),
@@ -139,6 +176,7 @@ impl Pebble {
             management,
             tls_root,
             http_port,
+            tls_port,
             log,
             dir,
             listen,
@@ -146,6 +184,7 @@ impl Pebble {
             dns_management: dns_mgmt,
             dns_server: None,
             children: vec![challtestsrv],
+            netns: netns.map(String::from),
         };
         // A port found free may be taken by another test's server before pebble binds it; then
         // pebble exits and the port answers for someone else: move to other ports.
@@ -163,7 +202,10 @@ impl Pebble {
             "pebble would not start on free ports; see {}",
             pebble.log.display()
         );
-        wait_for_port(dns_mgmt);
+        // Inside a namespace, challtestsrv is up long before pebble has made its CA.
+        if pebble.netns.is_none() {
+            wait_for_port(dns_mgmt);
+        }
         pebble
     }
 
@@ -176,7 +218,8 @@ impl Pebble {
         config["pebble"]["managementListenAddress"] =
             format!("127.0.0.1:{}", self.management).into();
         config["pebble"]["httpPort"] = self.http_port.into();
-        config["pebble"]["tlsPort"] = free_port().into();
+        self.tls_port = free_port();
+        config["pebble"]["tlsPort"] = self.tls_port.into();
         fs::write(&path, config.to_string()).expect("write pebble config");
         self.directory_url = format!("https://127.0.0.1:{}/dir", self.listen);
     }
@@ -188,7 +231,7 @@ impl Pebble {
             .append(true)
             .open(&self.log)
             .expect("pebble log");
-        let child = program("pebble")
+        let child = Self::command(self.netns.as_deref(), "pebble")
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))
             .args([
@@ -217,7 +260,14 @@ impl Pebble {
             if exited(&mut self.children) {
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.listen)).is_ok() {
+            let listening = match self.netns {
+                // Its loopback is not this one: pebble's log says when it listens.
+                Some(_) => fs::read_to_string(&self.log)
+                    .unwrap_or_default()
+                    .contains("ACME directory available at"),
+                None => TcpStream::connect(("127.0.0.1", self.listen)).is_ok(),
+            };
+            if listening {
                 // A pebble that cannot bind exits at once, while the port answers for another.
                 std::thread::sleep(Duration::from_millis(300));
                 return !exited(&mut self.children);
@@ -423,15 +473,31 @@ impl Certkeeper {
         let text = format!(
             "[acme]\ndirectory = \"{url}\"\nstaging_directory = \"{url}\"\nextra_root = \"{root}\"\n\
              contact = [\"ops@example.com\"]\n\n[daemon]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:{port}\"\n\
-             http01_port = {port}\nresolvers = [\"{dns}\"]\n\n\
+             http01_port = {port}\nresolvers = [\"{dns}\"]\n\
+             tls_alpn_listen = \"127.0.0.1:{tls}\"\ntls_alpn_port = {tls}\n\n\
              [[certificate]]\nname = \"media\"\ndomains = [{domains}]\n{extra}\n\n[certificate.output]\ndir = \"out\"\n",
             url = pebble.directory_url,
             root = pebble.tls_root.display(),
             port = pebble.http_port,
             dns = pebble.dns_address(),
+            tls = pebble.tls_port,
             domains = domains.join(", "),
         );
         fs::write(&self.config, text).expect("write certkeeper config");
+    }
+
+    /// Points the pre-flight's TLS-ALPN-01 probe at `port` (where nothing listens, say: the
+    /// ladder then passes over TLS-ALPN-01).
+    pub fn set_tls_alpn_port(&self, port: u16) {
+        let text = fs::read_to_string(&self.config).expect("read certkeeper config");
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| match line.split(" = ").next() {
+                Some("tls_alpn_port") => format!("tls_alpn_port = {port}"),
+                _ => line.to_string(),
+            })
+            .collect();
+        fs::write(&self.config, lines.join("\n") + "\n").expect("write certkeeper config");
     }
 
     /// Sets where certkeeper listens, the port the CA connects to, and the pre-flight's DNS
@@ -463,6 +529,18 @@ impl Certkeeper {
             .env("RUST_LOG", "info")
             .output()
             .expect("run certkeeper")
+    }
+
+    /// Runs a one-off command inside the network namespace `netns`.
+    pub fn run_in(&self, netns: &str, args: &[&str]) -> Output {
+        program("ip")
+            .args(["netns", "exec", netns, BIN])
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("run certkeeper in a network namespace")
     }
 
     /// Runs a one-off command that must succeed; returns its stdout.

@@ -1,0 +1,118 @@
+//! TLS-ALPN-01 (RFC 8737) against pebble: with port 80 dropped by a packet filter (in a network
+//! namespace the test creates, pebble inside it), `challenge = "auto"` climbs to TLS-ALPN-01
+//! before ordering and says why in `status`; an explicit ladder is followed; the responder
+//! holds its port only while a validation runs.
+
+mod common;
+
+use std::net::TcpListener;
+
+use common::{Certkeeper, Pebble, require, require_root};
+
+/// A network namespace with its loopback up, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("ck-{tag}-{}", std::process::id());
+        let run = |args: &[&str]| {
+            let status = common::program("ip").args(args).status().expect("ip");
+            assert!(status.success(), "ip {args:?} failed");
+        };
+        run(&["netns", "add", &name]);
+        run(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = common::program("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn auto_climbs_to_tls_alpn01_when_port_80_is_dropped() {
+    if !require_root(
+        "auto_climbs_to_tls_alpn01_when_port_80_is_dropped",
+        "a network namespace and a packet filter",
+    ) {
+        return;
+    }
+    let netns = Netns::new("alpn");
+    let pebble = Pebble::start_in(&netns.0);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let dropped = common::program("ip")
+        .args(["netns", "exec", &netns.0])
+        .arg(require("iptables"))
+        .args(["-A", "INPUT", "-p", "tcp", "--dport"])
+        .arg(pebble.http_port.to_string())
+        .args(["-j", "DROP"])
+        .status()
+        .expect("iptables");
+    assert!(dropped.success(), "iptables refused the DROP rule");
+
+    let output = ck.run_in(&netns.0, &["renew"]);
+    let said = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let why = format!(
+        "media: tls-alpn-01 (the pre-flight check rules out http-01: port {} on 127.0.0.1 timed out",
+        pebble.http_port
+    );
+    assert!(said.contains(&why), "{said}");
+    assert!(said.contains("tls-alpn-01 reaches certkeeper"), "{said}");
+    assert_eq!(pebble.orders(), 1, "no order wasted on http-01");
+    let status = String::from_utf8_lossy(&ck.run_in(&netns.0, &["status"]).stdout).to_string();
+    assert!(
+        status.contains("ok via tls-alpn-01 (the pre-flight check rules out http-01"),
+        "{status}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&ck.run_in(&netns.0, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(rows[0]["challenge"], "tls-alpn-01", "{rows}");
+
+    // The responder let go of its port once the validation was over.
+    let released = common::program("ip")
+        .args(["netns", "exec", &netns.0])
+        .arg(require("ss"))
+        .arg("-Hltn")
+        .arg(format!("sport = :{}", pebble.tls_port))
+        .output()
+        .expect("ss");
+    assert!(
+        String::from_utf8_lossy(&released.stdout).trim().is_empty(),
+        "port {} still held: {}",
+        pebble.tls_port,
+        String::from_utf8_lossy(&released.stdout)
+    );
+}
+
+#[test]
+fn an_explicit_ladder_is_followed_and_the_port_is_released() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(
+        &pebble,
+        &["media.example.com"],
+        "challenge = [\"tls-alpn-01\"]",
+    );
+    let said = ck.ok(&["renew"]);
+    assert!(
+        said.contains("media: tls-alpn-01 (challenge = \"tls-alpn-01\" in the config)"),
+        "{said}"
+    );
+    // Bound for the validation only: free again now.
+    assert!(TcpListener::bind(("127.0.0.1", pebble.tls_port)).is_ok());
+    // Port 443 held by another server: the validation cannot run, and says what to do.
+    let _holder = TcpListener::bind(("127.0.0.1", pebble.tls_port)).unwrap();
+    let output = ck.run(&["renew", "--force"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("another process holds the port"), "{said}");
+    assert!(said.contains("route acme-tls/1 to certkeeper"), "{said}");
+}
