@@ -167,7 +167,8 @@ fn webhook_receiver() -> (u16, mpsc::Receiver<String>) {
 #[test]
 fn a_webhook_receives_the_failure_with_name_and_reason() {
     let pebble = Pebble::start(None);
-    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    // HTTP-01 only: under `auto`, TLS-ALPN-01 would step in.
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
     let (port, received) = webhook_receiver();
     // certkeeper listens where pebble does not look: the validation fails for real.
     let text = fs::read_to_string(&ck.config).unwrap().replace(

@@ -116,3 +116,39 @@ fn an_explicit_ladder_is_followed_and_the_port_is_released() {
     assert!(said.contains("another process holds the port"), "{said}");
     assert!(said.contains("route acme-tls/1 to certkeeper"), "{said}");
 }
+
+#[test]
+fn a_tls_proxy_routes_acme_tls_to_certkeeper_while_the_media_server_keeps_443() {
+    let pebble = Pebble::start(None);
+    let acme_port = common::free_port();
+    let (cert, key) = (
+        pebble.dir.path().join("tls-cert.pem"),
+        pebble.dir.path().join("tls-key.pem"),
+    );
+    let nginx = common::Nginx::start_alpn_router(acme_port, &cert, &key);
+    let ck = Certkeeper::new(
+        &pebble,
+        &["media.example.com"],
+        "challenge = \"tls-alpn-01\"",
+    );
+    // certkeeper answers behind the proxy; the CA connects to the proxy's port.
+    let text = std::fs::read_to_string(&ck.config)
+        .unwrap()
+        .lines()
+        .map(|line| match line.split(" = ").next() {
+            Some("tls_alpn_listen") => format!("tls_alpn_listen = \"127.0.0.1:{acme_port}\""),
+            Some("tls_alpn_port") => format!("tls_alpn_port = {}", nginx.port),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&ck.config, text).unwrap();
+    // Pebble validates TLS-ALPN-01 on its tlsPort: point it at the proxy.
+    let mut pebble = pebble;
+    pebble.set_tls_port(nginx.port);
+    let said = ck.ok(&["renew"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    // Any other TLS client reaches the media server through the same port.
+    let body = common::https_get(nginx.port, "/", &pebble.tls_root);
+    assert_eq!(body.trim(), "media");
+}

@@ -281,6 +281,18 @@ impl Pebble {
         }
     }
 
+    /// Makes pebble's validator connect to `port` for TLS-ALPN-01 (restarts pebble, which
+    /// then forgets every account and order).
+    pub fn set_tls_port(&mut self, port: u16) {
+        let path = self.dir.path().join("pebble.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("pebble config")).expect("json");
+        config["pebble"]["tlsPort"] = port.into();
+        fs::write(&path, config.to_string()).expect("write pebble config");
+        self.tls_port = port;
+        self.restart();
+    }
+
     /// Restarts pebble on the same ports: it forgets every account and order.
     pub fn restart(&mut self) {
         if let Some(old) = self.children.pop() {
@@ -419,7 +431,7 @@ pub fn wait_for_port(port: u16) {
 }
 
 /// A minimal HTTPS GET over rustls, trusting only `root`.
-fn https_get(port: u16, path: &str, root: &Path) -> String {
+pub fn https_get(port: u16, path: &str, root: &Path) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     let pem = fs::read(root).expect("read root");
@@ -654,16 +666,40 @@ impl Nginx {
         )
     }
 
+    /// A TLS port that routes by ALPN (`ssl_preread`): `acme-tls/1` handshakes to certkeeper's
+    /// responder on `acme_port`, every other one to an HTTPS server (the "media server",
+    /// answering "media") with `fullchain`/`key`. The case of a server that holds 443 for good.
+    pub fn start_alpn_router(acme_port: u16, fullchain: &Path, key: &Path) -> Nginx {
+        let (port, media) = (free_port(), free_port());
+        let stream = format!(
+            "stream {{\n map $ssl_preread_alpn_protocols $backend {{\n  ~\\bacme-tls/1\\b 127.0.0.1:{acme_port};\n  \
+             default 127.0.0.1:{media};\n }}\n server {{\n  listen 127.0.0.1:{port};\n  ssl_preread on;\n  \
+             proxy_pass $backend;\n }}\n}}\n"
+        );
+        let server = format!(
+            "listen 127.0.0.1:{media} ssl;\n  ssl_certificate {};\n  ssl_certificate_key {};\n  \
+             return 200 \"media\\n\";",
+            fullchain.display(),
+            key.display()
+        );
+        let module = "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n";
+        Self::start_conf(port, module, &server, &stream)
+    }
+
     fn start_with(port: u16, server: &str) -> Nginx {
+        Self::start_conf(port, "", server, "")
+    }
+
+    fn start_conf(port: u16, head: &str, server: &str, tail: &str) -> Nginx {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("nginx.pid");
         let d = dir.path().display();
         let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+            "{head}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-             server {{\n  {server}\n }}\n}}\n"
+             server {{\n  {server}\n }}\n}}\n{tail}"
         );
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, conf).expect("nginx.conf");

@@ -1,0 +1,42 @@
+//! Whole-process time of one issuance against a local pebble, by challenge: `renew --force`
+//! with `challenge = "http-01"` and with `challenge = "tls-alpn-01"` (the responder binds its
+//! port for each validation), interleaved, median of N each.
+//!
+//! `cargo bench --bench challenges` (N from BENCH_N, default 20).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .clamp(1, 500);
+    let pebble = common::Pebble::start(None);
+    let ck = common::Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
+    ck.ok(&["renew"]); // the account and the first certificate
+    let http01 = fs::read_to_string(&ck.config).expect("config");
+    let tls_alpn01 = http01.replace("challenge = \"http-01\"", "challenge = \"tls-alpn-01\"");
+    let (mut by_http, mut by_tls) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        for (config, samples) in [(&http01, &mut by_http), (&tls_alpn01, &mut by_tls)] {
+            fs::write(&ck.config, config).expect("config");
+            let started = Instant::now();
+            ck.ok(&["renew", "--force"]);
+            samples.push(started.elapsed());
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("one issuance (1 name), whole `certkeeper renew --force` process, median of {n}:");
+    println!("  http-01     {:.1} ms", ms(median(by_http)));
+    println!("  tls-alpn-01 {:.1} ms", ms(median(by_tls)));
+}
