@@ -1,11 +1,12 @@
-//! Domain names as certkeeper uses them everywhere: lowercase ASCII (IDNA/punycode), checked once.
+//! The names a certificate is for, as certkeeper uses them everywhere: DNS names in lowercase
+//! ASCII (IDNA/punycode), or IP addresses (RFC 8738) in their canonical form, checked once.
 //!
 //! Certificates carry names in their ASCII form; comparing a configured `Media.Example.COM` or
 //! `médias.example` against a certificate without normalizing is a classic silent failure.
 
 use std::fmt;
 
-/// A validated, normalized DNS name (possibly a `*.` wildcard).
+/// A validated, normalized DNS name (possibly a `*.` wildcard), or an IP address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct DomainName(String);
@@ -16,8 +17,6 @@ pub enum NameError {
     Empty,
     #[error("\"{0}\" is not a valid host name ({1}); write a name such as media.example.com")]
     Invalid(String, &'static str),
-    #[error("\"{0}\" is an IP address; certkeeper orders certificates for DNS names only")]
-    IpAddress(String),
 }
 
 impl DomainName {
@@ -27,8 +26,13 @@ impl DomainName {
         if trimmed.is_empty() {
             return Err(NameError::Empty);
         }
-        if trimmed.parse::<std::net::IpAddr>().is_ok() {
-            return Err(NameError::IpAddress(trimmed.to_string()));
+        // An address, written as such (brackets allowed for IPv6), in its canonical form.
+        if let Ok(ip) = trimmed
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            return Ok(Self(ip.to_string()));
         }
         let (wildcard, base) = match trimmed.strip_prefix("*.") {
             Some(base) => (true, base),
@@ -63,6 +67,11 @@ impl DomainName {
 
     pub fn is_wildcard(&self) -> bool {
         self.0.starts_with("*.")
+    }
+
+    /// The address, when this is an IP identifier rather than a DNS name.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.0.parse().ok()
     }
 
     pub fn as_str(&self) -> &str {
@@ -125,10 +134,15 @@ mod tests {
             DomainName::parse("-a.example.com"),
             Err(NameError::Invalid(..))
         ));
-        assert!(matches!(
-            DomainName::parse("192.0.2.1"),
-            Err(NameError::IpAddress(_))
-        ));
+        assert_eq!(
+            DomainName::parse("192.0.2.1").unwrap().ip(),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            DomainName::parse("[2001:DB8:0::1]").unwrap().as_str(),
+            "2001:db8::1"
+        );
+        assert_eq!(DomainName::parse("media.example.com").unwrap().ip(), None);
         assert_eq!(DomainName::parse("  "), Err(NameError::Empty));
     }
 

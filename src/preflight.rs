@@ -184,7 +184,7 @@ impl Preflight {
             }
             let mut any_address = false;
             for v6 in [false, true] {
-                let Answer::Found(addresses) = self.dns.addresses(name, v6).await else {
+                let Answer::Found(addresses) = self.addresses(name, v6).await else {
                     continue;
                 };
                 for address in addresses {
@@ -221,7 +221,7 @@ impl Preflight {
     pub async fn outside_probe(&self, name: &str, token: &str, expected: &str) -> Vec<Finding> {
         let mut findings = Vec::new();
         for v6 in [false, true] {
-            let addresses = match self.dns.addresses(name, v6).await {
+            let addresses = match self.addresses(name, v6).await {
                 Answer::Found(addresses) => addresses,
                 Answer::NoRecords => continue,
                 other => {
@@ -280,6 +280,16 @@ impl Preflight {
             }
         }
         findings
+    }
+
+    /// The addresses of `name` of one family: looked up in DNS, or the address itself for
+    /// an IP identifier.
+    async fn addresses(&self, name: &str, v6: bool) -> Answer<IpAddr> {
+        match name.parse::<IpAddr>() {
+            Ok(ip) if ip.is_ipv6() == v6 => Answer::Found(vec![ip]),
+            Ok(_) => Answer::NoRecords,
+            Err(_) => self.dns.addresses(name, v6).await,
+        }
     }
 
     /// Whether orders wait for the pre-flight (`daemon.preflight_before_order`).
@@ -378,7 +388,7 @@ impl Preflight {
                 severity,
                 message,
             };
-            let addresses = match self.dns.addresses(name, v6).await {
+            let addresses = match self.addresses(name, v6).await {
                 Answer::Found(addresses) => addresses,
                 Answer::NoRecords => continue,
                 Answer::NxDomain => {
@@ -651,7 +661,7 @@ impl Preflight {
 
     async fn first_address(&self, host: &str) -> Result<IpAddr, String> {
         for v6 in [false, true] {
-            if let Answer::Found(addresses) = self.dns.addresses(host, v6).await
+            if let Answer::Found(addresses) = self.addresses(host, v6).await
                 && let Some(address) = addresses.first()
             {
                 return Ok(*address);

@@ -61,7 +61,8 @@ pub async fn handshake(address: SocketAddr, name: &str) -> Handshake {
         Err(e) => return Handshake::Failed(e.to_string()),
     };
     config.alpn_protocols = vec![ACME_TLS.to_vec()];
-    let Ok(server_name) = ServerName::try_from(name.to_string()) else {
+    let sni = crate::challenge::tls_alpn01::server_name(name);
+    let Ok(server_name) = ServerName::try_from(sni) else {
         return Handshake::Failed(format!("{name} is not a name TLS can ask for"));
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));

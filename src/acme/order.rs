@@ -163,7 +163,10 @@ impl AcmeClient {
     ) -> Result<String, AcmeError> {
         let identifiers: Vec<Identifier> = domains
             .iter()
-            .map(|d| Identifier::Dns(d.as_str().to_string()))
+            .map(|d| match d.ip() {
+                Some(ip) => Identifier::Ip(ip),
+                None => Identifier::Dns(d.as_str().to_string()),
+            })
             .collect();
         let mut new_order = NewOrder::new(&identifiers);
         if let Some(replaces) = replaces {

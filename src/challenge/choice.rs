@@ -78,11 +78,18 @@ pub fn choose(
         Some(first) => climb(&steps, *first, blockers),
     };
     let wildcards = domains.iter().any(|d| d.is_wildcard()) && dns01_configured;
+    // An IP address cannot be proven over DNS (RFC 8738): the first other step.
+    let for_addresses = steps
+        .iter()
+        .copied()
+        .find(|m| *m != Method::Dns01)
+        .unwrap_or(Method::Http01);
     let methods: Vec<(DomainName, Method)> = domains
         .iter()
-        .map(|d| match d.is_wildcard() && dns01_configured {
-            true => (d.clone(), Method::Dns01),
-            false => (d.clone(), method),
+        .map(|d| match (d.is_wildcard() && dns01_configured, d.ip()) {
+            (true, _) => (d.clone(), Method::Dns01),
+            (false, Some(_)) if method == Method::Dns01 => (d.clone(), for_addresses),
+            _ => (d.clone(), method),
         })
         .collect();
     let reason = match wildcards && method != Method::Dns01 {

@@ -105,6 +105,8 @@ impl Publisher {
     /// Answers `acme-tls/1` handshakes for `name` with the digest of its key authorization.
     pub fn publish(&mut self, name: &str, digest: &[u8]) -> Result<(), TlsAlpnError> {
         let certificate = validation_certificate(name, digest)?;
+        // An IP identifier is asked for by its reverse-DNS name (RFC 8738 §6).
+        let name = &server_name(name);
         let mut state = self
             .responder
             .state
@@ -246,5 +248,42 @@ async fn serve(listener: tokio::net::TcpListener, responder: TlsAlpn01) {
             let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
             drop(place);
         });
+    }
+}
+
+/// The SNI the CA sends for `identifier`: the name itself, or for an IP address its reverse
+/// mapping name (`4.3.2.1.in-addr.arpa`, nibbles under `ip6.arpa`), as RFC 8738 says.
+pub fn server_name(identifier: &str) -> String {
+    match identifier.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let nibbles: Vec<String> = v6
+                .octets()
+                .iter()
+                .rev()
+                .flat_map(|byte| [byte & 0x0f, byte >> 4])
+                .map(|nibble| format!("{nibble:x}"))
+                .collect();
+            format!("{}.ip6.arpa", nibbles.join("."))
+        }
+        Err(_) => identifier.to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_identifiers_are_asked_for_by_their_reverse_name() {
+        assert_eq!(server_name("192.0.2.5"), "5.2.0.192.in-addr.arpa");
+        assert_eq!(
+            server_name("2001:db8::1"),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        );
+        assert_eq!(server_name("Media.example.com"), "media.example.com");
     }
 }

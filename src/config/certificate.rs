@@ -355,7 +355,18 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            if domain.as_str() != written.get_ref().trim().trim_end_matches('.') {
+            if domain.ip().is_some() && !challenge.steps(true).iter().any(|m| *m != Method::Dns01) {
+                return Err(self.located.error(
+                    written.span(),
+                    format!(
+                        "certificate.domains: {domain} is an IP address, which only http-01 or tls-alpn-01 \
+                         can prove (never dns-01, RFC 8738); allow one of them in certificate.challenge"
+                    ),
+                ));
+            }
+            if domain.ip().is_none()
+                && domain.as_str() != written.get_ref().trim().trim_end_matches('.')
+            {
                 self.warnings.push(format!(
                     "{}: certificate \"{name}\": \"{}\" is written as \"{domain}\" in certificates; \
                      use that spelling in the config too",

@@ -203,6 +203,19 @@ impl Validator<'_> {
             }
             certificates.push(cert);
         }
+        for cert in &certificates {
+            let lets_encrypt = acme.directory.contains("api.letsencrypt.org");
+            if lets_encrypt
+                && cert.domains.iter().any(|d| d.ip().is_some())
+                && cert.profile.as_deref() != Some("shortlived")
+            {
+                self.warnings.push(format!(
+                    "certificate \"{}\": Let's Encrypt issues IP-address certificates only with the \
+                     short-lived profile; set profile = \"shortlived\" (about 6 days; certkeeper renews them in time)",
+                    cert.name
+                ));
+            }
+        }
         let notify = raw
             .notify
             .into_iter()
