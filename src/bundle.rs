@@ -147,7 +147,7 @@ impl Bundle {
         .unwrap_or(false)
     }
 
-    fn check_key(&self) -> Result<(), BundleError> {
+    pub fn check_key(&self) -> Result<(), BundleError> {
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
             .map_err(|e| BundleError::BadKey(e.to_string()))?;
         let provider = rustls::crypto::ring::default_provider();

@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod dns;
 pub mod hook;
 pub mod http_server;
+pub mod inspect;
 pub mod keys;
 pub mod logging;
 pub mod metrics;

@@ -7,12 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls13_signature_with_raw_key};
-use rustls_pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::challenge::tls_alpn01::ACME_TLS;
+use crate::verify::AcceptAny;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -53,7 +51,7 @@ pub async fn handshake(address: SocketAddr, name: &str) -> Handshake {
         .map(|builder| {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
                 .with_no_client_auth()
         });
     let mut config = match config {
@@ -96,55 +94,5 @@ fn acme_identifier(leaf: &CertificateDer<'_>) -> Option<Vec<u8>> {
     match extension.value {
         [0x04, 0x20, digest @ ..] if digest.len() == 32 => Some(digest.to_vec()),
         _ => None,
-    }
-}
-
-/// Accepts any certificate but checks the handshake's signatures: the probe identifies the
-/// responder by the digest it carries, not by a chain.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(
-            "the probe speaks TLS 1.3 only".into(),
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert)
-            .map_err(|e| rustls::Error::General(format!("unreadable certificate: {e}")))?;
-        let spki = SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
-        verify_tls13_signature_with_raw_key(
-            message,
-            &spki,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

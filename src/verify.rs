@@ -64,7 +64,7 @@ fn fail(endpoint: &Endpoint, problem: String) -> VerifyError {
 /// One handshake with `endpoint`, compared with `expected`.
 pub fn check(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Result<(), VerifyError> {
     let presented =
-        presented_chain(endpoint).map_err(|e| fail(endpoint, format!("cannot be checked: {e}")))?;
+        presented(endpoint).map_err(|e| fail(endpoint, format!("cannot be checked: {e}")))?;
     let describe = |der: &CertificateDer<'_>| {
         crate::bundle::read_leaf_der(der)
             .map(|leaf| {
@@ -98,7 +98,12 @@ pub fn check(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Resul
     }
 }
 
-fn presented_chain(endpoint: &Endpoint) -> io::Result<Vec<CertificateDer<'static>>> {
+fn presented(endpoint: &Endpoint) -> io::Result<Vec<CertificateDer<'static>>> {
+    presented_chain(&endpoint.address, endpoint.sni.as_str())
+}
+
+/// The chain `address` presents for `sni`, leaf first, whatever it is.
+pub fn presented_chain(address: &str, sni: &str) -> io::Result<Vec<CertificateDer<'static>>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -106,12 +111,12 @@ fn presented_chain(endpoint: &Endpoint) -> io::Result<Vec<CertificateDer<'static
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
         .with_no_client_auth();
-    let name = ServerName::try_from(endpoint.sni.to_string()).map_err(io::Error::other)?;
+    let name = ServerName::try_from(sni.to_string()).map_err(io::Error::other)?;
     let mut conn =
         rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
 
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing");
-    for addr in endpoint.address.to_socket_addrs()? {
+    for addr in address.to_socket_addrs()? {
         let mut socket = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
             Ok(socket) => socket,
             Err(e) => {
@@ -130,10 +135,12 @@ fn presented_chain(endpoint: &Endpoint) -> io::Result<Vec<CertificateDer<'static
     Err(last)
 }
 
-/// Accepts any presented chain (we compare it afterwards), but still checks the handshake's
-/// signatures, so the server proves it holds the key of what it presents.
+/// Accepts any presented chain (the caller looks at it afterwards), but still checks the
+/// handshake's signatures, so the server proves it holds the key of what it presents. In TLS
+/// 1.3 only the key is used, so a certificate webpki would refuse to parse (the critical
+/// acmeIdentifier extension of TLS-ALPN-01) is checked too.
 #[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
+pub(crate) struct AcceptAny(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
@@ -167,9 +174,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert)
+            .map_err(|e| rustls::Error::General(format!("unreadable certificate: {e}")))?;
+        let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
+        rustls::crypto::verify_tls13_signature_with_raw_key(
             message,
-            cert,
+            &spki,
             dss,
             &self.0.signature_verification_algorithms,
         )

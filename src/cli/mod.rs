@@ -6,6 +6,7 @@
 //! answers, and run standalone otherwise; either way this side only asks and prints.
 
 mod check;
+mod inspect;
 mod renew;
 mod status;
 
@@ -109,6 +110,30 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Examine any TLS endpoint (managed by certkeeper or not) and name what is wrong, with the
+    /// fix: expiry, names (and their case), chain completeness and order, trust, key and
+    /// certificate files. Exits 0 (ok), 1 (warning), 2 (failure) or 3 (unreachable). Needs no
+    /// certkeeper config.
+    Inspect {
+        /// HOST or HOST:PORT (443 when not given).
+        target: String,
+        /// The name clients ask for, as they write it (default: HOST).
+        #[arg(long)]
+        name: Option<String>,
+        /// Extra trusted roots (PEM), for a private or test CA.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The certificate file the server is configured with (checked against --key and what
+        /// it serves).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The key file the server is configured with.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -156,6 +181,18 @@ pub fn main() -> ExitCode {
     }
     // One crypto provider for the whole process (rustls needs it set before any TLS use).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Command::Inspect {
+        target,
+        name,
+        root,
+        cert,
+        key,
+        json,
+    } = &cli.command
+    {
+        let files = cert.clone().zip(key.clone());
+        return inspect::run(target, name.as_deref(), root.clone(), files, *json);
+    }
     if let Command::ProbeServer {
         listen,
         token_file,
@@ -235,7 +272,10 @@ pub fn main() -> ExitCode {
             }
             Command::Status { json } => status::run(&config, json).await,
             Command::Check { json, names } => check::run(&config, json, names).await,
-            Command::Completions { .. } | Command::Manpage | Command::ProbeServer { .. } => Ok(()),
+            Command::Completions { .. }
+            | Command::Manpage
+            | Command::ProbeServer { .. }
+            | Command::Inspect { .. } => Ok(()),
         }
     });
     match result {

@@ -1,0 +1,368 @@
+//! `certkeeper inspect`: a doctor for any TLS endpoint, managed by certkeeper or not. One
+//! handshake, then each finding in one sentence with its fix: expired or not yet valid, the name
+//! not covered (or covered, but written in another case than the certificate's), an incomplete
+//! or disordered chain, a chain to an untrusted or self-signed root, certificate and key files
+//! that do not match, and how long it is still valid.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::client::danger::ServerCertVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::Serialize;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::names::DomainName;
+use crate::preflight::Severity;
+use crate::timefmt;
+
+/// What `inspect` found at one endpoint.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub endpoint: String,
+    pub name: String,
+    /// The certificates the server sent, leaf first.
+    pub chain: Vec<String>,
+    pub not_after: Option<String>,
+    pub days_left: Option<i64>,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl Report {
+    /// 0: all good, 1: a warning, 2: a failure (as monitoring checks count).
+    pub fn exit_code(&self) -> u8 {
+        match self.findings.iter().map(|f| f.severity).max() {
+            Some(Severity::Fail) => 2,
+            Some(Severity::Warn) => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Where to look and what else to check.
+pub struct Target<'a> {
+    /// `HOST:PORT`.
+    pub address: &'a str,
+    /// The name clients ask for, exactly as they write it.
+    pub name: &'a str,
+    /// Extra trusted roots (PEM), besides the public ones.
+    pub roots: Option<&'a Path>,
+    /// The certificate and key files the server is configured with.
+    pub files: Option<(&'a Path, &'a Path)>,
+}
+
+pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
+    let sni = target.name.to_ascii_lowercase();
+    let chain = crate::verify::presented_chain(target.address, &sni).map_err(|e| {
+        format!(
+            "cannot complete a TLS handshake with {}: {e}",
+            target.address
+        )
+    })?;
+    let parsed: Vec<X509Certificate<'_>> = chain
+        .iter()
+        .map(|der| X509Certificate::from_der(der).map(|(_, cert)| cert))
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            format!(
+                "{} sent a certificate that cannot be read: {e}",
+                target.address
+            )
+        })?;
+    let Some(leaf) = parsed.first() else {
+        return Err(format!("{} sent no certificate", target.address));
+    };
+    let mut findings = Vec::new();
+    let mut say = |severity, message: String| findings.push(Finding { severity, message });
+
+    let validity = leaf.validity();
+    let not_after: SystemTime = validity.not_after.to_datetime().into();
+    let not_before: SystemTime = validity.not_before.to_datetime().into();
+    let days = |d: Duration| d.as_secs() / 86_400;
+    if now > not_after {
+        let ago = now.duration_since(not_after).unwrap_or_default();
+        say(
+            Severity::Fail,
+            format!(
+                "the certificate expired on {} ({} days ago): renew it and reload the server \
+                 (certkeeper renew --force NAME); if that date looks wrong, check this host's clock \
+                 (timedatectl)",
+                timefmt::utc(not_after),
+                days(ago)
+            ),
+        );
+    } else if now < not_before {
+        say(
+            Severity::Fail,
+            format!(
+                "the certificate is not valid before {}: this host's clock is behind (timedatectl \
+                 set-ntp true), or the certificate was issued by a CA whose clock is ahead",
+                timefmt::utc(not_before)
+            ),
+        );
+    }
+
+    let names = subject_names(leaf);
+    check_name(target.name, &names, &mut say);
+    check_chain(&chain, &parsed, target, now, &mut say);
+    if let Some((cert, key)) = target.files {
+        check_files(cert, key, &chain[0], &mut say);
+    }
+
+    let left = not_after.duration_since(now).ok();
+    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+    if let Some(left) = left {
+        let message = format!(
+            "valid until {} ({} days left), for {}",
+            timefmt::utc(not_after),
+            days(left),
+            names.join(", ")
+        );
+        // Renewals happen with a third of the lifetime left: less than that means they fail.
+        match left < lifetime / 3 {
+            true => say(
+                Severity::Warn,
+                format!(
+                    "{message}: less than a third of its lifetime is left; it should have been renewed \
+                     by now (are its renewals failing?)"
+                ),
+            ),
+            false => say(Severity::Ok, message),
+        }
+    }
+    Ok(Report {
+        endpoint: target.address.to_string(),
+        name: target.name.to_string(),
+        chain: parsed.iter().map(|c| c.subject().to_string()).collect(),
+        not_after: Some(timefmt::utc(not_after)),
+        days_left: left.map(|l| days(l) as i64),
+        findings,
+    })
+}
+
+/// The DNS names and IP addresses of the leaf's SAN extension.
+fn subject_names(leaf: &X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = leaf.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|ip| std::net::IpAddr::from(ip).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|ip| std::net::IpAddr::from(ip).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn check_name(asked: &str, names: &[String], say: &mut impl FnMut(Severity, String)) {
+    let covered =
+        DomainName::parse(asked).is_ok_and(|name| names.iter().any(|n| name.is_covered_by(n)));
+    if !covered {
+        say(
+            Severity::Fail,
+            format!(
+                "the certificate does not cover {asked}; it names {}: add {asked} to the certificate's \
+                 domains, or point clients at a name it covers",
+                if names.is_empty() {
+                    "nothing".into()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        );
+        return;
+    }
+    let exact = names.iter().any(|n| {
+        n == asked
+            || n.strip_prefix("*.")
+                .is_some_and(|base| asked.ends_with(base))
+    });
+    if !exact {
+        say(
+            Severity::Warn,
+            format!(
+                "{asked} is written in another case than the certificate's {}: DNS names are \
+                 case-insensitive, so the certificate is valid for it; a client that reports \
+                 \"certificate verification failed\" here compares names case-sensitively: write the \
+                 host name in lowercase in that client's configuration",
+                names.join(", ")
+            ),
+        );
+    }
+}
+
+fn check_chain(
+    chain: &[CertificateDer<'static>],
+    parsed: &[X509Certificate<'_>],
+    target: &Target<'_>,
+    now: SystemTime,
+    say: &mut impl FnMut(Severity, String),
+) {
+    let leaf = &parsed[0];
+    let self_signed = leaf.issuer() == leaf.subject();
+    let incomplete = parsed.len() == 1 && !self_signed;
+    if incomplete {
+        say(
+            Severity::Fail,
+            format!(
+                "incomplete chain: the server sends only its own certificate, without the intermediate \
+                 that signed it ({}); browsers may cope, most other clients fail: configure fullchain.pem, \
+                 not cert.pem",
+                leaf.issuer()
+            ),
+        );
+    }
+    for (index, pair) in parsed.windows(2).enumerate() {
+        if pair[0].issuer() != pair[1].subject() {
+            say(
+                Severity::Fail,
+                format!(
+                    "chain out of order: certificate {} ({}) did not sign certificate {} (issued by {}); \
+                     send the leaf first, then each issuer in turn (fullchain.pem as certkeeper writes it)",
+                    index + 2,
+                    pair[1].subject(),
+                    index + 1,
+                    pair[0].issuer()
+                ),
+            );
+            break;
+        }
+    }
+    match trust(chain, target, now) {
+        Ok(()) => say(
+            Severity::Ok,
+            format!("the chain ({} certificates) leads to a trusted root", chain.len()),
+        ),
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+            if self_signed =>
+        {
+            say(
+                Severity::Fail,
+                "the certificate is self-signed: no client trusts it unless told to; put a certificate \
+                 from a CA in its place (certkeeper obtains one)"
+                    .into(),
+            )
+        }
+        // Said above: the missing intermediate is why no root is found.
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+            if incomplete => {}
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => say(
+            Severity::Fail,
+            format!(
+                "the chain leads to a root that is not trusted here ({}): a test or private CA, or a \
+                 missing intermediate; pass its root with --root if it is yours",
+                parsed.last().map(|c| c.issuer().to_string()).unwrap_or_default()
+            ),
+        ),
+        // Expiry and names were explained above in the operator's terms.
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired
+            | rustls::CertificateError::ExpiredContext { .. }
+            | rustls::CertificateError::NotValidYet
+            | rustls::CertificateError::NotValidYetContext { .. }
+            | rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. },
+        )) => {}
+        Err(e) => say(Severity::Fail, format!("the chain does not verify: {e}")),
+    }
+}
+
+/// Whether a client trusting the public roots (and `--root`) accepts `chain` for the name.
+fn trust(
+    chain: &[CertificateDer<'static>],
+    target: &Target<'_>,
+    now: SystemTime,
+) -> Result<(), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = target.roots {
+        let extra = CertificateDer::pem_file_iter(path)
+            .map_err(|e| rustls::Error::General(format!("--root {}: {e}", path.display())))?;
+        for cert in extra.flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let name = ServerName::try_from(target.name.to_ascii_lowercase())
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let seconds = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    verifier
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &name,
+            &[],
+            UnixTime::since_unix_epoch(Duration::from_secs(seconds)),
+        )
+        .map(|_| ())
+}
+
+/// The server's configured files: the key must match the certificate, and the certificate
+/// must be the one served.
+fn check_files(
+    cert: &Path,
+    key: &Path,
+    served: &CertificateDer<'_>,
+    say: &mut impl FnMut(Severity, String),
+) {
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let (chain_pem, key_pem) = match (read(cert), read(key)) {
+        (Ok(chain), Ok(key)) => (chain, key),
+        (Err(e), _) | (_, Err(e)) => return say(Severity::Fail, format!("cannot read {e}")),
+    };
+    let bundle = crate::bundle::Bundle::from_pem(&chain_pem, &key_pem)
+        .and_then(|bundle| bundle.check_key().map(|()| bundle));
+    match bundle {
+        Err(e) => say(
+            Severity::Fail,
+            format!(
+                "{} and {} do not go together: {e}; give the server the key that was made with this \
+                 certificate (certkeeper writes them as one set: fullchain.pem and privkey.pem of one version)",
+                cert.display(),
+                key.display()
+            ),
+        ),
+        Ok(bundle) if bundle.chain().first().is_some_and(|file| file != served) => say(
+            Severity::Fail,
+            format!(
+                "the server does not serve {}: it still holds an older certificate; reload or restart it",
+                cert.display()
+            ),
+        ),
+        Ok(_) => say(
+            Severity::Ok,
+            format!(
+                "{} and {} match, and are what the server serves",
+                cert.display(),
+                key.display()
+            ),
+        ),
+    }
+}

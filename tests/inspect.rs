@@ -1,0 +1,172 @@
+//! `certkeeper inspect` against real nginx servers configured wrongly on purpose, with
+//! certificates from pebble: each finding comes from a real handshake.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{BIN, Certkeeper, Nginx, Pebble};
+
+fn inspect(port: u16, args: &[&str]) -> (Option<i32>, String) {
+    let output: Output = std::process::Command::new(BIN)
+        .arg("inspect")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .output()
+        .expect("run certkeeper inspect");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!(
+        "$ certkeeper inspect 127.0.0.1:{port} {}\n{text}",
+        args.join(" ")
+    );
+    (output.status.code(), text)
+}
+
+fn issued(pebble: &Pebble) -> (Certkeeper, std::path::PathBuf) {
+    let ck = Certkeeper::new(pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    let root = ck.path("pebble-root.pem");
+    fs::write(&root, pebble.issuing_root_pem()).unwrap();
+    (ck, root)
+}
+
+fn concat(parts: &[&Path], to: &Path) {
+    let text: String = parts
+        .iter()
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    fs::write(to, text).unwrap();
+}
+
+#[test]
+fn each_wrong_endpoint_is_named_with_its_fix() {
+    let pebble = Pebble::start(None);
+    let (ck, root) = issued(&pebble);
+    let dir = ck.current_dir();
+    let (fullchain, cert, key) = (
+        dir.join("fullchain.pem"),
+        dir.join("cert.pem"),
+        dir.join("privkey.pem"),
+    );
+    let root_arg = root.to_str().unwrap();
+    let name = ["--name", "media.example.com", "--root", root_arg];
+
+    // Right: the full chain to a trusted root.
+    let good = Nginx::start(&fullchain, &key);
+    let (code, said) = inspect(good.port, &name);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("leads to a trusted root"), "{said}");
+    assert!(said.contains("days left"), "{said}");
+
+    // The CA's root is not one clients trust.
+    let (code, said) = inspect(good.port, &["--name", "media.example.com"]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("leads to a root that is not trusted here"),
+        "{said}"
+    );
+
+    // The name, and the name in another case.
+    let (code, said) = inspect(
+        good.port,
+        &["--name", "other.example.com", "--root", root_arg],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("does not cover other.example.com; it names media.example.com"),
+        "{said}"
+    );
+    let (code, said) = inspect(
+        good.port,
+        &["--name", "Media.Example.com", "--root", root_arg],
+    );
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("written in another case")
+            && said.contains("compares names case-sensitively"),
+        "{said}"
+    );
+
+    // Files that do not go together (the key of another issuance).
+    let other = Certkeeper::new(&pebble, &["media.example.com"], "");
+    other.ok(&["renew"]);
+    let other_key = other.current_dir().join("privkey.pem");
+    let mut with_files = name.to_vec();
+    with_files.extend([
+        "--cert",
+        fullchain.to_str().unwrap(),
+        "--key",
+        other_key.to_str().unwrap(),
+    ]);
+    let (code, said) = inspect(good.port, &with_files);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("do not go together"), "{said}");
+
+    // Leaf only.
+    let leaf_only = Nginx::start(&cert, &key);
+    let (code, said) = inspect(leaf_only.port, &name);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("configure fullchain.pem, not cert.pem"),
+        "{said}"
+    );
+
+    // A certificate that does not belong in the chain, between the leaf and its issuer.
+    let disordered = ck.path("disordered.pem");
+    concat(
+        &[&cert, &pebble.tls_root, &dir.join("chain.pem")],
+        &disordered,
+    );
+    let out_of_order = Nginx::start(&disordered, &key);
+    let (code, said) = inspect(out_of_order.port, &name);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("chain out of order"), "{said}");
+
+    // Self-signed.
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["media.example.com".to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+    let self_signed = params.self_signed(&key_pair).unwrap();
+    let (ss_cert, ss_key) = (ck.path("self.pem"), ck.path("self.key"));
+    fs::write(&ss_cert, self_signed.pem()).unwrap();
+    fs::write(&ss_key, key_pair.serialize_pem()).unwrap();
+    let own = Nginx::start(&ss_cert, &ss_key);
+    let (code, said) = inspect(own.port, &["--name", "media.example.com"]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("self-signed"), "{said}");
+}
+
+#[test]
+fn an_expired_certificate_is_named_with_its_date() {
+    let pebble = Pebble::start(Some(Duration::from_secs(2)));
+    let (ck, root) = issued(&pebble);
+    let dir = ck.current_dir();
+    let nginx = Nginx::start(&dir.join("fullchain.pem"), &dir.join("privkey.pem"));
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, said) = inspect(
+        nginx.port,
+        &[
+            "--name",
+            "media.example.com",
+            "--root",
+            root.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("the certificate expired on"), "{said}");
+    assert!(said.contains("check this host's clock"), "{said}");
+}
+
+#[test]
+fn an_endpoint_that_does_not_answer_exits_3() {
+    let (code, said) = inspect(common::free_port(), &[]);
+    assert_eq!(code, Some(3), "{said}");
+    assert!(said.contains("cannot complete a TLS handshake"), "{said}");
+}
