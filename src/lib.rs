@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
 pub mod names;
 pub mod notifications;
 pub mod plan;

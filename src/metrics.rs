@@ -95,6 +95,31 @@ pub fn render(config: &Config, now: SystemTime) -> String {
     );
 
     let store = Store::new(&config.daemon.state_dir);
+    let monitor_days = gauge(
+        &mut registry,
+        "monitor_days_left",
+        "Days the certificate of a monitored endpoint ([[monitor]]) is still valid",
+    );
+    let monitor_severity = gauge(
+        &mut registry,
+        "monitor_severity",
+        "The worst finding at a monitored endpoint: 0 ok, 1 warning, 2 failure",
+    );
+    for seen in crate::monitor::load(&store) {
+        let labels = vec![
+            ("endpoint".to_string(), seen.endpoint.clone()),
+            ("name".to_string(), seen.name.clone()),
+        ];
+        if let Some(days) = seen.days_left {
+            monitor_days.get_or_create(&labels).set(days as f64);
+        }
+        let severity = match seen.severity {
+            crate::preflight::Severity::Ok => 0.0,
+            crate::preflight::Severity::Warn => 1.0,
+            crate::preflight::Severity::Fail => 2.0,
+        };
+        monitor_severity.get_or_create(&labels).set(severity);
+    }
     let account_key = gauge(
         &mut registry,
         "account_key_written_seconds",

@@ -51,6 +51,28 @@ impl Event {
     }
 }
 
+impl Event {
+    /// An event about a monitored endpoint (`[[monitor]]`): `certificate` names the endpoint.
+    pub fn for_endpoint(
+        endpoint: &str,
+        name: &str,
+        event: NotifyEventName,
+        message: String,
+    ) -> Self {
+        Event {
+            event,
+            certificate: format!("monitor {endpoint}"),
+            domains: vec![name.to_string()],
+            message,
+            not_after: None,
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum NotifyEventName {

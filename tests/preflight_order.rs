@@ -61,7 +61,7 @@ fn an_http01_failure_carries_the_preflight_finding_everywhere() {
     let _daemon = ck.spawn_daemon();
     let mut metrics = String::new();
     ck.wait_until("the metrics", std::time::Duration::from_secs(10), || {
-        metrics = http_get(metrics_port, "/metrics");
+        metrics = common::http_get(metrics_port, "/metrics");
         metrics.contains("certkeeper_preflight_ok")
     });
     assert!(
@@ -70,19 +70,4 @@ fn an_http01_failure_carries_the_preflight_finding_everywhere() {
         ),
         "{metrics}"
     );
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    );
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
 }

@@ -31,6 +31,20 @@ pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
     if !json && let Some(line) = cluster_summary(config).await {
         println!("{line}");
     }
+    if !json {
+        let store = crate::store::Store::new(&config.daemon.state_dir);
+        for seen in crate::monitor::load(&store) {
+            let mark = match seen.severity {
+                crate::preflight::Severity::Ok => "ok",
+                crate::preflight::Severity::Warn => "WARN",
+                crate::preflight::Severity::Fail => "FAIL",
+            };
+            println!(
+                "monitor {} ({}), looked at {}: {mark} {}",
+                seen.endpoint, seen.name, seen.at, seen.message
+            );
+        }
+    }
     match rows.iter().filter(|r| r.alert.is_some()).count() {
         0 => Ok(()),
         n => Err(Failure {

@@ -15,6 +15,7 @@ mod certificate;
 mod cluster;
 mod daemon;
 mod dns01;
+mod monitor;
 mod notify;
 mod preflight;
 pub use acme::{
@@ -26,6 +27,7 @@ pub use certificate::{
 pub use cluster::ClusterConfig;
 pub use daemon::{DaemonConfig, LogFormat};
 pub use dns01::{Dns01Config, Dns01Provider, TsigAlgorithm};
+pub use monitor::MonitorConfig;
 pub use notify::{NotifyEvent, NotifyTarget, NotifyVia};
 pub use preflight::PreflightConfig;
 
@@ -65,6 +67,8 @@ pub struct Config {
     /// Nodes sharing certificates through etcd; `None` for a single node.
     pub cluster: Option<ClusterConfig>,
     pub preflight: PreflightConfig,
+    /// Endpoints watched but not renewed.
+    pub monitors: Vec<MonitorConfig>,
     /// Things that parse but deserve the operator's attention (names written in another case).
     pub warnings: Vec<String>,
 }
@@ -86,6 +90,8 @@ struct RawConfig {
     cluster: Option<Spanned<cluster::RawCluster>>,
     #[serde(default)]
     preflight: preflight::RawPreflight,
+    #[serde(default)]
+    monitor: Vec<monitor::RawMonitor>,
 }
 
 impl Config {
@@ -216,6 +222,11 @@ impl Validator<'_> {
                 ));
             }
         }
+        let monitors = raw
+            .monitor
+            .into_iter()
+            .map(|m| self.monitor(m))
+            .collect::<Result<_, _>>()?;
         let notify = raw
             .notify
             .into_iter()
@@ -230,6 +241,7 @@ impl Validator<'_> {
             dns01,
             cluster,
             preflight,
+            monitors,
             warnings: self.warnings,
         })
     }

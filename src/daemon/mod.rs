@@ -255,6 +255,13 @@ async fn engine(
         Membership::new(cluster, follower, interval)
     });
     let (published, watched) = watch::channel(Arc::new(config.clone()));
+    if service {
+        servers.push(tokio::spawn(crate::monitor::watch(
+            watched.clone(),
+            Notifier::new(config.notify.clone()),
+            until_stopped(),
+        )));
+    }
     if let Some(listener) = metrics_listener {
         servers.push(tokio::spawn(metrics::serve(
             listener,

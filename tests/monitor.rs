@@ -1,0 +1,108 @@
+//! `[[monitor]]`: the daemon watches endpoints it does not renew. A real nginx serving an
+//! expired certificate and one serving a good one: status, the metrics and a notification
+//! (once, not at every look) say which is which.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::{Certkeeper, Nginx, Pebble, free_port};
+
+#[test]
+fn the_daemon_watches_endpoints_it_does_not_renew() {
+    // A certificate that expires at once, served by a "demo server".
+    let short = Pebble::start(Some(Duration::from_secs(2)));
+    let demo = Certkeeper::new(&short, &["demo.example.com"], "");
+    demo.ok(&["renew"]);
+    let expired = Nginx::start(
+        &demo.current_dir().join("fullchain.pem"),
+        &demo.current_dir().join("privkey.pem"),
+    );
+    // A good one.
+    let pebble = Pebble::start(None);
+    let other = Certkeeper::new(&pebble, &["media.example.com"], "");
+    other.ok(&["renew"]);
+    let good = Nginx::start(
+        &other.current_dir().join("fullchain.pem"),
+        &other.current_dir().join("privkey.pem"),
+    );
+    let root = other.path("pebble-root.pem");
+    fs::write(&root, pebble.issuing_root_pem()).unwrap();
+    let short_root = demo.path("pebble-root.pem");
+    fs::write(&short_root, short.issuing_root_pem()).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let notified = ck.path("notified.jsonl");
+    let metrics = free_port();
+    let text = fs::read_to_string(&ck.config).unwrap().replace(
+        "[daemon]\n",
+        &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n"),
+    ) + &format!(
+        "\n[[monitor]]\nendpoint = \"127.0.0.1:{}\"\nname = \"demo.example.com\"\nevery_secs = 1\nroot = \"{}\"\n\
+         \n[[monitor]]\nendpoint = \"127.0.0.1:{}\"\nname = \"media.example.com\"\nevery_secs = 1\nroot = \"{}\"\n\
+         \n[[notify]]\nexec = \"cat >> {} && echo >> {}\"\nevents = [\"failure\", \"expiry\"]\n",
+        expired.port,
+        short_root.display(),
+        good.port,
+        root.display(),
+        notified.display(),
+        notified.display(),
+    );
+    fs::write(&ck.config, text).unwrap();
+    let _daemon = ck.spawn_daemon();
+    ck.wait_until("both endpoints looked at", Duration::from_secs(20), || {
+        let said = String::from_utf8_lossy(&ck.run(&["status"]).stdout).to_string();
+        said.matches("monitor 127.0.0.1:").count() == 2
+    });
+    let said = String::from_utf8_lossy(&ck.run(&["status"]).stdout).to_string();
+    println!("{said}");
+    assert!(
+        said.contains(&format!(
+            "monitor 127.0.0.1:{} (demo.example.com)",
+            expired.port
+        )),
+        "{said}"
+    );
+    assert!(said.contains("FAIL the certificate expired on"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "monitor 127.0.0.1:{} (media.example.com)",
+            good.port
+        )),
+        "{said}"
+    );
+
+    // Several looks later, one notification for the expired endpoint, none for the good one.
+    std::thread::sleep(Duration::from_secs(3));
+    let events: Vec<serde_json::Value> = fs::read_to_string(&notified)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "failure");
+    assert_eq!(
+        events[0]["certificate"],
+        format!("monitor 127.0.0.1:{}", expired.port)
+    );
+    assert!(events[0]["message"].as_str().unwrap().contains("expired"));
+
+    let scraped = common::http_get(metrics, "/metrics");
+    assert!(
+        scraped.contains(&format!(
+            "certkeeper_monitor_severity{{endpoint=\"127.0.0.1:{}\",name=\"demo.example.com\"}} 2",
+            expired.port
+        )),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains(&format!(
+            "certkeeper_monitor_severity{{endpoint=\"127.0.0.1:{}\",name=\"media.example.com\"}} 0",
+            good.port
+        )),
+        "{scraped}"
+    );
+}
