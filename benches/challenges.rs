@@ -10,11 +10,6 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn main() {
     let n: usize = std::env::var("BENCH_N")
         .ok()
@@ -37,6 +32,6 @@ fn main() {
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("one issuance (1 name), whole `certkeeper renew --force` process, median of {n}:");
-    println!("  http-01     {:.1} ms", ms(median(by_http)));
-    println!("  tls-alpn-01 {:.1} ms", ms(median(by_tls)));
+    println!("  http-01     {:.1} ms", ms(common::median(by_http)));
+    println!("  tls-alpn-01 {:.1} ms", ms(common::median(by_tls)));
 }

@@ -12,11 +12,6 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -47,7 +42,7 @@ fn main() {
         unchecked.push(timed(&ck, &["renew", "--force"]));
     }
     fs::write(&ck.config, &with).expect("config");
-    let (checked, unchecked) = (median(checked), median(unchecked));
+    let (checked, unchecked) = (common::median(checked), common::median(unchecked));
     println!("standalone `renew --force` (2 names), median of {n} each:");
     println!(
         "  with the pre-flight {:.1} ms, without {:.1} ms: the pre-flight adds {:.1} ms ({:+.1}%)",
@@ -69,16 +64,16 @@ fn main() {
         ck.wait_until("the daemon gone", Duration::from_secs(10), || {
             !String::from_utf8_lossy(&ck.run(&["status"]).stderr).contains("through the running")
         });
-        median((0..n).map(|_| timed(&ck, &["status"])).collect())
+        common::median((0..n).map(|_| timed(&ck, &["status"])).collect())
     };
     println!("through the running daemon's control socket, median of {n}:");
     println!(
         "  `status` {:.1} ms (standalone, reading the state itself: {:.1} ms)",
-        ms(median(status)),
+        ms(common::median(status)),
         ms(standalone_status)
     );
     println!(
         "  `renew --force` {:.1} ms (a real issuance by the daemon's engine)",
-        ms(median(renew))
+        ms(common::median(renew))
     );
 }

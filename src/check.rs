@@ -3,8 +3,8 @@
 //! and in cluster mode etcd and the cluster secret. Presenting them is the CLI's business.
 
 use crate::challenge::http01::Tokens;
-use crate::cluster::Cluster;
-use crate::config::{CertificateConfig, Config};
+use crate::cluster::{Cluster, ClusterError, Inspection};
+use crate::config::{CertificateConfig, ClusterConfig, Config};
 use crate::preflight::{Check, Finding, Preflight, Severity};
 
 /// Every finding for `certs`. `tokens` serves the probe; `None` when no listener could be bound
@@ -69,18 +69,12 @@ pub fn http01_ok(findings: &[Finding]) -> bool {
         .any(|f| f.severity == Severity::Fail && !matches!(f.check, Check::Clock | Check::Cluster))
 }
 
-/// Cluster mode: whether etcd answers, and whether this node's secret opens what is there.
-async fn cluster_findings(config: &Config) -> Vec<Finding> {
-    let Some(settings) = &config.cluster else {
-        return Vec::new();
-    };
-    let finding = |name: Option<String>, severity, message: String| Finding {
-        name,
-        address: None,
-        check: Check::Cluster,
-        severity,
-        message,
-    };
+/// Cluster mode: who holds the lease and what etcd holds that this node can use, for the
+/// certificates of `config`; `None` outside a cluster.
+pub async fn inspect_cluster(
+    config: &Config,
+) -> Option<(&ClusterConfig, usize, Result<Inspection, ClusterError>)> {
+    let settings = config.cluster.as_ref()?;
     let names: Vec<&str> = config
         .certificates
         .iter()
@@ -89,6 +83,21 @@ async fn cluster_findings(config: &Config) -> Vec<Finding> {
     let inspection = match Cluster::new(settings) {
         Ok(cluster) => cluster.inspect(&names).await,
         Err(e) => Err(e),
+    };
+    Some((settings, names.len(), inspection))
+}
+
+/// Cluster mode: whether etcd answers, and whether this node's secret opens what is there.
+async fn cluster_findings(config: &Config) -> Vec<Finding> {
+    let Some((settings, configured, inspection)) = inspect_cluster(config).await else {
+        return Vec::new();
+    };
+    let finding = |name: Option<String>, severity, message: String| Finding {
+        name,
+        address: None,
+        check: Check::Cluster,
+        severity,
+        message,
     };
     let found = match inspection {
         Ok(found) => found,
@@ -110,7 +119,7 @@ async fn cluster_findings(config: &Config) -> Vec<Finding> {
             settings.node,
             found.leader.as_deref().unwrap_or("no node yet"),
             found.published,
-            names.len(),
+            configured,
         ),
     )];
     for (name, why) in found.unusable {

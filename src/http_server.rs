@@ -79,6 +79,21 @@ where
     }
 }
 
+/// A listening socket on `addr`; `[::]` is bound dual-stack so IPv4 and IPv6 clients both
+/// arrive.
+pub fn bind_dual_stack(addr: std::net::SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// The client's address, in each request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);

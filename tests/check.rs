@@ -10,6 +10,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
+use common::netlab::Netns;
 use common::{BIN, Bind, free_port, require_root};
 
 const RECORDS: &str = "media IN A 127.0.0.1\nelsewhere IN A 127.0.0.2\n";
@@ -170,33 +171,6 @@ fn dns_pointing_elsewhere_and_nxdomain_are_named() {
     }
 }
 
-/// A network namespace that is deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("ck-check-{}", std::process::id());
-        let run = |args: &[&str]| {
-            let status = common::program("ip")
-                .args(args)
-                .status()
-                .expect("ip (iproute2)");
-            assert!(status.success(), "ip {args:?} failed");
-        };
-        run(&["netns", "add", &name]);
-        run(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = common::program("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
-
 #[test]
 fn timeout_when_a_packet_filter_drops_the_port() {
     if !require_root(
@@ -205,7 +179,7 @@ fn timeout_when_a_packet_filter_drops_the_port() {
     ) {
         return;
     }
-    let netns = Netns::new();
+    let netns = Netns::new("check");
     let bind = Bind::start_in(Some(&netns.0), RECORDS);
     bind.wait_until_serving();
     let port = free_port();

@@ -34,6 +34,20 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// Runs a one-off command in a thread of its own; join it for its output.
+fn in_background(ck: &Certkeeper, args: &[&str]) -> std::thread::JoinHandle<Output> {
+    let config = ck.config.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        std::process::Command::new(common::BIN)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .expect("run certkeeper")
+    })
+}
+
 fn renewing(ck: &Certkeeper) -> bool {
     let output = ck.run(&["status", "--json"]);
     serde_json::from_slice::<serde_json::Value>(&output.stdout)
@@ -48,17 +62,7 @@ fn renew_check_and_status_go_through_the_running_daemon() {
 
     // Freeze the CA so the renewal is still running while `status` asks.
     pebble.pause();
-    let renew = {
-        let config = ck.config.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new(common::BIN)
-                .arg("--config")
-                .arg(config)
-                .args(["renew", "--force", "media"])
-                .output()
-                .expect("run renew")
-        })
-    };
+    let renew = in_background(&ck, &["renew", "--force", "media"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !renewing(&ck) {
         if Instant::now() > deadline {
@@ -166,17 +170,7 @@ fn a_daemon_that_dies_mid_command_is_reported_and_a_second_daemon_refused() {
     );
 
     pebble.pause();
-    let renew = {
-        let config = ck.config.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new(common::BIN)
-                .arg("--config")
-                .arg(config)
-                .args(["renew", "--force"])
-                .output()
-                .expect("run renew")
-        })
-    };
+    let renew = in_background(&ck, &["renew", "--force"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !renewing(&ck) {
         assert!(Instant::now() < deadline, "the renewal never started");

@@ -7,31 +7,8 @@ mod common;
 
 use std::net::TcpListener;
 
+use common::netlab::Netns;
 use common::{Certkeeper, Pebble, require, require_root};
-
-/// A network namespace with its loopback up, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("ck-{tag}-{}", std::process::id());
-        let run = |args: &[&str]| {
-            let status = common::program("ip").args(args).status().expect("ip");
-            assert!(status.success(), "ip {args:?} failed");
-        };
-        run(&["netns", "add", &name]);
-        run(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = common::program("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
 
 #[test]
 fn auto_climbs_to_tls_alpn01_when_port_80_is_dropped() {

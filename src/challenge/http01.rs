@@ -200,20 +200,7 @@ impl Drop for Publisher {
 }
 /// Binds the listener; `[::]` is bound dual-stack so IPv4 and IPv6 validations both arrive.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
-    let socket = (|| {
-        let domain = socket2::Domain::for_address(addr);
-        let socket =
-            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(false)?;
-        }
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        TcpListener::from_std(socket.into())
-    })();
-    socket.map_err(|source| match source.kind() {
+    http_server::bind_dual_stack(addr, 1024).map_err(|source| match source.kind() {
         std::io::ErrorKind::AddrInUse => ListenError::InUse { addr },
         std::io::ErrorKind::PermissionDenied => ListenError::Permission { addr },
         _ => ListenError::Other { addr, source },

@@ -193,20 +193,7 @@ impl ResolvesServerCert for TlsAlpn01 {
 }
 
 fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, TlsAlpnError> {
-    let socket = (|| {
-        let domain = socket2::Domain::for_address(addr);
-        let socket =
-            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(false)?;
-        }
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(128)?;
-        tokio::net::TcpListener::from_std(socket.into())
-    })();
-    socket.map_err(|source| match source.kind() {
+    crate::http_server::bind_dual_stack(addr, 128).map_err(|source| match source.kind() {
         std::io::ErrorKind::AddrInUse => TlsAlpnError::InUse { addr },
         std::io::ErrorKind::PermissionDenied => TlsAlpnError::Permission { addr },
         _ => TlsAlpnError::Other { addr, source },

@@ -4,7 +4,6 @@
 use std::time::SystemTime;
 
 use super::{Failure, ended, running_daemon};
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::control::{Live, Reply, Request};
 use crate::status::{self, Row};
@@ -81,23 +80,14 @@ fn print(config: &Config, rows: &[Row], live: Option<&Live>, json: bool) -> Resu
 
 /// Cluster mode: this node, the lease holder and the state of etcd, in one line.
 async fn cluster_summary(config: &Config) -> Option<String> {
-    let settings = config.cluster.as_ref()?;
-    let names: Vec<&str> = config
-        .certificates
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    let inspection = match Cluster::new(settings) {
-        Ok(cluster) => cluster.inspect(&names).await,
-        Err(e) => Err(e),
-    };
+    let (settings, configured, inspection) = crate::check::inspect_cluster(config).await?;
     Some(match inspection {
         Ok(found) => format!(
             "cluster: this node is {}; the renewal lease is held by {}; {} of {} certificates published in etcd",
             settings.node,
             found.leader.as_deref().unwrap_or("no node"),
             found.published,
-            names.len(),
+            configured,
         ),
         Err(e) => format!("cluster: this node is {}; {e}", settings.node),
     })

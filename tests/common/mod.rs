@@ -732,6 +732,12 @@ impl Nginx {
     }
 }
 
+/// The median of `samples` (benchmarks).
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
 /// A plain HTTP GET on loopback (bounded); the whole response, or empty when nothing answers.
 pub fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};

@@ -159,3 +159,22 @@ impl Drop for NatLab {
         }
     }
 }
+
+/// A single network namespace with its loopback up, deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    /// `tag` keeps the namespaces of concurrent tests apart.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("ck-{tag}-{}", std::process::id());
+        run(program("ip").args(["netns", "add", &name]));
+        run(program("ip").args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"]));
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = program("ip").args(["netns", "del", &self.0]).status();
+    }
+}
