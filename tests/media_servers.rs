@@ -1,0 +1,115 @@
+//! Real media servers driven end to end: certkeeper issues against pebble, deploys in the
+//! format the server reads, reloads it the way it supports, and the live check against the
+//! server's own TLS port passes; a renewal then changes what the server serves, and a reload
+//! that does nothing ends in rollback.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Certkeeper, Killed, Pebble, free_port, require};
+
+/// The leaf the endpoint serves now.
+fn served_serial(port: u16) -> String {
+    let chain =
+        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
+            .expect("a TLS handshake");
+    certkeeper::bundle::read_leaf_der(&chain[0]).unwrap().serial
+}
+
+fn current_serial(ck: &Certkeeper) -> String {
+    let pem = fs::read(ck.current_dir().join("fullchain.pem")).unwrap();
+    certkeeper::bundle::read_leaf(&pem).unwrap().serial
+}
+
+/// coturn (Debian `coturn`) with TURN over TLS on `port`, reading `cert` and `key`.
+fn coturn(dir: &Path, port: u16, cert: &Path, key: &Path) -> Killed {
+    let log = dir.join("turnserver.log");
+    let child = common::program("turnserver")
+        .args([
+            "-n",
+            "--no-cli",
+            "--no-dtls",
+            "--simple-log",
+            "--listening-ip",
+            "127.0.0.1",
+        ])
+        .args(["--listening-port", &free_port().to_string()])
+        .args(["--tls-listening-port", &port.to_string()])
+        .arg(format!("--cert={}", cert.display()))
+        .arg(format!("--pkey={}", key.display()))
+        .arg("--pidfile")
+        .arg(dir.join("turnserver.pid"))
+        .arg("--userdb")
+        .arg(dir.join("turndb"))
+        .arg("--log-file")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start turnserver");
+    let started = Instant::now();
+    while certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "coturn does not serve TLS on {port} after 10 s:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Killed(child)
+}
+
+#[test]
+fn coturn_turn_over_tls_serves_each_renewal_after_sigusr2() {
+    require("turnserver");
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    let port = free_port();
+    let _coturn = coturn(
+        ck.dir.path(),
+        port,
+        &ck.path("out/fullchain.pem"),
+        &ck.path("out/privkey.pem"),
+    );
+    assert_eq!(served_serial(port), current_serial(&ck));
+
+    // The recipe of docs/servers/coturn.md: SIGUSR2 re-reads the certificate and key.
+    let pidfile = ck.path("turnserver.pid");
+    let recipe = format!(
+        "reload_pidfile = \"{}\"\nreload_signal = \"USR2\"\nverify = [{{ endpoint = \"127.0.0.1:{port}\", sni = \"media.example.com\" }}]",
+        pidfile.display()
+    );
+    ck.rewrite(&pebble, &["media.example.com"], &recipe);
+    let before = current_serial(&ck);
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    let after = current_serial(&ck);
+    assert_ne!(before, after);
+    assert_eq!(served_serial(port), after, "coturn serves the renewal");
+
+    // A reload that does nothing: the live check fails, and certkeeper rolls back.
+    let broken = format!(
+        "reload = \"true\"\nverify_timeout_secs = 3\nverify = [{{ endpoint = \"127.0.0.1:{port}\", sni = \"media.example.com\" }}]"
+    );
+    ck.rewrite(&pebble, &["media.example.com"], &broken);
+    let output = ck.run(&["renew", "--force"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("rolled back") || said.contains("rolling back"),
+        "{said}"
+    );
+    assert_eq!(
+        current_serial(&ck),
+        after,
+        "the previous certificate is back in place"
+    );
+    assert_eq!(served_serial(port), after);
+}
