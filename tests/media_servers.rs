@@ -113,3 +113,44 @@ fn coturn_turn_over_tls_serves_each_renewal_after_sigusr2() {
     );
     assert_eq!(served_serial(port), after);
 }
+
+#[test]
+fn nginx_rtmp_serves_hls_over_https_with_each_renewal() {
+    require("nginx");
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    let hls = ck.path("hls");
+    fs::create_dir_all(&hls).unwrap();
+    fs::write(hls.join("stream.m3u8"), "#EXTM3U\n#EXT-X-VERSION:3\n").unwrap();
+    let rtmp_port = free_port();
+    let nginx = common::Nginx::start_rtmp(
+        &ck.path("out/fullchain.pem"),
+        &ck.path("out/privkey.pem"),
+        &hls,
+        rtmp_port,
+    );
+    let root = ck.path("pebble-root.pem");
+    fs::write(&root, pebble.issuing_root_pem()).unwrap();
+
+    // The recipe of docs/servers/nginx-rtmp.md: SIGHUP to the master, live check on HTTPS.
+    let recipe = format!(
+        "reload_pidfile = \"{}\"\nverify = [{{ endpoint = \"127.0.0.1:{}\", sni = \"media.example.com\" }}]",
+        nginx.pidfile.display(),
+        nginx.port
+    );
+    ck.rewrite(&pebble, &["media.example.com"], &recipe);
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    // nginx's old worker may still answer a new connection for a moment after the reload.
+    ck.wait_until(
+        "nginx to serve the renewal",
+        Duration::from_secs(10),
+        || served_serial(nginx.port) == current_serial(&ck),
+    );
+    // HLS over HTTPS, verified against the CA's root, and RTMP ingest still open.
+    let playlist =
+        common::https_get_named(nginx.port, "media.example.com", "/hls/stream.m3u8", &root);
+    assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", rtmp_port)).is_ok());
+}

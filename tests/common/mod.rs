@@ -432,6 +432,11 @@ pub fn wait_for_port(port: u16) {
 
 /// A minimal HTTPS GET over rustls, trusting only `root`.
 pub fn https_get(port: u16, path: &str, root: &Path) -> String {
+    https_get_named(port, "127.0.0.1", path, root)
+}
+
+/// GET `path` over HTTPS from 127.0.0.1:`port`, asking for and verifying `name` against `root`.
+pub fn https_get_named(port: u16, name: &str, path: &str, root: &Path) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     let pem = fs::read(root).expect("read root");
@@ -441,7 +446,7 @@ pub fn https_get(port: u16, path: &str, root: &Path) -> String {
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+    let name = rustls_pki_types::ServerName::try_from(name.to_string()).expect("server name");
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls");
     let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -684,6 +689,26 @@ impl Nginx {
         );
         let module = "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n";
         Self::start_conf(port, module, &server, &stream)
+    }
+
+    /// nginx with the rtmp module (Debian `libnginx-mod-rtmp`): RTMP ingest on `rtmp_port`
+    /// writing HLS into `hls`, and that HLS served over HTTPS with `fullchain`/`key`.
+    pub fn start_rtmp(fullchain: &Path, key: &Path, hls: &Path, rtmp_port: u16) -> Nginx {
+        let port = free_port();
+        let module = "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n";
+        let rtmp = format!(
+            "rtmp {{\n server {{\n  listen 127.0.0.1:{rtmp_port};\n  application live {{\n   live on;\n   \
+             hls on;\n   hls_path {};\n  }}\n }}\n}}\n",
+            hls.display()
+        );
+        let server = format!(
+            "listen 127.0.0.1:{port} ssl;\n  server_name media.example.com;\n  ssl_certificate {};\n  \
+             ssl_certificate_key {};\n  location /hls/ {{ alias {}/; }}",
+            fullchain.display(),
+            key.display(),
+            hls.display()
+        );
+        Self::start_conf(port, module, &server, &rtmp)
     }
 
     fn start_with(port: u16, server: &str) -> Nginx {
