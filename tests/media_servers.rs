@@ -154,3 +154,119 @@ fn nginx_rtmp_serves_hls_over_https_with_each_renewal() {
     assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", rtmp_port)).is_ok());
 }
+
+/// The Wowza stand-in of `tests/java/KeyServer.java`, compiled into `dir`.
+fn compile_key_server(dir: &Path) {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/KeyServer.java");
+    let compiled = common::program("javac")
+        .arg("-d")
+        .arg(dir)
+        .arg(source)
+        .output()
+        .expect("javac");
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+}
+
+#[test]
+fn a_java_keystore_server_serves_the_hls_key_with_each_renewal_after_a_restart() {
+    require("java");
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let password = ck.path("p12.pass");
+    fs::write(&password, "changeit-7\n").unwrap();
+    let keystore = ck.path("keystores/media.p12");
+    let output = format!(
+        "\n[certificate.output]\ndir = \"out\"\npkcs12 = \"{}\"\npkcs12_password_file = \"{}\"\n",
+        keystore.display(),
+        password.display()
+    );
+    let with_output = |extra: &str| {
+        ck.rewrite(&pebble, &["media.example.com"], extra);
+        let text = fs::read_to_string(&ck.config)
+            .unwrap()
+            .replace("\n\n[certificate.output]\ndir = \"out\"\n", &output);
+        fs::write(&ck.config, text).unwrap();
+    };
+    with_output("");
+    ck.ok(&["renew"]);
+
+    // keytool reads the keystore with the configured password.
+    let listing = common::program("keytool")
+        .args([
+            "-list",
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            "changeit-7",
+            "-keystore",
+        ])
+        .arg(&keystore)
+        .output()
+        .expect("keytool");
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("PrivateKeyEntry"));
+
+    // Like Wowza with a static KeyStorePath, it reads the keystore once: the recipe restarts it.
+    let classes = ck.path("classes");
+    compile_key_server(&classes);
+    let port = free_port();
+    let pidfile = ck.path("keyserver.pid");
+    let restart = ck.path("restart-keyserver");
+    fs::write(
+        &restart,
+        format!(
+            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null; sleep 0.2\n\
+             setsid {java} -cp {classes} KeyServer {keystore} {password} {port} {pid} \
+             </dev/null >/dev/null 2>&1 &\n",
+            pid = pidfile.display(),
+            java = require("java").display(),
+            classes = classes.display(),
+            keystore = keystore.display(),
+            password = password.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&restart, fs::Permissions::from_mode(0o755)).unwrap();
+    let started = common::program("sh").arg(&restart).status().unwrap();
+    assert!(started.success());
+    let _stop = StopByPidfile(pidfile.clone());
+    ck.wait_until("the key server", Duration::from_secs(20), || {
+        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
+            .is_ok()
+    });
+    assert_eq!(served_serial(port), current_serial(&ck));
+
+    with_output(&format!(
+        "reload = \"{}\"\nverify = [{{ endpoint = \"127.0.0.1:{port}\", sni = \"media.example.com\" }}]",
+        restart.display()
+    ));
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    assert_eq!(served_serial(port), current_serial(&ck));
+    // The HLS key over HTTPS, verified against the CA's root.
+    let root = ck.path("pebble-root.pem");
+    fs::write(&root, pebble.issuing_root_pem()).unwrap();
+    let key = common::https_get_named(port, "media.example.com", "/live/key", &root);
+    assert_eq!(key, "0123456789abcdef");
+}
+
+/// Stops the process whose PID is in the file, on drop.
+struct StopByPidfile(std::path::PathBuf);
+
+impl Drop for StopByPidfile {
+    fn drop(&mut self) {
+        if let Some(pid) = fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
