@@ -270,3 +270,107 @@ impl Drop for StopByPidfile {
         }
     }
 }
+
+/// An icecast2 config: TLS on `port` with certkeeper's combined PEM, logs and pidfile in `run`
+/// (owned by the user icecast drops to).
+fn icecast_config(dir: &Path, run: &Path, port: u16, combined: &Path) -> std::path::PathBuf {
+    let config = dir.join("icecast.xml");
+    fs::write(
+        &config,
+        format!(
+            "<icecast>\n<limits><clients>10</clients><sources>2</sources></limits>\n\
+             <authentication><source-password>s3cret-src</source-password><admin-user>admin</admin-user>\
+             <admin-password>s3cret-adm</admin-password></authentication>\n<hostname>media.example.com</hostname>\n\
+             <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address><ssl>1</ssl></listen-socket>\n\
+             <paths><basedir>/usr/share/icecast2</basedir><logdir>{run}</logdir>\
+             <webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot>\
+             <pidfile>{run}/icecast.pid</pidfile><ssl-certificate>{combined}</ssl-certificate></paths>\n\
+             <logging><errorlog>error.log</errorlog><accesslog>access.log</accesslog><loglevel>3</loglevel></logging>\n\
+             <security><chroot>0</chroot><changeowner><user>nobody</user><group>nogroup</group></changeowner></security>\n\
+             </icecast>\n",
+            run = run.display(),
+            combined = combined.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn icecast_reads_the_combined_pem_at_start_only_so_the_recipe_restarts_it() {
+    require("icecast2");
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let with_combined = |extra: &str| {
+        ck.rewrite(&pebble, &["media.example.com"], extra);
+        let text = fs::read_to_string(&ck.config).unwrap().replace(
+            "[certificate.output]\ndir = \"out\"\n",
+            // icecast reads the file after dropping to its user: the recipe's group and mode.
+            "[certificate.output]\ndir = \"out\"\ncombined = \"icecast/combined.pem\"\n\
+             group = \"nogroup\"\nkey_mode = \"0640\"\n",
+        );
+        fs::write(&ck.config, text).unwrap();
+    };
+    with_combined("");
+    ck.ok(&["renew"]);
+    // icecast drops to the user nobody, who must reach its log directory.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(ck.dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let run = ck.path("icecast-run");
+    fs::create_dir_all(&run).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    nix::unistd::chown(&run, Some(nobody.uid), None).unwrap();
+    let port = free_port();
+    let config = icecast_config(ck.dir.path(), &run, port, &ck.path("icecast/combined.pem"));
+    let pidfile = run.join("icecast.pid");
+    let restart = ck.path("restart-icecast");
+    fs::write(
+        &restart,
+        format!(
+            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 0.5\n{icecast} -b -c {config} >/dev/null 2>&1\n",
+            pid = pidfile.display(),
+            icecast = require("icecast2").display(),
+            config = config.display(),
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&restart, fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        common::program("sh")
+            .arg(&restart)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _stop = StopByPidfile(pidfile.clone());
+    ck.wait_until("icecast's TLS port", Duration::from_secs(10), || {
+        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
+            .is_ok()
+    });
+    let first = current_serial(&ck);
+    assert_eq!(served_serial(port), first);
+
+    // SIGHUP re-reads icecast's config, not its certificate: the live check catches it and
+    // certkeeper rolls back.
+    let verify = format!(
+        "verify_timeout_secs = 3\nverify = [{{ endpoint = \"127.0.0.1:{port}\", sni = \"media.example.com\" }}]"
+    );
+    with_combined(&format!(
+        "reload_pidfile = \"{}\"\n{verify}",
+        pidfile.display()
+    ));
+    let output = ck.run(&["renew", "--force"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("still serves another certificate"), "{said}");
+    assert_eq!(current_serial(&ck), first, "rolled back");
+
+    // The recipe: restart icecast.
+    with_combined(&format!("reload = \"{}\"\n{verify}", restart.display()));
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    assert_ne!(current_serial(&ck), first);
+    assert_eq!(served_serial(port), current_serial(&ck));
+}
