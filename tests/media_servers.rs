@@ -374,3 +374,63 @@ fn icecast_reads_the_combined_pem_at_start_only_so_the_recipe_restarts_it() {
     assert_ne!(current_serial(&ck), first);
     assert_eq!(served_serial(port), current_serial(&ck));
 }
+
+#[test]
+fn hfs_notices_the_new_files_by_itself() {
+    let hfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/hfs/node_modules/.bin/hfs");
+    assert!(
+        hfs.exists(),
+        "hfs is missing: run scripts/deps --tests (npm package hfs, in target/hfs)"
+    );
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    // Single files, each replaced by a rename: HFS watches the file paths, and a switch of
+    // certkeeper's `dir` link goes unnoticed (seen here: the live check then rolls back).
+    let single_files = |extra: &str| {
+        ck.rewrite(&pebble, &["media.example.com"], extra);
+        let text = fs::read_to_string(&ck.config).unwrap().replace(
+            "[certificate.output]\ndir = \"out\"\n",
+            "[certificate.output]\nfullchain = \"hfs/cert.pem\"\nkey = \"hfs/key.pem\"\n",
+        );
+        fs::write(&ck.config, text).unwrap();
+    };
+    single_files("");
+    ck.ok(&["renew"]);
+    let home = ck.path("hfs");
+    fs::create_dir_all(&home).unwrap();
+    let port = free_port();
+    fs::write(
+        home.join("config.yaml"),
+        format!(
+            "port: {}\nhttps_port: {port}\nlisten_interface: 127.0.0.1\ncert: {}\nprivate_key: {}\n",
+            free_port(),
+            ck.path("hfs/cert.pem").display(),
+            ck.path("hfs/key.pem").display()
+        ),
+    )
+    .unwrap();
+    let child = common::program("node")
+        .arg(&hfs)
+        .arg("--cwd")
+        .arg(&home)
+        .stdout(fs::File::create(home.join("hfs.log")).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hfs");
+    let _hfs = Killed(child);
+    ck.wait_until("hfs's TLS port", Duration::from_secs(30), || {
+        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
+            .is_ok()
+    });
+    assert_eq!(served_serial(port), current_serial(&ck));
+
+    // No reload at all: HFS watches its certificate files; the live check waits for it.
+    single_files(&format!(
+        "verify_timeout_secs = 20\nverify = [{{ endpoint = \"127.0.0.1:{port}\", sni = \"media.example.com\" }}]"
+    ));
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    assert_eq!(served_serial(port), current_serial(&ck));
+    let log = fs::read_to_string(home.join("hfs.log")).unwrap_or_default();
+    assert!(log.matches("certificate loaded").count() >= 2, "{log}");
+}
