@@ -434,3 +434,131 @@ fn hfs_notices_the_new_files_by_itself() {
     let log = fs::read_to_string(home.join("hfs.log")).unwrap_or_default();
     assert!(log.matches("certificate loaded").count() >= 2, "{log}");
 }
+
+/// A minimal Janus: the HTTP transport only (HTTPS on `port`), no plugins, the DTLS
+/// certificate and the HTTPS certificate both from certkeeper's files.
+fn janus_config(dir: &Path, port: u16, cert: &Path, key: &Path) -> std::path::PathBuf {
+    let (conf, plugins, transports) = (
+        dir.join("conf"),
+        dir.join("plugins"),
+        dir.join("transports"),
+    );
+    for d in [&conf, &plugins, &transports] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let http = "/usr/lib/x86_64-linux-gnu/janus/transports/libjanus_http.so";
+    let _ = std::os::unix::fs::symlink(http, transports.join("libjanus_http.so"));
+    let certificates = format!(
+        "certificates: {{\n\tcert_pem = \"{}\"\n\tcert_key = \"{}\"\n}}\n",
+        cert.display(),
+        key.display()
+    );
+    fs::write(
+        conf.join("janus.jcfg"),
+        format!(
+            "general: {{\n\tconfigs_folder = \"{c}\"\n\tplugins_folder = \"{p}\"\n\ttransports_folder = \"{t}\"\n\
+             \tevents_folder = \"{p}\"\n\tloggers_folder = \"{p}\"\n\tdebug_level = 4\n}}\n{certificates}\
+             media: {{\n}}\nnat: {{\n\tice_lite = true\n}}\n",
+            c = conf.display(),
+            p = plugins.display(),
+            t = transports.display(),
+        ),
+    )
+    .unwrap();
+    fs::write(
+        conf.join("janus.transport.http.jcfg"),
+        format!(
+            "general: {{\n\tbase_path = \"/janus\"\n\thttp = true\n\tport = {}\n\tip = \"127.0.0.1\"\n\
+             \thttps = true\n\tsecure_port = {port}\n\tsecure_ip = \"127.0.0.1\"\n}}\n{certificates}",
+            free_port()
+        ),
+    )
+    .unwrap();
+    conf.join("janus.jcfg")
+}
+
+/// The SHA-256 fingerprint of the leaf of `fullchain`, as Janus logs the DTLS one.
+fn fingerprint(fullchain: &Path) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let leaf = rustls_pki_types::CertificateDer::pem_file_iter(fullchain)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &leaf);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[test]
+fn janus_needs_a_restart_for_its_dtls_and_https_certificate() {
+    require("janus");
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    let home = ck.path("janus");
+    let port = free_port();
+    let (cert, key) = (ck.path("out/fullchain.pem"), ck.path("out/privkey.pem"));
+    let config = janus_config(&home, port, &cert, &key);
+    let (pidfile, log) = (home.join("janus.pid"), home.join("janus.log"));
+    let restart = ck.path("restart-janus");
+    fs::write(
+        &restart,
+        format!(
+            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 1\n: > {log}\n\
+             setsid {janus} -C {config} -F {conf} -p {pid} -L {log} </dev/null >/dev/null 2>&1 &\n",
+            pid = pidfile.display(),
+            log = log.display(),
+            janus = require("janus").display(),
+            config = config.display(),
+            conf = home.join("conf").display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&restart, fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        common::program("sh")
+            .arg(&restart)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _stop = StopByPidfile(pidfile.clone());
+    ck.wait_until("janus's HTTPS transport", Duration::from_secs(20), || {
+        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
+            .is_ok()
+    });
+    let dtls = |fingerprint: &str| {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&format!("Fingerprint of our certificate: {fingerprint}"))
+    };
+    assert!(
+        dtls(&fingerprint(&cert)),
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // The recipe: restart Janus; its DTLS certificate (WebRTC) and the HTTPS transport change.
+    ck.rewrite(
+        &pebble,
+        &["media.example.com"],
+        &format!(
+            "reload = \"{}\"\nverify = [{{ endpoint = \"127.0.0.1:{port}\", sni = \"media.example.com\" }}]",
+            restart.display()
+        ),
+    );
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    assert_eq!(served_serial(port), current_serial(&ck));
+    ck.wait_until(
+        "janus to log the new DTLS fingerprint",
+        Duration::from_secs(10),
+        || dtls(&fingerprint(&cert)),
+    );
+}
