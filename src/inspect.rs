@@ -57,7 +57,12 @@ pub struct Target<'a> {
     pub roots: Option<&'a Path>,
     /// The certificate and key files the server is configured with.
     pub files: Option<(&'a Path, &'a Path)>,
+    /// This host's clock against a time source: (the source, seconds ahead; negative: behind).
+    pub clock: Option<(&'a str, i64)>,
 }
+
+/// Past this many seconds off, this host's clock is worth a word.
+const SKEW: i64 = 30;
 
 pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
     let sni = target.name.to_ascii_lowercase();
@@ -87,7 +92,55 @@ pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
     let not_after: SystemTime = validity.not_after.to_datetime().into();
     let not_before: SystemTime = validity.not_before.to_datetime().into();
     let days = |d: Duration| d.as_secs() / 86_400;
-    if now > not_after {
+    // The time by the configured source, when there is one: it tells a skewed clock from a
+    // certificate that is really out of date.
+    let true_now = match target.clock {
+        Some((_, ahead)) if ahead >= 0 => now - Duration::from_secs(ahead.unsigned_abs()),
+        Some((_, behind)) => now + Duration::from_secs(behind.unsigned_abs()),
+        None => now,
+    };
+    if let Some((source, ahead)) = target.clock {
+        let off = format!(
+            "{}s {} {source}",
+            ahead.abs(),
+            if ahead >= 0 { "ahead of" } else { "behind" }
+        );
+        if ahead.abs() > SKEW {
+            say(
+                Severity::Warn,
+                format!(
+                    "this host's clock is {off}: fix it (timedatectl set-ntp true); every validity judgment here depends on it"
+                ),
+            );
+        } else {
+            say(
+                Severity::Ok,
+                format!(
+                    "this host's clock is within {}s of {source}",
+                    ahead.abs().max(1)
+                ),
+            );
+        }
+    }
+    if now > not_after && true_now <= not_after {
+        say(
+            Severity::Fail,
+            format!(
+                "the certificate looks expired ({}) only because this host's clock is ahead: by the time \
+                 source it is still valid; fix this host's clock (timedatectl set-ntp true), not the certificate",
+                timefmt::utc(not_after)
+            ),
+        );
+    } else if now < not_before && true_now >= not_before {
+        say(
+            Severity::Fail,
+            format!(
+                "the certificate looks not yet valid (from {}) only because this host's clock is behind: \
+                 fix this host's clock (timedatectl set-ntp true), not the certificate",
+                timefmt::utc(not_before)
+            ),
+        );
+    } else if now > not_after {
         let ago = now.duration_since(not_after).unwrap_or_default();
         say(
             Severity::Fail,

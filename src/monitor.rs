@@ -96,6 +96,7 @@ async fn look(monitor: &MonitorConfig) -> Seen {
             name: &owned.name,
             roots: owned.root.as_deref(),
             files: None,
+            clock: None,
         };
         inspect::inspect(&target, SystemTime::now())
     })

@@ -31,3 +31,30 @@ where
         .build();
     Client::builder(TokioExecutor::new()).build(connector)
 }
+
+/// How far this host's clock is ahead of the `Date` of `url`'s answer (negative: behind), in
+/// seconds, to within the round trip of one request.
+pub async fn clock_offset(url: &str) -> Result<i64, String> {
+    use http_body_util::Empty;
+    let client = client::<Empty<bytes::Bytes>>();
+    let request = http::Request::head(url)
+        .body(Empty::new())
+        .map_err(|e| format!("{url}: {e}"))?;
+    let sent = std::time::SystemTime::now();
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+            .await
+            .map_err(|_| format!("{url}: no answer within 10 s"))?
+            .map_err(|e| format!("{url}: {e}"))?;
+    let date = response
+        .headers()
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| format!("{url} sent no Date header"))?;
+    let server = httpdate::parse_http_date(date).map_err(|e| format!("{url}: {e}"))?;
+    let midpoint = sent + sent.elapsed().unwrap_or_default() / 2;
+    Ok(match midpoint.duration_since(server) {
+        Ok(ahead) => ahead.as_secs() as i64,
+        Err(behind) => -(behind.duration().as_secs() as i64),
+    })
+}

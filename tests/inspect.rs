@@ -170,3 +170,59 @@ fn an_endpoint_that_does_not_answer_exits_3() {
     assert_eq!(code, Some(3), "{said}");
     assert!(said.contains("cannot complete a TLS handshake"), "{said}");
 }
+
+/// An HTTP server whose `Date` is a day behind this host's clock: as seen from it, this host's
+/// clock is a day ahead. Answers up to `answers` requests.
+fn time_source_a_day_behind(answers: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(answers) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let date =
+                httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(86_400));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn a_certificate_that_looks_expired_on_a_fast_clock_is_told_apart() {
+    let pebble = Pebble::start(Some(Duration::from_secs(2)));
+    let (ck, root) = issued(&pebble);
+    let dir = ck.current_dir();
+    let nginx = Nginx::start(&dir.join("fullchain.pem"), &dir.join("privkey.pem"));
+    std::thread::sleep(Duration::from_secs(3));
+    let source = format!("http://127.0.0.1:{}/", time_source_a_day_behind(1));
+    let (code, said) = inspect(
+        nginx.port,
+        &[
+            "--name",
+            "media.example.com",
+            "--root",
+            root.to_str().unwrap(),
+            "--time-source",
+            &source,
+        ],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    // A day, give or take the second the request took.
+    assert!(
+        said.contains("this host's clock is 8640")
+            && said.contains(&format!("s ahead of {source}")),
+        "{said}"
+    );
+    assert!(
+        said.contains("looks expired") && said.contains("fix this host's clock"),
+        "{said}"
+    );
+    assert!(!said.contains("the certificate expired on"), "{said}");
+}

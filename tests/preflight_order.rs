@@ -7,7 +7,8 @@ mod common;
 
 use std::fs;
 
-use common::{Certkeeper, Pebble, free_port};
+use common::netlab::Netns;
+use common::{Certkeeper, Pebble, free_port, require, require_root};
 
 #[test]
 fn an_http01_failure_carries_the_preflight_finding_everywhere() {
@@ -70,4 +71,35 @@ fn an_http01_failure_carries_the_preflight_finding_everywhere() {
         ),
         "{metrics}"
     );
+}
+
+#[test]
+fn with_port_80_dropped_the_failure_says_it_timed_out() {
+    if !require_root(
+        "with_port_80_dropped_the_failure_says_it_timed_out",
+        "a network namespace and a packet filter",
+    ) {
+        return;
+    }
+    let netns = Netns::new("drop80");
+    let pebble = Pebble::start_in(&netns.0);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
+    let dropped = common::program("ip")
+        .args(["netns", "exec", &netns.0])
+        .arg(require("iptables"))
+        .args(["-A", "INPUT", "-p", "tcp", "--dport"])
+        .arg(pebble.http_port.to_string())
+        .args(["-j", "DROP"])
+        .status()
+        .expect("iptables");
+    assert!(dropped.success(), "iptables refused the DROP rule");
+    let output = ck.run_in(&netns.0, &["renew"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert_eq!(pebble.orders(), 1, "the order still goes out: {said}");
+    let sentence = format!(
+        "Before the order, certkeeper's pre-flight check found: port {} on 127.0.0.1 timed out: a firewall drops it",
+        pebble.http_port
+    );
+    assert!(said.contains(&sentence), "{said}");
 }

@@ -13,8 +13,26 @@ pub(super) fn run(
     name: Option<&str>,
     root: Option<PathBuf>,
     files: Option<(PathBuf, PathBuf)>,
+    time_source: Option<&str>,
     json: bool,
 ) -> ExitCode {
+    let clock = match time_source {
+        None => None,
+        Some(url) => {
+            let offset = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|runtime| runtime.block_on(crate::web::clock_offset(url)));
+            match offset {
+                Ok(offset) => Some((url, offset)),
+                Err(e) => {
+                    eprintln!("certkeeper: the time source cannot be read: {e}");
+                    None
+                }
+            }
+        }
+    };
     let host = target
         .rsplit_once(':')
         .filter(|(host, port)| {
@@ -33,6 +51,7 @@ pub(super) fn run(
         files: files
             .as_ref()
             .map(|(cert, key)| (cert.as_path(), key.as_path())),
+        clock,
     };
     let report = match inspect::inspect(&target, SystemTime::now()) {
         Ok(report) => report,

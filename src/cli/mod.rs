@@ -130,6 +130,10 @@ enum Command {
         /// The key file the server is configured with.
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
+        /// An HTTP(S) URL whose `Date` tells the time (e.g. your CA's directory): tells this
+        /// host's clock skew from a certificate that is really out of date.
+        #[arg(long)]
+        time_source: Option<String>,
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
@@ -187,11 +191,19 @@ pub fn main() -> ExitCode {
         root,
         cert,
         key,
+        time_source,
         json,
     } = &cli.command
     {
         let files = cert.clone().zip(key.clone());
-        return inspect::run(target, name.as_deref(), root.clone(), files, *json);
+        return inspect::run(
+            target,
+            name.as_deref(),
+            root.clone(),
+            files,
+            time_source.as_deref(),
+            *json,
+        );
     }
     if let Command::ProbeServer {
         listen,

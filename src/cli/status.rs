@@ -32,6 +32,17 @@ pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
     }
     if !json {
         let store = crate::store::Store::new(&config.daemon.state_dir);
+        let account = crate::acme::account_path(store.root(), &config.acme.directory);
+        if let Ok(written) = std::fs::metadata(&account).and_then(|m| m.modified()) {
+            let age = SystemTime::now()
+                .duration_since(written)
+                .unwrap_or_default();
+            println!(
+                "account at {}: key written {} ago (registered or last rolled over)",
+                config.acme.directory,
+                crate::timefmt::rough(age)
+            );
+        }
         for seen in crate::monitor::load(&store) {
             let mark = match seen.severity {
                 crate::preflight::Severity::Ok => "ok",
