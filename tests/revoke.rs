@@ -60,3 +60,51 @@ fn revoke_replaces_then_revokes_through_the_daemon_and_standalone() {
     let output = ck.run(&["revoke", "nosuch"]);
     assert_eq!(output.status.code(), Some(78));
 }
+
+#[test]
+fn revoke_signed_by_the_certificates_own_key() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    let first = serial(&ck);
+    // The operator's copy of the key, as when the account key is lost.
+    let key = ck.path("old-key.pem");
+    fs::copy(ck.current_dir().join("privkey.pem"), &key).unwrap();
+
+    // A key that is not this certificate's: the CA refuses, and says so.
+    let stranger = ck.path("stranger.pem");
+    fs::write(
+        &stranger,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let output = ck.run(&["revoke", "media", "--key", stranger.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("NOT REVOKED (serial {first})")),
+        "{said}"
+    );
+    assert!(pebble.cert_status(&first).contains("\"Valid\""));
+
+    // The right key: replaced, then revoked with a JWS signed by that key.
+    let second = serial(&ck);
+    fs::copy(ck.current_dir().join("privkey.pem"), &key).unwrap();
+    let said = ck.ok(&[
+        "revoke",
+        "media",
+        "--key",
+        key.to_str().unwrap(),
+        "--reason",
+        "superseded",
+    ]);
+    assert!(
+        said.contains(&format!("revoked serial {second} (superseded)")),
+        "{said}"
+    );
+    assert!(
+        pebble.cert_status(&second).contains("\"Revoked\""),
+        "{}",
+        pebble.cert_status(&second)
+    );
+}

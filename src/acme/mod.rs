@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 pub use account::{Accounts, AcmeClient, account_path};
 pub use order::Solvers;
-pub use revoke::RevokeReason;
+pub use revoke::{RevokeReason, revoke_with_certificate_key};
 
 /// How far this host's clock is ahead of the CA's (negative: behind), in seconds, to within
 /// the round trip of one request.
@@ -136,6 +136,8 @@ pub enum AcmeError {
         "the CA does not offer the certificate profile \"{profile}\" (it offers: {offered}); change certificate.profile"
     )]
     Profile { profile: String, offered: String },
+    #[error("cannot revoke the certificate with its own key: {0}")]
+    Revoke(String),
     #[error("renewal information (ARI): {0}")]
     Ari(String),
     #[error("cannot read the CA's clock from {directory}: {reason}")]

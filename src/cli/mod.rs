@@ -84,6 +84,10 @@ enum Command {
         /// Why (RFC 5280); keyCompromise also forbids reusing the key.
         #[arg(long, value_enum, default_value = "unspecified")]
         reason: crate::acme::RevokeReason,
+        /// Sign the revocation with the certificate's own private key (PKCS#8 PEM) instead of
+        /// the account key: when the account key is lost.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Serve probes for other hosts' pre-flight ([preflight] remote): fetch
     /// http://NAME:PORT/.well-known/acme-challenge/TOKEN from here, as the CA would, for
@@ -279,8 +283,10 @@ pub fn main() -> ExitCode {
                     false => renew::run(cli.config, config, Request::Account { action }).await,
                 }
             }
-            Command::Revoke { name, reason } => {
-                renew::run(cli.config, config, Request::Revoke { name, reason }).await
+            Command::Revoke { name, reason, key } => {
+                // The daemon may run elsewhere in the file system's view: an absolute path.
+                let key = key.map(|k| std::path::absolute(&k).unwrap_or(k));
+                renew::run(cli.config, config, Request::Revoke { name, reason, key }).await
             }
             Command::Status { json } => status::run(&config, json).await,
             Command::Check { json, names } => check::run(&config, json, names).await,

@@ -37,6 +37,9 @@ pub enum Request {
     Revoke {
         name: String,
         reason: crate::acme::RevokeReason,
+        /// Sign with the certificate's own key (this file) instead of the account key.
+        #[serde(default)]
+        key: Option<std::path::PathBuf>,
     },
     /// Show, roll over or deactivate the ACME account at the preferred CA.
     Account {

@@ -151,7 +151,7 @@ struct Daemon {
     /// Certificates renewed by this run whose renewal window (ARI) to fetch.
     renewed: HashSet<String>,
     /// Certificates to revoke once replaced (`certkeeper revoke`), and why.
-    revocations: HashMap<String, crate::acme::RevokeReason>,
+    revocations: HashMap<String, task::Revocation>,
 }
 
 struct InFlight {

@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
+use super::task::Revocation;
 use super::task::{Issued, Outcome};
 use super::{Daemon, Mode};
-use crate::acme::RevokeReason;
 use crate::challenge::choice::Choice;
 use crate::config::EX_CONFIG;
 use crate::control::{AccountAction, Call, Live, Replies, Reply, Request};
@@ -32,7 +32,9 @@ impl Daemon {
                 names,
             } => self.queue_renewals(force, dry_run, &names, replies, now),
             Request::Check { names } => self.check(&names, replies),
-            Request::Revoke { name, reason } => self.queue_revocation(name, reason, replies),
+            Request::Revoke { name, reason, key } => {
+                self.queue_revocation(name, Revocation { reason, key }, replies)
+            }
             Request::Account { action } => self.account(action, replies),
             Request::Status => {
                 let mut rows = status::rows(&self.config, now);
@@ -121,7 +123,7 @@ impl Daemon {
 
     /// Queues the current certificate of `name` for replacement now, and for revocation once
     /// replaced.
-    fn queue_revocation(&mut self, name: String, reason: RevokeReason, replies: Replies) {
+    fn queue_revocation(&mut self, name: String, revocation: Revocation, replies: Replies) {
         if self.config.cluster.is_some() {
             return replies.send(Reply::failed(
                 EX_CONFIG,
@@ -143,7 +145,7 @@ impl Daemon {
                 format!("{name}: being renewed now; revoke once that ends"),
             ));
         }
-        self.revocations.insert(name.clone(), reason);
+        self.revocations.insert(name.clone(), revocation);
         self.forced.insert(name.clone());
         self.waiters.push(Waiter {
             replies,

@@ -46,6 +46,12 @@ pub enum Finished {
     Done(Box<Outcome>),
 }
 
+/// `certkeeper revoke`: why, and the certificate's own key to sign with (else the account's).
+pub struct Revocation {
+    pub reason: RevokeReason,
+    pub key: Option<PathBuf>,
+}
+
 /// A certificate the CA issued and that passed every check.
 pub struct Issued {
     pub not_after: SystemTime,
@@ -82,12 +88,15 @@ pub async fn renew(
     mut cert: CertificateConfig,
     ca: AcmeConfig,
     dry_run: bool,
-    revoke: Option<RevokeReason>,
+    revoke: Option<Revocation>,
     mut stop: watch::Receiver<bool>,
 ) -> Finished {
     let started = Instant::now();
     let replaced = context.store.current_leaf_der(&cert.name);
-    if revoke == Some(RevokeReason::KeyCompromise) {
+    if revoke
+        .as_ref()
+        .is_some_and(|r| r.reason == RevokeReason::KeyCompromise)
+    {
         // A compromised key is never reused.
         cert.reuse_key = false;
     }
@@ -140,8 +149,8 @@ pub async fn renew(
         Err(e) => Err(e),
     };
     let revoked = match (revoke, replaced) {
-        (Some(reason), Some(der)) => {
-            Some(revoke_replaced(&context, &cert, &ca, &der, reason).await)
+        (Some(revocation), Some(der)) => {
+            Some(revoke_replaced(&context, &cert, &ca, &der, &revocation).await)
         }
         _ => None,
     };
@@ -165,19 +174,34 @@ async fn revoke_replaced(
     cert: &CertificateConfig,
     ca: &AcmeConfig,
     der: &CertificateDer<'_>,
-    reason: RevokeReason,
+    revocation: &Revocation,
 ) -> Result<String, String> {
+    let reason = revocation.reason;
     let serial = crate::bundle::read_leaf_der(der)
         .map(|leaf| leaf.serial)
         .map_err(|e| format!("NOT REVOKED: {e}"))?;
-    let acme = context
-        .accounts
-        .get(ca, &context.store)
-        .await
-        .map_err(|e| format!("NOT REVOKED (serial {serial}): {e}"))?;
-    acme.revoke(der, reason)
-        .await
-        .map_err(|e| format!("NOT REVOKED (serial {serial}): {e}"))?;
+    let not_revoked = |e: String| format!("NOT REVOKED (serial {serial}): {e}");
+    match &revocation.key {
+        Some(path) => {
+            let pem = zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .map_err(|e| not_revoked(format!("cannot read {}: {e}", path.display())))?,
+            );
+            crate::acme::revoke_with_certificate_key(ca, &ca.directory, der, &pem, reason)
+                .await
+                .map_err(|e| not_revoked(e.to_string()))?;
+        }
+        None => {
+            let acme = context
+                .accounts
+                .get(ca, &context.store)
+                .await
+                .map_err(|e| not_revoked(e.to_string()))?;
+            acme.revoke(der, reason)
+                .await
+                .map_err(|e| not_revoked(e.to_string()))?;
+        }
+    }
     tracing::warn!(name = %cert.name, serial = %serial, reason = reason.as_str(), "certificate revoked");
     let mut state = CertState::load(&context.store, &cert.name);
     state.revoked = Some(Revoked {
