@@ -11,11 +11,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-        .clamp(1, 500);
+    let n = common::bench_n(500);
     let pebble = common::Pebble::start(None);
     let ck = common::Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
     ck.ok(&["renew"]); // the account and the first certificate

@@ -23,11 +23,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-        .clamp(1, 1000);
+    let n = common::bench_n(1000);
     let pebble = common::Pebble::start(None);
     let ck = common::Certkeeper::new(&pebble, &["media.example.com", "live.example.com"], "");
     ck.ok(&["renew"]); // creates the account and the first certificate

@@ -12,6 +12,27 @@ use std::time::{Duration, Instant};
 
 use common::{Certkeeper, Killed, Pebble, free_port, require};
 
+/// Writes an executable shell script at `path` (a restart recipe).
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Waits (bounded) until 127.0.0.1:`port` completes a TLS handshake.
+fn wait_for_tls(port: u16, what: &str) {
+    let started = Instant::now();
+    while certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} does not serve TLS on {port} after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The leaf the endpoint serves now.
 fn served_serial(port: u16) -> String {
     let chain =
@@ -215,10 +236,10 @@ fn a_java_keystore_server_serves_the_hls_key_with_each_renewal_after_a_restart()
     let port = free_port();
     let pidfile = ck.path("keyserver.pid");
     let restart = ck.path("restart-keyserver");
-    fs::write(
+    script(
         &restart,
-        format!(
-            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null; sleep 0.2\n\
+        &format!(
+            "[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null; sleep 0.2\n\
              setsid {java} -cp {classes} KeyServer {keystore} {password} {port} {pid} \
              </dev/null >/dev/null 2>&1 &\n",
             pid = pidfile.display(),
@@ -227,17 +248,11 @@ fn a_java_keystore_server_serves_the_hls_key_with_each_renewal_after_a_restart()
             keystore = keystore.display(),
             password = password.display(),
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&restart, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let started = common::program("sh").arg(&restart).status().unwrap();
     assert!(started.success());
     let _stop = StopByPidfile(pidfile.clone());
-    ck.wait_until("the key server", Duration::from_secs(20), || {
-        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
-            .is_ok()
-    });
+    wait_for_tls(port, "the key server");
     assert_eq!(served_serial(port), current_serial(&ck));
 
     with_output(&format!(
@@ -326,17 +341,15 @@ fn icecast_reads_the_combined_pem_at_start_only_so_the_recipe_restarts_it() {
     let config = icecast_config(ck.dir.path(), &run, port, &ck.path("icecast/combined.pem"));
     let pidfile = run.join("icecast.pid");
     let restart = ck.path("restart-icecast");
-    fs::write(
+    script(
         &restart,
-        format!(
-            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 0.5\n{icecast} -b -c {config} >/dev/null 2>&1\n",
+        &format!(
+            "[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 0.5\n{icecast} -b -c {config} >/dev/null 2>&1\n",
             pid = pidfile.display(),
             icecast = require("icecast2").display(),
             config = config.display(),
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&restart, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     assert!(
         common::program("sh")
             .arg(&restart)
@@ -345,10 +358,7 @@ fn icecast_reads_the_combined_pem_at_start_only_so_the_recipe_restarts_it() {
             .success()
     );
     let _stop = StopByPidfile(pidfile.clone());
-    ck.wait_until("icecast's TLS port", Duration::from_secs(10), || {
-        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
-            .is_ok()
-    });
+    wait_for_tls(port, "icecast's TLS port");
     let first = current_serial(&ck);
     assert_eq!(served_serial(port), first);
 
@@ -418,10 +428,7 @@ fn hfs_notices_the_new_files_by_itself() {
         .spawn()
         .expect("start hfs");
     let _hfs = Killed(child);
-    ck.wait_until("hfs's TLS port", Duration::from_secs(30), || {
-        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
-            .is_ok()
-    });
+    wait_for_tls(port, "hfs's TLS port");
     assert_eq!(served_serial(port), current_serial(&ck));
 
     // No reload at all: HFS watches its certificate files; the live check waits for it.
@@ -506,10 +513,10 @@ fn janus_needs_a_restart_for_its_dtls_and_https_certificate() {
     let config = janus_config(&home, port, &cert, &key);
     let (pidfile, log) = (home.join("janus.pid"), home.join("janus.log"));
     let restart = ck.path("restart-janus");
-    fs::write(
+    script(
         &restart,
-        format!(
-            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 1\n: > {log}\n\
+        &format!(
+            "[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 1\n: > {log}\n\
              setsid {janus} -C {config} -F {conf} -p {pid} -L {log} </dev/null >/dev/null 2>&1 &\n",
             pid = pidfile.display(),
             log = log.display(),
@@ -517,10 +524,7 @@ fn janus_needs_a_restart_for_its_dtls_and_https_certificate() {
             config = config.display(),
             conf = home.join("conf").display(),
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&restart, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     assert!(
         common::program("sh")
             .arg(&restart)
@@ -529,10 +533,7 @@ fn janus_needs_a_restart_for_its_dtls_and_https_certificate() {
             .success()
     );
     let _stop = StopByPidfile(pidfile.clone());
-    ck.wait_until("janus's HTTPS transport", Duration::from_secs(20), || {
-        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
-            .is_ok()
-    });
+    wait_for_tls(port, "janus's HTTPS transport");
     let dtls = |fingerprint: &str| {
         fs::read_to_string(&log)
             .unwrap_or_default()

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 
 use common::netlab::Netns;
-use common::{Certkeeper, Pebble, free_port, require, require_root};
+use common::{Certkeeper, Pebble, free_port, require_root};
 
 #[test]
 fn an_http01_failure_carries_the_preflight_finding_everywhere() {
@@ -84,15 +84,7 @@ fn with_port_80_dropped_the_failure_says_it_timed_out() {
     let netns = Netns::new("drop80");
     let pebble = Pebble::start_in(&netns.0);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
-    let dropped = common::program("ip")
-        .args(["netns", "exec", &netns.0])
-        .arg(require("iptables"))
-        .args(["-A", "INPUT", "-p", "tcp", "--dport"])
-        .arg(pebble.http_port.to_string())
-        .args(["-j", "DROP"])
-        .status()
-        .expect("iptables");
-    assert!(dropped.success(), "iptables refused the DROP rule");
+    netns.drop_tcp(pebble.http_port);
     let output = ck.run_in(&netns.0, &["renew"]);
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{said}");

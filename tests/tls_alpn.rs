@@ -21,15 +21,7 @@ fn auto_climbs_to_tls_alpn01_when_port_80_is_dropped() {
     let netns = Netns::new("alpn");
     let pebble = Pebble::start_in(&netns.0);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
-    let dropped = common::program("ip")
-        .args(["netns", "exec", &netns.0])
-        .arg(require("iptables"))
-        .args(["-A", "INPUT", "-p", "tcp", "--dport"])
-        .arg(pebble.http_port.to_string())
-        .args(["-j", "DROP"])
-        .status()
-        .expect("iptables");
-    assert!(dropped.success(), "iptables refused the DROP rule");
+    netns.drop_tcp(pebble.http_port);
 
     let output = ck.run_in(&netns.0, &["renew"]);
     let said = String::from_utf8_lossy(&output.stdout).to_string();

@@ -757,6 +757,15 @@ impl Nginx {
     }
 }
 
+/// How many samples a benchmark takes: BENCH_N, else 20 (1 to `most`).
+pub fn bench_n(most: usize) -> usize {
+    std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .clamp(1, most)
+}
+
 /// The median of `samples` (benchmarks).
 pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

@@ -173,6 +173,25 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A packet filter in this namespace that drops TCP to `port` (a firewall that drops).
+    pub fn drop_tcp(&self, port: u16) {
+        run(program("ip")
+            .args(["netns", "exec", &self.0])
+            .arg(require("iptables"))
+            .args([
+                "-A",
+                "INPUT",
+                "-p",
+                "tcp",
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "DROP",
+            ]));
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = program("ip").args(["netns", "del", &self.0]).status();

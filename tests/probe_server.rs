@@ -1,0 +1,71 @@
+//! `certkeeper probe-server` on loopback: only holders of the secret are answered, each client
+//! gets 30 probes a minute, and loopback targets are refused. (What it sees from outside, and
+//! how the pre-flight uses it: tests/nat.rs.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Killed, Pebble, free_port};
+
+fn ask(port: u16, secret: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("probe server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /probe?name=media.example.com&token=abc&expected=def HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {secret}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn strangers_are_refused_and_each_client_is_rate_limited() {
+    let pebble = Pebble::start(None); // its challtestsrv answers 127.0.0.1 for every name
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "s3cret-for-the-probe-server\n").unwrap();
+    let port = free_port();
+    let child = std::process::Command::new(BIN)
+        .args(["probe-server", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--token-file")
+        .arg(&secret)
+        .args(["--resolver", &pebble.dns_address()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the probe server");
+    let _server = Killed(child);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the probe server does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    assert!(ask(port, "wrong").starts_with("HTTP/1.1 401"));
+    // media.example.com is 127.0.0.1 here: refused as loopback, not fetched.
+    let first = ask(port, "s3cret-for-the-probe-server");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        first.contains("refused to fetch from 127.0.0.1 (loopback)"),
+        "{first}"
+    );
+    // 30 a minute per client: the 31st is turned away.
+    let statuses: Vec<bool> = (1..30)
+        .map(|_| ask(port, "s3cret-for-the-probe-server").starts_with("HTTP/1.1 200"))
+        .collect();
+    assert!(statuses.iter().all(|ok| *ok), "{statuses:?}");
+    let over = ask(port, "s3cret-for-the-probe-server");
+    assert!(over.starts_with("HTTP/1.1 429"), "{over}");
+}
