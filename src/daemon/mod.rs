@@ -508,6 +508,8 @@ impl Daemon {
                 && let Err(e) = self.ensure_listener()
             {
                 self.forced.remove(&cert.name);
+                // A revocation asked with it is not carried over to a later renewal.
+                self.revocations.remove(&cert.name);
                 self.answer(&cert.name, false, None, Err(format!("FAILED: {e}")));
                 continue;
             }
@@ -520,6 +522,7 @@ impl Daemon {
                 tracing::warn!(name = %cert.name, ca = %ca.directory, "{}", deferred.reason);
                 self.held.insert(cert.name.clone(), deferred.until);
                 if self.forced.remove(&cert.name) {
+                    self.revocations.remove(&cert.name);
                     let why = format!(
                         "NOT RENEWED: {}; raise [acme.limits] if the CA allows more",
                         deferred.reason
