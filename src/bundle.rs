@@ -225,25 +225,10 @@ pub fn read_leaf_der(der: &CertificateDer<'_>) -> Result<LeafInfo, BundleError> 
 
 fn leaf_info(der: &CertificateDer<'_>) -> Result<LeafInfo, BundleError> {
     let cert = parse(der, 0)?;
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(dns) => names.push(dns.to_ascii_lowercase()),
-                GeneralName::IPAddress(bytes) => {
-                    let ip = match bytes.len() {
-                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*bytes)
-                            .ok()
-                            .map(std::net::IpAddr::from),
-                        _ => None,
-                    };
-                    names.extend(ip.map(|ip| ip.to_string()));
-                }
-                _ => {}
-            }
-        }
-    }
+    let names = san_names(&cert)
+        .into_iter()
+        .map(|name| name.to_ascii_lowercase())
+        .collect();
     let validity = cert.validity();
     Ok(LeafInfo {
         not_before: validity.not_before.to_datetime().into(),
@@ -251,6 +236,29 @@ fn leaf_info(der: &CertificateDer<'_>) -> Result<LeafInfo, BundleError> {
         serial: cert.raw_serial_as_string(),
         names,
     })
+}
+
+/// The DNS names (as written) and IP addresses of a certificate's SAN extension.
+pub fn san_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(std::net::IpAddr::from),
+                _ => None,
+            }
+            .map(|ip| ip.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn check_names(info: &LeafInfo, domains: &[DomainName]) -> Result<(), BundleError> {

@@ -7,8 +7,8 @@ use crate::cluster::{Cluster, ClusterError, Inspection};
 use crate::config::{CertificateConfig, ClusterConfig, Config};
 use crate::preflight::{Check, Finding, Preflight, Severity};
 
-/// Every finding for `certs`. `tokens` serves the probe; `None` when no listener could be bound
-/// (`listen_error` says why), so names without a webroot cannot be probed.
+/// Every finding for `certs`. `tokens` serves the probe, or says why no listener could be
+/// bound (then names without a webroot cannot be probed).
 pub async fn findings(
     config: &Config,
     certs: &[CertificateConfig],

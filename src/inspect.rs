@@ -39,11 +39,11 @@ pub struct Finding {
 impl Report {
     /// 0: all good, 1: a warning, 2: a failure (as monitoring checks count).
     pub fn exit_code(&self) -> u8 {
-        match self.findings.iter().map(|f| f.severity).max() {
-            Some(Severity::Fail) => 2,
-            Some(Severity::Warn) => 1,
-            _ => 0,
-        }
+        self.findings
+            .iter()
+            .map(|f| f.severity.level())
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -163,7 +163,7 @@ pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
         );
     }
 
-    let names = subject_names(leaf);
+    let names = crate::bundle::san_names(leaf);
     check_name(target.name, &names, &mut say);
     check_chain(&chain, &parsed, target, now, &mut say);
     if let Some((cert, key)) = target.files {
@@ -199,31 +199,6 @@ pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
         days_left: left.map(|l| days(l) as i64),
         findings,
     })
-}
-
-/// The DNS names and IP addresses of the leaf's SAN extension.
-fn subject_names(leaf: &X509Certificate<'_>) -> Vec<String> {
-    use x509_parser::extensions::GeneralName;
-    let Ok(Some(san)) = leaf.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => Some(dns.to_string()),
-            GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(*bytes)
-                    .ok()
-                    .map(|ip| std::net::IpAddr::from(ip).to_string()),
-                16 => <[u8; 16]>::try_from(*bytes)
-                    .ok()
-                    .map(|ip| std::net::IpAddr::from(ip).to_string()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
 
 fn check_name(asked: &str, names: &[String], say: &mut impl FnMut(Severity, String)) {

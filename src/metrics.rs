@@ -113,12 +113,9 @@ pub fn render(config: &Config, now: SystemTime) -> String {
         if let Some(days) = seen.days_left {
             monitor_days.get_or_create(&labels).set(days as f64);
         }
-        let severity = match seen.severity {
-            crate::preflight::Severity::Ok => 0.0,
-            crate::preflight::Severity::Warn => 1.0,
-            crate::preflight::Severity::Fail => 2.0,
-        };
-        monitor_severity.get_or_create(&labels).set(severity);
+        monitor_severity
+            .get_or_create(&labels)
+            .set(f64::from(seen.severity.level()));
     }
     let account_key = gauge(
         &mut registry,

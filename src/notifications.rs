@@ -43,10 +43,7 @@ impl Event {
             domains: cert.domains.iter().map(|d| d.to_string()).collect(),
             message,
             not_after: not_after.map(crate::timefmt::utc),
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default(),
+            host: host_name(),
         }
     }
 }
@@ -65,12 +62,17 @@ impl Event {
             domains: vec![name.to_string()],
             message,
             not_after: None,
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default(),
+            host: host_name(),
         }
     }
+}
+
+/// This machine's name, as events carry it.
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]

@@ -40,6 +40,26 @@ pub enum Severity {
     Fail,
 }
 
+impl Severity {
+    /// How a line of output marks it.
+    pub fn mark(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warn => "WARN",
+            Severity::Fail => "FAIL",
+        }
+    }
+
+    /// As monitoring checks count: 0 ok, 1 warning, 2 failure.
+    pub fn level(self) -> u8 {
+        match self {
+            Severity::Ok => 0,
+            Severity::Warn => 1,
+            Severity::Fail => 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Check {

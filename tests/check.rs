@@ -183,22 +183,7 @@ fn timeout_when_a_packet_filter_drops_the_port() {
     let bind = Bind::start_in(Some(&netns.0), RECORDS);
     bind.wait_until_serving();
     let port = free_port();
-    let dropped = common::program("ip")
-        .args(["netns", "exec", &netns.0])
-        .arg(common::require("iptables"))
-        .args([
-            "-A",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ])
-        .status()
-        .expect("iptables");
-    assert!(dropped.success(), "iptables refused the DROP rule");
+    netns.drop_tcp(port);
     let config = write_config(
         bind.dir.path(),
         &bind.address(),

@@ -130,7 +130,16 @@ pub async fn revoke_with_certificate_key(
         if parts.status.is_success() {
             return Ok(());
         }
-        last = String::from_utf8_lossy(&body).to_string();
+        // An ACME problem document: its detail says what went wrong in the CA's words.
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        last = match (problem["type"].as_str(), problem["detail"].as_str()) {
+            (Some(kind), Some(detail)) => format!("{detail} ({kind})"),
+            _ => format!(
+                "HTTP {}: {}",
+                parts.status.as_u16(),
+                String::from_utf8_lossy(&body)
+            ),
+        };
         if !last.contains("badNonce") {
             break;
         }

@@ -8,7 +8,7 @@ use crate::challenge::http01::{self, Tokens};
 use crate::check;
 use crate::config::{Config, EX_CONFIG};
 use crate::control::{Reply, Request};
-use crate::preflight::{Finding, Preflight, Severity};
+use crate::preflight::{Finding, Preflight};
 
 pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Result<(), Failure> {
     let findings = match running_daemon(config).await? {
@@ -78,13 +78,8 @@ fn print_table(findings: &[Finding], http01_ok: bool) {
     let rows: Vec<[String; 5]> = findings
         .iter()
         .map(|f| {
-            let result = match f.severity {
-                Severity::Ok => "ok",
-                Severity::Warn => "WARN",
-                Severity::Fail => "FAIL",
-            };
             [
-                result.to_string(),
+                f.severity.mark().to_string(),
                 f.name.clone().unwrap_or_else(|| "-".into()),
                 f.address.map_or("-".into(), |a| a.to_string()),
                 format!("{:?}", f.check).to_lowercase(),

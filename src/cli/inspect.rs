@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use crate::inspect::{self, Target};
-use crate::preflight::Severity;
 
 pub(super) fn run(
     target: &str,
@@ -68,12 +67,7 @@ pub(super) fn run(
     } else {
         println!("{} (name {}):", report.endpoint, report.name);
         for finding in &report.findings {
-            let mark = match finding.severity {
-                Severity::Ok => "ok  ",
-                Severity::Warn => "WARN",
-                Severity::Fail => "FAIL",
-            };
-            println!("  {mark} {}", finding.message);
+            println!("  {:<4} {}", finding.severity.mark(), finding.message);
         }
     }
     ExitCode::from(report.exit_code())

@@ -44,14 +44,13 @@ pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
             );
         }
         for seen in crate::monitor::load(&store) {
-            let mark = match seen.severity {
-                crate::preflight::Severity::Ok => "ok",
-                crate::preflight::Severity::Warn => "WARN",
-                crate::preflight::Severity::Fail => "FAIL",
-            };
             println!(
-                "monitor {} ({}), looked at {}: {mark} {}",
-                seen.endpoint, seen.name, seen.at, seen.message
+                "monitor {} ({}), looked at {}: {} {}",
+                seen.endpoint,
+                seen.name,
+                seen.at,
+                seen.severity.mark(),
+                seen.message
             );
         }
     }
@@ -76,9 +75,14 @@ fn print(config: &Config, rows: &[Row], live: Option<&Live>, json: bool) -> Resu
         print!("{}", status::table(rows));
     }
     if let Some(live) = live {
-        let renewing = match live.renewing.is_empty() {
+        let renewing: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.renewing)
+            .map(|r| r.name.as_str())
+            .collect();
+        let renewing = match renewing.is_empty() {
             true => "nothing".to_string(),
-            false => live.renewing.join(", "),
+            false => renewing.join(", "),
         };
         println!(
             "daemon: pid {}, renewing {renewing} now; next wake-up {}",

@@ -97,9 +97,8 @@ impl Reply {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Live {
     pub pid: u32,
+    /// Each certificate, with `renewing` set on those being renewed now.
     pub rows: Vec<Row>,
-    /// Certificates being renewed now.
-    pub renewing: Vec<String>,
     /// When the daemon next wakes up to renew, if anything is planned.
     pub next_wakeup: Option<String>,
 }

@@ -44,7 +44,6 @@ impl Daemon {
                 let live = Live {
                     pid: std::process::id(),
                     rows,
-                    renewing: self.in_flight.keys().cloned().collect(),
                     next_wakeup: self.next_wakeup.map(timefmt::utc),
                 };
                 replies.send(Reply::Status(live));
