@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::challenge::http01::Tokens;
 use crate::challenge::tls_alpn01::TlsAlpn01;
+use crate::cluster::{Cluster, PeerNode};
 use crate::config::Config;
 use crate::dns::{Answer, Dns};
 use crate::tls_probe::Handshake;
@@ -99,10 +100,24 @@ pub struct Preflight {
     /// Probe servers that fetch the token from outside, and the secret they want.
     remotes: Vec<String>,
     remote_secret: Option<zeroize::Zeroizing<String>>,
+    /// In cluster mode, the other nodes look from where they stand when no probe server is
+    /// configured.
+    peers: Option<Cluster>,
     web: crate::web::WebClient<Empty<Bytes>>,
     /// A probe server's view: fetch from public addresses only (no loopback, no private
     /// network), so that it cannot be turned against the network it runs in.
     outside_only: bool,
+}
+
+/// Where else the pre-flight looks from.
+enum Vantage {
+    /// A `certkeeper probe-server`, and the secret it wants.
+    Server {
+        url: String,
+        secret: zeroize::Zeroizing<String>,
+    },
+    /// Another node of the cluster.
+    Node(PeerNode),
 }
 
 /// This host's address as a STUN server saw it, and that server.
@@ -164,9 +179,17 @@ impl Preflight {
                 }
                 None => None,
             },
+            peers: None,
             web: crate::web::client(),
             outside_only: false,
         })
+    }
+
+    /// This pre-flight, asking the other nodes of `cluster` for their view when no probe
+    /// server is configured.
+    pub fn with_peers(mut self, cluster: Option<Cluster>) -> Self {
+        self.peers = cluster;
+        self
     }
 
     /// The pre-flight as a probe server runs it: names resolved through `resolvers` (the
@@ -183,9 +206,19 @@ impl Preflight {
             seen: tokio::sync::Mutex::new(None),
             remotes: Vec::new(),
             remote_secret: None,
+            peers: None,
             web: crate::web::client(),
             outside_only: true,
         })
+    }
+
+    /// The pre-flight as a cluster node runs it for the other nodes: this node's resolvers
+    /// and port, private addresses allowed (the nodes trust each other, and often share a
+    /// private network).
+    pub fn peer_view(config: &Config) -> Result<Self, String> {
+        let mut view = Self::outside_view(&config.daemon.resolvers, config.daemon.http01_port)?;
+        view.outside_only = false;
+        Ok(view)
     }
 
     /// The first reason TLS-ALPN-01 cannot succeed for `names`, if there is one: the CA's
@@ -278,16 +311,70 @@ impl Preflight {
         findings
     }
 
-    /// What each probe server sees of `name`, its findings marked with where they come from.
-    async fn remote_views(&self, name: &str, token: &str, expected: &str) -> Vec<Finding> {
-        let Some(secret) = &self.remote_secret else {
+    /// Where the pre-flight looks from besides this host: the configured probe servers, or
+    /// else, in cluster mode, the other nodes.
+    async fn vantages(&self) -> Vec<Vantage> {
+        if let Some(secret) = &self.remote_secret
+            && !self.remotes.is_empty()
+        {
+            return self
+                .remotes
+                .iter()
+                .map(|server| Vantage::Server {
+                    url: server.clone(),
+                    secret: secret.clone(),
+                })
+                .collect();
+        }
+        let Some(cluster) = &self.peers else {
             return Vec::new();
         };
+        match cluster.peers().await {
+            Ok(peers) => peers.into_iter().map(Vantage::Node).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list the other nodes for the pre-flight");
+                Vec::new()
+            }
+        }
+    }
+
+    /// What each vantage sees of `name`, asked all at once, its findings marked with where
+    /// they come from.
+    async fn remote_views(
+        &self,
+        vantages: Vec<Vantage>,
+        name: &str,
+        token: &str,
+        expected: &str,
+    ) -> Vec<Finding> {
+        let mut asked = tokio::task::JoinSet::new();
+        for (k, vantage) in vantages.into_iter().enumerate() {
+            let (label, (url, authorization)) = match &vantage {
+                Vantage::Server { url, secret } => (
+                    url.clone(),
+                    crate::remote_probe::request_to(url, secret, name, token, expected),
+                ),
+                Vantage::Node(peer) => {
+                    let Some(cluster) = &self.peers else { continue };
+                    (
+                        format!("node {}", peer.node),
+                        cluster.probe_request(peer, name, token, expected),
+                    )
+                }
+            };
+            let web = self.web.clone();
+            asked.spawn(async move {
+                let seen = crate::remote_probe::ask(&web, &url, &authorization).await;
+                (k, label, vantage, seen)
+            });
+        }
+        let mut answers = asked.join_all().await;
+        answers.sort_by_key(|(k, ..)| *k);
         let mut findings = Vec::new();
-        for server in &self.remotes {
-            match crate::remote_probe::ask(&self.web, server, secret, name, token, expected).await {
+        for (_, label, vantage, seen) in answers {
+            match seen {
                 Ok(seen) => findings.extend(seen.into_iter().map(|mut finding| {
-                    finding.message = format!("from {server}: {}", finding.message);
+                    finding.message = format!("from {label}: {}", finding.message);
                     finding
                 })),
                 Err(why) => findings.push(Finding {
@@ -295,7 +382,15 @@ impl Preflight {
                     address: None,
                     check: Check::Reachability,
                     severity: Severity::Warn,
-                    message: format!("the probe server {server} could not be asked: {why}"),
+                    message: match vantage {
+                        Vantage::Server { url, .. } => {
+                            format!("the probe server {url} could not be asked: {why}")
+                        }
+                        Vantage::Node(peer) => format!(
+                            "{label} of the cluster could not be asked at {} (its cluster.probe_url): {why}",
+                            peer.url
+                        ),
+                    },
                 }),
             }
         }
@@ -397,6 +492,48 @@ impl Preflight {
                 message: format!("cannot write the probe into the webroot: {e}"),
             }];
         }
+        let vantages = self.vantages().await;
+        let labelled = !vantages.is_empty();
+        let ((mut findings, any_address), remote) = tokio::join!(
+            self.local_view(name, &token, &expected, labelled),
+            self.remote_views(vantages, name, &token, &expected)
+        );
+        if any_address {
+            let resolved_here: Vec<IpAddr> = findings.iter().filter_map(|f| f.address).collect();
+            findings.extend(remote.into_iter().map(|mut finding| {
+                if let Some(address) = finding.address.filter(|a| !resolved_here.contains(a)) {
+                    finding.message.push_str(&format!(
+                        " (there, {name} resolves to {address}, here it does not: DNS answers differently \
+                         inside and outside, or a change has not reached every resolver yet)"
+                    ));
+                }
+                finding
+            }));
+        }
+        if !any_address && findings.is_empty() {
+            findings.push(Finding {
+                name: Some(name.to_string()),
+                address: None,
+                check: Check::Dns,
+                severity: Severity::Fail,
+                message: format!(
+                    "{name} has no A or AAAA record: create one pointing at this host"
+                ),
+            });
+        }
+        findings
+    }
+
+    /// What this host finds of `name`: DNS, whose addresses they are, and the probe fetched
+    /// from each (its messages start "from this host" when other vantages speak too); and
+    /// whether `name` has any address.
+    async fn local_view(
+        &self,
+        name: &str,
+        token: &str,
+        expected: &str,
+        labelled: bool,
+    ) -> (Vec<Finding>, bool) {
         let mut findings = Vec::new();
         let mut any_address = false;
         for v6 in [false, true] {
@@ -465,12 +602,11 @@ impl Preflight {
                     ),
                 };
                 findings.push(finding(severity, Some(address), Check::Address, message));
-                let (mut severity, mut message) =
-                    self.probe(name, address, &token, &expected).await;
+                let (mut severity, mut message) = self.probe(name, address, token, expected).await;
                 if behind_nat {
                     (severity, message) = nat_verdict(severity, message, address, self.port);
                 }
-                if !self.remotes.is_empty() {
+                if labelled {
                     message = format!("from this host: {message}");
                 }
                 findings.push(finding(
@@ -481,21 +617,7 @@ impl Preflight {
                 ));
             }
         }
-        if any_address {
-            findings.extend(self.remote_views(name, &token, &expected).await);
-        }
-        if !any_address && findings.is_empty() {
-            findings.push(Finding {
-                name: Some(name.to_string()),
-                address: None,
-                check: Check::Dns,
-                severity: Severity::Fail,
-                message: format!(
-                    "{name} has no A or AAAA record: create one pointing at this host"
-                ),
-            });
-        }
-        findings
+        (findings, any_address)
     }
 
     /// This host's public address of one family as the configured STUN servers see it (asked

@@ -119,19 +119,8 @@ impl Server {
                 "too many probes; try again in a minute",
             );
         }
-        let query = request.uri().query().unwrap_or_default();
-        let Some((name, token, expected)) = parse_query(query) else {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "ask /probe?name=DOMAIN&token=TOKEN&expected=VALUE (a DNS name; tokens of letters, digits, - and _)",
-            );
-        };
-        tracing::info!(?client, name = %name, "probe");
-        let findings = self.preflight.outside_probe(&name, &token, &expected).await;
-        match serde_json::to_vec(&findings) {
-            Ok(body) => http_server::text(StatusCode::OK, "application/json", body),
-            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        }
+        tracing::info!(?client, "probe");
+        probe(&self.preflight, request.uri().query().unwrap_or_default()).await
     }
 
     /// The bearer token, compared in constant time.
@@ -160,6 +149,27 @@ impl Server {
         let (_, count) = asked.entry(client).or_insert((Instant::now(), 0));
         *count += 1;
         *count <= PER_CLIENT
+    }
+}
+
+/// The findings of `preflight` for the probe `query` asks for, as JSON; used by the probe
+/// server and by cluster nodes probing for each other.
+pub(crate) async fn probe(preflight: &Preflight, query: &str) -> Response<Full<Bytes>> {
+    let Some((name, token, expected)) = parse_query(query) else {
+        return http_server::text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "ask /probe?name=DOMAIN&token=TOKEN&expected=VALUE (a DNS name; tokens of letters, digits, - and _)\n",
+        );
+    };
+    let findings = preflight.outside_probe(&name, &token, &expected).await;
+    match serde_json::to_vec(&findings) {
+        Ok(body) => http_server::text(StatusCode::OK, "application/json", body),
+        Err(e) => http_server::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("{e}\n"),
+        ),
     }
 }
 

@@ -2,7 +2,8 @@
 //! token from outside, as the CA would: the one view a host behind a NAT cannot have of itself.
 //!
 //! `GET {server}/probe?name=NAME&token=TOKEN&expected=VALUE` with `Authorization: Bearer
-//! SECRET`; the answer is a JSON list of findings, one per address the server resolved.
+//! SECRET` (a cluster node asks another node the same, signed: see `cluster::peers`); the
+//! answer is a JSON list of findings, one per address the server resolved.
 
 use std::time::Duration;
 
@@ -17,23 +18,36 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest answer read.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// What `server` saw of `name`, or why it could not be asked.
-pub async fn ask(
-    client: &WebClient<Empty<Bytes>>,
+/// The probe request to a probe server: its URL and `Authorization` value.
+pub fn request_to(
     server: &str,
     secret: &str,
     name: &str,
     token: &str,
     expected: &str,
+) -> (String, String) {
+    (
+        format!("{server}/probe?name={name}&token={token}&expected={expected}"),
+        format!("Bearer {secret}"),
+    )
+}
+
+/// What the probe at `url` saw, or why it could not be asked.
+pub async fn ask(
+    client: &WebClient<Empty<Bytes>>,
+    url: &str,
+    authorization: &str,
 ) -> Result<Vec<Finding>, String> {
-    let url = format!("{server}/probe?name={name}&token={token}&expected={expected}");
-    let request = http::Request::get(&url)
-        .header(http::header::AUTHORIZATION, format!("Bearer {secret}"))
+    let request = http::Request::get(url)
+        .header(http::header::AUTHORIZATION, authorization)
         .header(http::header::USER_AGENT, "certkeeper")
         .body(Empty::new())
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| crate::acme::chain(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()

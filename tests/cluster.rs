@@ -421,6 +421,125 @@ fn a_lease_holder_cut_off_from_etcd_mid_order_abandons_it() {
     );
 }
 
+/// The other nodes are the pre-flight's outside view by default. Split-horizon DNS, the case a
+/// look from this host alone misses: node 0 resolves the name through the inside DNS (pebble's,
+/// pointing at node 0), node 1 through the "public" one, a real BIND whose record is stale.
+#[test]
+fn the_other_nodes_look_at_the_names_from_where_they_stand() {
+    let pebble = Pebble::start(None);
+    let etcd = EtcdCluster::start(1);
+    let public_dns = common::Bind::start("media IN A 127.0.0.9");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|k| Node::new(&pebble, &etcd, &secret, k))
+        .collect();
+    let edit = |node: &Node, from: &str, to: &str| {
+        let text = fs::read_to_string(&node.ck.config).unwrap();
+        assert!(text.contains(from), "{text}");
+        fs::write(&node.ck.config, text.replace(from, to)).unwrap();
+    };
+    edit(&nodes[0], "preflight_before_order = false\n", "");
+    edit(
+        &nodes[1],
+        &format!("resolvers = [\"{}\"]", pebble.dns_address()),
+        &format!("resolvers = [\"{}\"]", public_dns.address()),
+    );
+    first_issuance(&pebble, &mut nodes);
+    nodes[1].start();
+    let announced = format!("http://{}:{}", ip(1), pebble.http_port);
+    wait_until(
+        &nodes,
+        "node 1 to announce itself",
+        Duration::from_secs(15),
+        || etcd.get("/certkeeper/nodes/n1").as_deref() == Some(announced.as_str()),
+    );
+
+    // Through node 0's daemon: its own look passes, node 1's finds the stale record.
+    let output = nodes[0].ck.run(&["check", "media"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{said}");
+    let port = pebble.http_port;
+    for expected in [
+        format!(
+            "from this host: http://{NAME}:{port}/ on 127.0.0.2 serves certkeeper's probe token"
+        ),
+        format!("from node n1: port {port} on 127.0.0.9 refused the connection"),
+        format!("there, {NAME} resolves to 127.0.0.9, here it does not"),
+    ] {
+        assert!(
+            said.contains(&expected),
+            "missing \"{expected}\" in:\n{said}"
+        );
+    }
+
+    // Before an order too (a dry run: the whole flow, pebble as its staging CA; HTTP-01 only,
+    // so the order still goes out, and passes here). The re-read config drops the pre-flight
+    // node 0 remembers from its first order, when node 1 was not up.
+    common::signal(
+        &nodes[0].daemon.as_ref().unwrap().0,
+        nix::sys::signal::Signal::SIGHUP,
+    );
+    wait_until(
+        &nodes,
+        "node 0 to re-read its config",
+        Duration::from_secs(10),
+        || nodes[0].ck.daemon_log().contains("configuration re-read"),
+    );
+    let orders = pebble.orders();
+    nodes[0].ck.ok(&["renew", "--dry-run", "media"]);
+    assert_eq!(pebble.orders(), orders + 1);
+    let log = nodes[0].ck.daemon_log();
+    let warned = log
+        .lines()
+        .find(|l| l.contains("the pre-flight check expects http-01 to fail"))
+        .unwrap_or_else(|| panic!("no pre-flight warning:\n{log}"));
+    assert!(warned.contains("from node n1"), "{warned}");
+
+    // Only nodes of the cluster may ask: no signature, or a made-up one, is refused.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for authorization in [
+        "",
+        &format!(
+            "Authorization: Certkeeper-Node n0 {now} {}\r\n",
+            "A".repeat(43)
+        ),
+    ] {
+        let mut stream = TcpStream::connect((ip(1), port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /.well-known/certkeeper/probe?name={NAME}&token=abc&expected=def HTTP/1.1\r\n\
+             Host: {NAME}\r\n{authorization}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+
+    // A node that died is said to be unreachable; it does not fail the check.
+    nodes[1].kill();
+    let output = nodes[0].ck.run(&["check", "media"]);
+    let said = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "node n1 of the cluster could not be asked at {announced}"
+        )),
+        "{said}"
+    );
+}
+
 /// A TCP proxy that holds each connection for `delay` before passing it on.
 struct SlowProxy {
     accepted: Arc<AtomicUsize>,
@@ -577,6 +696,7 @@ fn the_etcd_client_pages_listings_and_lists_only_changes() {
         ca_file: None,
         client_cert: None,
         auth: None,
+        probe_url: None,
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

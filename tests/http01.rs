@@ -25,7 +25,12 @@ fn serves_only_published_tokens() {
         .unwrap();
     let port = listener.local_addr().unwrap().port();
     let tokens = Tokens::default();
-    runtime.spawn(serve(listener, tokens.clone(), std::future::pending()));
+    runtime.spawn(serve(
+        listener,
+        tokens.clone(),
+        None,
+        std::future::pending(),
+    ));
     let mut publisher = tokens.publisher();
     runtime
         .block_on(publisher.publish("tok-EN_1", "tok-EN_1.thumbprint"))

@@ -1,5 +1,5 @@
-//! The HTTP-01 responder: answers `GET /.well-known/acme-challenge/<token>` from memory and
-//! 404 for anything else.
+//! The HTTP-01 responder: answers `GET /.well-known/acme-challenge/<token>` from memory (in
+//! cluster mode, also the other nodes' signed probe requests) and 404 for anything else.
 //!
 //! It sits on port 80 of machines exposed to the internet, so it is deliberately small; the
 //! bounds (no keep-alive, timeouts, connection cap, no body read) are `http_server`'s.
@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, PROBE_PATH, PeerProbes};
 use crate::http_server;
 use crate::store::{FileMode, StoreError, write_atomic};
 
@@ -207,19 +207,35 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     })
 }
 
-/// Serves challenge answers on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, tokens: Tokens, shutdown: impl Future<Output = ()>) {
+/// Serves challenge answers on `listener` until `shutdown` completes; in cluster mode, also
+/// the other nodes' probe requests (`peer_probes`).
+pub async fn serve(
+    listener: TcpListener,
+    tokens: Tokens,
+    peer_probes: Option<Arc<PeerProbes>>,
+    shutdown: impl Future<Output = ()>,
+) {
     http_server::serve(
         listener,
         // Boxed: the answer may wait on etcd, and that future is large; inline, it would be
         // part of every idle connection's task.
-        move |request| Box::pin(respond(tokens.clone(), request)),
+        move |request| Box::pin(respond(tokens.clone(), peer_probes.clone(), request)),
         shutdown,
     )
     .await
 }
 
-async fn respond(tokens: Tokens, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(
+    tokens: Tokens,
+    peer_probes: Option<Arc<PeerProbes>>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if let Some(peer_probes) = peer_probes
+        && request.uri().path() == PROBE_PATH
+        && request.method() == Method::GET
+    {
+        return peer_probes.answer(&request).await;
+    }
     let token = (request.method() == Method::GET || request.method() == Method::HEAD)
         .then(|| request.uri().path().strip_prefix(PREFIX))
         .flatten()

@@ -56,6 +56,7 @@ async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, F
             Some(tokio::spawn(http01::serve(
                 listener,
                 tokens.clone(),
+                None,
                 std::future::pending(),
             ))),
             Ok(&tokens),

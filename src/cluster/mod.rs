@@ -9,11 +9,15 @@
 //! - Each issued certificate is stored in etcd with its private key sealed under the cluster
 //!   secret ([`seal`]); every node installs it through its own deployment ([`sync`]).
 //!
+//! - Each node with its own listener also probes for the others: their pre-flight asks it
+//!   how this host's names look from where it stands ([`peers`]).
+//!
 //! etcd being unreachable costs renewals, never service: a node keeps its certificates and
 //! renews nothing until etcd answers again.
 
 pub mod etcd;
 mod lease;
+mod peers;
 mod seal;
 pub mod sync;
 
@@ -27,6 +31,7 @@ use crate::config::ClusterConfig;
 use etcd::Etcd;
 pub use etcd::EtcdError;
 pub use lease::lead;
+pub use peers::{PROBE_PATH, PeerNode, PeerProbes, announce, probe_url};
 pub use seal::SealError;
 use seal::Sealer;
 
@@ -70,6 +75,8 @@ struct Inner {
     prefix: String,
     lease_ttl: Duration,
     sealer: Sealer,
+    /// Signs and checks probe requests between nodes.
+    probe_key: ring::hmac::Key,
     /// The lease this node holds while it leads; HTTP-01 answers are bound to it too.
     lease: Mutex<Option<i64>>,
 }
@@ -85,6 +92,7 @@ impl Cluster {
             prefix: config.prefix.clone(),
             lease_ttl: config.lease,
             sealer: Sealer::new(&config.secret),
+            probe_key: peers::probe_key(&config.secret),
             lease: Mutex::new(None),
         })))
     }

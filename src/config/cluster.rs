@@ -32,6 +32,9 @@ pub struct ClusterConfig {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// etcd user and password (`--auth` enabled in etcd).
     pub auth: Option<(String, zeroize::Zeroizing<String>)>,
+    /// Where the other nodes reach this node's port-80 listener to ask it for probes; found
+    /// from `daemon.listen` (or the route toward etcd) unless set.
+    pub probe_url: Option<String>,
 }
 
 impl ClusterConfig {
@@ -47,6 +50,7 @@ impl ClusterConfig {
             && self.client_cert == other.client_cert
             && self.auth.as_ref().map(|(u, p)| (u, p.as_str()))
                 == other.auth.as_ref().map(|(u, p)| (u, p.as_str()))
+            && self.probe_url == other.probe_url
     }
 }
 
@@ -62,6 +66,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("ca_file", &self.ca_file)
             .field("client_cert", &self.client_cert)
             .field("user", &self.auth.as_ref().map(|(user, _)| user))
+            .field("probe_url", &self.probe_url)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +87,7 @@ pub(super) struct RawCluster {
     key_file: Option<Spanned<PathBuf>>,
     username: Option<String>,
     password_file: Option<Spanned<PathBuf>>,
+    probe_url: Option<Spanned<String>>,
 }
 
 fn default_lease() -> Spanned<u64> {
@@ -235,6 +241,19 @@ impl Validator<'_> {
                     .to_string(),
             );
         }
+        let probe_url = raw
+            .probe_url
+            .map(|url| match url.get_ref().parse::<http::Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() && uri.path() == "/" => {
+                    Ok(url.into_inner().trim_end_matches('/').to_string())
+                }
+                _ => Err(error(
+                    url.span(),
+                    "cluster.probe_url: write the http:// URL the other nodes reach this node's port-80 \
+                     listener at, such as \"http://10.0.0.2:80\"",
+                )),
+            })
+            .transpose()?;
         Ok(ClusterConfig {
             endpoints,
             node,
@@ -245,6 +264,7 @@ impl Validator<'_> {
             ca_file,
             client_cert,
             auth,
+            probe_url,
         })
     }
 }

@@ -229,9 +229,17 @@ async fn engine(
     let mut servers = Vec::new();
     let listening = listener.is_some();
     if let Some(listener) = listener {
+        // In cluster mode this node probes for the others on its listener, and says where.
+        let peer_probes = match &clustered {
+            Some((cluster, _)) => {
+                announce_probe(cluster, &config, until_stopped(), &mut servers).await
+            }
+            None => None,
+        };
         servers.push(tokio::spawn(http01::serve(
             listener,
             tokens.clone(),
+            peer_probes,
             until_stopped(),
         )));
     }
@@ -297,7 +305,7 @@ async fn engine(
             tls_alpn01: TlsAlpn01::new(config.daemon.tls_alpn_listen),
             accounts: Accounts::default(),
             dns01: dns01_of(&config),
-            preflight: preflight_of(&config),
+            preflight: preflight_of(&config, membership.as_ref().map(|m| &m.cluster)),
             cluster: membership.as_ref().map(|m| m.cluster.clone()),
         },
         notifier: Notifier::new(config.notify.clone()),
@@ -604,6 +612,7 @@ impl Daemon {
         tokio::spawn(http01::serve(
             listener,
             self.context.tokens.clone(),
+            None,
             async move {
                 let _ = shutdown.changed().await;
             },
@@ -937,7 +946,8 @@ impl Daemon {
                 if self.context.tls_alpn01.listen() != self.config.daemon.tls_alpn_listen {
                     self.context.tls_alpn01 = TlsAlpn01::new(self.config.daemon.tls_alpn_listen);
                 }
-                self.context.preflight = preflight_of(&self.config);
+                self.context.preflight =
+                    preflight_of(&self.config, self.cluster.as_ref().map(|m| &m.cluster));
                 self.announced = None;
                 self.plans.clear();
                 self.repair_outputs();
@@ -967,11 +977,46 @@ fn dns01_of(config: &Config) -> Option<Arc<Dns01>> {
         .map(Arc::new)
 }
 
-fn preflight_of(config: &Config) -> Option<Arc<Preflight>> {
+/// The pre-flight of `config`; in cluster mode it asks the other nodes too.
+fn preflight_of(config: &Config, cluster: Option<&Cluster>) -> Option<Arc<Preflight>> {
     Preflight::new(config)
         .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
         .ok()
-        .map(Arc::new)
+        .map(|preflight| Arc::new(preflight.with_peers(cluster.cloned())))
+}
+
+/// Announces this node as a probe for the other nodes' pre-flight (until `stopped`), and
+/// what answers their requests on the listener; nothing when its address cannot be found.
+async fn announce_probe(
+    cluster: &Cluster,
+    config: &Config,
+    stopped: impl Future<Output = ()> + Send + 'static,
+    servers: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Option<Arc<crate::cluster::PeerProbes>> {
+    let settings = config.cluster.as_ref()?;
+    let Some(url) = crate::cluster::probe_url(
+        settings.probe_url.as_deref(),
+        config.daemon.listen,
+        &settings.endpoints,
+    )
+    .await
+    else {
+        tracing::warn!(
+            "cannot tell where the other nodes reach this node's listener: set cluster.probe_url \
+             for them to use it as an outside view in their pre-flight"
+        );
+        return None;
+    };
+    let preflight = Preflight::peer_view(config)
+        .inspect_err(|e| tracing::warn!(error = %e, "this node cannot probe for the others"))
+        .ok()?;
+    tracing::info!(url, "this node probes for the other nodes' pre-flight");
+    servers.push(tokio::spawn(crate::cluster::announce(
+        cluster.clone(),
+        url,
+        stopped,
+    )));
+    Some(crate::cluster::PeerProbes::new(cluster.clone(), preflight))
 }
 
 /// Whether `cert` may need certkeeper's own port-80 listener: HTTP-01 without a webroot.
