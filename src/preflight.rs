@@ -91,7 +91,7 @@ pub struct Preflight {
     /// This host's interface addresses and the configured public ones.
     own: Vec<IpAddr>,
     /// Recent findings by name and webroot, for the pre-flight before an order.
-    recent: Mutex<HashMap<(String, Option<PathBuf>), Remembered>>,
+    recent: Mutex<HashMap<RememberedFor, Remembered>>,
     /// `daemon.preflight_before_order`: whether orders wait for the pre-flight.
     before_order: bool,
     /// `preflight.stun`, and what they said lately: (address, server) answers.
@@ -120,11 +120,25 @@ enum Vantage {
     Node(PeerNode),
 }
 
+impl Vantage {
+    /// How findings name it: "from {label}: …".
+    fn label(&self) -> String {
+        match self {
+            Vantage::Server { url, .. } => url.clone(),
+            Vantage::Node(peer) => format!("node {}", peer.node),
+        }
+    }
+}
+
 /// This host's address as a STUN server saw it, and that server.
 type SeenAt = (IpAddr, String);
 
 /// Findings, and when they were found.
 type Remembered = (Instant, Vec<Finding>);
+
+/// What findings are remembered by: the name, its webroot, and the vantages that looked (a
+/// node that joins the cluster is asked at once, not after the findings expire).
+type RememberedFor = (String, Option<PathBuf>, Vec<String>);
 
 /// The pre-flight's verdict on one name and address family ("ipv4", "ipv6", or "dns" when
 /// no address was found), as recorded before an order.
@@ -349,17 +363,14 @@ impl Preflight {
     ) -> Vec<Finding> {
         let mut asked = tokio::task::JoinSet::new();
         for (k, vantage) in vantages.into_iter().enumerate() {
-            let (label, (url, authorization)) = match &vantage {
-                Vantage::Server { url, secret } => (
-                    url.clone(),
-                    crate::remote_probe::request_to(url, secret, name, token, expected),
-                ),
+            let label = vantage.label();
+            let (url, authorization) = match &vantage {
+                Vantage::Server { url, secret } => {
+                    crate::remote_probe::request_to(url, secret, name, token, expected)
+                }
                 Vantage::Node(peer) => {
                     let Some(cluster) = &self.peers else { continue };
-                    (
-                        format!("node {}", peer.node),
-                        cluster.probe_request(peer, name, token, expected),
-                    )
+                    cluster.probe_request(peer, name, token, expected)
                 }
             };
             let web = self.web.clone();
@@ -458,14 +469,19 @@ impl Preflight {
         tokens: &Tokens,
         webroot: Option<&Path>,
     ) -> Vec<Finding> {
-        let key = (name.to_string(), webroot.map(Path::to_path_buf));
+        let vantages = self.vantages().await;
+        let key = (
+            name.to_string(),
+            webroot.map(Path::to_path_buf),
+            vantages.iter().map(Vantage::label).collect(),
+        );
         let fresh = |(at, _): &Remembered| at.elapsed() < REMEMBER_FOR;
         if let Ok(recent) = self.recent.lock()
             && let Some(entry) = recent.get(&key).filter(|e| fresh(e))
         {
             return entry.1.clone();
         }
-        let findings = self.check_name(name, tokens, webroot).await;
+        let findings = self.check_from(name, tokens, webroot, vantages).await;
         if let Ok(mut recent) = self.recent.lock() {
             recent.retain(|_, entry| fresh(entry));
             recent.insert(key, (Instant::now(), findings.clone()));
@@ -481,6 +497,18 @@ impl Preflight {
         tokens: &Tokens,
         webroot: Option<&Path>,
     ) -> Vec<Finding> {
+        let vantages = self.vantages().await;
+        self.check_from(name, tokens, webroot, vantages).await
+    }
+
+    /// Every finding for `name`, from this host and from `vantages`.
+    async fn check_from(
+        &self,
+        name: &str,
+        tokens: &Tokens,
+        webroot: Option<&Path>,
+        vantages: Vec<Vantage>,
+    ) -> Vec<Finding> {
         let (token, expected) = (random_token(), random_token());
         let mut publisher = tokens.publisher_for(webroot);
         if let Err(e) = publisher.publish(&token, &expected).await {
@@ -492,7 +520,6 @@ impl Preflight {
                 message: format!("cannot write the probe into the webroot: {e}"),
             }];
         }
-        let vantages = self.vantages().await;
         let labelled = !vantages.is_empty();
         let ((mut findings, any_address), remote) = tokio::join!(
             self.local_view(name, &token, &expected, labelled),
