@@ -1,24 +1,29 @@
 //! `check`'s findings for a set of certificates: the pre-flight per name (its probe served by
-//! whichever listener runs: the daemon's, or the command's own), the clock against the CA's,
-//! and in cluster mode etcd and the cluster secret. Presenting them is the CLI's business.
+//! whichever listener runs: the daemon's, or the command's own), TLS-ALPN-01 where the config
+//! names it, the clock against the CA's, and in cluster mode etcd and the cluster secret.
+//! Presenting them is the CLI's business.
 
 use crate::challenge::http01::Tokens;
+use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError, Inspection};
-use crate::config::{CertificateConfig, ClusterConfig, Config};
+use crate::config::{CertificateConfig, Challenge, ClusterConfig, Config, Method};
 use crate::preflight::{Check, Finding, Preflight, Severity};
 
 /// Every finding for `certs`. `tokens` serves the probe, or says why no listener could be
-/// bound (then names without a webroot cannot be probed).
+/// bound (then names without a webroot cannot be probed); `tls_alpn01` answers the TLS-ALPN-01
+/// probe.
 pub async fn findings(
     config: &Config,
     certs: &[CertificateConfig],
     preflight: &Preflight,
     tokens: Result<&Tokens, String>,
+    tls_alpn01: &TlsAlpn01,
     progress: impl Fn(usize, usize, &str),
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
+    let http01 = |c: &&CertificateConfig| c.challenge.allows(Method::Http01);
     if let Err(why) = &tokens
-        && certs.iter().any(|c| c.webroot.is_none())
+        && certs.iter().filter(http01).any(|c| c.webroot.is_none())
     {
         findings.push(Finding {
             name: None,
@@ -33,6 +38,7 @@ pub async fn findings(
     let unserved = Tokens::default();
     let names: Vec<(&str, &CertificateConfig)> = certs
         .iter()
+        .filter(http01)
         .flat_map(|c| c.domains.iter().map(move |d| (d, c)))
         .filter(|(d, _)| !d.is_wildcard())
         .map(|(d, c)| (d.as_str(), c))
@@ -48,6 +54,7 @@ pub async fn findings(
         progress(index + 1, names.len(), name);
         findings.extend(preflight.check_name(name, tokens, webroot).await);
     }
+    findings.extend(tls_alpn_findings(certs, preflight, tls_alpn01).await);
     match crate::acme::clock_offset(&config.acme, &config.acme.directory).await {
         Ok(offset) => findings.push(crate::preflight::clock_finding(offset)),
         Err(e) => findings.push(Finding {
@@ -62,11 +69,57 @@ pub async fn findings(
     findings
 }
 
-/// Whether HTTP-01 can succeed for every name, by `findings`.
+/// TLS-ALPN-01 per name, for the certificates whose `challenge` names it (with `auto` it is a
+/// fallback, and port 443 mostly the media server's: no line then).
+async fn tls_alpn_findings(
+    certs: &[CertificateConfig],
+    preflight: &Preflight,
+    responder: &TlsAlpn01,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let named = certs.iter().filter(|c| {
+        matches!(c.challenge, Challenge::Ladder(_)) && c.challenge.allows(Method::TlsAlpn01)
+    });
+    for name in named
+        .flat_map(|c| c.domains.iter())
+        .filter(|d| !d.is_wildcard())
+    {
+        let (severity, message) = match preflight
+            .tls_alpn_blocker(&[name.as_str()], responder)
+            .await
+        {
+            Some(problem) => (Severity::Fail, problem),
+            None => (
+                Severity::Ok,
+                format!(
+                    "every address of {name} answers acme-tls/1 with certkeeper's responder: tls-alpn-01 can succeed"
+                ),
+            ),
+        };
+        findings.push(Finding {
+            name: Some(name.as_str().to_string()),
+            address: None,
+            check: Check::TlsAlpn,
+            severity,
+            message,
+        });
+    }
+    findings
+}
+
+/// Whether HTTP-01 can succeed for every name it may be used for, by `findings`.
 pub fn http01_ok(findings: &[Finding]) -> bool {
+    !findings.iter().any(|f| {
+        f.severity == Severity::Fail
+            && !matches!(f.check, Check::Clock | Check::Cluster | Check::TlsAlpn)
+    })
+}
+
+/// Whether TLS-ALPN-01 can succeed for every name whose certificate names it.
+pub fn tls_alpn_ok(findings: &[Finding]) -> bool {
     !findings
         .iter()
-        .any(|f| f.severity == Severity::Fail && !matches!(f.check, Check::Clock | Check::Cluster))
+        .any(|f| f.severity == Severity::Fail && f.check == Check::TlsAlpn)
 }
 
 /// Cluster mode: who holds the lease and what etcd holds that this node can use, for the

@@ -71,6 +71,24 @@ pub enum Check {
     Clock,
     /// Cluster mode: etcd and the cluster secret.
     Cluster,
+    /// TLS-ALPN-01: port 443 answered by certkeeper's responder.
+    #[serde(rename = "tls-alpn")]
+    TlsAlpn,
+}
+
+impl Check {
+    /// As the table's CHECK column shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Dns => "dns",
+            Check::Address => "address",
+            Check::Port => "port",
+            Check::Reachability => "reachability",
+            Check::Clock => "clock",
+            Check::Cluster => "cluster",
+            Check::TlsAlpn => "tls-alpn",
+        }
+    }
 }
 
 /// One thing the check found, in words an operator can act on.

@@ -84,6 +84,19 @@ fn an_explicit_ladder_is_followed_and_the_port_is_released() {
     assert!(!output.status.success(), "{said}");
     assert!(said.contains("another process holds the port"), "{said}");
     assert!(said.contains("route acme-tls/1 to certkeeper"), "{said}");
+    // `check` says so before any order.
+    let output = ck.run(&["check"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    let row = said
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("tls-alpn"))
+        .unwrap_or_else(|| panic!("no tls-alpn row:\n{said}"));
+    assert!(row.contains("another process holds the port"), "{row}");
+    assert!(
+        said.contains("tls-alpn-01 cannot succeed for every name configured for it"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -115,6 +128,13 @@ fn a_tls_proxy_routes_acme_tls_to_certkeeper_while_the_media_server_keeps_443() 
     // Pebble validates TLS-ALPN-01 on its tlsPort: point it at the proxy.
     let mut pebble = pebble;
     pebble.set_tls_port(nginx.port);
+    // `check` goes the CA's way, through the proxy, and probes no port 80 for this certificate.
+    let said = ck.ok(&["check"]);
+    assert!(
+        said.contains("every address of media.example.com answers acme-tls/1 with certkeeper's responder"),
+        "{said}"
+    );
+    assert!(!said.contains("reachability") && !said.contains("http-01"), "{said}");
     let said = ck.ok(&["renew"]);
     assert!(said.contains("media: renewed"), "{said}");
     // Any other TLS client reaches the media server through the same port.

@@ -5,10 +5,11 @@ use std::io::IsTerminal;
 
 use super::{Failure, ended, running_daemon};
 use crate::challenge::http01::{self, Tokens};
+use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::check;
 use crate::config::{Config, EX_CONFIG};
 use crate::control::{Reply, Request};
-use crate::preflight::{Finding, Preflight};
+use crate::preflight::{Check, Finding, Preflight};
 
 pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Result<(), Failure> {
     let findings = match running_daemon(config).await? {
@@ -27,16 +28,20 @@ pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Resu
         }
         None => standalone(config, &names).await?,
     };
-    let http01_ok = check::http01_ok(&findings);
+    let (http01_ok, tls_alpn_ok) = (check::http01_ok(&findings), check::tls_alpn_ok(&findings));
     match json {
         true => {
-            let report = serde_json::json!({ "http01_ok": http01_ok, "findings": findings });
+            let report = serde_json::json!({
+                "http01_ok": http01_ok,
+                "tls_alpn_ok": tls_alpn_ok,
+                "findings": findings,
+            });
             let text = serde_json::to_string_pretty(&report).map_err(Failure::new)?;
             println!("{text}");
         }
-        false => print_table(&findings, http01_ok),
+        false => print_table(&findings, http01_ok, tls_alpn_ok),
     }
-    match http01_ok {
+    match http01_ok && tls_alpn_ok {
         true => Ok(()),
         false => Err(Failure::new("pre-flight check failed")),
     }
@@ -68,14 +73,15 @@ async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, F
             eprintln!("[{index}/{total}] checking {name}");
         }
     };
-    let findings = check::findings(config, &certs, &preflight, served, progress).await;
+    let tls_alpn01 = TlsAlpn01::new(config.daemon.tls_alpn_listen);
+    let findings = check::findings(config, &certs, &preflight, served, &tls_alpn01, progress).await;
     if let Some(server) = server {
         server.abort();
     }
     Ok(findings)
 }
 
-fn print_table(findings: &[Finding], http01_ok: bool) {
+fn print_table(findings: &[Finding], http01_ok: bool, tls_alpn_ok: bool) {
     let rows: Vec<[String; 5]> = findings
         .iter()
         .map(|f| {
@@ -83,7 +89,7 @@ fn print_table(findings: &[Finding], http01_ok: bool) {
                 f.severity.mark().to_string(),
                 f.name.clone().unwrap_or_else(|| "-".into()),
                 f.address.map_or("-".into(), |a| a.to_string()),
-                format!("{:?}", f.check).to_lowercase(),
+                f.check.as_str().to_string(),
                 f.message.clone(),
             ]
         })
@@ -92,12 +98,25 @@ fn print_table(findings: &[Finding], http01_ok: bool) {
         "{}",
         crate::table::render(["RESULT", "NAME", "ADDRESS", "CHECK", "FINDING"], &rows)
     );
-    println!(
-        "{}",
-        if http01_ok {
-            "http-01 can succeed for every name"
-        } else {
-            "http-01 cannot succeed for every name: fix the FAIL lines, or configure [dns01] (challenge = \"auto\" then uses dns-01)"
-        }
-    );
+    let checked = |wanted: &[Check]| findings.iter().any(|f| wanted.contains(&f.check));
+    if checked(&[Check::Dns, Check::Address, Check::Port, Check::Reachability]) {
+        println!(
+            "{}",
+            if http01_ok {
+                "http-01 can succeed for every name"
+            } else {
+                "http-01 cannot succeed for every name: fix the FAIL lines, or configure [dns01] (challenge = \"auto\" then uses dns-01)"
+            }
+        );
+    }
+    if checked(&[Check::TlsAlpn]) {
+        println!(
+            "{}",
+            if tls_alpn_ok {
+                "tls-alpn-01 can succeed for every name configured for it"
+            } else {
+                "tls-alpn-01 cannot succeed for every name configured for it: fix the FAIL lines marked tls-alpn"
+            }
+        );
+    }
 }

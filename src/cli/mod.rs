@@ -68,7 +68,8 @@ enum Command {
         json: bool,
     },
     /// Pre-flight: DNS, addresses, port 80 reachability (a real probe) and clock, for every
-    /// name. Exits with 0 when HTTP-01 can succeed for every name, 1 when it cannot.
+    /// name; port 443 (TLS-ALPN-01) where the config names it. Exits with 0 when every method
+    /// checked can succeed for every name, 1 when one cannot.
     Check {
         /// Print JSON instead of a table.
         #[arg(long)]

@@ -213,6 +213,7 @@ impl Daemon {
             ));
         };
         let config = self.config.clone();
+        let tls_alpn01 = self.context.tls_alpn01.clone();
         let tokens = match self.listening {
             true => Ok(self.context.tokens.clone()),
             false => Err(
@@ -230,6 +231,7 @@ impl Daemon {
                 &certs,
                 &preflight,
                 tokens.as_ref().map_err(Clone::clone),
+                &tls_alpn01,
                 progress,
             )
             .await;
