@@ -131,10 +131,15 @@ fn a_tls_proxy_routes_acme_tls_to_certkeeper_while_the_media_server_keeps_443() 
     // `check` goes the CA's way, through the proxy, and probes no port 80 for this certificate.
     let said = ck.ok(&["check"]);
     assert!(
-        said.contains("every address of media.example.com answers acme-tls/1 with certkeeper's responder"),
+        said.contains(
+            "every address of media.example.com answers acme-tls/1 with certkeeper's responder"
+        ),
         "{said}"
     );
-    assert!(!said.contains("reachability") && !said.contains("http-01"), "{said}");
+    assert!(
+        !said.contains("reachability") && !said.contains("http-01"),
+        "{said}"
+    );
     let said = ck.ok(&["renew"]);
     assert!(said.contains("media: renewed"), "{said}");
     // Any other TLS client reaches the media server through the same port.
