@@ -168,11 +168,12 @@ async fn cluster_findings(config: &Config) -> Vec<Finding> {
         None,
         Severity::Ok,
         format!(
-            "etcd answers; this node is {}, the renewal lease is held by {}; {} of {} certificates published",
+            "etcd answers; this node is {}, the renewal lease is held by {}; {} of {} certificates published; nodes probing for the pre-flight: {}",
             settings.node,
             found.leader.as_deref().unwrap_or("no node yet"),
             found.published,
             configured,
+            found.probes_list(),
         ),
     )];
     for (name, why) in found.unusable {

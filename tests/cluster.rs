@@ -455,6 +455,12 @@ fn the_other_nodes_look_at_the_names_from_where_they_stand() {
         || etcd.get("/certkeeper/nodes/n1").as_deref() == Some(announced.as_str()),
     );
 
+    let status = nodes[0].ck.ok(&["status"]);
+    assert!(
+        status.contains("nodes probing for the pre-flight: n0, n1"),
+        "{status}"
+    );
+
     // Through node 0's daemon: its own look passes, node 1's finds the stale record.
     let output = nodes[0].ck.run(&["check", "media"]);
     let said = format!(

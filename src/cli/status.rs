@@ -98,11 +98,12 @@ async fn cluster_summary(config: &Config) -> Option<String> {
     let (settings, configured, inspection) = crate::check::inspect_cluster(config).await?;
     Some(match inspection {
         Ok(found) => format!(
-            "cluster: this node is {}; the renewal lease is held by {}; {} of {} certificates published in etcd",
+            "cluster: this node is {}; the renewal lease is held by {}; {} of {} certificates published in etcd; nodes probing for the pre-flight: {}",
             settings.node,
             found.leader.as_deref().unwrap_or("no node"),
             found.published,
             configured,
+            found.probes_list(),
         ),
         Err(e) => format!("cluster: this node is {}; {e}", settings.node),
     })

@@ -210,6 +210,18 @@ pub struct Inspection {
     pub published: usize,
     /// Certificates in etcd this node cannot use, and why (another secret, mostly).
     pub unusable: Vec<(String, String)>,
+    /// The nodes that probe for the others' pre-flight.
+    pub probes: Vec<String>,
+}
+
+impl Inspection {
+    /// The nodes probing for the pre-flight, for a status line.
+    pub fn probes_list(&self) -> String {
+        match self.probes.is_empty() {
+            true => "none".to_string(),
+            false => self.probes.join(", "),
+        }
+    }
 }
 
 impl Cluster {
@@ -222,6 +234,12 @@ impl Cluster {
             leader,
             published: 0,
             unusable: Vec::new(),
+            probes: self
+                .announced()
+                .await?
+                .into_iter()
+                .map(|p| p.node)
+                .collect(),
         };
         for (name, record) in records.iter().filter(|(n, _)| names.contains(&n.as_str())) {
             inspection.published += 1;

@@ -68,8 +68,8 @@ impl Cluster {
         self.key("nodes", node)
     }
 
-    /// The other nodes that announced a probe URL.
-    pub async fn peers(&self) -> Result<Vec<PeerNode>, super::EtcdError> {
+    /// The nodes that announced a probe URL, this one included.
+    pub async fn announced(&self) -> Result<Vec<PeerNode>, super::EtcdError> {
         let prefix = self.node_key("");
         let listing = self.0.etcd.list(&prefix, 0).await?;
         Ok(listing
@@ -78,9 +78,16 @@ impl Cluster {
             .filter_map(|entry| {
                 let node = entry.key.strip_prefix(&prefix)?.to_string();
                 let url = String::from_utf8(entry.value).ok()?;
-                (node != self.0.node).then_some(PeerNode { node, url })
+                Some(PeerNode { node, url })
             })
             .collect())
+    }
+
+    /// The other nodes that announced a probe URL.
+    pub async fn peers(&self) -> Result<Vec<PeerNode>, super::EtcdError> {
+        let mut peers = self.announced().await?;
+        peers.retain(|peer| peer.node != self.0.node);
+        Ok(peers)
     }
 
     /// The URL and `Authorization` value that ask `peer` to probe `name`.
