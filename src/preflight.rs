@@ -984,7 +984,12 @@ fn verdicts(name: &str, findings: &[Finding]) -> Vec<Verdict> {
         None => "dns",
     };
     let mut verdicts: Vec<Verdict> = Vec::new();
-    for finding in findings.iter().filter(|f| f.check != Check::Address) {
+    // Address findings back the reachability ones; a reachability finding without an address
+    // is a vantage that could not be asked, which says nothing of the name.
+    let counted = |f: &&Finding| {
+        f.check != Check::Address && !(f.check == Check::Reachability && f.address.is_none())
+    };
+    for finding in findings.iter().filter(counted) {
         let family = family(finding);
         let ok = finding.severity != Severity::Fail;
         match verdicts.iter_mut().find(|v| v.family == family) {
@@ -1053,5 +1058,55 @@ fn not_public(ip: IpAddr) -> Option<&'static str> {
         IpAddr::V6(v6) if v6.is_unique_local() => Some("a private network"),
         IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(address: Option<&str>, check: Check, severity: Severity, message: &str) -> Finding {
+        Finding {
+            name: Some("media.example.com".into()),
+            address: address.map(|a| a.parse().unwrap()),
+            check,
+            severity,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_family_fails_on_any_vantage_and_an_unasked_vantage_is_no_verdict() {
+        let findings = [
+            finding(
+                Some("192.0.2.7"),
+                Check::Address,
+                Severity::Ok,
+                "an address of this host",
+            ),
+            finding(
+                Some("192.0.2.7"),
+                Check::Reachability,
+                Severity::Ok,
+                "from this host: ok",
+            ),
+            finding(
+                Some("192.0.2.9"),
+                Check::Reachability,
+                Severity::Fail,
+                "from node n1: refused",
+            ),
+            finding(
+                None,
+                Check::Reachability,
+                Severity::Warn,
+                "node n2 could not be asked",
+            ),
+        ];
+        let verdicts = verdicts("media.example.com", &findings);
+        assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+        assert_eq!(verdicts[0].family, "ipv4");
+        assert!(!verdicts[0].ok);
+        assert_eq!(verdicts[0].message, "from node n1: refused");
     }
 }
