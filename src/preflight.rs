@@ -28,6 +28,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_REDIRECTS: usize = 5;
 /// How long the pre-flight before an order may take; past it, the order goes out unchecked.
 const BEFORE_ORDER_BUDGET: Duration = Duration::from_secs(5);
+/// How long other vantages may take before an order: a slow one is reported as such, and
+/// this host's own findings still count.
+const REMOTE_BEFORE_ORDER: Duration = Duration::from_secs(4);
 /// How long a name's findings stand, so a burst of renewals for one host checks it once.
 const REMEMBER_FOR: Duration = Duration::from_secs(30);
 /// How long the public address learned over STUN stands (a dynamic address changes rarely).
@@ -378,6 +381,7 @@ impl Preflight {
         name: &str,
         token: &str,
         expected: &str,
+        limit: Duration,
     ) -> Vec<Finding> {
         let mut asked = tokio::task::JoinSet::new();
         for (k, vantage) in vantages.into_iter().enumerate() {
@@ -393,7 +397,7 @@ impl Preflight {
             };
             let web = self.web.clone();
             asked.spawn(async move {
-                let seen = crate::remote_probe::ask(&web, &url, &authorization).await;
+                let seen = crate::remote_probe::ask(&web, &url, &authorization, limit).await;
                 (k, label, vantage, seen)
             });
         }
@@ -499,7 +503,9 @@ impl Preflight {
         {
             return entry.1.clone();
         }
-        let findings = self.check_from(name, tokens, webroot, vantages).await;
+        let findings = self
+            .check_from(name, tokens, webroot, vantages, REMOTE_BEFORE_ORDER)
+            .await;
         if let Ok(mut recent) = self.recent.lock() {
             recent.retain(|_, entry| fresh(entry));
             recent.insert(key, (Instant::now(), findings.clone()));
@@ -516,16 +522,19 @@ impl Preflight {
         webroot: Option<&Path>,
     ) -> Vec<Finding> {
         let vantages = self.vantages().await;
-        self.check_from(name, tokens, webroot, vantages).await
+        let limit = crate::remote_probe::ANSWER_TIMEOUT;
+        self.check_from(name, tokens, webroot, vantages, limit)
+            .await
     }
 
-    /// Every finding for `name`, from this host and from `vantages`.
+    /// Every finding for `name`, from this host and from `vantages` (each given `limit`).
     async fn check_from(
         &self,
         name: &str,
         tokens: &Tokens,
         webroot: Option<&Path>,
         vantages: Vec<Vantage>,
+        limit: Duration,
     ) -> Vec<Finding> {
         let (token, expected) = (random_token(), random_token());
         let mut publisher = tokens.publisher_for(webroot);
@@ -541,7 +550,7 @@ impl Preflight {
         let labelled = !vantages.is_empty();
         let ((mut findings, any_address), remote) = tokio::join!(
             self.local_view(name, &token, &expected, labelled),
-            self.remote_views(vantages, name, &token, &expected)
+            self.remote_views(vantages, name, &token, &expected, limit)
         );
         if any_address {
             let resolved_here: Vec<IpAddr> = findings.iter().filter_map(|f| f.address).collect();
@@ -579,90 +588,109 @@ impl Preflight {
         expected: &str,
         labelled: bool,
     ) -> (Vec<Finding>, bool) {
+        // Both families at once: a firewall that drops both costs one probe timeout, not two.
+        let (v4, v6) = tokio::join!(
+            self.family_view(name, token, expected, labelled, false),
+            self.family_view(name, token, expected, labelled, true)
+        );
+        match (v4, v6) {
+            (Err(nxdomain), _) => (vec![nxdomain], false),
+            (Ok((findings, any)), Err(nxdomain)) => ([findings, vec![nxdomain]].concat(), any),
+            (Ok((v4, any_v4)), Ok((v6, any_v6))) => ([v4, v6].concat(), any_v4 || any_v6),
+        }
+    }
+
+    /// One address family of [`Self::local_view`]: its findings and whether it has addresses,
+    /// or the finding that the name does not exist at all.
+    async fn family_view(
+        &self,
+        name: &str,
+        token: &str,
+        expected: &str,
+        labelled: bool,
+        v6: bool,
+    ) -> Result<(Vec<Finding>, bool), Finding> {
         let mut findings = Vec::new();
-        let mut any_address = false;
-        for v6 in [false, true] {
-            let family = if v6 { "AAAA (IPv6)" } else { "A (IPv4)" };
-            let finding = |severity, address, check, message: String| Finding {
-                name: Some(name.to_string()),
-                address,
-                check,
-                severity,
-                message,
-            };
-            let addresses = match self.addresses(name, v6).await {
-                Answer::Found(addresses) => addresses,
-                Answer::NoRecords => continue,
-                Answer::NxDomain => {
-                    findings.push(finding(
-                        Severity::Fail,
-                        None,
-                        Check::Dns,
-                        format!("{name} does not exist in DNS (NXDOMAIN): create an A or AAAA record pointing at this host"),
-                    ));
-                    break;
-                }
-                other => {
-                    findings.push(finding(
-                        Severity::Fail,
-                        None,
-                        Check::Dns,
-                        format!("the {family} lookup of {name} failed: {other}; check the zone's name servers"),
-                    ));
-                    continue;
-                }
-            };
-            any_address = true;
-            let seen = self.seen_from_outside(v6).await;
-            for address in addresses {
-                let behind_nat = !self.own.contains(&address)
-                    && seen.as_ref().is_some_and(|(public, _)| *public == address);
-                let (severity, message) = match (&seen, self.own.contains(&address)) {
-                    (_, true) => (
-                        Severity::Ok,
-                        format!("{family} of {name} is {address}, an address of this host"),
+        let family = if v6 { "AAAA (IPv6)" } else { "A (IPv4)" };
+        let finding = |severity, address, check, message: String| Finding {
+            name: Some(name.to_string()),
+            address,
+            check,
+            severity,
+            message,
+        };
+        let addresses = match self.addresses(name, v6).await {
+            Answer::Found(addresses) => addresses,
+            Answer::NoRecords => return Ok((findings, false)),
+            Answer::NxDomain => {
+                return Err(finding(
+                    Severity::Fail,
+                    None,
+                    Check::Dns,
+                    format!(
+                        "{name} does not exist in DNS (NXDOMAIN): create an A or AAAA record pointing at this host"
                     ),
-                    (Some((public, server)), false) if *public == address => (
-                        Severity::Ok,
-                        format!(
-                            "{family} of {name} is {address}, where this host is seen from outside behind a NAT \
-                             (STUN server {server})"
-                        ),
-                    ),
-                    (Some((public, server)), false) => (
-                        Severity::Fail,
-                        format!(
-                            "DNS points {name} at {address} but this host is reachable at {public} (STUN server \
-                             {server}): update the {} record to {public}",
-                            if v6 { "AAAA" } else { "A" }
-                        ),
-                    ),
-                    (None, false) => (
-                        Severity::Warn,
-                        format!(
-                            "{family} of {name} is {address}, which is not an address of this host ({}); point it here, \
-                             or list it in daemon.public_ip if a NAT forwards it",
-                            self.own_list()
-                        ),
-                    ),
-                };
-                findings.push(finding(severity, Some(address), Check::Address, message));
-                let (mut severity, mut message) = self.probe(name, address, token, expected).await;
-                if behind_nat {
-                    (severity, message) = nat_verdict(severity, message, address, self.port);
-                }
-                if labelled {
-                    message = format!("from this host: {message}");
-                }
-                findings.push(finding(
-                    severity,
-                    Some(address),
-                    Check::Reachability,
-                    message,
                 ));
             }
+            other => {
+                findings.push(finding(
+                    Severity::Fail,
+                    None,
+                    Check::Dns,
+                    format!("the {family} lookup of {name} failed: {other}; check the zone's name servers"),
+                ));
+                return Ok((findings, false));
+            }
+        };
+        let seen = self.seen_from_outside(v6).await;
+        for address in addresses {
+            let behind_nat = !self.own.contains(&address)
+                && seen.as_ref().is_some_and(|(public, _)| *public == address);
+            let (severity, message) = match (&seen, self.own.contains(&address)) {
+                (_, true) => (
+                    Severity::Ok,
+                    format!("{family} of {name} is {address}, an address of this host"),
+                ),
+                (Some((public, server)), false) if *public == address => (
+                    Severity::Ok,
+                    format!(
+                        "{family} of {name} is {address}, where this host is seen from outside behind a NAT \
+                         (STUN server {server})"
+                    ),
+                ),
+                (Some((public, server)), false) => (
+                    Severity::Fail,
+                    format!(
+                        "DNS points {name} at {address} but this host is reachable at {public} (STUN server \
+                         {server}): update the {} record to {public}",
+                        if v6 { "AAAA" } else { "A" }
+                    ),
+                ),
+                (None, false) => (
+                    Severity::Warn,
+                    format!(
+                        "{family} of {name} is {address}, which is not an address of this host ({}); point it here, \
+                         or list it in daemon.public_ip if a NAT forwards it",
+                        self.own_list()
+                    ),
+                ),
+            };
+            findings.push(finding(severity, Some(address), Check::Address, message));
+            let (mut severity, mut message) = self.probe(name, address, token, expected).await;
+            if behind_nat {
+                (severity, message) = nat_verdict(severity, message, address, self.port);
+            }
+            if labelled {
+                message = format!("from this host: {message}");
+            }
+            findings.push(finding(
+                severity,
+                Some(address),
+                Check::Reachability,
+                message,
+            ));
         }
-        (findings, any_address)
+        Ok((findings, true))
     }
 
     /// This host's public address of one family as the configured STUN servers see it (asked

@@ -13,8 +13,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use crate::preflight::Finding;
 use crate::web::WebClient;
 
-/// How long a probe server may take (it fetches each address with its own time limits).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a probe server may take for `check` (it fetches each address with its own time
+/// limits); the pre-flight before an order allows less.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest answer read.
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -32,11 +33,12 @@ pub fn request_to(
     )
 }
 
-/// What the probe at `url` saw, or why it could not be asked.
+/// What the probe at `url` saw within `limit`, or why it could not be asked.
 pub async fn ask(
     client: &WebClient<Empty<Bytes>>,
     url: &str,
     authorization: &str,
+    limit: Duration,
 ) -> Result<Vec<Finding>, String> {
     let request = http::Request::get(url)
         .header(http::header::AUTHORIZATION, authorization)
@@ -64,7 +66,7 @@ pub async fn ask(
             )),
         }
     };
-    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+    tokio::time::timeout(limit, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs())))
+        .unwrap_or_else(|_| Err(format!("no answer within {}s", limit.as_secs())))
 }

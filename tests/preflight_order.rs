@@ -81,10 +81,14 @@ fn with_port_80_dropped_the_failure_says_it_timed_out() {
     ) {
         return;
     }
+    // Dual-stack, both families dropped: the two probes time out side by side, within the
+    // pre-flight's 5 s (one after the other they would take 6 s, and the order would go out
+    // without the pre-flight's words).
     let netns = Netns::new("drop80");
-    let pebble = Pebble::start_in(&netns.0);
+    let pebble = Pebble::start_in_dual_stack(&netns.0);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
     netns.drop_tcp(pebble.http_port);
+    netns.drop_tcp6(pebble.http_port);
     let output = ck.run_in(&netns.0, &["renew"]);
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{said}");
@@ -94,4 +98,12 @@ fn with_port_80_dropped_the_failure_says_it_timed_out() {
         pebble.http_port
     );
     assert!(said.contains(&sentence), "{said}");
+    // Both families were probed.
+    let output = ck.run_in(&netns.0, &["check"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    let ipv6 = format!(
+        "port {} on ::1 timed out: a firewall drops it",
+        pebble.http_port
+    );
+    assert!(said.contains(&ipv6), "{said}");
 }

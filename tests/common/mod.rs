@@ -91,18 +91,23 @@ impl Pebble {
     /// Like [`Pebble::start`], requiring External Account Binding with this (key id, base64url
     /// HMAC key) when `eab` is given.
     pub fn start_with(validity: Option<Duration>, eab: Option<(&str, &str)>) -> Pebble {
-        Self::launch(validity, eab, &[], None)
+        Self::launch(validity, eab, &[], None::<(&str, &str)>)
     }
 
     /// A pebble that rejects every order for these domains (and their subdomains).
     pub fn start_refusing(domains: &[&str]) -> Pebble {
-        Self::launch(None, None, domains, None)
+        Self::launch(None, None, domains, None::<(&str, &str)>)
     }
 
     /// Pebble and challtestsrv inside the network namespace `netns` (which must have its
     /// loopback up): a test may filter packets there without touching this machine's.
     pub fn start_in(netns: &str) -> Pebble {
-        Self::launch(None, None, &[], Some(netns))
+        Self::launch(None, None, &[], Some((netns, "")))
+    }
+
+    /// As `start_in`, with every name resolving to ::1 as well as 127.0.0.1 (dual-stack).
+    pub fn start_in_dual_stack(netns: &str) -> Pebble {
+        Self::launch(None, None, &[], Some((netns, "::1")))
     }
 
     /// `program`, run inside this pebble's network namespace if it has one.
@@ -117,12 +122,16 @@ impl Pebble {
         }
     }
 
+    /// `inside`: the network namespace to run in, and the IPv6 address every name resolves
+    /// to there ("" for none).
     fn launch(
         validity: Option<Duration>,
         eab: Option<(&str, &str)>,
         blocklist: &[&str],
-        netns: Option<&str>,
+        inside: Option<(&str, &str)>,
     ) -> Pebble {
+        let netns = inside.map(|(netns, _)| netns);
+        let default_ipv6 = inside.map_or("", |(_, ipv6)| ipv6);
         require("pebble");
         require("pebble-challtestsrv");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -145,7 +154,7 @@ impl Pebble {
                 "-tlsalpn01",
                 "",
                 "-defaultIPv6",
-                "",
+                default_ipv6,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -176,9 +176,18 @@ impl Netns {
 impl Netns {
     /// A packet filter in this namespace that drops TCP to `port` (a firewall that drops).
     pub fn drop_tcp(&self, port: u16) {
+        self.drop_tcp_with("iptables", port);
+    }
+
+    /// The same over IPv6.
+    pub fn drop_tcp6(&self, port: u16) {
+        self.drop_tcp_with("ip6tables", port);
+    }
+
+    fn drop_tcp_with(&self, filter: &str, port: u16) {
         run(program("ip")
             .args(["netns", "exec", &self.0])
-            .arg(require("iptables"))
+            .arg(require(filter))
             .args([
                 "-A",
                 "INPUT",
