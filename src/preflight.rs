@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
@@ -383,28 +384,25 @@ impl Preflight {
         expected: &str,
         limit: Duration,
     ) -> Vec<Finding> {
-        let mut asked = tokio::task::JoinSet::new();
-        for (k, vantage) in vantages.into_iter().enumerate() {
-            let label = vantage.label();
+        let asks = vantages.into_iter().filter_map(|vantage| {
             let (url, authorization) = match &vantage {
                 Vantage::Server { url, secret } => {
                     crate::remote_probe::request_to(url, secret, name, token, expected)
                 }
-                Vantage::Node(peer) => {
-                    let Some(cluster) = &self.peers else { continue };
-                    cluster.probe_request(peer, name, token, expected)
-                }
+                Vantage::Node(peer) => self
+                    .peers
+                    .as_ref()?
+                    .probe_request(peer, name, token, expected),
             };
-            let web = self.web.clone();
-            asked.spawn(async move {
-                let seen = crate::remote_probe::ask(&web, &url, &authorization, limit).await;
-                (k, label, vantage, seen)
-            });
-        }
-        let mut answers = asked.join_all().await;
-        answers.sort_by_key(|(k, ..)| *k);
+            Some(async move {
+                let seen = crate::remote_probe::ask(&self.web, &url, &authorization, limit).await;
+                (vantage, seen)
+            })
+        });
+        let answers = join_all(asks).await;
         let mut findings = Vec::new();
-        for (_, label, vantage, seen) in answers {
+        for (vantage, seen) in answers {
+            let label = vantage.label();
             match seen {
                 Ok(seen) => findings.extend(seen.into_iter().map(|mut finding| {
                     finding.message = format!("from {label}: {}", finding.message);
@@ -643,10 +641,17 @@ impl Preflight {
             }
         };
         let seen = self.seen_from_outside(v6).await;
-        for address in addresses {
+        // Every address at once: each probe may wait out a timeout.
+        let probes = join_all(
+            addresses
+                .iter()
+                .map(|&address| self.probe(name, address, token, expected)),
+        )
+        .await;
+        for (address, (mut severity, mut message)) in addresses.into_iter().zip(probes) {
             let behind_nat = !self.own.contains(&address)
                 && seen.as_ref().is_some_and(|(public, _)| *public == address);
-            let (severity, message) = match (&seen, self.own.contains(&address)) {
+            let (address_severity, address_message) = match (&seen, self.own.contains(&address)) {
                 (_, true) => (
                     Severity::Ok,
                     format!("{family} of {name} is {address}, an address of this host"),
@@ -675,8 +680,12 @@ impl Preflight {
                     ),
                 ),
             };
-            findings.push(finding(severity, Some(address), Check::Address, message));
-            let (mut severity, mut message) = self.probe(name, address, token, expected).await;
+            findings.push(finding(
+                address_severity,
+                Some(address),
+                Check::Address,
+                address_message,
+            ));
             if behind_nat {
                 (severity, message) = nat_verdict(severity, message, address, self.port);
             }
