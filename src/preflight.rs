@@ -306,35 +306,14 @@ impl Preflight {
         None
     }
 
-    /// What a probe server sees of `name`: each address's answer to the probe token.
+    /// What a probe server sees of `name`: each address's answer to the probe token, every
+    /// address probed at once.
     pub async fn outside_probe(&self, name: &str, token: &str, expected: &str) -> Vec<Finding> {
-        let mut findings = Vec::new();
-        for v6 in [false, true] {
-            let addresses = match self.addresses(name, v6).await {
-                Answer::Found(addresses) => addresses,
-                Answer::NoRecords => continue,
-                other => {
-                    findings.push(Finding {
-                        name: Some(name.to_string()),
-                        address: None,
-                        check: Check::Dns,
-                        severity: Severity::Fail,
-                        message: format!("the lookup of {name} failed: {other}"),
-                    });
-                    continue;
-                }
-            };
-            for address in addresses {
-                let (severity, message) = self.probe(name, address, token, expected).await;
-                findings.push(Finding {
-                    name: Some(name.to_string()),
-                    address: Some(address),
-                    check: Check::Reachability,
-                    severity,
-                    message,
-                });
-            }
-        }
+        let (v4, v6) = tokio::join!(
+            self.outside_family(name, token, expected, false),
+            self.outside_family(name, token, expected, true)
+        );
+        let mut findings = [v4, v6].concat();
         if findings.is_empty() {
             findings.push(Finding {
                 name: Some(name.to_string()),
@@ -345,6 +324,43 @@ impl Preflight {
             });
         }
         findings
+    }
+
+    async fn outside_family(
+        &self,
+        name: &str,
+        token: &str,
+        expected: &str,
+        v6: bool,
+    ) -> Vec<Finding> {
+        let finding = |address, check, severity, message| Finding {
+            name: Some(name.to_string()),
+            address,
+            check,
+            severity,
+            message,
+        };
+        let addresses = match self.addresses(name, v6).await {
+            Answer::Found(addresses) => addresses,
+            Answer::NoRecords => return Vec::new(),
+            other => {
+                let message = format!("the lookup of {name} failed: {other}");
+                return vec![finding(None, Check::Dns, Severity::Fail, message)];
+            }
+        };
+        let probes = join_all(
+            addresses
+                .iter()
+                .map(|&address| self.probe(name, address, token, expected)),
+        )
+        .await;
+        addresses
+            .into_iter()
+            .zip(probes)
+            .map(|(address, (severity, message))| {
+                finding(Some(address), Check::Reachability, severity, message)
+            })
+            .collect()
     }
 
     /// Where the pre-flight looks from besides this host: the configured probe servers, or
