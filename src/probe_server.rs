@@ -119,7 +119,7 @@ impl Server {
                 "too many probes; try again in a minute",
             );
         }
-        tracing::info!(?client, "probe");
+        tracing::info!(?client, "probe asked for");
         probe(&self.preflight, request.uri().query().unwrap_or_default()).await
     }
 
@@ -162,6 +162,7 @@ pub(crate) async fn probe(preflight: &Preflight, query: &str) -> Response<Full<B
             "ask /probe?name=DOMAIN&token=TOKEN&expected=VALUE (a DNS name; tokens of letters, digits, - and _)\n",
         );
     };
+    tracing::info!(name, "probing from here");
     let findings = preflight.outside_probe(&name, &token, &expected).await;
     match serde_json::to_vec(&findings) {
         Ok(body) => http_server::text(StatusCode::OK, "application/json", body),

@@ -185,6 +185,18 @@ pub async fn probe_url(
         false => listen.ip(),
         true => toward(endpoints.first()?).await?,
     };
+    // A cluster all on one machine (etcd on loopback) is the one case a loopback URL serves.
+    let etcd_here = endpoints.iter().all(|uri| {
+        uri.host()
+            .and_then(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+            .is_some_and(|ip| ip.is_loopback())
+    });
+    if ip.is_loopback() && !etcd_here {
+        tracing::warn!(
+            "this node's listener is on a loopback address, which the other nodes cannot reach: \
+             set cluster.probe_url to where they reach it (the address a proxy in front forwards from)"
+        );
+    }
     Some(format!("http://{}", SocketAddr::new(ip, listen.port())))
 }
 

@@ -1,15 +1,19 @@
-//! The daemon's side of cluster mode: whether this node holds the renewal lease, and bringing
-//! its certificates in line with etcd at each sync (installing what other nodes published,
-//! publishing what was issued here while etcd was unreachable).
+//! The daemon's side of cluster mode: whether this node holds the renewal lease, bringing its
+//! certificates in line with etcd at each sync (installing what other nodes published,
+//! publishing what was issued here while etcd was unreachable), and probing for the other
+//! nodes' pre-flight.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::Daemon;
 use crate::cluster::sync::{self, Verdict};
-use crate::cluster::{Cluster, Record};
+use crate::cluster::{Cluster, PeerProbes, Record};
+use crate::config::Config;
+use crate::preflight::Preflight;
 
 /// How long a node waits before trying again to install a certificate whose deployment failed.
 const RETRY_INSTALL: Duration = Duration::from_secs(900);
@@ -188,4 +192,38 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Announces this node as a probe for the other nodes' pre-flight (until `stopped`), and
+/// what answers their requests on the listener; nothing when its address cannot be found.
+pub(super) async fn announce_probe(
+    cluster: &Cluster,
+    config: &Config,
+    stopped: impl Future<Output = ()> + Send + 'static,
+    servers: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Option<Arc<PeerProbes>> {
+    let settings = config.cluster.as_ref()?;
+    let Some(url) = crate::cluster::probe_url(
+        settings.probe_url.as_deref(),
+        config.daemon.listen,
+        &settings.endpoints,
+    )
+    .await
+    else {
+        tracing::warn!(
+            "cannot tell where the other nodes reach this node's listener: set cluster.probe_url \
+             for them to use it as an outside view in their pre-flight"
+        );
+        return None;
+    };
+    let preflight = Preflight::peer_view(config)
+        .inspect_err(|e| tracing::warn!(error = %e, "this node cannot probe for the others"))
+        .ok()?;
+    tracing::info!(url, "this node probes for the other nodes' pre-flight");
+    servers.push(tokio::spawn(crate::cluster::announce(
+        cluster.clone(),
+        url,
+        stopped,
+    )));
+    Some(PeerProbes::new(cluster.clone(), preflight))
 }

@@ -232,7 +232,7 @@ async fn engine(
         // In cluster mode this node probes for the others on its listener, and says where.
         let peer_probes = match &clustered {
             Some((cluster, _)) => {
-                announce_probe(cluster, &config, until_stopped(), &mut servers).await
+                cluster::announce_probe(cluster, &config, until_stopped(), &mut servers).await
             }
             None => None,
         };
@@ -983,40 +983,6 @@ fn preflight_of(config: &Config, cluster: Option<&Cluster>) -> Option<Arc<Prefli
         .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
         .ok()
         .map(|preflight| Arc::new(preflight.with_peers(cluster.cloned())))
-}
-
-/// Announces this node as a probe for the other nodes' pre-flight (until `stopped`), and
-/// what answers their requests on the listener; nothing when its address cannot be found.
-async fn announce_probe(
-    cluster: &Cluster,
-    config: &Config,
-    stopped: impl Future<Output = ()> + Send + 'static,
-    servers: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Option<Arc<crate::cluster::PeerProbes>> {
-    let settings = config.cluster.as_ref()?;
-    let Some(url) = crate::cluster::probe_url(
-        settings.probe_url.as_deref(),
-        config.daemon.listen,
-        &settings.endpoints,
-    )
-    .await
-    else {
-        tracing::warn!(
-            "cannot tell where the other nodes reach this node's listener: set cluster.probe_url \
-             for them to use it as an outside view in their pre-flight"
-        );
-        return None;
-    };
-    let preflight = Preflight::peer_view(config)
-        .inspect_err(|e| tracing::warn!(error = %e, "this node cannot probe for the others"))
-        .ok()?;
-    tracing::info!(url, "this node probes for the other nodes' pre-flight");
-    servers.push(tokio::spawn(crate::cluster::announce(
-        cluster.clone(),
-        url,
-        stopped,
-    )));
-    Some(crate::cluster::PeerProbes::new(cluster.clone(), preflight))
 }
 
 /// Whether `cert` may need certkeeper's own port-80 listener: HTTP-01 without a webroot.
