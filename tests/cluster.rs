@@ -63,6 +63,22 @@ impl Node {
         self.daemon = Some(self.ck.spawn_daemon());
     }
 
+    /// SIGTERM, and waits (bounded) until the daemon has gone.
+    fn stop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            common::signal(&daemon.0, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while daemon.0.try_wait().ok().flatten().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not stop in 10 s",
+                    self.name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// SIGKILL, no goodbye.
     fn kill(&mut self) {
         drop(self.daemon.take());
@@ -522,6 +538,31 @@ fn the_other_nodes_look_at_the_names_from_where_they_stand() {
         let _ = stream.read_to_string(&mut answer);
         assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     }
+
+    // With node 0's daemon stopped, a standalone `check` asks node 1 all the same, and leaves
+    // no probe token in etcd.
+    assert_eq!(etcd.count("/certkeeper/nodes/"), Some(2));
+    nodes[0].stop();
+    let output = nodes[0].ck.run(&["check", "media"]);
+    let said = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("through the running daemon"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "from node n1: port {port} on 127.0.0.9 refused the connection"
+        )),
+        "{said}"
+    );
+    assert_eq!(etcd.count("/certkeeper/tokens/"), Some(0));
+    nodes[0].start();
+    wait_until(
+        &nodes,
+        "node 0's control socket",
+        Duration::from_secs(10),
+        || nodes[0].ck.path("state/control.sock").exists(),
+    );
 
     // A node that died is said to be unreachable; it does not fail the check.
     nodes[1].kill();

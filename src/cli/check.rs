@@ -1,12 +1,15 @@
 //! `certkeeper check`: the pre-flight through the running daemon (its listener serves the
-//! probe), or standalone with a listener of its own; printed as a table or JSON.
+//! probe), or standalone with a listener of its own (and, in cluster mode, the other nodes'
+//! view); printed as a table or JSON.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use super::{Failure, ended, running_daemon};
 use crate::challenge::http01::{self, Tokens};
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::check;
+use crate::cluster::Cluster;
 use crate::config::{Config, EX_CONFIG};
 use crate::control::{Reply, Request};
 use crate::preflight::{Check, Finding, Preflight};
@@ -47,14 +50,25 @@ pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Resu
     }
 }
 
-/// The pre-flight with a listener of this command's own to serve the probe.
+/// The pre-flight with a listener of this command's own to serve the probe; in cluster mode
+/// its probe token is shared through etcd (bound to a lease this command holds) and the other
+/// nodes are asked for their view, as the daemon would.
 async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, Failure> {
     let certs = config.selected(names).map_err(|message| Failure {
         code: EX_CONFIG,
         message,
     })?;
-    let preflight = Preflight::new(config).map_err(Failure::new)?;
-    let tokens = Tokens::default();
+    let cluster = match &config.cluster {
+        Some(settings) => clustered(settings).await,
+        None => None,
+    };
+    let preflight = Preflight::new(config)
+        .map_err(Failure::new)?
+        .with_peers(cluster.clone());
+    let tokens = match &cluster {
+        Some(cluster) => Tokens::clustered(cluster.clone()),
+        None => Tokens::default(),
+    };
     let listener = http01::bind(config.daemon.listen).map_err(|e| e.to_string());
     let (server, served) = match listener {
         Ok(listener) => (
@@ -78,7 +92,18 @@ async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, F
     if let Some(server) = server {
         server.abort();
     }
+    if let Some(cluster) = cluster {
+        cluster.release().await;
+    }
     Ok(findings)
+}
+
+/// The cluster, holding a lease for what this command stores in etcd; none when etcd cannot
+/// be asked (the check's `cluster` row says why).
+async fn clustered(settings: &crate::config::ClusterConfig) -> Option<Cluster> {
+    let cluster = Cluster::new(settings).ok()?;
+    cluster.hold(Duration::from_secs(60)).await.ok()?;
+    Some(cluster)
 }
 
 fn print_table(findings: &[Finding], http01_ok: bool, tls_alpn_ok: bool) {

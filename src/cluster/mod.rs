@@ -79,6 +79,10 @@ struct Inner {
     probe_key: ring::hmac::Key,
     /// The lease this node holds while it leads; HTTP-01 answers are bound to it too.
     lease: Mutex<Option<i64>>,
+    /// A lease of this node's own (its announcement as a probe, or a one-off command's): the
+    /// pre-flight's probe tokens of a node that does not lead are bound to it, so that none
+    /// outlives the node.
+    own_lease: Mutex<Option<i64>>,
 }
 
 impl Cluster {
@@ -94,6 +98,7 @@ impl Cluster {
             sealer: Sealer::new(&config.secret),
             probe_key: peers::probe_key(&config.secret),
             lease: Mutex::new(None),
+            own_lease: Mutex::new(None),
         })))
     }
 
@@ -110,10 +115,38 @@ impl Cluster {
         format!("{}/leader", self.0.prefix)
     }
 
-    /// Stores an HTTP-01 answer for every node's listener, bound to the renewal lease.
+    /// Stores an HTTP-01 answer for every node's listener, bound to the renewal lease (or,
+    /// on a node that does not hold it, the node's own lease).
     pub async fn publish_token(&self, token: &str, answer: &str) -> Result<(), EtcdError> {
         let key = self.key("tokens", token);
-        self.0.etcd.put(&key, answer.as_bytes(), self.lease()).await
+        let lease = self.lease().or_else(|| self.own_lease());
+        self.0.etcd.put(&key, answer.as_bytes(), lease).await
+    }
+
+    fn own_lease(&self) -> Option<i64> {
+        self.0.own_lease.lock().ok().and_then(|lease| *lease)
+    }
+
+    pub(crate) fn set_own_lease(&self, lease: Option<i64>) {
+        if let Ok(mut slot) = self.0.own_lease.lock() {
+            *slot = lease;
+        }
+    }
+
+    /// For a one-off command: a lease of `ttl` that what this command stores in etcd is bound
+    /// to, until [`Cluster::release`].
+    pub async fn hold(&self, ttl: Duration) -> Result<(), EtcdError> {
+        let lease = self.0.etcd.grant(ttl).await?;
+        self.set_own_lease(Some(lease));
+        Ok(())
+    }
+
+    /// Gives this node's own lease up, and with it what is bound to it.
+    pub async fn release(&self) {
+        if let Some(lease) = self.own_lease() {
+            self.set_own_lease(None);
+            let _ = self.0.etcd.revoke(lease).await;
+        }
     }
 
     pub async fn withdraw_token(&self, token: &str) {

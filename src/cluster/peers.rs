@@ -136,19 +136,18 @@ fn signed(key: &hmac::Key, authorization: &str, path_and_query: &str, now: u64) 
 }
 
 /// Announces `url` as this node's probe endpoint until `shutdown` completes, then withdraws
-/// it. The announcement is bound to a lease of its own: a node that dies drops out of the
-/// other nodes' pre-flight within a minute.
+/// it. The announcement is bound to the node's own lease: a node that dies drops out of the
+/// other nodes' pre-flight within a minute (and its probe tokens go with it).
 pub async fn announce(cluster: Cluster, url: String, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let key = cluster.node_key(&cluster.0.node);
-    let mut lease = None;
     loop {
-        let alive = match lease {
+        let alive = match cluster.own_lease() {
             Some(id) => cluster.0.etcd.keep_alive(id).await.unwrap_or(false),
             None => false,
         };
         if !alive {
-            lease = match cluster.0.etcd.grant(ANNOUNCE_TTL).await {
+            let lease = match cluster.0.etcd.grant(ANNOUNCE_TTL).await {
                 Ok(id) => match cluster.0.etcd.put(&key, url.as_bytes(), Some(id)).await {
                     Ok(()) => {
                         tracing::debug!(url, "announced this node as a probe for the others");
@@ -159,15 +158,14 @@ pub async fn announce(cluster: Cluster, url: String, shutdown: impl Future<Outpu
                 // The renewal lease's loop says when etcd is away.
                 Err(_) => None,
             };
+            cluster.set_own_lease(lease);
         }
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(ANNOUNCE_TTL / 3) => {}
         }
     }
-    if let Some(id) = lease {
-        let _ = cluster.0.etcd.revoke(id).await;
-    }
+    cluster.release().await;
 }
 
 /// Where other nodes reach this node's listener: `configured` if set, else the listen address

@@ -214,6 +214,33 @@ impl EtcdCluster {
         }
     }
 
+    /// How many keys start with `prefix` (None: no member answers).
+    pub fn count(&self, prefix: &str) -> Option<u64> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = serde_json::json!({
+            "key": b64.encode(prefix),
+            "range_end": b64.encode(end),
+            "count_only": true,
+        })
+        .to_string();
+        let answer = self
+            .clients
+            .iter()
+            .find_map(|&port| post(port, "/v3/kv/range", &body))?;
+        let value: serde_json::Value = serde_json::from_str(&answer).ok()?;
+        // The gateway leaves zero counts out, and writes int64s as strings.
+        Some(
+            value["count"]
+                .as_str()
+                .map_or(0, |c| c.parse().unwrap_or(0)),
+        )
+    }
+
     /// The value at `key`, through the JSON gateway of the first member that answers.
     pub fn get(&self, key: &str) -> Option<String> {
         use base64::Engine;
