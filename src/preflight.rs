@@ -105,6 +105,25 @@ pub struct Finding {
     pub message: String,
 }
 
+impl Finding {
+    /// A finding about `name` (at `address`, when it is about one address).
+    pub fn about(
+        name: &str,
+        address: Option<IpAddr>,
+        check: Check,
+        severity: Severity,
+        message: String,
+    ) -> Finding {
+        Finding {
+            name: Some(name.to_string()),
+            address,
+            check,
+            severity,
+            message,
+        }
+    }
+}
+
 pub struct Preflight {
     dns: Dns,
     port: u16,
@@ -333,19 +352,18 @@ impl Preflight {
         expected: &str,
         v6: bool,
     ) -> Vec<Finding> {
-        let finding = |address, check, severity, message| Finding {
-            name: Some(name.to_string()),
-            address,
-            check,
-            severity,
-            message,
-        };
         let addresses = match self.addresses(name, v6).await {
             Answer::Found(addresses) => addresses,
             Answer::NoRecords => return Vec::new(),
             other => {
                 let message = format!("the lookup of {name} failed: {other}");
-                return vec![finding(None, Check::Dns, Severity::Fail, message)];
+                return vec![Finding::about(
+                    name,
+                    None,
+                    Check::Dns,
+                    Severity::Fail,
+                    message,
+                )];
             }
         };
         let probes = join_all(
@@ -358,7 +376,7 @@ impl Preflight {
             .into_iter()
             .zip(probes)
             .map(|(address, (severity, message))| {
-                finding(Some(address), Check::Reachability, severity, message)
+                Finding::about(name, Some(address), Check::Reachability, severity, message)
             })
             .collect()
     }
@@ -626,12 +644,8 @@ impl Preflight {
     ) -> Result<(Vec<Finding>, bool), Finding> {
         let mut findings = Vec::new();
         let family = if v6 { "AAAA (IPv6)" } else { "A (IPv4)" };
-        let finding = |severity, address, check, message: String| Finding {
-            name: Some(name.to_string()),
-            address,
-            check,
-            severity,
-            message,
+        let finding = |severity, address, check, message| {
+            Finding::about(name, address, check, severity, message)
         };
         let addresses = match self.addresses(name, v6).await {
             Answer::Found(addresses) => addresses,
