@@ -3,8 +3,8 @@
 //! `GET /.well-known/certkeeper/probe` there for the other nodes: it fetches the probe token
 //! from where it stands, as a `certkeeper probe-server` would.
 //!
-//! A request carries `Authorization: Certkeeper-Node NODE TIME MAC`, an HMAC-SHA256 of the
-//! node, the time and the path with its query under a key derived from the cluster secret:
+//! A request carries `Authorization: Certkeeper-Node NODE TIME MAC` (NODE and MAC in
+//! base64url), an HMAC-SHA256 of the node, the time and the path with its query under a key derived from the cluster secret:
 //! only nodes of the cluster can ask, and a request overheard on port 80 is good for a minute,
 //! for that one probe. Cluster nodes are trusted to probe private addresses (nodes on one
 //! private network are a normal set-up), which a public probe server refuses.
@@ -104,10 +104,15 @@ impl Cluster {
     }
 }
 
-/// The `Authorization` value of a request from `node` for `path_and_query` at `time`.
+/// The `Authorization` value of a request from `node` for `path_and_query` at `time` (the
+/// node's name in base64url: a header holds visible ASCII only, a node name need not).
 fn sign(key: &hmac::Key, node: &str, time: u64, path_and_query: &str) -> String {
     let mac = hmac::sign(key, signed_text(node, time, path_and_query).as_bytes());
-    format!("{SCHEME} {node} {time} {}", B64.encode(mac.as_ref()))
+    format!(
+        "{SCHEME} {} {time} {}",
+        B64.encode(node),
+        B64.encode(mac.as_ref())
+    )
 }
 
 /// Whether `authorization` was signed under `key` for `path_and_query`, within a minute of
@@ -123,13 +128,17 @@ fn signed(key: &hmac::Key, authorization: &str, path_and_query: &str, now: u64) 
     ) else {
         return false;
     };
-    let (Ok(time), Ok(mac)) = (time.parse::<u64>(), B64.decode(mac)) else {
+    let (Ok(node), Ok(time), Ok(mac)) = (B64.decode(node), time.parse::<u64>(), B64.decode(mac))
+    else {
+        return false;
+    };
+    let Ok(node) = String::from_utf8(node) else {
         return false;
     };
     now.abs_diff(time) <= FRESH_FOR
         && hmac::verify(
             key,
-            signed_text(node, time, path_and_query).as_bytes(),
+            signed_text(&node, time, path_and_query).as_bytes(),
             &mac,
         )
         .is_ok()
@@ -285,7 +294,11 @@ mod tests {
         ));
         let other = probe_key(b"another secret of thirty-two bytes!!");
         assert!(!signed(&other, &header, path, now));
-        assert!(!signed(&key, &header.replace("n1", "n2"), path, now));
+        let other_node = header.replace(&B64.encode("n1"), &B64.encode("n2"));
+        assert!(!signed(&key, &other_node, path, now));
+        // Any node name fits in the header.
+        let spaced = sign(&key, "édge 1", now, path);
+        assert!(spaced.is_ascii() && signed(&key, &spaced, path, now));
         assert!(!signed(&key, "Bearer x", path, now));
     }
 }
