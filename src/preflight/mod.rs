@@ -4,6 +4,15 @@
 //! DNS (A/AAAA), whether each address belongs to this host, and a real fetch of a random probe
 //! token from each address, the way the CA fetches (port 80, `Host:` the name, redirects
 //! followed). It knows nothing of orders; `check` and the `auto` challenge choice use it.
+//!
+//! - `finding`: what it says (severity, check, one sentence);
+//! - `probe`: the CA's requests made by hand: the HTTP fetch with redirects, the TLS-ALPN
+//!   handshake;
+//! - `vantage`: the other places that look (probe servers, the other nodes of a cluster).
+
+mod finding;
+mod probe;
+mod vantage;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,20 +22,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 use serde::{Deserialize, Serialize};
 
+pub use finding::{Check, Finding, Severity, clock_finding};
+use probe::random_token;
+use vantage::Vantage;
+
 use crate::challenge::http01::Tokens;
-use crate::challenge::tls_alpn01::TlsAlpn01;
-use crate::cluster::{Cluster, PeerNode};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dns::{Answer, Dns};
-use crate::tls_probe::Handshake;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
-const MAX_REDIRECTS: usize = 5;
 /// How long the pre-flight before an order may take; past it, the order goes out unchecked.
 const BEFORE_ORDER_BUDGET: Duration = Duration::from_secs(5);
 /// How long other vantages may take before an order: a slow one is reported as such, and
@@ -36,93 +43,6 @@ const REMOTE_BEFORE_ORDER: Duration = Duration::from_secs(4);
 const REMEMBER_FOR: Duration = Duration::from_secs(30);
 /// How long the public address learned over STUN stands (a dynamic address changes rarely).
 const ASK_STUN_EVERY: Duration = Duration::from_secs(300);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Ok,
-    Warn,
-    Fail,
-}
-
-impl Severity {
-    /// How a line of output marks it.
-    pub fn mark(self) -> &'static str {
-        match self {
-            Severity::Ok => "ok",
-            Severity::Warn => "WARN",
-            Severity::Fail => "FAIL",
-        }
-    }
-
-    /// As monitoring checks count: 0 ok, 1 warning, 2 failure.
-    pub fn level(self) -> u8 {
-        match self {
-            Severity::Ok => 0,
-            Severity::Warn => 1,
-            Severity::Fail => 2,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Check {
-    Dns,
-    Address,
-    Port,
-    Reachability,
-    Clock,
-    /// Cluster mode: etcd and the cluster secret.
-    Cluster,
-    /// TLS-ALPN-01: port 443 answered by certkeeper's responder.
-    #[serde(rename = "tls-alpn")]
-    TlsAlpn,
-}
-
-impl Check {
-    /// As the table's CHECK column shows it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Check::Dns => "dns",
-            Check::Address => "address",
-            Check::Port => "port",
-            Check::Reachability => "reachability",
-            Check::Clock => "clock",
-            Check::Cluster => "cluster",
-            Check::TlsAlpn => "tls-alpn",
-        }
-    }
-}
-
-/// One thing the check found, in words an operator can act on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Finding {
-    pub name: Option<String>,
-    pub address: Option<IpAddr>,
-    pub check: Check,
-    pub severity: Severity,
-    pub message: String,
-}
-
-impl Finding {
-    /// A finding about `name` (at `address`, when it is about one address).
-    pub fn about(
-        name: &str,
-        address: Option<IpAddr>,
-        check: Check,
-        severity: Severity,
-        message: String,
-    ) -> Finding {
-        Finding {
-            name: Some(name.to_string()),
-            address,
-            check,
-            severity,
-            message,
-        }
-    }
-}
 
 pub struct Preflight {
     dns: Dns,
@@ -148,27 +68,6 @@ pub struct Preflight {
     /// A probe server's view: fetch from public addresses only (no loopback, no private
     /// network), so that it cannot be turned against the network it runs in.
     outside_only: bool,
-}
-
-/// Where else the pre-flight looks from.
-enum Vantage {
-    /// A `certkeeper probe-server`, and the secret it wants.
-    Server {
-        url: String,
-        secret: zeroize::Zeroizing<String>,
-    },
-    /// Another node of the cluster.
-    Node(PeerNode),
-}
-
-impl Vantage {
-    /// How findings name it: "from {label}: …".
-    fn label(&self) -> String {
-        match self {
-            Vantage::Server { url, .. } => url.clone(),
-            Vantage::Node(peer) => format!("node {}", peer.node),
-        }
-    }
 }
 
 /// This host's address as a STUN server saw it, and that server.
@@ -274,192 +173,6 @@ impl Preflight {
         let mut view = Self::outside_view(&config.daemon.resolvers, config.daemon.http01_port)?;
         view.outside_only = false;
         Ok(view)
-    }
-
-    /// The first reason TLS-ALPN-01 cannot succeed for `names`, if there is one: the CA's
-    /// `acme-tls/1` handshake on port 443 of each address, answered by `responder` with a
-    /// probe certificate whose digest only this check knows.
-    pub async fn tls_alpn_blocker(&self, names: &[&str], responder: &TlsAlpn01) -> Option<String> {
-        let mut publisher = match responder.publisher() {
-            Ok(publisher) => publisher,
-            Err(e) => return Some(e.to_string()),
-        };
-        let port = self.tls_port;
-        for name in names {
-            let digest: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
-            if let Err(e) = publisher.publish(name, &digest) {
-                return Some(e.to_string());
-            }
-            let mut any_address = false;
-            for v6 in [false, true] {
-                let Answer::Found(addresses) = self.addresses(name, v6).await else {
-                    continue;
-                };
-                for address in addresses {
-                    any_address = true;
-                    let at = SocketAddr::new(address, port);
-                    let problem = match crate::tls_probe::handshake(at, name).await {
-                        Handshake::Answered(Some(found)) if found == digest => continue,
-                        Handshake::Answered(_) => format!(
-                            "port {port} on {address} is answered by another TLS server, not certkeeper's \
-                             tls-alpn-01 responder: a web or media server holds the port, or a proxy does \
-                             not route acme-tls/1 to certkeeper"
-                        ),
-                        Handshake::Refused => format!(
-                            "port {port} on {address} refused the connection: open it in the firewall (and \
-                             forward it on a NAT), or point daemon.tls_alpn_listen at it"
-                        ),
-                        Handshake::Timeout => format!(
-                            "port {port} on {address} timed out: a firewall drops it, a NAT has no port \
-                             forward, or the ISP blocks it"
-                        ),
-                        Handshake::Failed(why) => format!("port {port} on {address}: {why}"),
-                    };
-                    return Some(problem);
-                }
-            }
-            if !any_address {
-                return Some(format!("{name} has no A or AAAA record"));
-            }
-        }
-        None
-    }
-
-    /// What a probe server sees of `name`: each address's answer to the probe token, every
-    /// address probed at once.
-    pub async fn outside_probe(&self, name: &str, token: &str, expected: &str) -> Vec<Finding> {
-        let (v4, v6) = tokio::join!(
-            self.outside_family(name, token, expected, false),
-            self.outside_family(name, token, expected, true)
-        );
-        let mut findings = [v4, v6].concat();
-        if findings.is_empty() {
-            findings.push(Finding {
-                name: Some(name.to_string()),
-                address: None,
-                check: Check::Dns,
-                severity: Severity::Fail,
-                message: format!("{name} has no A or AAAA record"),
-            });
-        }
-        findings
-    }
-
-    async fn outside_family(
-        &self,
-        name: &str,
-        token: &str,
-        expected: &str,
-        v6: bool,
-    ) -> Vec<Finding> {
-        let addresses = match self.addresses(name, v6).await {
-            Answer::Found(addresses) => addresses,
-            Answer::NoRecords => return Vec::new(),
-            other => {
-                let message = format!("the lookup of {name} failed: {other}");
-                return vec![Finding::about(
-                    name,
-                    None,
-                    Check::Dns,
-                    Severity::Fail,
-                    message,
-                )];
-            }
-        };
-        let probes = join_all(
-            addresses
-                .iter()
-                .map(|&address| self.probe(name, address, token, expected)),
-        )
-        .await;
-        addresses
-            .into_iter()
-            .zip(probes)
-            .map(|(address, (severity, message))| {
-                Finding::about(name, Some(address), Check::Reachability, severity, message)
-            })
-            .collect()
-    }
-
-    /// Where the pre-flight looks from besides this host: the configured probe servers, or
-    /// else, in cluster mode, the other nodes.
-    async fn vantages(&self) -> Vec<Vantage> {
-        if let Some(secret) = &self.remote_secret
-            && !self.remotes.is_empty()
-        {
-            return self
-                .remotes
-                .iter()
-                .map(|server| Vantage::Server {
-                    url: server.clone(),
-                    secret: secret.clone(),
-                })
-                .collect();
-        }
-        let Some(cluster) = &self.peers else {
-            return Vec::new();
-        };
-        match cluster.peers().await {
-            Ok(peers) => peers.into_iter().map(Vantage::Node).collect(),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list the other nodes for the pre-flight");
-                Vec::new()
-            }
-        }
-    }
-
-    /// What each vantage sees of `name`, asked all at once, its findings marked with where
-    /// they come from.
-    async fn remote_views(
-        &self,
-        vantages: Vec<Vantage>,
-        name: &str,
-        token: &str,
-        expected: &str,
-        limit: Duration,
-    ) -> Vec<Finding> {
-        let asks = vantages.into_iter().filter_map(|vantage| {
-            let (url, authorization) = match &vantage {
-                Vantage::Server { url, secret } => {
-                    crate::remote_probe::request_to(url, secret, name, token, expected)
-                }
-                Vantage::Node(peer) => self
-                    .peers
-                    .as_ref()?
-                    .probe_request(peer, name, token, expected),
-            };
-            Some(async move {
-                let seen = crate::remote_probe::ask(&self.web, &url, &authorization, limit).await;
-                (vantage, seen)
-            })
-        });
-        let answers = join_all(asks).await;
-        let mut findings = Vec::new();
-        for (vantage, seen) in answers {
-            let label = vantage.label();
-            match seen {
-                Ok(seen) => findings.extend(seen.into_iter().map(|mut finding| {
-                    finding.message = format!("from {label}: {}", finding.message);
-                    finding
-                })),
-                Err(why) => findings.push(Finding {
-                    name: Some(name.to_string()),
-                    address: None,
-                    check: Check::Reachability,
-                    severity: Severity::Warn,
-                    message: match vantage {
-                        Vantage::Server { url, .. } => {
-                            format!("the probe server {url} could not be asked: {why}")
-                        }
-                        Vantage::Node(peer) => format!(
-                            "{label} of the cluster could not be asked at {} (its cluster.probe_url): {why}",
-                            peer.url
-                        ),
-                    },
-                }),
-            }
-        }
-        findings
     }
 
     /// The addresses of `name` of one family: looked up in DNS, or the address itself for
@@ -774,273 +487,6 @@ impl Preflight {
             format!("it has {}", shown.join(", "))
         }
     }
-
-    /// Fetches the probe token from `address` as the CA would, following redirects.
-    async fn probe(
-        &self,
-        name: &str,
-        address: IpAddr,
-        token: &str,
-        expected: &str,
-    ) -> (Severity, String) {
-        let port = self.port;
-        let mut target = (
-            SocketAddr::new(address, port),
-            name.to_string(),
-            format!("/.well-known/acme-challenge/{token}"),
-        );
-        for _ in 0..=MAX_REDIRECTS {
-            let (socket, host, path) = &target;
-            if self.outside_only
-                && let Some(kind) = not_public(socket.ip())
-            {
-                return (
-                    Severity::Fail,
-                    format!(
-                        "refused to fetch from {} ({kind}): a probe server fetches from public addresses only",
-                        socket.ip()
-                    ),
-                );
-            }
-            let response = match fetch(*socket, host, path).await {
-                Ok(response) => response,
-                Err(FetchError::Refused) => {
-                    return (
-                        Severity::Fail,
-                        format!(
-                            "port {port} on {} refused the connection: nothing listens there, or a firewall rejects \
-                             it; open it in the firewall (and forward it on a NAT) or use dns-01",
-                            socket.ip()
-                        ),
-                    );
-                }
-                Err(FetchError::Timeout) => {
-                    return (
-                        Severity::Fail,
-                        format!(
-                            "port {port} on {} timed out: a firewall drops it, a NAT has no port forward, or the ISP \
-                             blocks port {port}; open it or use dns-01{}",
-                            socket.ip(),
-                            if socket.is_ipv6() {
-                                " (the CA tries IPv6 first: fix IPv6 or remove the AAAA record)"
-                            } else {
-                                ""
-                            }
-                        ),
-                    );
-                }
-                Err(FetchError::Other(why)) => {
-                    return (
-                        Severity::Fail,
-                        format!("port {port} on {}: {why}", socket.ip()),
-                    );
-                }
-            };
-            if response.status.is_redirection() {
-                let Some(location) = response.location.as_deref() else {
-                    return (
-                        Severity::Fail,
-                        format!("{} answered a redirect without a Location", socket.ip()),
-                    );
-                };
-                match self.redirect_target(location, host).await {
-                    Ok(next) => {
-                        target = next;
-                        continue;
-                    }
-                    Err(message) => return (Severity::Warn, message),
-                }
-            }
-            if response.status.is_success() && response.body.trim() == expected {
-                return (
-                    Severity::Ok,
-                    format!(
-                        "http://{name}:{port}/ on {address} serves certkeeper's probe token: http-01 can succeed"
-                    ),
-                );
-            }
-            let server = response
-                .server
-                .map(|s| format!(", server \"{s}\""))
-                .unwrap_or_default();
-            return (
-                Severity::Fail,
-                format!(
-                    "port {port} on {} is answered by another HTTP server (HTTP {}{server}), not certkeeper: \
-                     stop it or give certkeeper the port, or use dns-01",
-                    socket.ip(),
-                    response.status.as_u16()
-                ),
-            );
-        }
-        (
-            Severity::Fail,
-            format!("more than {MAX_REDIRECTS} redirects from {address}: the CA gives up too"),
-        )
-    }
-
-    async fn redirect_target(
-        &self,
-        location: &str,
-        host: &str,
-    ) -> Result<(SocketAddr, String, String), String> {
-        let uri: http::Uri = location
-            .parse()
-            .map_err(|_| format!("redirect to an unreadable Location \"{location}\""))?;
-        match uri.scheme_str() {
-            None => {
-                let address = self.first_address(host).await?;
-                Ok((
-                    SocketAddr::new(address, self.port),
-                    host.to_string(),
-                    uri.path().to_string(),
-                ))
-            }
-            Some("http") => {
-                let next_host = uri.host().unwrap_or(host).to_string();
-                let address = self.first_address(&next_host).await?;
-                let port = uri.port_u16().unwrap_or(80);
-                Ok((
-                    SocketAddr::new(address, port),
-                    next_host,
-                    uri.path().to_string(),
-                ))
-            }
-            Some(_) => Err(format!(
-                "redirected to {location}: the CA follows redirects to HTTPS, but certkeeper cannot check that \
-                 one; make sure it serves /.well-known/acme-challenge/ from certkeeper"
-            )),
-        }
-    }
-
-    async fn first_address(&self, host: &str) -> Result<IpAddr, String> {
-        for v6 in [false, true] {
-            if let Answer::Found(addresses) = self.addresses(host, v6).await
-                && let Some(address) = addresses.first()
-            {
-                return Ok(*address);
-            }
-        }
-        Err(format!("redirected to {host}, which has no address"))
-    }
-}
-
-/// Findings about the clock, from the offset to the CA's `Date` header.
-pub fn clock_finding(offset_seconds: i64) -> Finding {
-    let (severity, message) = if offset_seconds.abs() > 30 {
-        (
-            Severity::Warn,
-            format!(
-                "this host's clock is {}s {} the CA's: fix the time (timedatectl set-ntp true); a skewed clock \
-                 rejects fresh certificates and mistimes renewals",
-                offset_seconds.abs(),
-                if offset_seconds > 0 {
-                    "ahead of"
-                } else {
-                    "behind"
-                }
-            ),
-        )
-    } else {
-        (
-            Severity::Ok,
-            format!(
-                "this host's clock is within {}s of the CA's",
-                offset_seconds.abs().max(1)
-            ),
-        )
-    };
-    Finding {
-        name: None,
-        address: None,
-        check: Check::Clock,
-        severity,
-        message,
-    }
-}
-
-struct Fetched {
-    status: http::StatusCode,
-    location: Option<String>,
-    server: Option<String>,
-    body: String,
-}
-
-enum FetchError {
-    Refused,
-    Timeout,
-    Other(String),
-}
-
-/// One GET with `Host: host`, bounded in time and size.
-async fn fetch(socket: SocketAddr, host: &str, path: &str) -> Result<Fetched, FetchError> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(socket))
-        .await
-    {
-        Err(_) => return Err(FetchError::Timeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err(FetchError::Refused);
-        }
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(FetchError::Timeout),
-        Ok(Err(e)) => return Err(FetchError::Other(format!("cannot connect: {e}"))),
-        Ok(Ok(stream)) => stream,
-    };
-    let exchange = async {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(connection);
-        let request = http::Request::get(path)
-            .header(http::header::HOST, host)
-            .header(http::header::USER_AGENT, "certkeeper-check")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &http::HeaderValue| v.to_str().ok())
-                .map(String::from)
-        };
-        let (status, location, server) = (
-            response.status(),
-            header(http::header::LOCATION),
-            header(http::header::SERVER),
-        );
-        let body = Limited::new(response.into_body(), 16 * 1024)
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).to_string())
-            .unwrap_or_default();
-        driver.abort();
-        Ok::<_, String>(Fetched {
-            status,
-            location,
-            server,
-            body,
-        })
-    };
-    match tokio::time::timeout(RESPONSE_TIMEOUT, exchange).await {
-        Err(_) => Err(FetchError::Other(format!(
-            "connected, but no HTTP answer within {}s",
-            RESPONSE_TIMEOUT.as_secs()
-        ))),
-        Ok(Err(why)) => Err(FetchError::Other(format!(
-            "connected, but the HTTP exchange failed: {why}"
-        ))),
-        Ok(Ok(fetched)) => Ok(fetched),
-    }
-}
-
-fn random_token() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    (0..32)
-        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
-        .collect()
 }
 
 /// One verdict per address family that `findings` (all about `name`) speak of.
@@ -1100,31 +546,6 @@ fn nat_verdict(
                 "{message} (through the router's own address: hairpin NAT; the CA's view from outside may differ)"
             ),
         ),
-    }
-}
-
-/// Why `ip` is no public address, if it is not: what a probe server must never fetch from.
-fn not_public(ip: IpAddr) -> Option<&'static str> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
-        IpAddr::V4(v4) if v4.is_private() => Some("a private network"),
-        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
-        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => {
-            Some("not a host address")
-        }
-        // 100.64.0.0/10, carrier-grade NAT.
-        IpAddr::V4(v4) if v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) => {
-            Some("carrier-grade NAT")
-        }
-        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
-        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => Some("not a host address"),
-        IpAddr::V6(v6) if v6.is_unique_local() => Some("a private network"),
-        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
-        _ => None,
     }
 }
 
