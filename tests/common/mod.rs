@@ -28,12 +28,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
 /// A free loopback port, bound and released. Taken below the kernel's ephemeral range
 /// (32768 and up), where outgoing connections get their ports: a port the kernel hands out
 /// with `:0` may become the local end of some test's connection before a server binds it.
+/// Never the same port twice in one test process: two tests running side by side could
+/// otherwise both find one port free before either binds it.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..200 {
         let port = fastrand::u16(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+        if !handed_out.contains(&port)
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
             && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
         {
+            handed_out.push(port);
             return port;
         }
     }
