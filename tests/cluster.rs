@@ -120,21 +120,14 @@ fn secret_file(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Waits (bounded) until `predicate` holds; on timeout shows every node's log.
-fn wait_until(nodes: &[Node], what: &str, limit: Duration, mut predicate: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !predicate() {
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = nodes
-                .iter()
-                .map(|n| format!("--- {} ---\n{}", n.name, n.ck.daemon_log()))
-                .collect();
-            panic!(
-                "timed out after {limit:?} waiting for {what}\n{}",
-                logs.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(nodes: &[Node], what: &str, limit: Duration, predicate: impl FnMut() -> bool) {
+    common::wait_for(what, limit, predicate, || {
+        let logs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("--- {} ---\n{}", n.name, n.ck.daemon_log()))
+            .collect();
+        logs.join("\n")
+    });
 }
 
 /// Waits (bounded) until the nodes numbered `on` all hold one same certificate other than

@@ -10,6 +10,14 @@ use std::time::Duration;
 
 use common::{BIN, Certkeeper, Nginx, Pebble};
 
+/// Runs `inspect` and checks its exit code and that it says `phrase`; returns what it said.
+fn inspect_says(port: u16, args: &[&str], code: i32, phrase: &str) -> String {
+    let (exit, said) = inspect(port, args);
+    assert_eq!(exit, Some(code), "{said}");
+    assert!(said.contains(phrase), "missing \"{phrase}\" in:\n{said}");
+    said
+}
+
 fn inspect(port: u16, args: &[&str]) -> (Option<i32>, String) {
     let output: Output = std::process::Command::new(BIN)
         .arg("inspect")
@@ -60,28 +68,23 @@ fn each_wrong_endpoint_is_named_with_its_fix() {
 
     // Right: the full chain to a trusted root.
     let good = Nginx::start(&fullchain, &key);
-    let (code, said) = inspect(good.port, &name);
-    assert_eq!(code, Some(0), "{said}");
-    assert!(said.contains("leads to a trusted root"), "{said}");
+    let said = inspect_says(good.port, &name, 0, "leads to a trusted root");
     assert!(said.contains("days left"), "{said}");
 
     // The CA's root is not one clients trust.
-    let (code, said) = inspect(good.port, &["--name", "media.example.com"]);
-    assert_eq!(code, Some(2), "{said}");
-    assert!(
-        said.contains("leads to a root that is not trusted here"),
-        "{said}"
+    inspect_says(
+        good.port,
+        &["--name", "media.example.com"],
+        2,
+        "leads to a root that is not trusted here",
     );
 
     // The name, and the name in another case.
-    let (code, said) = inspect(
+    inspect_says(
         good.port,
         &["--name", "other.example.com", "--root", root_arg],
-    );
-    assert_eq!(code, Some(2), "{said}");
-    assert!(
-        said.contains("does not cover other.example.com; it names media.example.com"),
-        "{said}"
+        2,
+        "does not cover other.example.com; it names media.example.com",
     );
     let (code, said) = inspect(
         good.port,
@@ -105,17 +108,15 @@ fn each_wrong_endpoint_is_named_with_its_fix() {
         "--key",
         other_key.to_str().unwrap(),
     ]);
-    let (code, said) = inspect(good.port, &with_files);
-    assert_eq!(code, Some(2), "{said}");
-    assert!(said.contains("do not go together"), "{said}");
+    inspect_says(good.port, &with_files, 2, "do not go together");
 
     // Leaf only.
     let leaf_only = Nginx::start(&cert, &key);
-    let (code, said) = inspect(leaf_only.port, &name);
-    assert_eq!(code, Some(2), "{said}");
-    assert!(
-        said.contains("configure fullchain.pem, not cert.pem"),
-        "{said}"
+    inspect_says(
+        leaf_only.port,
+        &name,
+        2,
+        "configure fullchain.pem, not cert.pem",
     );
 
     // A certificate that does not belong in the chain, between the leaf and its issuer.
@@ -125,9 +126,7 @@ fn each_wrong_endpoint_is_named_with_its_fix() {
         &disordered,
     );
     let out_of_order = Nginx::start(&disordered, &key);
-    let (code, said) = inspect(out_of_order.port, &name);
-    assert_eq!(code, Some(2), "{said}");
-    assert!(said.contains("chain out of order"), "{said}");
+    inspect_says(out_of_order.port, &name, 2, "chain out of order");
 
     // Self-signed.
     let key_pair = rcgen::KeyPair::generate().unwrap();
@@ -138,9 +137,7 @@ fn each_wrong_endpoint_is_named_with_its_fix() {
     fs::write(&ss_cert, self_signed.pem()).unwrap();
     fs::write(&ss_key, key_pair.serialize_pem()).unwrap();
     let own = Nginx::start(&ss_cert, &ss_key);
-    let (code, said) = inspect(own.port, &["--name", "media.example.com"]);
-    assert_eq!(code, Some(2), "{said}");
-    assert!(said.contains("self-signed"), "{said}");
+    inspect_says(own.port, &["--name", "media.example.com"], 2, "self-signed");
 }
 
 #[test]
@@ -150,7 +147,7 @@ fn an_expired_certificate_is_named_with_its_date() {
     let dir = ck.current_dir();
     let nginx = Nginx::start(&dir.join("fullchain.pem"), &dir.join("privkey.pem"));
     std::thread::sleep(Duration::from_secs(3));
-    let (code, said) = inspect(
+    let said = inspect_says(
         nginx.port,
         &[
             "--name",
@@ -158,17 +155,20 @@ fn an_expired_certificate_is_named_with_its_date() {
             "--root",
             root.to_str().unwrap(),
         ],
+        2,
+        "the certificate expired on",
     );
-    assert_eq!(code, Some(2), "{said}");
-    assert!(said.contains("the certificate expired on"), "{said}");
     assert!(said.contains("check this host's clock"), "{said}");
 }
 
 #[test]
 fn an_endpoint_that_does_not_answer_exits_3() {
-    let (code, said) = inspect(common::free_port(), &[]);
-    assert_eq!(code, Some(3), "{said}");
-    assert!(said.contains("cannot complete a TLS handshake"), "{said}");
+    inspect_says(
+        common::free_port(),
+        &[],
+        3,
+        "cannot complete a TLS handshake",
+    );
 }
 
 /// An HTTP server whose `Date` is a day behind this host's clock: as seen from it, this host's

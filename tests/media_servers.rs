@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Certkeeper, Killed, Pebble, free_port, require};
 
@@ -21,16 +21,16 @@ fn script(path: &Path, body: &str) {
 
 /// Waits (bounded) until 127.0.0.1:`port` completes a TLS handshake.
 fn wait_for_tls(port: u16, what: &str) {
-    let started = Instant::now();
-    while certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what} does not serve TLS on {port} after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for(
+        &format!("{what} to serve TLS on {port}"),
+        Duration::from_secs(30),
+        || serves_tls(port),
+        String::new,
+    );
+}
+
+fn serves_tls(port: u16) -> bool {
+    certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com").is_ok()
 }
 
 /// The leaf the endpoint serves now.
@@ -72,18 +72,14 @@ fn coturn(dir: &Path, port: u16, cert: &Path, key: &Path) -> Killed {
         .stderr(Stdio::null())
         .spawn()
         .expect("start turnserver");
-    let started = Instant::now();
-    while certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "coturn does not serve TLS on {port} after 10 s:\n{}",
-            fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Killed(child)
+    let coturn = Killed(child);
+    common::wait_for(
+        &format!("coturn to serve TLS on {port}"),
+        Duration::from_secs(10),
+        || serves_tls(port),
+        || common::read_log(&log),
+    );
+    coturn
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::netlab::{self, NatLab};
 use common::{BIN, Bind, Killed, require, require_root};
@@ -42,19 +42,14 @@ fn stun_server(lab: &NatLab, dir: &Path) -> Killed {
         .stderr(Stdio::null())
         .spawn()
         .expect("start turnserver");
-    let started = Instant::now();
-    while !fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("Total General servers")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "turnserver did not start in 10 s:\n{}",
-            fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Killed(child)
+    let turnserver = Killed(child);
+    common::wait_for(
+        "turnserver to start",
+        Duration::from_secs(10),
+        || common::read_log(&log).contains("Total General servers"),
+        || common::read_log(&log),
+    );
+    turnserver
 }
 
 /// `certkeeper check --json` for `domain` on the lab's host: the probe served by its own
@@ -184,19 +179,14 @@ fn probe_server(lab: &NatLab, dns: &Bind, token_file: &Path) -> Killed {
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .expect("start certkeeper probe-server");
-    let started = Instant::now();
-    while !fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("probe-server is running")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the probe server did not start in 10 s:\n{}",
-            fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Killed(child)
+    let server = Killed(child);
+    common::wait_for(
+        "the probe server to start",
+        Duration::from_secs(10),
+        || common::read_log(&log).contains("probe-server is running"),
+        || common::read_log(&log),
+    );
+    server
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{BIN, Killed, Pebble, free_port};
 
@@ -44,14 +44,12 @@ fn strangers_are_refused_and_each_client_is_rate_limited() {
         .spawn()
         .expect("start the probe server");
     let _server = Killed(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the probe server does not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(
+        "the probe server to listen",
+        Duration::from_secs(10),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        String::new,
+    );
 
     assert!(ask(port, "wrong").starts_with("HTTP/1.1 401"));
     // media.example.com is 127.0.0.1 here: refused as loopback, not fetched.

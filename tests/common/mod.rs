@@ -46,6 +46,30 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port between 20000 and 32000 after 200 tries")
 }
 
+/// Waits (bounded by `limit`, polling every 50 ms) until `ready` holds; on timeout fails with
+/// `what` and whatever `explain` shows (a log, mostly).
+pub fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+    explain: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}\n{}",
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The text of the file at `path`, or nothing (a log not written yet).
+pub fn read_log(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
 /// Kills its process on drop.
 pub struct Killed(pub Child);
 
@@ -613,16 +637,10 @@ impl Certkeeper {
     }
 
     /// Waits (bounded) until `predicate` holds, polling every 50 ms.
-    pub fn wait_until(&self, what: &str, limit: Duration, mut predicate: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !predicate() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {what}; daemon log:\n{}",
-                self.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    pub fn wait_until(&self, what: &str, limit: Duration, predicate: impl FnMut() -> bool) {
+        wait_for(what, limit, predicate, || {
+            format!("daemon log:\n{}", self.daemon_log())
+        });
     }
 
     pub fn current_dir(&self) -> PathBuf {

@@ -88,49 +88,14 @@ impl NatLab {
 
     /// The router forwards TCP `port` of its outside address to the host, from outside only.
     pub fn forward_from_outside(&self, port: u16) {
-        let to = format!("{HOST}:{port}");
-        let port = port.to_string();
-        self.iptables(&[
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-i",
-            "wan0",
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ]);
+        self.dnat_to_host(&["-i", "wan0"], port);
     }
 
     /// The router forwards TCP `port` of its outside address to the host for the LAN only
     /// (hairpin NAT): a check from the host succeeds where the outside is not let in.
     pub fn hairpin_only(&self, port: u16) {
-        let to = format!("{HOST}:{port}");
+        self.dnat_to_host(&["-i", "lan0", "-d", ROUTER_PUBLIC], port);
         let port = port.to_string();
-        self.iptables(&[
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-i",
-            "lan0",
-            "-d",
-            ROUTER_PUBLIC,
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ]);
         self.iptables(&[
             "-t",
             "nat",
@@ -149,6 +114,25 @@ impl NatLab {
             "-j",
             "MASQUERADE",
         ]);
+    }
+
+    /// Sends TCP `port` of packets matching `matching` to the same port of the host.
+    fn dnat_to_host(&self, matching: &[&str], port: u16) {
+        let to = format!("{HOST}:{port}");
+        let port = port.to_string();
+        let mut rule = vec!["-t", "nat", "-A", "PREROUTING"];
+        rule.extend_from_slice(matching);
+        rule.extend([
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ]);
+        self.iptables(&rule);
     }
 }
 
