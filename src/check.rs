@@ -43,6 +43,11 @@ pub async fn findings(
         .filter(|(d, _)| !d.is_wildcard())
         .map(|(d, c)| (d.as_str(), c))
         .collect();
+    // Asked once: in cluster mode, listing the other nodes is a request to etcd.
+    let vantages = match names.is_empty() {
+        true => Vec::new(),
+        false => preflight.vantages().await,
+    };
     for (index, (name, cert)) in names.iter().enumerate() {
         let webroot = cert.webroot.as_deref();
         // Without a webroot, the probe is served by a listener: no listener, no probe.
@@ -52,7 +57,7 @@ pub async fn findings(
             (Err(_), None) => continue,
         };
         progress(index + 1, names.len(), name);
-        findings.extend(preflight.check_name(name, tokens, webroot).await);
+        findings.extend(preflight.check_name(name, tokens, webroot, &vantages).await);
     }
     findings.extend(tls_alpn_findings(certs, preflight, tls_alpn01).await);
     match crate::acme::clock_offset(&config.acme, &config.acme.directory).await {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use finding::{Check, Finding, Severity, clock_finding};
 use probe::random_token;
-use vantage::Vantage;
+pub use vantage::Vantage;
 
 use crate::challenge::http01::Tokens;
 use crate::cluster::Cluster;
@@ -203,8 +203,9 @@ impl Preflight {
         }
         let checks = async {
             let mut found = BeforeOrder::default();
+            let vantages = self.vantages().await;
             for name in names {
-                let findings = self.remembered(name, tokens, webroot).await;
+                let findings = self.remembered(name, tokens, webroot, &vantages).await;
                 if found.blocker.is_none() {
                     found.blocker = findings
                         .iter()
@@ -235,8 +236,8 @@ impl Preflight {
         name: &str,
         tokens: &Tokens,
         webroot: Option<&Path>,
+        vantages: &[Vantage],
     ) -> Vec<Finding> {
-        let vantages = self.vantages().await;
         let key = (
             name.to_string(),
             webroot.map(Path::to_path_buf),
@@ -258,15 +259,16 @@ impl Preflight {
         findings
     }
 
-    /// Every finding for `name`, IPv4 and IPv6. The probe token is served through `tokens`
-    /// (certkeeper's own listener must be running).
+    /// Every finding for `name`, IPv4 and IPv6, from this host and from `vantages` (see
+    /// [`Preflight::vantages`]). The probe token is served through `tokens` (certkeeper's own
+    /// listener must be running).
     pub async fn check_name(
         &self,
         name: &str,
         tokens: &Tokens,
         webroot: Option<&Path>,
+        vantages: &[Vantage],
     ) -> Vec<Finding> {
-        let vantages = self.vantages().await;
         let limit = crate::remote_probe::ANSWER_TIMEOUT;
         self.check_from(name, tokens, webroot, vantages, limit)
             .await
@@ -278,7 +280,7 @@ impl Preflight {
         name: &str,
         tokens: &Tokens,
         webroot: Option<&Path>,
-        vantages: Vec<Vantage>,
+        vantages: &[Vantage],
         limit: Duration,
     ) -> Vec<Finding> {
         let (token, expected) = (random_token(), random_token());

@@ -10,7 +10,7 @@ use crate::cluster::PeerNode;
 use crate::dns::Answer;
 
 /// Where else the pre-flight looks from.
-pub(super) enum Vantage {
+pub enum Vantage {
     /// A `certkeeper probe-server`, and the secret it wants.
     Server {
         url: String,
@@ -90,7 +90,7 @@ impl Preflight {
 
     /// Where the pre-flight looks from besides this host: the configured probe servers, or
     /// else, in cluster mode, the other nodes.
-    pub(super) async fn vantages(&self) -> Vec<Vantage> {
+    pub async fn vantages(&self) -> Vec<Vantage> {
         if let Some(secret) = &self.remote_secret
             && !self.remotes.is_empty()
         {
@@ -119,14 +119,14 @@ impl Preflight {
     /// they come from.
     pub(super) async fn remote_views(
         &self,
-        vantages: Vec<Vantage>,
+        vantages: &[Vantage],
         name: &str,
         token: &str,
         expected: &str,
         limit: Duration,
     ) -> Vec<Finding> {
-        let asks = vantages.into_iter().filter_map(|vantage| {
-            let (url, authorization) = match &vantage {
+        let asks = vantages.iter().filter_map(|vantage| {
+            let (url, authorization) = match vantage {
                 Vantage::Server { url, secret } => {
                     crate::remote_probe::request_to(url, secret, name, token, expected)
                 }
