@@ -195,35 +195,39 @@ impl Daemon {
 }
 
 /// Announces this node as a probe for the other nodes' pre-flight (until `stopped`), and
-/// what answers their requests on the listener; nothing when its address cannot be found.
-pub(super) async fn announce_probe(
+/// what answers their requests on the listener. Where the others reach this node is found in
+/// the announcing task (it may mean a DNS lookup of etcd's host), not at start-up.
+pub(super) fn announce_probe(
     cluster: &Cluster,
     config: &Config,
     stopped: impl Future<Output = ()> + Send + 'static,
     servers: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Option<Arc<PeerProbes>> {
     let settings = config.cluster.as_ref()?;
-    let Some(url) = crate::cluster::probe_url(
-        settings.probe_url.as_deref(),
-        config.daemon.listen,
-        &settings.endpoints,
-    )
-    .await
-    else {
-        tracing::warn!(
-            "cannot tell where the other nodes reach this node's listener: set cluster.probe_url \
-             for them to use it as an outside view in their pre-flight"
-        );
-        return None;
-    };
     let preflight = Preflight::peer_view(config)
         .inspect_err(|e| tracing::warn!(error = %e, "this node cannot probe for the others"))
         .ok()?;
-    tracing::info!(url, "this node probes for the other nodes' pre-flight");
-    servers.push(tokio::spawn(crate::cluster::announce(
+    let (announcing, configured, listen, endpoints) = (
         cluster.clone(),
-        url,
-        stopped,
-    )));
+        settings.probe_url.clone(),
+        config.daemon.listen,
+        settings.endpoints.clone(),
+    );
+    servers.push(tokio::spawn(async move {
+        tokio::pin!(stopped);
+        let url = tokio::select! {
+            url = crate::cluster::probe_url(configured.as_deref(), listen, &endpoints) => url,
+            _ = &mut stopped => return,
+        };
+        let Some(url) = url else {
+            tracing::warn!(
+                "cannot tell where the other nodes reach this node's listener: set cluster.probe_url \
+                 for them to use it as an outside view in their pre-flight"
+            );
+            return;
+        };
+        tracing::info!(url, "this node probes for the other nodes' pre-flight");
+        crate::cluster::announce(announcing, url, stopped).await;
+    }));
     Some(PeerProbes::new(cluster.clone(), preflight))
 }

@@ -232,7 +232,7 @@ async fn engine(
         // In cluster mode this node probes for the others on its listener, and says where.
         let peer_probes = match &clustered {
             Some((cluster, _)) => {
-                cluster::announce_probe(cluster, &config, until_stopped(), &mut servers).await
+                cluster::announce_probe(cluster, &config, until_stopped(), &mut servers)
             }
             None => None,
         };
