@@ -101,13 +101,13 @@ async fn tls_alpn_findings(
                 ),
             ),
         };
-        findings.push(Finding {
-            name: Some(name.as_str().to_string()),
-            address: None,
-            check: Check::TlsAlpn,
+        findings.push(Finding::about(
+            name.as_str(),
+            None,
+            Check::TlsAlpn,
             severity,
             message,
-        });
+        ));
     }
     findings
 }

@@ -8,7 +8,6 @@
 //!   request reaches can answer it.
 //! - Each issued certificate is stored in etcd with its private key sealed under the cluster
 //!   secret ([`seal`]); every node installs it through its own deployment ([`sync`]).
-//!
 //! - Each node with its own listener also probes for the others: their pre-flight asks it
 //!   how this host's names look from where it stands ([`peers`]).
 //!
@@ -127,7 +126,7 @@ impl Cluster {
         self.0.own_lease.lock().ok().and_then(|lease| *lease)
     }
 
-    pub(crate) fn set_own_lease(&self, lease: Option<i64>) {
+    fn set_own_lease(&self, lease: Option<i64>) {
         if let Ok(mut slot) = self.0.own_lease.lock() {
             *slot = lease;
         }
