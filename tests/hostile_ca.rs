@@ -82,4 +82,12 @@ fn each_bad_answer_ends_in_a_clear_error_and_a_retry_never_a_deployment() {
     ca.set(Fault::None);
     ck.ok(&["renew", "--force"]);
     assert_ne!(ck.current_dir(), before);
+
+    // Rejected nonces are the CA's way of asking again, not a failed validation: three in a
+    // row while the order is polled (beyond instant-acme's own retries) still end in a
+    // deployment (a CI run once reported "the order became invalid" for them).
+    let before = ck.current_dir();
+    ca.set(Fault::BadNonces(3));
+    ck.ok(&["renew", "--force"]);
+    assert_ne!(ck.current_dir(), before);
 }

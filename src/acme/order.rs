@@ -202,20 +202,8 @@ impl AcmeClient {
             }
         }
 
-        // An order whose validation failed comes back as an order-level problem: find out
-        // which name failed and what the CA saw.
-        let policy = poll(self.config.order_timeout);
-        let status = match order.poll_ready(&policy).await {
-            Ok(status) => status,
-            Err(instant_acme::Error::Api(_)) => OrderStatus::Invalid,
-            Err(e) => return Err(failed("complete the validation")(e)),
-        };
-        if status == OrderStatus::Invalid {
-            return Err(explain_invalid(&mut order, choice).await);
-        }
-
-        // From here on a rejected nonce is retried on this order: ordering afresh after the
-        // CA issued at finalization would issue a second certificate (and spend the CA's
+        // A rejected nonce is retried on this order from here on: ordering afresh after the CA
+        // issued at finalization would issue a second certificate (and spend the CA's
         // duplicate-certificate limit).
         let mut retries = ATTEMPTS - 1;
         let mut retry = |e: AcmeError| match retries > 0 && has_problem(&e, "badNonce") {
@@ -225,6 +213,21 @@ impl AcmeClient {
             }
             false => Err(e),
         };
+        let policy = poll(self.config.order_timeout);
+        let status = loop {
+            match order.poll_ready(&policy).await {
+                Ok(status) => break status,
+                // instant-acme reports an order that carries a problem as an error: the
+                // order failed. Any other problem is the CA's answer to the request.
+                Err(_) if order.state().error.is_some() => break OrderStatus::Invalid,
+                Err(e) => retry(failed("complete the validation")(e))?,
+            }
+        };
+        if status == OrderStatus::Invalid {
+            let problem = order.state().error.clone();
+            return Err(explain_invalid(&mut order, choice, problem).await);
+        }
+
         while let Err(e) = order.finalize_csr(csr_der).await {
             retry(failed("finalize the order")(e))?;
         }
@@ -305,14 +308,20 @@ async fn publish_answers(
     Ok(())
 }
 
-/// Finds which name failed validation and what the CA saw.
-async fn explain_invalid(order: &mut Order, choice: &Choice) -> AcmeError {
+/// Finds which name failed validation and what the CA saw; `problem` is what the CA said
+/// about the order as a whole, the answer when no authorization names a failure.
+async fn explain_invalid(
+    order: &mut Order,
+    choice: &Choice,
+    problem: Option<instant_acme::Problem>,
+) -> AcmeError {
     let mut authorizations = order.authorizations();
     while let Some(Ok(mut authorization)) = authorizations.next().await {
         let Ok(state) = authorization.refresh().await else {
             continue;
         };
-        if state.status == AuthorizationStatus::Valid {
+        // Only an invalid authorization failed; a pending one was cut short by the order.
+        if state.status != AuthorizationStatus::Invalid {
             continue;
         }
         let name = state.identifier().to_string();
@@ -337,7 +346,10 @@ async fn explain_invalid(order: &mut Order, choice: &Choice) -> AcmeError {
     AcmeError::Validation {
         name: "a name of the order".into(),
         method: Method::Http01,
-        detail: "the order became invalid".into(),
+        detail: match problem {
+            Some(problem) => format!("the CA gave the order up: {problem}"),
+            None => "the order became invalid and the CA named no reason".into(),
+        },
     }
 }
 

@@ -36,6 +36,9 @@ pub enum Fault {
     ServerError,
     /// New orders are never answered.
     Silent,
+    /// The next this many looks at an order are refused as `badNonce`: three in a row
+    /// outlast instant-acme's own retries.
+    BadNonces(u32),
 }
 
 type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -156,6 +159,10 @@ impl Proxy {
                 // Held until the test drops the proxy's runtime.
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
+            Fault::BadNonces(_) if path.starts_with("/my-order/") && self.take_bad_nonce() => {
+                let problem = r#"{"type":"urn:ietf:params:acme:error:badNonce","detail":"JWS has an invalid anti-replay nonce","status":400}"#;
+                return respond(StatusCode::BAD_REQUEST, problem.into());
+            }
             Fault::ServerError if new_order => {
                 let problem = r#"{"type":"urn:ietf:params:acme:error:serverInternal","detail":"the database is on fire","status":500}"#;
                 return respond(StatusCode::INTERNAL_SERVER_ERROR, problem.into());
@@ -221,6 +228,18 @@ impl Proxy {
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((parts.status, parts.headers, body.to_vec()))
+    }
+
+    /// Whether one more `badNonce` is due, counted down.
+    fn take_bad_nonce(&self) -> bool {
+        let mut fault = self.fault.lock().expect("fault lock");
+        match &mut *fault {
+            Fault::BadNonces(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The leaf as issued, followed by an unrelated CA certificate instead of the intermediate.

@@ -103,6 +103,21 @@ pub struct Pebble {
     netns: Option<String>,
 }
 
+/// A failed test shows what the CA saw: the last lines of pebble's log.
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = read_log(&self.log);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!(
+                "--- the last lines of pebble's log ({}) ---\n{tail}",
+                self.log.display()
+            );
+        }
+    }
+}
+
 impl Pebble {
     /// Starts challtestsrv and pebble; `validity` makes short-lived certificates.
     pub fn start(validity: Option<Duration>) -> Pebble {
