@@ -66,6 +66,20 @@ fn each_bad_config_names_file_line_and_fix() {
             ":2:",
             "orders_per_3h",
         ),
+        (
+            format!(
+                "{CERT}domains = [\"a.example.com\"]\n[certificate.output]\nowner = \"no-such-user\"\n"
+            ),
+            ":5:",
+            "output.owner: no user \"no-such-user\" on this host",
+        ),
+        (
+            format!(
+                "{CERT}domains = [\"a.example.com\"]\n[certificate.output]\ngroup = \"no-such-group\"\n"
+            ),
+            ":5:",
+            "output.group: no group \"no-such-group\" on this host",
+        ),
     ];
     for (text, line, hint) in cases {
         let (code, stderr) = run_with(&text);

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nix::unistd::{Group, User};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -509,6 +510,25 @@ impl Validator<'_> {
             .collect()
     }
 
+    /// The uid or gid of `name` (`certificate.output.KEY`, a KIND of this host).
+    fn system_id(
+        &self,
+        name: &Spanned<String>,
+        key: &str,
+        kind: &str,
+        find: impl Fn(&str) -> Option<u32>,
+    ) -> Result<u32, ConfigError> {
+        find(name.get_ref()).ok_or_else(|| {
+            self.located.error(
+                name.span(),
+                format!(
+                    "certificate.output.{key}: no {kind} \"{}\" on this host; create it or write an existing {kind}",
+                    name.get_ref()
+                ),
+            )
+        })
+    }
+
     pub(super) fn output(&self, raw: RawOutput) -> Result<Output, ConfigError> {
         let link = raw.dir.map(|dir| self.absolute(dir));
         let mut files = Vec::new();
@@ -528,38 +548,22 @@ impl Validator<'_> {
                 files.push((kind, self.absolute(path)));
             }
         }
-        let owner = match raw.owner {
-            None => None,
-            Some(o) => Some(
-                nix::unistd::User::from_name(o.get_ref())
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| {
-                        self.located.error(
-                            o.span(),
-                            format!("certificate.output.owner: no user \"{}\" on this host; create it or write an existing user", o.get_ref()),
-                        )
-                    })?
-                    .uid
-                    .as_raw(),
-            ),
-        };
-        let group = match raw.group {
-            None => None,
-            Some(g) => Some(
-                nix::unistd::Group::from_name(g.get_ref())
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| {
-                        self.located.error(
-                            g.span(),
-                            format!("certificate.output.group: no group \"{}\" on this host; create it or write an existing group", g.get_ref()),
-                        )
-                    })?
-                    .gid
-                    .as_raw(),
-            ),
-        };
+        let owner = raw
+            .owner
+            .map(|o| {
+                self.system_id(&o, "owner", "user", |n| {
+                    Some(User::from_name(n).ok()??.uid.as_raw())
+                })
+            })
+            .transpose()?;
+        let group = raw
+            .group
+            .map(|g| {
+                self.system_id(&g, "group", "group", |n| {
+                    Some(Group::from_name(n).ok()??.gid.as_raw())
+                })
+            })
+            .transpose()?;
         let key_mode = match raw.key_mode {
             None => 0o600,
             Some(m) => u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 
@@ -26,45 +27,62 @@ impl Preflight {
             Ok(publisher) => publisher,
             Err(e) => return Some(e.to_string()),
         };
-        let port = self.tls_port;
+        let mut digests = Vec::with_capacity(names.len());
         for name in names {
             let digest: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
             if let Err(e) = publisher.publish(name, &digest) {
                 return Some(e.to_string());
             }
-            let mut any_address = false;
-            for v6 in [false, true] {
-                let Answer::Found(addresses) = self.addresses(name, v6).await else {
-                    continue;
-                };
-                for address in addresses {
-                    any_address = true;
-                    let at = SocketAddr::new(address, port);
-                    let problem = match crate::tls_probe::handshake(at, name).await {
-                        Handshake::Answered(Some(found)) if found == digest => continue,
-                        Handshake::Answered(_) => format!(
-                            "port {port} on {address} is answered by another TLS server, not certkeeper's \
-                             tls-alpn-01 responder: a web or media server holds the port, or a proxy does \
-                             not route acme-tls/1 to certkeeper"
-                        ),
-                        Handshake::Refused => format!(
-                            "port {port} on {address} refused the connection: open it in the firewall (and \
-                             forward it on a NAT), or point daemon.tls_alpn_listen at it"
-                        ),
-                        Handshake::Timeout => format!(
-                            "port {port} on {address} timed out: a firewall drops it, a NAT has no port \
-                             forward, or the ISP blocks it"
-                        ),
-                        Handshake::Failed(why) => format!("port {port} on {address}: {why}"),
-                    };
-                    return Some(problem);
-                }
-            }
-            if !any_address {
-                return Some(format!("{name} has no A or AAAA record"));
-            }
+            digests.push(digest);
         }
-        None
+        // Every name, family and address at once: a dropped port costs one timeout, not one
+        // per address.
+        let resolved = join_all(names.iter().map(|name| async move {
+            let (v4, v6) = tokio::join!(self.addresses(name, false), self.addresses(name, true));
+            [v4, v6]
+                .into_iter()
+                .flat_map(|answer| match answer {
+                    Answer::Found(addresses) => addresses,
+                    _ => Vec::new(),
+                })
+                .collect::<Vec<IpAddr>>()
+        }))
+        .await;
+        if let Some((name, _)) = names.iter().zip(&resolved).find(|(_, a)| a.is_empty()) {
+            return Some(format!("{name} has no A or AAAA record"));
+        }
+        let targets: Vec<(&str, IpAddr, &[u8])> = names
+            .iter()
+            .zip(&resolved)
+            .zip(&digests)
+            .flat_map(|((name, addresses), digest)| {
+                addresses.iter().map(|&a| (*name, a, digest.as_slice()))
+            })
+            .collect();
+        let port = self.tls_port;
+        let handshakes = join_all(targets.iter().map(|&(name, address, _)| {
+            crate::tls_probe::handshake(SocketAddr::new(address, port), name)
+        }))
+        .await;
+        targets.iter().zip(handshakes).find_map(
+            |(&(_, address, digest), handshake)| match handshake {
+                Handshake::Answered(Some(found)) if found == digest => None,
+                Handshake::Answered(_) => Some(format!(
+                    "port {port} on {address} is answered by another TLS server, not certkeeper's \
+                     tls-alpn-01 responder: a web or media server holds the port, or a proxy does \
+                     not route acme-tls/1 to certkeeper"
+                )),
+                Handshake::Refused => Some(format!(
+                    "port {port} on {address} refused the connection: open it in the firewall (and \
+                     forward it on a NAT), or point daemon.tls_alpn_listen at it"
+                )),
+                Handshake::Timeout => Some(format!(
+                    "port {port} on {address} timed out: a firewall drops it, a NAT has no port \
+                     forward, or the ISP blocks it"
+                )),
+                Handshake::Failed(why) => Some(format!("port {port} on {address}: {why}")),
+            },
+        )
     }
 
     /// Fetches the probe token from `address` as the CA would, following redirects.
