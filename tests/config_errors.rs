@@ -97,6 +97,7 @@ fn cluster_settings_say_what_to_write() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("short.secret"), "too short\n").unwrap();
     fs::write(dir.path().join("good.secret"), "x".repeat(48)).unwrap();
+    fs::write(dir.path().join("empty.password"), "\n").unwrap();
     let good = "http://127.0.0.1:2379";
     let cases = [
         (
@@ -128,6 +129,13 @@ fn cluster_settings_say_what_to_write() {
             format!("endpoints = [\"{good}\"]\nsecret_file = \"good.secret\"\nusername = \"ck\"\n"),
             ":",
             "username and password_file go together",
+        ),
+        (
+            format!(
+                "endpoints = [\"{good}\"]\nsecret_file = \"good.secret\"\nusername = \"ck\"\npassword_file = \"empty.password\"\n"
+            ),
+            ":5:",
+            "its first line is empty: write the secret there",
         ),
     ];
     for (cluster, line, hint) in cases {

@@ -212,18 +212,13 @@ impl Validator<'_> {
             (Some(user), Some(path)) => {
                 let password_span = path.span();
                 let path = self.existing_file(path, "cluster.password_file")?;
-                let password = std::fs::read_to_string(&path)
-                    .map(zeroize::Zeroizing::new)
-                    .map(|text| {
-                        let first_line = text.lines().next().unwrap_or("");
-                        zeroize::Zeroizing::new(first_line.to_string())
-                    })
-                    .map_err(|e| {
-                        error(
-                            password_span,
-                            &format!("cluster.password_file: {}: {e}", path.display()),
-                        )
-                    })?;
+                // An empty first line is a file not filled in yet: etcd has no empty passwords.
+                let password = super::read_secret_line(&path).map_err(|e| {
+                    error(
+                        password_span,
+                        &format!("cluster.password_file: {}: {e}", path.display()),
+                    )
+                })?;
                 Some((user, password))
             }
             (None, None) => None,
