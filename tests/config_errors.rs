@@ -67,6 +67,11 @@ fn each_bad_config_names_file_line_and_fix() {
             "orders_per_3h",
         ),
         (
+            format!("[acme]\npreferred_chain = \" \"\n{CERT}domains = [\"a.example.com\"]\n"),
+            ":2:",
+            "acme.preferred_chain: write the common name of the issuer",
+        ),
+        (
             format!(
                 "{CERT}domains = [\"a.example.com\"]\n[certificate.output]\nowner = \"no-such-user\"\n"
             ),

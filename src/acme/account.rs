@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 
 use super::AcmeError;
-use super::http::AcmeHttp;
+use super::http::{AcmeHttp, Downloads};
 use crate::config::AcmeConfig;
 use crate::store::{FileMode, Store, write_atomic};
 
@@ -22,6 +22,8 @@ pub struct AcmeClient {
     directory: String,
     pub(super) config: AcmeConfig,
     path: PathBuf,
+    /// Certificate downloads, kept when a chain is to be chosen (`acme.preferred_chain`).
+    pub(super) downloads: Option<Downloads>,
 }
 
 impl AcmeClient {
@@ -32,7 +34,11 @@ impl AcmeClient {
         store: &Store,
     ) -> Result<Self, AcmeError> {
         let path = account_path(store.root(), directory);
-        let http = || AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout).map(Box::new);
+        let downloads = acme.preferred_chain.as_ref().map(|_| Downloads::default());
+        let http = || {
+            AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout)
+                .map(|http| Box::new(http.keeping_downloads(downloads.clone())))
+        };
         let unreachable = |source| AcmeError::Directory {
             directory: directory.to_string(),
             source,
@@ -75,6 +81,7 @@ impl AcmeClient {
             directory: directory.to_string(),
             config: acme.clone(),
             path,
+            downloads,
         })
     }
 
@@ -168,10 +175,13 @@ impl AcmeClient {
             old = %aside.display(),
             "the CA does not know our account any more; registering a new one"
         );
-        let http = Box::new(AcmeHttp::new(
-            self.config.extra_root.as_deref(),
-            self.config.request_timeout,
-        )?);
+        let http = Box::new(
+            AcmeHttp::new(
+                self.config.extra_root.as_deref(),
+                self.config.request_timeout,
+            )?
+            .keeping_downloads(self.downloads.clone()),
+        );
         let account = register(&self.config, &self.directory, http, &self.path).await?;
         *self.account.write().unwrap_or_else(PoisonError::into_inner) = account;
         let _ = std::fs::remove_file(rollover_marker(&self.path));

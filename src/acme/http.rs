@@ -4,11 +4,14 @@
 //! instant-acme's own `builder_with_root` trusts only the first certificate of a file and drops
 //! the public roots, so we hand it a client of our own instead.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -22,6 +25,36 @@ pub struct AcmeHttp {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     /// How long one request may take before it counts as failed (`acme.request_timeout_secs`).
     timeout: Duration,
+    /// Where certificate downloads are kept, when a chain is to be chosen.
+    downloads: Option<Downloads>,
+}
+
+/// Certificate chains as the CA served them, by URL, with the alternate chains it linked
+/// (RFC 8555 §7.4.2). instant-acme hands back the default chain's text only.
+#[derive(Clone, Default)]
+pub struct Downloads(Arc<Mutex<HashMap<String, Download>>>);
+
+pub struct Download {
+    pub pem: Bytes,
+    /// The URLs of the alternate chains (`Link: <URL>;rel="alternate"`).
+    pub alternates: Vec<String>,
+}
+
+impl Downloads {
+    /// The chain last downloaded from `url`, forgotten once taken.
+    pub fn take(&self, url: &str) -> Option<Download> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(url)
+    }
+
+    fn keep(&self, url: String, download: Download) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(url, download);
+    }
 }
 
 impl AcmeHttp {
@@ -59,7 +92,16 @@ impl AcmeHttp {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Self { client, timeout })
+        Ok(Self {
+            client,
+            timeout,
+            downloads: None,
+        })
+    }
+
+    /// Keeps every certificate chain downloaded through this client in `downloads`.
+    pub fn keeping_downloads(self, downloads: Option<Downloads>) -> Self {
+        Self { downloads, ..self }
     }
 }
 
@@ -68,18 +110,86 @@ impl HttpClient for AcmeHttp {
         &self,
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let url = req.uri().to_string();
         let response = self.client.request(req);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, response).await {
-                Ok(Ok(response)) => Ok(BytesResponse::from(response)),
-                Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
-                Err(_) => Err(instant_acme::Error::Other(
-                    format!("no answer within {}s", timeout.as_secs()).into(),
-                )),
+        let (timeout, downloads) = (self.timeout, self.downloads.clone());
+        let answer = async move {
+            let response = response
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            match downloads {
+                Some(downloads) if is_certificate_chain(&response) => {
+                    let (parts, body) = response.into_parts();
+                    let pem = body
+                        .collect()
+                        .await
+                        .map_err(|e| instant_acme::Error::Other(Box::new(e)))?
+                        .to_bytes();
+                    let alternates = alternate_links(&parts.headers, &url);
+                    downloads.keep(
+                        url,
+                        Download {
+                            pem: pem.clone(),
+                            alternates,
+                        },
+                    );
+                    Ok(BytesResponse {
+                        parts,
+                        body: Box::new(pem),
+                    })
+                }
+                _ => Ok(BytesResponse::from(response)),
             }
+        };
+        Box::pin(async move {
+            tokio::time::timeout(timeout, answer)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(instant_acme::Error::Other(
+                        format!("no answer within {}s", timeout.as_secs()).into(),
+                    ))
+                })
         })
     }
+}
+
+fn is_certificate_chain<B>(response: &http::Response<B>) -> bool {
+    response.status().is_success()
+        && response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/pem-certificate-chain"))
+}
+
+/// The targets of `Link: <URL>;rel="alternate"` (RFC 8288), made absolute against `base`.
+fn alternate_links(headers: &http::HeaderMap, base: &str) -> Vec<String> {
+    let origin = base
+        .find("://")
+        .and_then(|scheme| {
+            base[scheme + 3..]
+                .find('/')
+                .map(|path| &base[..scheme + 3 + path])
+        })
+        .unwrap_or(base);
+    headers
+        .get_all(http::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|link| {
+            let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+            let alternate = params.split(';').any(|p| {
+                let p = p.trim().to_ascii_lowercase();
+                p == "rel=\"alternate\"" || p == "rel=alternate"
+            });
+            match (alternate, target.starts_with('/')) {
+                (false, _) => None,
+                (true, true) => Some(format!("{origin}{target}")),
+                (true, false) => Some(target.to_string()),
+            }
+        })
+        .collect()
 }
 
 impl AcmeHttp {
@@ -98,5 +208,29 @@ impl AcmeHttp {
             .and_then(|v| v.to_str().ok())
             .ok_or("the CA sent no Date header")?;
         httpdate::parse_http_date(date).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternate_links_are_read_from_every_link_header() {
+        let mut headers = http::HeaderMap::new();
+        for value in [
+            "<https://ca.example/certZ/1f/1>;rel=\"alternate\"",
+            "<https://ca.example/dir>;rel=\"index\", </certZ/1f/2>; rel=\"alternate\"",
+            "<https://ca.example/issuer>;rel=\"up\"",
+        ] {
+            headers.append(http::header::LINK, value.parse().unwrap());
+        }
+        assert_eq!(
+            alternate_links(&headers, "https://ca.example:14000/certZ/1f"),
+            [
+                "https://ca.example/certZ/1f/1",
+                "https://ca.example:14000/certZ/1f/2"
+            ]
+        );
     }
 }

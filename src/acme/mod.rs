@@ -6,6 +6,7 @@
 
 mod account;
 pub mod ari;
+mod chains;
 mod http;
 mod order;
 mod revoke;

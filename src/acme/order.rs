@@ -231,12 +231,19 @@ impl AcmeClient {
         while let Err(e) = order.finalize_csr(csr_der).await {
             retry(failed("finalize the order")(e))?;
         }
-        loop {
+        let chain = loop {
             match order.poll_certificate(&policy).await {
-                Ok(chain) => return Ok(chain),
+                Ok(chain) => break chain,
                 Err(e) => retry(failed("issue the certificate")(e))?,
             }
-        }
+        };
+        let url = order.state().certificate.clone().unwrap_or_default();
+        Ok(match (&self.downloads, &self.config.preferred_chain) {
+            (Some(downloads), Some(preferred)) => {
+                super::chains::choose(account, downloads, &url, chain, preferred).await
+            }
+            _ => chain,
+        })
     }
 }
 

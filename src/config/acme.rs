@@ -16,6 +16,8 @@ pub struct AcmeConfig {
     pub contact: Vec<String>,
     pub eab: Option<ExternalAccount>,
     pub extra_root: Option<PathBuf>,
+    /// The issuer whose chain to deploy when the CA offers several (`preferred_chain`).
+    pub preferred_chain: Option<String>,
     /// The other CAs, in order of preference, tried after repeated failure at the one before.
     pub fallbacks: Vec<CaConfig>,
     /// How long one request to the CA may take.
@@ -69,6 +71,7 @@ pub struct CaConfig {
     pub directory: String,
     pub eab: Option<ExternalAccount>,
     pub extra_root: Option<PathBuf>,
+    pub preferred_chain: Option<String>,
 }
 
 /// Renewals in flight at once at one CA unless `acme.concurrency` says otherwise.
@@ -105,6 +108,7 @@ impl AcmeConfig {
                     directory: ca.directory.clone(),
                     eab: ca.eab.clone(),
                     extra_root: ca.extra_root.clone(),
+                    preferred_chain: ca.preferred_chain.clone(),
                     fallbacks: Vec::new(),
                     ..self.clone()
                 }
@@ -128,6 +132,7 @@ pub(super) struct RawAcme {
     contact: Vec<Spanned<String>>,
     eab: Option<RawEab>,
     extra_root: Option<Spanned<PathBuf>>,
+    preferred_chain: Option<Spanned<String>>,
     #[serde(default)]
     ca: Vec<RawCa>,
     #[serde(default = "default_request_timeout")]
@@ -152,6 +157,7 @@ pub(super) struct RawCa {
     directory: Spanned<String>,
     eab: Option<RawEab>,
     extra_root: Option<Spanned<PathBuf>>,
+    preferred_chain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +196,7 @@ impl Validator<'_> {
             None => None,
             Some(p) => Some(self.existing_file(p, "acme.extra_root")?),
         };
+        let preferred_chain = self.issuer_name(raw.preferred_chain, "acme.preferred_chain")?;
         // `[[acme.ca]]`: CAs in order of preference, instead of `acme.directory`.
         let mut cas = Vec::new();
         for (index, ca) in raw.ca.into_iter().enumerate() {
@@ -208,6 +215,10 @@ impl Validator<'_> {
                     None => extra_root.clone(),
                     Some(p) => Some(self.existing_file(p, "acme.ca.extra_root")?),
                 },
+                preferred_chain: match ca.preferred_chain {
+                    None => preferred_chain.clone(),
+                    some => self.issuer_name(some, "acme.ca.preferred_chain")?,
+                },
             });
         }
         let primary = match cas.is_empty() {
@@ -215,6 +226,7 @@ impl Validator<'_> {
                 directory: url(raw.directory, "directory", LETS_ENCRYPT)?,
                 eab,
                 extra_root,
+                preferred_chain,
             },
             false => cas.remove(0),
         };
@@ -228,6 +240,7 @@ impl Validator<'_> {
             contact,
             eab: primary.eab,
             extra_root: primary.extra_root,
+            preferred_chain: primary.preferred_chain,
             fallbacks: cas,
             request_timeout: Duration::from_secs(raw.request_timeout_secs.max(1)),
             order_timeout: Duration::from_secs(raw.order_timeout_secs.max(1)),
@@ -243,6 +256,21 @@ impl Validator<'_> {
             },
             limits: raw.limits,
         })
+    }
+
+    /// An issuer's common name, such as "ISRG Root X1".
+    fn issuer_name(
+        &self,
+        raw: Option<Spanned<String>>,
+        key: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        match raw {
+            Some(name) if name.get_ref().trim().is_empty() => Err(self.located.error(
+                name.span(),
+                format!("{key}: write the common name of the issuer whose chain you want, such as \"ISRG Root X1\""),
+            )),
+            name => Ok(name.map(|n| n.into_inner().trim().to_string())),
+        }
     }
 
     pub(super) fn eab(

@@ -101,6 +101,8 @@ pub struct Pebble {
     children: Vec<Killed>,
     /// The network namespace pebble and challtestsrv run in (`None`: this machine's).
     netns: Option<String>,
+    /// Chains to other roots offered beside the default one (`PEBBLE_ALTERNATE_ROOTS`).
+    alternate_roots: u32,
 }
 
 /// A failed test shows what the CA saw: the last lines of pebble's log.
@@ -129,6 +131,15 @@ impl Pebble {
     pub fn start_with_dns(dns: &str) -> Pebble {
         let mut pebble = Self::start_with(None, None);
         pebble.dns_server = Some(dns.to_string());
+        pebble.restart();
+        pebble
+    }
+
+    /// A pebble that offers each certificate with `n` alternate chains, each to a root of
+    /// its own (RFC 8555 §7.4.2).
+    pub fn start_with_alternate_roots(n: u32) -> Pebble {
+        let mut pebble = Self::start_with(None, None);
+        pebble.alternate_roots = n;
         pebble.restart();
         pebble
     }
@@ -239,6 +250,7 @@ impl Pebble {
             dns_server: None,
             children: vec![challtestsrv],
             netns: netns.map(String::from),
+            alternate_roots: 0,
         };
         // A port found free may be taken by another test's server before pebble binds it; then
         // pebble exits and the port answers for someone else: move to other ports.
@@ -299,6 +311,7 @@ impl Pebble {
             // Every order is validated afresh: a reused authorization would hide the
             // challenge path.
             .env("PEBBLE_AUTHZREUSE", "0")
+            .env("PEBBLE_ALTERNATE_ROOTS", self.alternate_roots.to_string())
             .stdout(log)
             .stderr(Stdio::null())
             .spawn()
@@ -448,7 +461,12 @@ impl Pebble {
 
     /// The root that signed issued certificates, from pebble's management interface.
     pub fn issuing_root_pem(&self) -> String {
-        https_get(self.management, "/roots/0", &self.tls_root)
+        self.root_pem(0)
+    }
+
+    /// Root `index` (0: the default chain's, then one per alternate chain).
+    pub fn root_pem(&self, index: u32) -> String {
+        https_get(self.management, &format!("/roots/{index}"), &self.tls_root)
     }
 }
 
