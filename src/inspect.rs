@@ -296,8 +296,9 @@ fn check_chain(
         Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => say(
             Severity::Fail,
             format!(
-                "the chain leads to a root that is not trusted here ({}): a test or private CA, or a \
-                 missing intermediate; pass its root with --root if it is yours",
+                "the chain leads to a root that is not trusted here ({}): a test or private CA, a \
+                 missing intermediate, or a root too new for trust stores (when the CA offers another \
+                 chain, acme.preferred_chain picks it); pass its root with --root if it is yours",
                 parsed.last().map(|c| c.issuer().to_string()).unwrap_or_default()
             ),
         ),
