@@ -1,13 +1,21 @@
 //! `check`'s findings for a set of certificates: the pre-flight per name (its probe served by
 //! whichever listener runs: the daemon's, or the command's own), TLS-ALPN-01 where the config
-//! names it, the clock against the CA's, and in cluster mode etcd and the cluster secret.
-//! Presenting them is the CLI's business.
+//! names it, what each `verify` endpoint serves, the clock against the CA's, and in cluster
+//! mode etcd and the cluster secret. Presenting them is the CLI's business.
+
+use futures_util::future::join_all;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use crate::challenge::http01::Tokens;
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError, Inspection};
-use crate::config::{CertificateConfig, Challenge, ClusterConfig, Config, Method};
+use crate::config::{
+    CertificateConfig, Challenge, ClusterConfig, Config, Endpoint, FileKind, Method,
+};
 use crate::preflight::{Check, Finding, Preflight, Severity};
+use crate::store::Store;
+use crate::verify::{self, Mismatch};
 
 /// Every finding for `certs`. `tokens` serves the probe, or says why no listener could be
 /// bound (then names without a webroot cannot be probed); `tls_alpn01` answers the TLS-ALPN-01
@@ -60,6 +68,7 @@ pub async fn findings(
         findings.extend(preflight.check_name(name, tokens, webroot, &vantages).await);
     }
     findings.extend(tls_alpn_findings(certs, preflight, tls_alpn01).await);
+    findings.extend(served_findings(config, certs).await);
     match crate::acme::clock_offset(&config.acme, &config.acme.directory).await {
         Ok(offset) => findings.push(crate::preflight::clock_finding(offset)),
         Err(e) => findings.push(Finding {
@@ -112,12 +121,84 @@ async fn tls_alpn_findings(
     findings
 }
 
+/// Each `verify` endpoint against the certificate deployed for it, all at once. The daemon
+/// looks right after deploying; this finds at any time a server that was never reloaded,
+/// loads other files, or is down. Certificates not deployed yet are left out.
+async fn served_findings(config: &Config, certs: &[CertificateConfig]) -> Vec<Finding> {
+    let store = Store::new(&config.daemon.state_dir);
+    let mut endpoints: Vec<(&str, &Endpoint, Vec<CertificateDer<'static>>)> = Vec::new();
+    for cert in certs.iter().filter(|c| !c.verify.is_empty()) {
+        let Ok(Some(current)) = store.current(&cert.name) else {
+            continue;
+        };
+        let Ok(pems) =
+            CertificateDer::pem_file_iter(current.dir.join(FileKind::Fullchain.file_name()))
+        else {
+            continue;
+        };
+        let chain: Vec<_> = pems.filter_map(Result::ok).collect();
+        endpoints.extend(
+            cert.verify
+                .iter()
+                .map(|e| (cert.name.as_str(), e, chain.clone())),
+        );
+    }
+    join_all(endpoints.into_iter().map(|(name, endpoint, chain)| async move {
+        let owned = endpoint.clone();
+        let compared = tokio::task::spawn_blocking(move || verify::compare(&owned, &chain))
+            .await
+            .unwrap_or_else(|e| Err(Mismatch::Unreachable(std::io::Error::other(e))));
+        let at = format!("{} (SNI {})", endpoint.address, endpoint.sni);
+        let (severity, message) = match compared {
+            Ok(()) => (
+                Severity::Ok,
+                format!("{at} serves the certificate deployed for {name}, with its whole chain"),
+            ),
+            Err(Mismatch::Unreachable(e)) => (
+                Severity::Fail,
+                format!("{at} cannot be checked: {e}: is the server running, on this address?"),
+            ),
+            Err(Mismatch::NoCertificate) => {
+                (Severity::Fail, format!("{at} presented no certificate"))
+            }
+            Err(Mismatch::Other { found, wanted }) => (
+                Severity::Fail,
+                format!(
+                    "{at} serves another certificate ({found}) than the one deployed for {name} \
+                     ({wanted}): the server was not reloaded since, or loads other files; run its \
+                     reload and check the paths it reads"
+                ),
+            ),
+            Err(Mismatch::Chain { presented, expected }) => (
+                Severity::Fail,
+                format!(
+                    "{at} serves the certificate deployed for {name} with a chain of {presented} \
+                     certificate(s) instead of {expected}: clients without the intermediates fail; \
+                     serve fullchain.pem"
+                ),
+            ),
+        };
+        Finding::about(endpoint.sni.as_str(), None, Check::Served, severity, message)
+    }))
+    .await
+}
+
 /// Whether HTTP-01 can succeed for every name it may be used for, by `findings`.
 pub fn http01_ok(findings: &[Finding]) -> bool {
     !findings.iter().any(|f| {
         f.severity == Severity::Fail
-            && !matches!(f.check, Check::Clock | Check::Cluster | Check::TlsAlpn)
+            && !matches!(
+                f.check,
+                Check::Clock | Check::Cluster | Check::TlsAlpn | Check::Served
+            )
     })
+}
+
+/// Whether every `verify` endpoint serves the certificate deployed for it.
+pub fn served_ok(findings: &[Finding]) -> bool {
+    !findings
+        .iter()
+        .any(|f| f.severity == Severity::Fail && f.check == Check::Served)
 }
 
 /// Whether TLS-ALPN-01 can succeed for every name whose certificate names it.

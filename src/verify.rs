@@ -61,10 +61,43 @@ fn fail(endpoint: &Endpoint, problem: String) -> VerifyError {
     }
 }
 
-/// One handshake with `endpoint`, compared with `expected`.
+/// One handshake with `endpoint`, compared with `expected`, right after deploying it.
 pub fn check(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Result<(), VerifyError> {
-    let presented =
-        presented(endpoint).map_err(|e| fail(endpoint, format!("cannot be checked: {e}")))?;
+    compare(endpoint, expected).map_err(|mismatch| {
+        let problem = match mismatch {
+            Mismatch::Unreachable(e) => format!("cannot be checked: {e}"),
+            Mismatch::NoCertificate => "presented no certificate".into(),
+            Mismatch::Other { found, wanted } => format!(
+                "still serves another certificate ({found}) instead of the new one ({wanted}): the reload did not take effect"
+            ),
+            Mismatch::Chain { presented, expected } => format!(
+                "serves the new certificate but a chain of {presented} certificate(s) instead of {expected}: clients without the intermediates will fail; serve fullchain.pem"
+            ),
+        };
+        fail(endpoint, problem)
+    })
+}
+
+/// How what an endpoint presents differs from the chain certkeeper deployed for it.
+#[derive(Debug)]
+pub enum Mismatch {
+    Unreachable(io::Error),
+    NoCertificate,
+    /// Another leaf; each described by serial and expiry.
+    Other {
+        found: String,
+        wanted: String,
+    },
+    /// The right leaf with another chain (mostly: without the intermediates).
+    Chain {
+        presented: usize,
+        expected: usize,
+    },
+}
+
+/// One handshake with `endpoint`, compared with `expected` (leaf first).
+pub fn compare(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Result<(), Mismatch> {
+    let presented = presented(endpoint).map_err(Mismatch::Unreachable)?;
     let describe = |der: &CertificateDer<'_>| {
         crate::bundle::read_leaf_der(der)
             .map(|leaf| {
@@ -77,23 +110,15 @@ pub fn check(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Resul
             .unwrap_or_else(|_| "unreadable".into())
     };
     match (presented.first(), expected.first()) {
-        (Some(found), Some(wanted)) if found != wanted => Err(fail(
-            endpoint,
-            format!(
-                "still serves another certificate ({}) instead of the new one ({}): the reload did not take effect",
-                describe(found),
-                describe(wanted)
-            ),
-        )),
-        (None, _) => Err(fail(endpoint, "presented no certificate".into())),
-        _ if presented != expected => Err(fail(
-            endpoint,
-            format!(
-                "serves the new certificate but a chain of {} certificate(s) instead of {}: clients without the intermediates will fail; serve fullchain.pem",
-                presented.len(),
-                expected.len()
-            ),
-        )),
+        (Some(found), Some(wanted)) if found != wanted => Err(Mismatch::Other {
+            found: describe(found),
+            wanted: describe(wanted),
+        }),
+        (None, _) => Err(Mismatch::NoCertificate),
+        _ if presented != expected => Err(Mismatch::Chain {
+            presented: presented.len(),
+            expected: expected.len(),
+        }),
         _ => Ok(()),
     }
 }

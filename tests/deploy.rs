@@ -156,3 +156,55 @@ fn pkcs12_keystore_opens_with_keytool_and_openssl() {
         "the keystore's key is the certificate's key"
     );
 }
+
+/// `check` compares what each `verify` endpoint serves with what certkeeper deployed: a server
+/// that was never reloaded (a reload that does nothing, no live check at the time), and a
+/// server that is down, each fail the check with their own sentence.
+#[test]
+fn check_finds_a_server_that_never_reloaded_and_one_that_is_down() {
+    let pebble = Pebble::start(None);
+    let domains = ["media.example.com"];
+    let ck = Certkeeper::new(&pebble, &domains, "");
+    ck.ok(&["renew"]);
+    let nginx = Nginx::start(&ck.path("out/fullchain.pem"), &ck.path("out/privkey.pem"));
+    let verify = format!(
+        "verify = [{{ endpoint = \"{}\", sni = \"media.example.com\" }}]",
+        nginx.endpoint().address
+    );
+    ck.rewrite(&pebble, &domains, &verify);
+    let output = ck.run(&["check", "media"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.contains("served"))
+        .unwrap_or_default();
+    assert!(
+        row.starts_with("ok") && row.contains("serves the certificate deployed for media"),
+        "{stdout}"
+    );
+
+    // Renewed with a reload that reloads nothing and no live check: nginx keeps the old one.
+    ck.rewrite(&pebble, &domains, "reload = \"true\"");
+    ck.ok(&["renew", "--force"]);
+    ck.rewrite(&pebble, &domains, &verify);
+    let output = ck.run(&["check", "media"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("than the one deployed for media")
+            && stdout.contains("the server was not reloaded since, or loads other files")
+            && stdout.contains("a server does not serve the certificate certkeeper deployed"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&ck.run(&["check", "--json", "media"]).stdout).unwrap();
+    assert_eq!(json["served_ok"], false, "{json}");
+
+    // The server is down.
+    drop(nginx);
+    let output = ck.run(&["check", "media"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("cannot be checked"), "{stdout}");
+}

@@ -46,6 +46,8 @@ pub enum Check {
     /// TLS-ALPN-01: port 443 answered by certkeeper's responder.
     #[serde(rename = "tls-alpn")]
     TlsAlpn,
+    /// A `verify` endpoint serves the deployed certificate.
+    Served,
 }
 
 impl Check {
@@ -59,6 +61,7 @@ impl Check {
             Check::Clock => "clock",
             Check::Cluster => "cluster",
             Check::TlsAlpn => "tls-alpn",
+            Check::Served => "served",
         }
     }
 }

@@ -711,7 +711,20 @@ pub struct Nginx {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub pidfile: PathBuf,
-    _process: Killed,
+    process: Killed,
+}
+
+/// nginx's workers outlive a killed master and keep serving its ports: stop it as a service
+/// manager would (SIGTERM: the master stops its workers, then itself), bounded.
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.process.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !matches!(self.process.0.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Nginx {
@@ -811,7 +824,7 @@ impl Nginx {
             dir,
             port,
             pidfile,
-            _process: process,
+            process,
         }
     }
 
