@@ -143,43 +143,27 @@ async fn served_findings(config: &Config, certs: &[CertificateConfig]) -> Vec<Fi
                 .map(|e| (cert.name.as_str(), e, chain.clone())),
         );
     }
-    join_all(endpoints.into_iter().map(|(name, endpoint, chain)| async move {
-        let owned = endpoint.clone();
-        let compared = tokio::task::spawn_blocking(move || verify::compare(&owned, &chain))
-            .await
-            .unwrap_or_else(|e| Err(Mismatch::Unreachable(std::io::Error::other(e))));
-        let at = format!("{} (SNI {})", endpoint.address, endpoint.sni);
-        let (severity, message) = match compared {
-            Ok(()) => (
-                Severity::Ok,
-                format!("{at} serves the certificate deployed for {name}, with its whole chain"),
-            ),
-            Err(Mismatch::Unreachable(e)) => (
-                Severity::Fail,
-                format!("{at} cannot be checked: {e}: is the server running, on this address?"),
-            ),
-            Err(Mismatch::NoCertificate) => {
-                (Severity::Fail, format!("{at} presented no certificate"))
-            }
-            Err(Mismatch::Other { found, wanted }) => (
-                Severity::Fail,
-                format!(
-                    "{at} serves another certificate ({found}) than the one deployed for {name} \
-                     ({wanted}): the server was not reloaded since, or loads other files; run its \
-                     reload and check the paths it reads"
-                ),
-            ),
-            Err(Mismatch::Chain { presented, expected }) => (
-                Severity::Fail,
-                format!(
-                    "{at} serves the certificate deployed for {name} with a chain of {presented} \
-                     certificate(s) instead of {expected}: clients without the intermediates fail; \
-                     serve fullchain.pem"
-                ),
-            ),
-        };
-        Finding::about(endpoint.sni.as_str(), None, Check::Served, severity, message)
-    }))
+    join_all(
+        endpoints
+            .into_iter()
+            .map(|(name, endpoint, chain)| async move {
+                let owned = endpoint.clone();
+                let compared = tokio::task::spawn_blocking(move || verify::compare(&owned, &chain))
+                    .await
+                    .unwrap_or_else(|e| Err(Mismatch::Unreachable(std::io::Error::other(e))));
+                let (severity, message) = match compared {
+                    Ok(()) => (Severity::Ok, verify::served_sentence(endpoint, name)),
+                    Err(mismatch) => (Severity::Fail, mismatch.sentence(endpoint, name)),
+                };
+                Finding::about(
+                    endpoint.sni.as_str(),
+                    None,
+                    Check::Served,
+                    severity,
+                    message,
+                )
+            }),
+    )
     .await
 }
 

@@ -1,22 +1,31 @@
-//! Watching the endpoints of `[[monitor]]`: each is inspected on its schedule (as `certkeeper
-//! inspect` does), what was seen is kept in `STATE_DIR/monitors.json` for `status` and the
-//! metrics, and a person is told when an endpoint turns bad (a failure) or nears its expiry
-//! (a warning), once per change, not at every look.
+//! Watching endpoints: those of `[[monitor]]`, each inspected on its schedule (as `certkeeper
+//! inspect` does), and each certificate's `verify` endpoints every `verify_every_secs`, compared
+//! with the chain deployed for it (a server restarted onto other files, or never reloaded, is
+//! found long before the old certificate expires). What was seen is kept in
+//! `STATE_DIR/monitors.json` for `status` and the metrics, and a person is told when an
+//! endpoint turns bad (a failure) or nears its expiry (a warning), once per change, not at
+//! every look.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::{Config, MonitorConfig};
+use crate::config::{CertificateConfig, Config, Endpoint, FileKind, MonitorConfig};
 use crate::inspect::{self, Target};
 use crate::notifications::{Event, Notifier, NotifyEventName};
 use crate::preflight::Severity;
 use crate::store::{FileMode, Store, write_atomic};
+use crate::verify::Mismatch;
 
 const FILE: &str = "monitors.json";
+
+/// How soon a `verify` endpoint is looked at again when there was nothing to compare it with.
+const RETRY_UNSETTLED: Duration = Duration::from_secs(30);
 
 /// The last look at one endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,21 +62,27 @@ pub async fn watch(
         let store = Store::new(&current.daemon.state_dir);
         let now = Instant::now();
         let mut changed = false;
-        for monitor in &current.monitors {
-            if next.get(&monitor.endpoint).is_some_and(|at| *at > now) {
+        let watched = Watched::all(&current);
+        for item in &watched {
+            let key = item.key();
+            if next.get(&key).is_some_and(|at| *at > now) {
                 continue;
             }
-            next.insert(monitor.endpoint.clone(), now + monitor.every);
-            let looked = look(monitor).await;
-            let before = seen.get(&monitor.endpoint).map(|s| s.severity);
+            next.insert(key.clone(), now + item.every());
+            let Some(looked) = item.look(&store).await else {
+                // Nothing to compare with yet, or a deployment settling: soon again.
+                next.insert(key, now + item.every().min(RETRY_UNSETTLED));
+                continue;
+            };
+            let before = seen.get(&key).map(|s| s.severity);
             if before != Some(looked.severity) {
                 tell(&notifier, &looked, before);
             }
-            seen.insert(monitor.endpoint.clone(), looked);
+            seen.insert(key, looked);
             changed = true;
         }
         // Endpoints no longer configured are forgotten.
-        seen.retain(|endpoint, _| current.monitors.iter().any(|m| m.endpoint == *endpoint));
+        seen.retain(|key, _| watched.iter().any(|w| w.key() == *key));
         if changed {
             save(&store, &seen);
         }
@@ -86,6 +101,96 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// One endpoint the daemon looks at on a schedule.
+enum Watched<'a> {
+    Monitor(&'a MonitorConfig),
+    /// A `verify` endpoint of a certificate, between deployments.
+    Served(&'a CertificateConfig, &'a Endpoint),
+}
+
+impl<'a> Watched<'a> {
+    fn all(config: &'a Config) -> Vec<Watched<'a>> {
+        let served = config
+            .certificates
+            .iter()
+            .filter(|c| !c.verify_every.is_zero())
+            .flat_map(|c| c.verify.iter().map(move |e| Watched::Served(c, e)));
+        config
+            .monitors
+            .iter()
+            .map(Watched::Monitor)
+            .chain(served)
+            .collect()
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Watched::Monitor(monitor) => monitor.endpoint.clone(),
+            Watched::Served(cert, endpoint) => {
+                format!("{} serving {}", endpoint.address, cert.name)
+            }
+        }
+    }
+
+    fn every(&self) -> Duration {
+        match self {
+            Watched::Monitor(monitor) => monitor.every,
+            Watched::Served(cert, _) => cert.verify_every,
+        }
+    }
+
+    /// What the endpoint shows now; nothing while there is nothing to compare with.
+    async fn look(&self, store: &Store) -> Option<Seen> {
+        match self {
+            Watched::Monitor(monitor) => Some(look(monitor).await),
+            Watched::Served(cert, endpoint) => look_served(store, cert, endpoint).await,
+        }
+    }
+}
+
+/// Whether `endpoint` serves the chain deployed for `cert`. Left alone while nothing is
+/// deployed, and while a deployment's own reload and live check may still be running (they
+/// roll back what does not show).
+async fn look_served(store: &Store, cert: &CertificateConfig, endpoint: &Endpoint) -> Option<Seen> {
+    let current = store.current(&cert.name).ok()??;
+    let deployed = std::fs::symlink_metadata(store.current_link(&cert.name))
+        .and_then(|m| m.modified())
+        .ok()?;
+    let settling = cert.reload_timeout + cert.verify_timeout;
+    if deployed.elapsed().unwrap_or_default() < settling {
+        return None;
+    }
+    let path = current.dir.join(FileKind::Fullchain.file_name());
+    let chain: Vec<_> = CertificateDer::pem_file_iter(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .collect();
+    let owned = endpoint.clone();
+    let compared = tokio::task::spawn_blocking(move || crate::verify::compare(&owned, &chain))
+        .await
+        .unwrap_or_else(|e| Err(Mismatch::Unreachable(std::io::Error::other(e))));
+    let (severity, message) = match compared {
+        Ok(()) => (
+            Severity::Ok,
+            crate::verify::served_sentence(endpoint, &cert.name),
+        ),
+        Err(mismatch) => (Severity::Fail, mismatch.sentence(endpoint, &cert.name)),
+    };
+    let days_left = current
+        .leaf
+        .not_after
+        .duration_since(SystemTime::now())
+        .map_or(0, |left| (left.as_secs() / 86_400) as i64);
+    Some(Seen {
+        endpoint: endpoint.address.clone(),
+        name: cert.name.clone(),
+        at: crate::timefmt::utc(SystemTime::now()),
+        severity,
+        message,
+        days_left: Some(days_left),
+    })
 }
 
 async fn look(monitor: &MonitorConfig) -> Seen {

@@ -95,6 +95,40 @@ pub enum Mismatch {
     },
 }
 
+impl Mismatch {
+    /// What `endpoint` does wrong for the certificate `name` deployed earlier, and the fix.
+    pub fn sentence(&self, endpoint: &Endpoint, name: &str) -> String {
+        let at = format!("{} (SNI {})", endpoint.address, endpoint.sni);
+        match self {
+            Mismatch::Unreachable(e) => {
+                format!("{at} cannot be checked: {e}: is the server running, on this address?")
+            }
+            Mismatch::NoCertificate => format!("{at} presented no certificate"),
+            Mismatch::Other { found, wanted } => format!(
+                "{at} serves another certificate ({found}) than the one deployed for {name} \
+                 ({wanted}): the server was not reloaded since, or loads other files; run its \
+                 reload and check the paths it reads"
+            ),
+            Mismatch::Chain {
+                presented,
+                expected,
+            } => format!(
+                "{at} serves the certificate deployed for {name} with a chain of {presented} \
+                 certificate(s) instead of {expected}: clients without the intermediates fail; \
+                 serve fullchain.pem"
+            ),
+        }
+    }
+}
+
+/// `endpoint` serves the certificate `name` as deployed.
+pub fn served_sentence(endpoint: &Endpoint, name: &str) -> String {
+    format!(
+        "{} (SNI {}) serves the certificate deployed for {name}, with its whole chain",
+        endpoint.address, endpoint.sni
+    )
+}
+
 /// One handshake with `endpoint`, compared with `expected` (leaf first).
 pub fn compare(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Result<(), Mismatch> {
     let presented = presented(endpoint).map_err(Mismatch::Unreachable)?;

@@ -106,3 +106,86 @@ fn the_daemon_watches_endpoints_it_does_not_renew() {
         "{scraped}"
     );
 }
+
+/// A server restarted onto other files between renewals (the deployment's own live check
+/// passed long ago): the daemon's next look at the `verify` endpoint finds it, `status` says
+/// what is served instead, and one notification goes out.
+#[test]
+fn a_server_that_stops_serving_the_deployed_certificate_is_found_between_renewals() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    let port = free_port();
+    let nginx = Nginx::start_at(
+        port,
+        &ck.path("out/fullchain.pem"),
+        &ck.path("out/privkey.pem"),
+    );
+    // Another deployment's certificate for the same name, for the server to be restarted onto.
+    let elsewhere = Certkeeper::new(&pebble, &["media.example.com"], "");
+    elsewhere.ok(&["renew"]);
+
+    let notified = ck.path("notified.jsonl");
+    ck.rewrite(
+        &pebble,
+        &["media.example.com"],
+        &format!(
+            "verify = [{{ endpoint = \"127.0.0.1:{port}\" }}]\nverify_every_secs = 1\n\
+             reload_timeout_secs = 1\nverify_timeout_secs = 1"
+        ),
+    );
+    let text = fs::read_to_string(&ck.config).unwrap()
+        + &format!(
+            "\n[[notify]]\nexec = \"cat >> {0} && echo >> {0}\"\nevents = [\"failure\"]\n",
+            notified.display()
+        );
+    fs::write(&ck.config, text).unwrap();
+    let _daemon = ck.spawn_daemon();
+    let row = format!("monitor 127.0.0.1:{port} (media)");
+    let status = || String::from_utf8_lossy(&ck.run(&["status"]).stdout).to_string();
+    ck.wait_until("the endpoint looked at", Duration::from_secs(20), || {
+        let said = status();
+        said.contains(&row) && said.contains(": ok 127.0.0.1")
+    });
+    let said = status();
+    assert!(
+        said.contains("serves the certificate deployed for media, with its whole chain"),
+        "{said}"
+    );
+
+    drop(nginx);
+    let _restarted = Nginx::start_at(
+        port,
+        &elsewhere.path("out/fullchain.pem"),
+        &elsewhere.path("out/privkey.pem"),
+    );
+    ck.wait_until(
+        "the other certificate found",
+        Duration::from_secs(20),
+        || status().contains(": FAIL 127.0.0.1"),
+    );
+    let said = status();
+    println!("{said}");
+    assert!(
+        said.contains("serves another certificate")
+            && said.contains("than the one deployed for media")
+            && said.contains("the server was not reloaded since, or loads other files"),
+        "{said}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let events: Vec<serde_json::Value> = fs::read_to_string(&notified)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "once, not at every look: {events:?}");
+    assert_eq!(events[0]["event"], "failure");
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("than the one deployed for media"),
+        "{events:?}"
+    );
+}

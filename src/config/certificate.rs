@@ -112,6 +112,9 @@ pub struct CertificateConfig {
     /// TLS endpoints that must serve the new certificate after the reload.
     pub verify: Vec<Endpoint>,
     pub verify_timeout: Duration,
+    /// How often the daemon looks again at what `verify` endpoints serve (zero: only after
+    /// deploying).
+    pub verify_every: Duration,
 }
 
 /// How the server is told to load the new certificate.
@@ -229,6 +232,8 @@ pub(super) struct RawCertificate {
     verify: Vec<RawEndpoint>,
     #[serde(default = "default_verify_timeout")]
     verify_timeout_secs: u64,
+    #[serde(default = "default_verify_every")]
+    verify_every_secs: u64,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +265,10 @@ pub(super) fn default_reload_timeout() -> u64 {
 
 pub(super) fn default_verify_timeout() -> u64 {
     30
+}
+
+pub(super) fn default_verify_every() -> u64 {
+    3600
 }
 
 /// Signals a reload may send, by the names operators write.
@@ -430,6 +439,7 @@ impl Validator<'_> {
             reload_timeout: Duration::from_secs(raw.reload_timeout_secs.max(1)),
             verify,
             verify_timeout: Duration::from_secs(raw.verify_timeout_secs.max(1)),
+            verify_every: Duration::from_secs(raw.verify_every_secs),
         })
     }
 

@@ -730,7 +730,11 @@ impl Drop for Nginx {
 impl Nginx {
     /// TLS on a free port with these certificate files.
     pub fn start(fullchain: &Path, key: &Path) -> Nginx {
-        let port = free_port();
+        Self::start_at(free_port(), fullchain, key)
+    }
+
+    /// TLS on `port` with these certificate files.
+    pub fn start_at(port: u16, fullchain: &Path, key: &Path) -> Nginx {
         Self::start_with(
             port,
             &format!(
