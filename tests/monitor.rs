@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use common::{Certkeeper, Nginx, Pebble, free_port};
 
+/// The notifications the `[[notify]]` exec hook appended to `path`, one JSON object a line.
+fn notifications(path: &std::path::Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a notification is JSON"))
+        .collect()
+}
+
 #[test]
 fn the_daemon_watches_endpoints_it_does_not_renew() {
     // A certificate that expires at once, served by a "demo server".
@@ -76,12 +86,7 @@ fn the_daemon_watches_endpoints_it_does_not_renew() {
 
     // Several looks later, one notification for the expired endpoint, none for the good one.
     std::thread::sleep(Duration::from_secs(3));
-    let events: Vec<serde_json::Value> = fs::read_to_string(&notified)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = notifications(&notified);
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["event"], "failure");
     assert_eq!(
@@ -173,12 +178,7 @@ fn a_server_that_stops_serving_the_deployed_certificate_is_found_between_renewal
         "{said}"
     );
     std::thread::sleep(Duration::from_secs(3));
-    let events: Vec<serde_json::Value> = fs::read_to_string(&notified)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = notifications(&notified);
     assert_eq!(events.len(), 1, "once, not at every look: {events:?}");
     assert_eq!(events[0]["event"], "failure");
     assert!(
