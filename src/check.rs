@@ -4,18 +4,14 @@
 //! mode etcd and the cluster secret. Presenting them is the CLI's business.
 
 use futures_util::future::join_all;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use crate::challenge::http01::Tokens;
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError, Inspection};
-use crate::config::{
-    CertificateConfig, Challenge, ClusterConfig, Config, Endpoint, FileKind, Method,
-};
+use crate::config::{CertificateConfig, Challenge, ClusterConfig, Config, Method};
 use crate::preflight::{Check, Finding, Preflight, Severity};
 use crate::store::Store;
-use crate::verify::{self, Mismatch};
+use crate::verify;
 
 /// Every finding for `certs`. `tokens` serves the probe, or says why no listener could be
 /// bound (then names without a webroot cannot be probed); `tls_alpn01` answers the TLS-ALPN-01
@@ -126,44 +122,28 @@ async fn tls_alpn_findings(
 /// loads other files, or is down. Certificates not deployed yet are left out.
 async fn served_findings(config: &Config, certs: &[CertificateConfig]) -> Vec<Finding> {
     let store = Store::new(&config.daemon.state_dir);
-    let mut endpoints: Vec<(&str, &Endpoint, Vec<CertificateDer<'static>>)> = Vec::new();
-    for cert in certs.iter().filter(|c| !c.verify.is_empty()) {
-        let Ok(Some(current)) = store.current(&cert.name) else {
-            continue;
-        };
-        let Ok(pems) =
-            CertificateDer::pem_file_iter(current.dir.join(FileKind::Fullchain.file_name()))
-        else {
-            continue;
-        };
-        let chain: Vec<_> = pems.filter_map(Result::ok).collect();
-        endpoints.extend(
+    let endpoints = certs
+        .iter()
+        .filter(|c| !c.verify.is_empty())
+        .flat_map(|cert| {
+            let deployed = store.current_chain(&cert.name);
             cert.verify
                 .iter()
-                .map(|e| (cert.name.as_str(), e, chain.clone())),
-        );
-    }
-    join_all(
-        endpoints
-            .into_iter()
-            .map(|(name, endpoint, chain)| async move {
-                let owned = endpoint.clone();
-                let compared = tokio::task::spawn_blocking(move || verify::compare(&owned, &chain))
-                    .await
-                    .unwrap_or_else(|e| Err(Mismatch::Unreachable(std::io::Error::other(e))));
-                let (severity, message) = match compared {
-                    Ok(()) => (Severity::Ok, verify::served_sentence(endpoint, name)),
-                    Err(mismatch) => (Severity::Fail, mismatch.sentence(endpoint, name)),
-                };
-                Finding::about(
-                    endpoint.sni.as_str(),
-                    None,
-                    Check::Served,
-                    severity,
-                    message,
-                )
-            }),
-    )
+                .filter_map(move |endpoint| Some((cert, endpoint, deployed.clone()?)))
+        });
+    join_all(endpoints.map(|(cert, endpoint, deployed)| async move {
+        let (severity, message) = match verify::served(endpoint, &cert.name, deployed).await {
+            Ok(fine) => (Severity::Ok, fine),
+            Err(wrong) => (Severity::Fail, wrong),
+        };
+        Finding::about(
+            endpoint.sni.as_str(),
+            None,
+            Check::Served,
+            severity,
+            message,
+        )
+    }))
     .await
 }
 

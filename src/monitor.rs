@@ -10,17 +10,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::{CertificateConfig, Config, Endpoint, FileKind, MonitorConfig};
+use crate::config::{CertificateConfig, Config, Endpoint, MonitorConfig};
 use crate::inspect::{self, Target};
 use crate::notifications::{Event, Notifier, NotifyEventName};
 use crate::preflight::Severity;
 use crate::store::{FileMode, Store, write_atomic};
-use crate::verify::Mismatch;
 
 const FILE: &str = "monitors.json";
 
@@ -155,28 +152,17 @@ impl<'a> Watched<'a> {
 /// roll back what does not show).
 async fn look_served(store: &Store, cert: &CertificateConfig, endpoint: &Endpoint) -> Option<Seen> {
     let current = store.current(&cert.name).ok()??;
-    let deployed = std::fs::symlink_metadata(store.current_link(&cert.name))
+    let deployed_at = std::fs::symlink_metadata(store.current_link(&cert.name))
         .and_then(|m| m.modified())
         .ok()?;
     let settling = cert.reload_timeout + cert.verify_timeout;
-    if deployed.elapsed().unwrap_or_default() < settling {
+    if deployed_at.elapsed().unwrap_or_default() < settling {
         return None;
     }
-    let path = current.dir.join(FileKind::Fullchain.file_name());
-    let chain: Vec<_> = CertificateDer::pem_file_iter(path)
-        .ok()?
-        .filter_map(Result::ok)
-        .collect();
-    let owned = endpoint.clone();
-    let compared = tokio::task::spawn_blocking(move || crate::verify::compare(&owned, &chain))
-        .await
-        .unwrap_or_else(|e| Err(Mismatch::Unreachable(std::io::Error::other(e))));
-    let (severity, message) = match compared {
-        Ok(()) => (
-            Severity::Ok,
-            crate::verify::served_sentence(endpoint, &cert.name),
-        ),
-        Err(mismatch) => (Severity::Fail, mismatch.sentence(endpoint, &cert.name)),
+    let deployed = store.current_chain(&cert.name)?;
+    let (severity, message) = match crate::verify::served(endpoint, &cert.name, deployed).await {
+        Ok(fine) => (Severity::Ok, fine),
+        Err(wrong) => (Severity::Fail, wrong),
     };
     let days_left = current
         .leaf

@@ -258,6 +258,19 @@ impl Store {
         probe_dir(&self.cert_dir(name))
     }
 
+    /// The chain `current` holds, leaf first (what the servers should present).
+    pub fn current_chain(
+        &self,
+        name: &str,
+    ) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
+        use rustls_pki_types::pem::PemObject;
+        let path = self
+            .current_link(name)
+            .join(FileKind::Fullchain.file_name());
+        let chain = rustls_pki_types::CertificateDer::pem_file_iter(path).ok()?;
+        Some(chain.filter_map(Result::ok).collect())
+    }
+
     /// The current leaf certificate, DER (to name it in `replaces` and ARI requests).
     pub fn current_leaf_der(
         &self,

@@ -97,7 +97,7 @@ pub enum Mismatch {
 
 impl Mismatch {
     /// What `endpoint` does wrong for the certificate `name` deployed earlier, and the fix.
-    pub fn sentence(&self, endpoint: &Endpoint, name: &str) -> String {
+    fn sentence(&self, endpoint: &Endpoint, name: &str) -> String {
         let at = format!("{} (SNI {})", endpoint.address, endpoint.sni);
         match self {
             Mismatch::Unreachable(e) => {
@@ -121,12 +121,24 @@ impl Mismatch {
     }
 }
 
-/// `endpoint` serves the certificate `name` as deployed.
-pub fn served_sentence(endpoint: &Endpoint, name: &str) -> String {
-    format!(
-        "{} (SNI {}) serves the certificate deployed for {name}, with its whole chain",
-        endpoint.address, endpoint.sni
-    )
+/// Whether `endpoint` serves `deployed`, the chain of the certificate `name`: a sentence
+/// either way (Err: what is wrong, and the fix).
+pub async fn served(
+    endpoint: &Endpoint,
+    name: &str,
+    deployed: Vec<CertificateDer<'static>>,
+) -> Result<String, String> {
+    let owned = endpoint.clone();
+    let compared = tokio::task::spawn_blocking(move || compare(&owned, &deployed))
+        .await
+        .unwrap_or_else(|e| Err(Mismatch::Unreachable(io::Error::other(e))));
+    match compared {
+        Ok(()) => Ok(format!(
+            "{} (SNI {}) serves the certificate deployed for {name}, with its whole chain",
+            endpoint.address, endpoint.sni
+        )),
+        Err(mismatch) => Err(mismatch.sentence(endpoint, name)),
+    }
 }
 
 /// One handshake with `endpoint`, compared with `expected` (leaf first).

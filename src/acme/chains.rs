@@ -111,7 +111,6 @@ mod tests {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, root);
-        let root_cert = params.self_signed(&root_key).unwrap();
         let root = rcgen::Issuer::new(params, root_key);
 
         let int_key = rcgen::KeyPair::generate().unwrap();
@@ -126,7 +125,6 @@ mod tests {
         let leaf_key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["media.example.com".into()]).unwrap();
         let leaf = params.signed_by(&leaf_key, &intermediate).unwrap();
-        let _ = root_cert;
         format!("{}{}", leaf.pem(), int_cert.pem())
     }
 
