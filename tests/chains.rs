@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 
-use common::{Certkeeper, Nginx, Pebble, program};
+use common::{Certkeeper, Nginx, Pebble, program, require};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -55,6 +55,8 @@ fn renew_preferring(ck: &Certkeeper, preferred: &str) -> (String, String) {
 /// Whether a Java client trusting `root_pem` alone accepts what `nginx` serves
 /// (`tests/java/TrustCheck.java`, run from source), and what Java said.
 fn java_accepts(root_pem: &str, nginx: &Nginx, dir: &std::path::Path) -> (bool, String) {
+    // Running a source file takes the JDK's compiler, not only a JRE.
+    require("javac");
     let root = dir.join("java-root.pem");
     fs::write(&root, root_pem).unwrap();
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/TrustCheck.java");
