@@ -50,10 +50,12 @@ pub(super) async fn choose(
         }
     }
     match best.0 {
-        Rank::None => tracing::info!(
+        // Asked for and not had (a cross-sign retired, a name mistyped): worth a warning.
+        Rank::None => tracing::warn!(
             preferred,
             offered = download.alternates.len() + 1,
-            "no chain the CA offers names the preferred issuer; keeping its default chain"
+            "no chain the CA offers names the preferred issuer; keeping its default chain \
+             (check acme.preferred_chain against the issuers the CA names)"
         ),
         _ => tracing::info!(
             preferred,
