@@ -403,6 +403,28 @@ mod tests {
     }
 
     #[test]
+    fn preferred_chain_is_each_cas_own_or_the_acme_one() {
+        let config = parse(&format!(
+            "[acme]\npreferred_chain = \" ISRG Root X1 \"\n\
+             [[acme.ca]]\ndirectory = \"https://one.example/dir\"\n\
+             [[acme.ca]]\ndirectory = \"https://two.example/dir\"\npreferred_chain = \"Other Root\"\n\
+             [[acme.ca]]\ndirectory = \"https://three.example/dir\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        let chains: Vec<Option<String>> = (0..3)
+            .map(|n| config.acme.ca_for(n * FAILOVER_AFTER).preferred_chain)
+            .collect();
+        assert_eq!(
+            chains,
+            [
+                Some("ISRG Root X1".to_string()),
+                Some("Other Root".to_string()),
+                Some("ISRG Root X1".to_string()),
+            ]
+        );
+    }
+
+    #[test]
     fn duplicate_names_and_relative_paths() {
         let err = parse(&format!("{MINIMAL}{MINIMAL}")).unwrap_err();
         assert!(err.contains("used twice"), "{err}");
