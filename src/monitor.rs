@@ -28,7 +28,11 @@ const RETRY_UNSETTLED: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seen {
     pub endpoint: String,
+    /// The name clients ask for (SNI).
     pub name: String,
+    /// For a `verify` endpoint, the certificate it must serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     /// When it was looked at (UTC).
     pub at: String,
     /// The worst finding.
@@ -171,7 +175,8 @@ async fn look_served(store: &Store, cert: &CertificateConfig, endpoint: &Endpoin
         .map_or(0, |left| (left.as_secs() / 86_400) as i64);
     Some(Seen {
         endpoint: endpoint.address.clone(),
-        name: cert.name.clone(),
+        name: endpoint.sni.to_string(),
+        certificate: Some(cert.name.clone()),
         at: crate::timefmt::utc(SystemTime::now()),
         severity,
         message,
@@ -209,6 +214,7 @@ async fn look(monitor: &MonitorConfig) -> Seen {
     Seen {
         endpoint: monitor.endpoint.clone(),
         name: monitor.name.clone(),
+        certificate: None,
         at,
         severity,
         message,
@@ -229,12 +235,18 @@ fn tell(notifier: &Notifier, seen: &Seen, before: Option<Severity>) {
         }
     };
     tracing::warn!(endpoint = %seen.endpoint, name = %seen.name, "{}", seen.message);
-    notifier.send(Event::for_endpoint(
-        &seen.endpoint,
-        &seen.name,
-        event,
-        format!("{} ({}): {}", seen.endpoint, seen.name, seen.message),
-    ));
+    notifier.send(match &seen.certificate {
+        // The message names the endpoint already.
+        Some(certificate) => {
+            Event::for_certificate_endpoint(certificate, &seen.name, event, seen.message.clone())
+        }
+        None => Event::for_endpoint(
+            &seen.endpoint,
+            &seen.name,
+            event,
+            format!("{} ({}): {}", seen.endpoint, seen.name, seen.message),
+        ),
+    });
 }
 
 fn save(store: &Store, seen: &HashMap<String, Seen>) {

@@ -65,6 +65,19 @@ impl Event {
             host: host_name(),
         }
     }
+
+    /// An event about a `verify` endpoint of `certificate`, looked at between renewals.
+    pub fn for_certificate_endpoint(
+        certificate: &str,
+        name: &str,
+        event: NotifyEventName,
+        message: String,
+    ) -> Self {
+        Event {
+            certificate: certificate.to_string(),
+            ..Self::for_endpoint("", name, event, message)
+        }
+    }
 }
 
 /// This machine's name, as events carry it.

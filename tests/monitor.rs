@@ -146,7 +146,7 @@ fn a_server_that_stops_serving_the_deployed_certificate_is_found_between_renewal
         );
     fs::write(&ck.config, text).unwrap();
     let _daemon = ck.spawn_daemon();
-    let row = format!("monitor 127.0.0.1:{port} (media)");
+    let row = format!("media: verify endpoint 127.0.0.1:{port} (media.example.com)");
     let status = || String::from_utf8_lossy(&ck.run(&["status"]).stdout).to_string();
     ck.wait_until("the endpoint looked at", Duration::from_secs(20), || {
         let said = status();
@@ -181,6 +181,7 @@ fn a_server_that_stops_serving_the_deployed_certificate_is_found_between_renewal
     let events = notifications(&notified);
     assert_eq!(events.len(), 1, "once, not at every look: {events:?}");
     assert_eq!(events[0]["event"], "failure");
+    assert_eq!(events[0]["certificate"], "media", "{events:?}");
     assert!(
         events[0]["message"]
             .as_str()

@@ -44,8 +44,12 @@ pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
             );
         }
         for seen in crate::monitor::load(&store) {
+            let what = match &seen.certificate {
+                Some(certificate) => format!("{certificate}: verify endpoint"),
+                None => "monitor".to_string(),
+            };
             println!(
-                "monitor {} ({}), looked at {}: {} {}",
+                "{what} {} ({}), looked at {}: {} {}",
                 seen.endpoint,
                 seen.name,
                 seen.at,
