@@ -286,13 +286,13 @@ impl Preflight {
         let (token, expected) = (random_token(), random_token());
         let mut publisher = tokens.publisher_for(webroot);
         if let Err(e) = publisher.publish(&token, &expected).await {
-            return vec![Finding {
-                name: Some(name.to_string()),
-                address: None,
-                check: Check::Port,
-                severity: Severity::Fail,
-                message: format!("cannot write the probe into the webroot: {e}"),
-            }];
+            return vec![Finding::about(
+                name,
+                None,
+                Check::Port,
+                Severity::Fail,
+                format!("cannot write the probe into the webroot: {e}"),
+            )];
         }
         let labelled = !vantages.is_empty();
         let ((mut findings, any_address), remote) = tokio::join!(
@@ -312,15 +312,13 @@ impl Preflight {
             }));
         }
         if !any_address && findings.is_empty() {
-            findings.push(Finding {
-                name: Some(name.to_string()),
-                address: None,
-                check: Check::Dns,
-                severity: Severity::Fail,
-                message: format!(
-                    "{name} has no A or AAAA record: create one pointing at this host"
-                ),
-            });
+            findings.push(Finding::about(
+                name,
+                None,
+                Check::Dns,
+                Severity::Fail,
+                format!("{name} has no A or AAAA record: create one pointing at this host"),
+            ));
         }
         findings
     }
@@ -394,35 +392,40 @@ impl Preflight {
         )
         .await;
         for (address, (mut severity, mut message)) in addresses.into_iter().zip(probes) {
-            let behind_nat = !self.own.contains(&address)
-                && seen.as_ref().is_some_and(|(public, _)| *public == address);
-            let (address_severity, address_message) = match (&seen, self.own.contains(&address)) {
+            let (address_severity, address_message, behind_nat) = match (
+                &seen,
+                self.own.contains(&address),
+            ) {
                 (_, true) => (
                     Severity::Ok,
                     format!("{family} of {name} is {address}, an address of this host"),
+                    false,
                 ),
                 (Some((public, server)), false) if *public == address => (
                     Severity::Ok,
                     format!(
                         "{family} of {name} is {address}, where this host is seen from outside behind a NAT \
-                         (STUN server {server})"
+                             (STUN server {server})"
                     ),
+                    true,
                 ),
                 (Some((public, server)), false) => (
                     Severity::Fail,
                     format!(
                         "DNS points {name} at {address} but this host is reachable at {public} (STUN server \
-                         {server}): update the {} record to {public}",
+                             {server}): update the {} record to {public}",
                         if v6 { "AAAA" } else { "A" }
                     ),
+                    false,
                 ),
                 (None, false) => (
                     Severity::Warn,
                     format!(
                         "{family} of {name} is {address}, which is not an address of this host ({}); point it here, \
-                         or list it in daemon.public_ip if a NAT forwards it",
+                             or list it in daemon.public_ip if a NAT forwards it",
                         self.own_list()
                     ),
+                    false,
                 ),
             };
             findings.push(finding(

@@ -149,12 +149,12 @@ impl Preflight {
                     finding.message = format!("from {label}: {}", finding.message);
                     finding
                 })),
-                Err(why) => findings.push(Finding {
-                    name: Some(name.to_string()),
-                    address: None,
-                    check: Check::Reachability,
-                    severity: Severity::Warn,
-                    message: match vantage {
+                Err(why) => findings.push(Finding::about(
+                    name,
+                    None,
+                    Check::Reachability,
+                    Severity::Warn,
+                    match vantage {
                         Vantage::Server { url, .. } => {
                             format!("the probe server {url} could not be asked: {why}")
                         }
@@ -163,7 +163,7 @@ impl Preflight {
                             peer.url
                         ),
                     },
-                }),
+                )),
             }
         }
         findings
