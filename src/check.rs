@@ -165,6 +165,13 @@ pub fn served_ok(findings: &[Finding]) -> bool {
         .any(|f| f.severity == Severity::Fail && f.check == Check::Served)
 }
 
+/// Whether this host's clock lets a renewal be deployed at all.
+pub fn clock_ok(findings: &[Finding]) -> bool {
+    !findings
+        .iter()
+        .any(|f| f.severity == Severity::Fail && f.check == Check::Clock)
+}
+
 /// Whether TLS-ALPN-01 can succeed for every name whose certificate names it.
 pub fn tls_alpn_ok(findings: &[Finding]) -> bool {
     !findings

@@ -26,12 +26,19 @@ pub enum RenewError {
     /// An HTTP-01 validation failed where the pre-flight had found why it would.
     #[error("{acme}. Before the order, certkeeper's pre-flight check found: {found}")]
     Unreachable { acme: AcmeError, found: String },
-    #[error("refused to deploy the new certificate, the previous one stays in place: {0}")]
-    Refused(#[from] BundleError),
+    #[error("refused to deploy the new certificate, {}: {reason}", kept(.previous))]
+    Refused { reason: BundleError, previous: bool },
     #[error(transparent)]
     Deploy(#[from] DeployError),
     #[error("nothing was ordered: {0}")]
     Store(#[from] StoreError),
+}
+
+fn kept(previous: &bool) -> &'static str {
+    match previous {
+        true => "the previous one stays in place",
+        false => "and there is no previous one to keep serving",
+    }
 }
 
 /// A certificate obtained and checked, not yet deployed.
@@ -65,13 +72,20 @@ pub async fn obtain(
 ) -> Attempt {
     let writable = store
         .check_writable(&cert.name)
-        .and_then(|()| crate::store::check_outputs_writable(&cert.output));
-    if let Err(e) = writable {
+        .and_then(|()| crate::store::check_outputs_writable(&cert.output))
+        .map_err(RenewError::from);
+    // Nothing is ordered that could not be deployed: not into unwritable directories, not
+    // on a clock that would call the new certificate "not valid yet".
+    let ready = match writable {
+        Ok(()) => acme.check_clock().await.map_err(RenewError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = ready {
         return Attempt {
             ca: None,
             choice: None,
             preflight: None,
-            result: Err(e.into()),
+            result: Err(e),
         };
     }
     let steps = cert.challenge.steps(solvers.dns01.is_some());
@@ -192,8 +206,14 @@ async fn order(
         )
         .await?;
     let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
-    let bundle = Bundle::from_pem(&chain, &key_pem)?;
-    let leaf = bundle.check(&cert.domains, SystemTime::now())?;
+    let refused = |reason| RenewError::Refused {
+        reason,
+        previous: store.current_version(&cert.name).is_some(),
+    };
+    let bundle = Bundle::from_pem(&chain, &key_pem).map_err(refused)?;
+    let leaf = bundle
+        .check(&cert.domains, SystemTime::now())
+        .map_err(refused)?;
     Ok(Obtained { bundle, leaf })
 }
 
@@ -257,7 +277,10 @@ pub async fn refresh_ari(
     let Some(der) = store.current_leaf_der(&cert.name) else {
         return Ok(());
     };
-    let leaf = crate::bundle::read_leaf_der(&der)?;
+    let leaf = crate::bundle::read_leaf_der(&der).map_err(|source| StoreError::Corrupt {
+        path: store.current_link(&cert.name),
+        source,
+    })?;
     let window = acme.renewal_window(&der).await?;
     let mut state = CertState::load(store, &cert.name);
     let previous = state.ari.take().filter(|ari| ari.serial == leaf.serial);

@@ -197,6 +197,7 @@ pub fn presented_chain(address: &str, sni: &str) -> io::Result<Vec<CertificateDe
         };
         socket.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         socket.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+        socket.set_nodelay(true)?;
         while conn.is_handshaking() {
             conn.complete_io(&mut socket)?;
         }

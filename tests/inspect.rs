@@ -142,11 +142,9 @@ fn each_wrong_endpoint_is_named_with_its_fix() {
 
 #[test]
 fn an_expired_certificate_is_named_with_its_date() {
-    let pebble = Pebble::start(Some(Duration::from_secs(2)));
-    let (ck, root) = issued(&pebble);
-    let dir = ck.current_dir();
-    let nginx = Nginx::start(&dir.join("fullchain.pem"), &dir.join("privkey.pem"));
-    std::thread::sleep(Duration::from_secs(3));
+    let dir = tempfile::tempdir().unwrap();
+    let (root, fullchain, key) = common::expired_certificate(dir.path(), "media.example.com");
+    let nginx = Nginx::start(&fullchain, &key);
     let said = inspect_says(
         nginx.port,
         &[
@@ -196,11 +194,9 @@ fn time_source_a_day_behind(answers: usize) -> u16 {
 
 #[test]
 fn a_certificate_that_looks_expired_on_a_fast_clock_is_told_apart() {
-    let pebble = Pebble::start(Some(Duration::from_secs(2)));
-    let (ck, root) = issued(&pebble);
-    let dir = ck.current_dir();
-    let nginx = Nginx::start(&dir.join("fullchain.pem"), &dir.join("privkey.pem"));
-    std::thread::sleep(Duration::from_secs(3));
+    let dir = tempfile::tempdir().unwrap();
+    let (root, fullchain, key) = common::expired_certificate(dir.path(), "media.example.com");
+    let nginx = Nginx::start(&fullchain, &key);
     let source = format!("http://127.0.0.1:{}/", time_source_a_day_behind(1));
     let (code, said) = inspect(
         nginx.port,

@@ -21,14 +21,10 @@ fn notifications(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn the_daemon_watches_endpoints_it_does_not_renew() {
-    // A certificate that expires at once, served by a "demo server".
-    let short = Pebble::start(Some(Duration::from_secs(2)));
-    let demo = Certkeeper::new(&short, &["demo.example.com"], "");
-    demo.ok(&["renew"]);
-    let expired = Nginx::start(
-        &demo.current_dir().join("fullchain.pem"),
-        &demo.current_dir().join("privkey.pem"),
-    );
+    // An expired certificate, served by a "demo server".
+    let demo = tempfile::tempdir().unwrap();
+    let (short_root, fullchain, key) = common::expired_certificate(demo.path(), "demo.example.com");
+    let expired = Nginx::start(&fullchain, &key);
     // A good one.
     let pebble = Pebble::start(None);
     let other = Certkeeper::new(&pebble, &["media.example.com"], "");
@@ -39,9 +35,6 @@ fn the_daemon_watches_endpoints_it_does_not_renew() {
     );
     let root = other.path("pebble-root.pem");
     fs::write(&root, pebble.issuing_root_pem()).unwrap();
-    let short_root = demo.path("pebble-root.pem");
-    fs::write(&short_root, short.issuing_root_pem()).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
 
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
     let notified = ck.path("notified.jsonl");

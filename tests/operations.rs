@@ -194,11 +194,14 @@ fn a_webhook_receives_the_failure_with_name_and_reason() {
 
 #[test]
 fn status_exits_2_when_a_certificate_has_expired() {
-    let pebble = Pebble::start(Some(Duration::from_secs(3)));
+    // Long enough that a loaded machine deploys it before it expires; then waited out.
+    let pebble = Pebble::start(Some(Duration::from_secs(15)));
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
     ck.ok(&["renew"]);
     assert!(ck.run(&["status"]).status.success());
-    std::thread::sleep(Duration::from_secs(4));
+    ck.wait_until("the certificate expired", Duration::from_secs(60), || {
+        ck.run(&["status"]).status.code() == Some(2)
+    });
     let output = ck.run(&["status", "--json"]);
     assert_eq!(output.status.code(), Some(2));
     let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

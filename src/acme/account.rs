@@ -24,6 +24,8 @@ pub struct AcmeClient {
     path: PathBuf,
     /// Certificate downloads, kept when a chain is to be chosen (`acme.preferred_chain`).
     pub(super) downloads: Option<Downloads>,
+    /// This host's clock offset to the CA's, and when it was measured.
+    pub(super) clock: Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
 }
 
 impl AcmeClient {
@@ -82,6 +84,7 @@ impl AcmeClient {
             config: acme.clone(),
             path,
             downloads,
+            clock: Arc::default(),
         })
     }
 

@@ -7,6 +7,7 @@
 mod account;
 pub mod ari;
 mod chains;
+mod clock;
 mod http;
 mod order;
 mod revoke;
@@ -14,30 +15,9 @@ mod revoke;
 use std::path::PathBuf;
 
 pub use account::{Accounts, AcmeClient, account_path};
+pub use clock::clock_offset;
 pub use order::Solvers;
 pub use revoke::{RevokeReason, revoke_with_certificate_key};
-
-/// How far this host's clock is ahead of the CA's (negative: behind), in seconds, to within
-/// the round trip of one request.
-pub async fn clock_offset(
-    acme: &crate::config::AcmeConfig,
-    directory: &str,
-) -> Result<i64, AcmeError> {
-    let http = http::AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout)?;
-    let sent = std::time::SystemTime::now();
-    let server = http
-        .server_time(directory)
-        .await
-        .map_err(|reason| AcmeError::Clock {
-            directory: directory.to_string(),
-            reason,
-        })?;
-    let midpoint = sent + sent.elapsed().unwrap_or_default() / 2;
-    Ok(match midpoint.duration_since(server) {
-        Ok(ahead) => ahead.as_secs() as i64,
-        Err(behind) => -(behind.duration().as_secs() as i64),
-    })
-}
 
 use crate::challenge::choice::Method;
 
@@ -143,6 +123,12 @@ pub enum AcmeError {
     Ari(String),
     #[error("cannot read the CA's clock from {directory}: {reason}")]
     Clock { directory: String, reason: String },
+    #[error(
+        "this host's clock is {seconds}s behind the CA's: a certificate issued now would not be \
+         valid on this host yet and could not be deployed, so none was ordered (the CA's limits \
+         are spent on nothing); fix the time (timedatectl set-ntp true)"
+    )]
+    ClockBehind { seconds: i64 },
 }
 
 impl AcmeError {

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::cluster::{Cluster, PROBE_PATH, PeerProbes};
 use crate::http_server;
-use crate::store::{FileMode, StoreError, write_atomic};
+use crate::store::{FileMode, SafeDir, StoreError};
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -45,6 +45,11 @@ pub enum ListenError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    #[error(
+        "the CA sent an http-01 token that is not base64url ({token:?}); RFC 8555 allows only \
+         letters, digits, '-' and '_', so certkeeper will not use it as a file name or path"
+    )]
+    BadToken { token: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot share it with the other nodes of the cluster: {0}")]
@@ -94,7 +99,10 @@ impl Tokens {
     pub fn publisher_for(&self, webroot: Option<&Path>) -> Publisher {
         Publisher {
             tokens: self.clone(),
-            webroot: webroot.map(Path::to_path_buf),
+            webroot: webroot.map(|root| Webroot {
+                path: root.join(PREFIX.trim_matches('/')),
+                opened: None,
+            }),
             published: Vec::new(),
         }
     }
@@ -129,8 +137,25 @@ impl Tokens {
 
 pub struct Publisher {
     tokens: Tokens,
-    webroot: Option<PathBuf>,
+    webroot: Option<Webroot>,
     published: Vec<String>,
+}
+
+/// The webroot's challenge directory, opened at the first answer and kept, so every answer is
+/// written and removed in the same real directory.
+struct Webroot {
+    path: PathBuf,
+    opened: Option<SafeDir>,
+}
+
+impl Webroot {
+    fn open(&mut self) -> Result<&SafeDir, StoreError> {
+        let dir = match self.opened.take() {
+            Some(dir) => dir,
+            None => SafeDir::open(&self.path, true)?,
+        };
+        Ok(self.opened.insert(dir))
+    }
 }
 
 impl Publisher {
@@ -143,12 +168,15 @@ impl Publisher {
         token: &str,
         key_authorization: &str,
     ) -> Result<(), PublishError> {
-        match &self.webroot {
+        if !is_token(token) {
+            return Err(PublishError::BadToken {
+                token: token.chars().take(80).collect(),
+            });
+        }
+        match &mut self.webroot {
             Some(webroot) => {
-                let dir = webroot.join(PREFIX.trim_matches('/'));
-                crate::store::create_dir(&dir)?;
-                write_atomic(
-                    &dir.join(token),
+                webroot.open()?.write_atomic(
+                    token,
                     key_authorization.as_bytes(),
                     FileMode::PUBLIC,
                 )?;
@@ -171,9 +199,10 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         match &self.webroot {
             Some(webroot) => {
-                let dir = webroot.join(PREFIX.trim_matches('/'));
                 for token in &self.published {
-                    let _ = std::fs::remove_file(dir.join(token));
+                    if let Some(dir) = &webroot.opened {
+                        let _ = dir.remove(token);
+                    }
                 }
             }
             None => {
@@ -274,6 +303,33 @@ mod tests {
             assert_eq!(tokens.answer("abc").await.as_deref(), Some("abc.thumb"));
         }
         assert!(tokens.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_token_that_is_a_path_is_refused_before_any_write() {
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let tokens = Tokens::default();
+        let webroot = root.path().join("www");
+        for token in ["../../victim", &victim.display().to_string(), "a/b", ""] {
+            let mut publisher = tokens.publisher_for(Some(&webroot));
+            let err = publisher.publish(token, "x.thumb").await.unwrap_err();
+            assert!(matches!(err, PublishError::BadToken { .. }), "{err}");
+            drop(publisher);
+            let mut own = tokens.publisher();
+            assert!(own.publish(token, "x.thumb").await.is_err());
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(!webroot.exists(), "nothing written for a refused token");
+        assert!(tokens.is_empty());
+        // A good token is written in the webroot and removed with the publisher.
+        let mut publisher = tokens.publisher_for(Some(&webroot));
+        publisher.publish("Ab-_9", "Ab-_9.thumb").await.unwrap();
+        let answer = webroot.join(".well-known/acme-challenge/Ab-_9");
+        assert_eq!(std::fs::read_to_string(&answer).unwrap(), "Ab-_9.thumb");
+        drop(publisher);
+        assert!(!answer.exists());
     }
 
     #[test]

@@ -33,20 +33,22 @@ pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Resu
     };
     let (http01_ok, tls_alpn_ok) = (check::http01_ok(&findings), check::tls_alpn_ok(&findings));
     let served_ok = check::served_ok(&findings);
+    let clock_ok = check::clock_ok(&findings);
     match json {
         true => {
             let report = serde_json::json!({
                 "http01_ok": http01_ok,
                 "tls_alpn_ok": tls_alpn_ok,
                 "served_ok": served_ok,
+                "clock_ok": clock_ok,
                 "findings": findings,
             });
             let text = serde_json::to_string_pretty(&report).map_err(Failure::new)?;
             println!("{text}");
         }
-        false => print_table(&findings, http01_ok, tls_alpn_ok, served_ok),
+        false => print_table(&findings, [http01_ok, tls_alpn_ok, served_ok, clock_ok]),
     }
-    match http01_ok && tls_alpn_ok && served_ok {
+    match http01_ok && tls_alpn_ok && served_ok && clock_ok {
         true => Ok(()),
         false => Err(Failure::new("pre-flight check failed")),
     }
@@ -108,7 +110,7 @@ async fn clustered(settings: &crate::config::ClusterConfig) -> Option<Cluster> {
     Some(cluster)
 }
 
-fn print_table(findings: &[Finding], http01_ok: bool, tls_alpn_ok: bool, served_ok: bool) {
+fn print_table(findings: &[Finding], [http01_ok, tls_alpn_ok, served_ok, clock_ok]: [bool; 4]) {
     let rows: Vec<[String; 5]> = findings
         .iter()
         .map(|f| {
@@ -149,6 +151,11 @@ fn print_table(findings: &[Finding], http01_ok: bool, tls_alpn_ok: bool, served_
     if !served_ok {
         println!(
             "a server does not serve the certificate certkeeper deployed: fix the FAIL lines marked served"
+        );
+    }
+    if !clock_ok {
+        println!(
+            "no renewal can be deployed with this host's clock: fix the FAIL line marked clock"
         );
     }
 }

@@ -285,9 +285,13 @@ pub fn main() -> ExitCode {
                 }
             }
             Command::Revoke { name, reason, key } => {
-                // The daemon may run elsewhere in the file system's view: an absolute path.
-                let key = key.map(|k| std::path::absolute(&k).unwrap_or(k));
-                renew::run(cli.config, config, Request::Revoke { name, reason, key }).await
+                let key_pem = key.as_deref().map(read_key).transpose()?;
+                let request = Request::Revoke {
+                    name,
+                    reason,
+                    key_pem,
+                };
+                renew::run(cli.config, config, request).await
             }
             Command::Status { json } => status::run(&config, json).await,
             Command::Check { json, names } => check::run(&config, json, names).await,
@@ -306,6 +310,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `revoke --key FILE`, read here with the caller's rights (a FIFO or device is refused, not
+/// waited on); the daemon is sent the key, never the path.
+fn read_key(path: &std::path::Path) -> Result<crate::control::KeyPem, Failure> {
+    let bytes = crate::store::read_regular_file(path)
+        .map_err(|e| Failure::new(format!("cannot read --key {}: {e}", path.display())))?;
+    String::from_utf8(bytes)
+        .map(crate::control::KeyPem)
+        .map_err(|_| {
+            Failure::new(format!(
+                "--key {} is not a PEM file (PKCS#8, \"-----BEGIN PRIVATE KEY-----\")",
+                path.display()
+            ))
+        })
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -317,7 +336,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// (on stderr) which way the command goes.
 async fn running_daemon(config: &Config) -> Result<Option<Daemon>, Failure> {
     let path = &config.daemon.control_socket;
-    let daemon = client::connect(path).await.map_err(Failure::new)?;
+    let daemon = client::connect(path).await.map_err(|e| Failure {
+        // sysexits' EX_NOPERM, as when the daemon itself refuses the user.
+        code: match e {
+            client::ClientError::PermissionDenied(_) => 77,
+            _ => 1,
+        },
+        message: e.to_string(),
+    })?;
     match &daemon {
         Some(_) => eprintln!(
             "certkeeper: through the running daemon ({})",

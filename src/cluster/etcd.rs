@@ -96,11 +96,7 @@ impl Etcd {
             }
             None => tls.with_no_client_auth(),
         };
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector = crate::web::connector(tls, true);
         Ok(Etcd {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))

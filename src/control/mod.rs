@@ -37,14 +37,32 @@ pub enum Request {
     Revoke {
         name: String,
         reason: crate::acme::RevokeReason,
-        /// Sign with the certificate's own key (this file) instead of the account key.
+        /// Sign with the certificate's own key instead of the account key: the key itself,
+        /// read by the client with the client's rights (the daemon opens no path it is sent).
         #[serde(default)]
-        key: Option<std::path::PathBuf>,
+        key_pem: Option<KeyPem>,
     },
     /// Show, roll over or deactivate the ACME account at the preferred CA.
     Account {
         action: AccountAction,
     },
+}
+
+/// A private key in PEM, as `revoke --key` sends it: never printed, wiped when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyPem(pub String);
+
+impl std::fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPem(<redacted>)")
+    }
+}
+
+impl Drop for KeyPem {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -136,13 +136,21 @@ async fn serve_client(mut stream: UnixStream, calls: mpsc::Sender<Call>) {
     }
 }
 
-/// Root, the daemon's own user, or its group may use the socket; anyone else is refused.
+/// Root, the daemon's own user, or a member of its group (primary or supplementary) may use
+/// the socket; anyone else is refused.
 fn authorize(stream: &UnixStream) -> Result<(), String> {
     let peer = stream
         .peer_cred()
         .map_err(|e| format!("cannot read the client's credentials: {e}"))?;
     let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-    if peer.uid() == 0 || peer.uid() == uid.as_raw() || peer.gid() == gid.as_raw() {
+    let peer_user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid()))
+        .ok()
+        .flatten();
+    if peer.uid() == 0
+        || peer.uid() == uid.as_raw()
+        || peer.gid() == gid.as_raw()
+        || peer_user.as_ref().is_some_and(|user| member_of(user, gid))
+    {
         return Ok(());
     }
     let name = |uid| {
@@ -151,12 +159,27 @@ fn authorize(stream: &UnixStream) -> Result<(), String> {
             .flatten()
             .map_or_else(|| format!("uid {uid}"), |user| user.name)
     };
+    let group = nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map_or_else(
+            || format!("the group of gid {gid}"),
+            |g| format!("members of group {}", g.name),
+        );
     Err(format!(
-        "refused: {} may not control certkeeper (only root, {} or the group of gid {}); run the command as one of them",
+        "refused: {} may not control certkeeper (only root, {} or {group}); run the command as \
+         one of them, or add the user to the group (usermod -aG GROUP USER)",
         name(peer.uid()),
         name(uid.as_raw()),
-        gid.as_raw()
     ))
+}
+
+/// Whether `user` belongs to `group` in the group database, as a login would see it.
+fn member_of(user: &nix::unistd::User, group: nix::unistd::Gid) -> bool {
+    let Ok(name) = std::ffi::CString::new(user.name.as_str()) else {
+        return false;
+    };
+    nix::unistd::getgrouplist(&name, user.gid).is_ok_and(|groups| groups.contains(&group))
 }
 
 async fn read_request(reader: impl tokio::io::AsyncRead + Unpin) -> Result<Request, String> {

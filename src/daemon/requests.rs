@@ -32,9 +32,11 @@ impl Daemon {
                 names,
             } => self.queue_renewals(force, dry_run, &names, replies, now),
             Request::Check { names } => self.check(&names, replies),
-            Request::Revoke { name, reason, key } => {
-                self.queue_revocation(name, Revocation { reason, key }, replies)
-            }
+            Request::Revoke {
+                name,
+                reason,
+                key_pem,
+            } => self.queue_revocation(name, Revocation { reason, key_pem }, replies),
             Request::Account { action } => self.account(action, replies),
             Request::Status => {
                 let mut rows = status::rows(&self.config, now);

@@ -49,7 +49,8 @@ pub enum Finished {
 /// `certkeeper revoke`: why, and the certificate's own key to sign with (else the account's).
 pub struct Revocation {
     pub reason: RevokeReason,
-    pub key: Option<PathBuf>,
+    /// The certificate's own key, when the revocation is to be signed with it.
+    pub key_pem: Option<crate::control::KeyPem>,
 }
 
 /// A certificate the CA issued and that passed every check.
@@ -181,13 +182,9 @@ async fn revoke_replaced(
         .map(|leaf| leaf.serial)
         .map_err(|e| format!("NOT REVOKED: {e}"))?;
     let not_revoked = |e: String| format!("NOT REVOKED (serial {serial}): {e}");
-    match &revocation.key {
-        Some(path) => {
-            let pem = zeroize::Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| not_revoked(format!("cannot read {}: {e}", path.display())))?,
-            );
-            crate::acme::revoke_with_certificate_key(ca, &ca.directory, der, &pem, reason)
+    match &revocation.key_pem {
+        Some(pem) => {
+            crate::acme::revoke_with_certificate_key(ca, &ca.directory, der, &pem.0, reason)
                 .await
                 .map_err(|e| not_revoked(e.to_string()))?;
         }

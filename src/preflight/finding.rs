@@ -95,20 +95,37 @@ impl Finding {
     }
 }
 
-/// Findings about the clock, from the offset to the CA's `Date` header.
+/// Whether this host's clock, `offset_seconds` ahead of the CA's (negative: behind), is so far
+/// behind that a certificate issued now would be refused here as not yet valid.
+pub fn clock_blocks_orders(offset_seconds: i64) -> bool {
+    offset_seconds < -(crate::bundle::ALLOWED_SKEW.as_secs() as i64)
+}
+
+/// Findings about the clock, from the offset to the CA's `Date` header. A clock behind the
+/// CA's by more than a fresh certificate's notBefore tolerates fails: no renewal could be
+/// deployed, so none is ordered.
 pub fn clock_finding(offset_seconds: i64) -> Finding {
-    let (severity, message) = if offset_seconds.abs() > 30 {
+    let seconds = offset_seconds.abs();
+    let way = if offset_seconds > 0 {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    let (severity, message) = if clock_blocks_orders(offset_seconds) {
+        (
+            Severity::Fail,
+            format!(
+                "this host's clock is {seconds}s behind the CA's: a certificate issued now is not \
+                 valid on this host yet, so certkeeper orders none until the time is fixed \
+                 (timedatectl set-ntp true)"
+            ),
+        )
+    } else if seconds > 30 {
         (
             Severity::Warn,
             format!(
-                "this host's clock is {}s {} the CA's: fix the time (timedatectl set-ntp true); a skewed clock \
-                 rejects fresh certificates and mistimes renewals",
-                offset_seconds.abs(),
-                if offset_seconds > 0 {
-                    "ahead of"
-                } else {
-                    "behind"
-                }
+                "this host's clock is {seconds}s {way} the CA's: fix the time (timedatectl \
+                 set-ntp true); a skewed clock rejects fresh certificates and mistimes renewals"
             ),
         )
     } else {
@@ -116,7 +133,7 @@ pub fn clock_finding(offset_seconds: i64) -> Finding {
             Severity::Ok,
             format!(
                 "this host's clock is within {}s of the CA's",
-                offset_seconds.abs().max(1)
+                seconds.max(1)
             ),
         )
     };

@@ -25,7 +25,7 @@ use futures_util::future::join_all;
 use http_body_util::Empty;
 use serde::{Deserialize, Serialize};
 
-pub use finding::{Check, Finding, Severity, clock_finding};
+pub use finding::{Check, Finding, Severity, clock_blocks_orders, clock_finding};
 use probe::random_token;
 pub use vantage::Vantage;
 

@@ -261,6 +261,8 @@ async fn fetch(socket: SocketAddr, host: &str, path: &str) -> Result<Fetched, Fe
         Ok(Err(e)) => return Err(FetchError::Other(format!("cannot connect: {e}"))),
         Ok(Ok(stream)) => stream,
     };
+    // One small request each way: no wait for a delayed ACK.
+    let _ = stream.set_nodelay(true);
     let exchange = async {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

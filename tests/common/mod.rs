@@ -491,6 +491,39 @@ fn write_tls_identity(root: &Path, cert: &Path, key: &Path) {
     fs::write(key, leaf_key.serialize_pem()).expect("write key");
 }
 
+/// A root and a leaf for `name` that expired an hour ago, written under `dir`: (root,
+/// fullchain, key). Made so, not waited for: a short lifetime raced by a loaded machine is
+/// not a test.
+pub fn expired_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let now = time::OffsetDateTime::now_utc();
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "certkeeper test root of an expired leaf",
+    );
+    ca.not_before = now - time::Duration::days(10);
+    ca.not_after = now + time::Duration::days(10);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let key = KeyPair::generate().expect("leaf key");
+    let mut leaf = CertificateParams::new(vec![name.to_string()]).expect("leaf params");
+    leaf.not_before = now - time::Duration::days(2);
+    leaf.not_after = now - time::Duration::hours(1);
+    let leaf = leaf
+        .signed_by(&key, &Issuer::new(ca, ca_key))
+        .expect("leaf cert");
+    let paths = (
+        dir.join(format!("{name}.root.pem")),
+        dir.join(format!("{name}.fullchain.pem")),
+        dir.join(format!("{name}.key.pem")),
+    );
+    fs::write(&paths.0, ca_cert.pem()).expect("write root");
+    fs::write(&paths.1, leaf.pem()).expect("write leaf");
+    fs::write(&paths.2, key.serialize_pem()).expect("write key");
+    paths
+}
+
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -13,8 +13,10 @@
 //! resolves `current` once ever sees a new certificate with an old key. The version `current`
 //! points at is never pruned.
 
+mod dir;
+
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -25,6 +27,7 @@ use zeroize::Zeroizing;
 use crate::bundle::{self, Bundle, LeafInfo};
 pub use crate::config::FileKind;
 use crate::config::Output;
+pub use dir::{SafeDir, read_regular_file};
 
 /// How many versions to keep per certificate (the current one is always kept).
 pub const KEEP_VERSIONS: usize = 5;
@@ -127,46 +130,19 @@ impl FileMode {
     }
 }
 
-/// Writes `contents` to `path` so that readers see the old file or the new one, never a part:
-/// temp file in the same directory, mode and owner set before any byte lands, fsync, rename,
-/// fsync of the directory.
+/// Writes `contents` to `path` so that readers see the old file or the new one, never a part
+/// (see [`SafeDir::write_atomic`]); `path`'s directory is opened without following a planted link.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), StoreError> {
-    let fail = |source| StoreError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{file_name}.{}.{:x}.tmp",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode.mode)
-            .open(&tmp)?;
-        // The umask may only have narrowed the mode; set it exactly, still before any content.
-        file.set_permissions(fs::Permissions::from_mode(mode.mode))?;
-        if mode.owner.is_some() || mode.group.is_some() {
-            nix::unistd::fchown(
-                &file,
-                mode.owner.map(Into::into),
-                mode.group.map(Into::into),
-            )
-            .map_err(io::Error::from)?;
-        }
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map_err(fail)
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let opened = SafeDir::open(dir, false).map_err(|e| match e {
+        StoreError::Write { source, .. } => StoreError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => other,
+    })?;
+    opened.write_atomic(name, contents, mode)
 }
 
 /// Temp files of [`write_atomic`] for `path` that a killed process left behind.
@@ -398,14 +374,15 @@ impl Store {
         for (kind, path) in &output.files {
             let up_to_date = match kind {
                 // Keystores are salted anew on every write: compare what they hold instead.
-                FileKind::Pkcs12 => fs::read(path).ok().is_some_and(|der| {
+                FileKind::Pkcs12 => read_output(path).is_some_and(|der| {
                     output
                         .pkcs12_password
                         .as_ref()
                         .is_some_and(|password| bundle.pkcs12_holds_leaf(&der, password))
                 }),
-                _ => contents(*kind, &bundle, output)?
-                    .is_some_and(|expected| fs::read(path).is_ok_and(|found| *found == **expected)),
+                _ => contents(*kind, &bundle, output)?.is_some_and(|expected| {
+                    read_output(path).is_some_and(|found| *found == **expected)
+                }),
             };
             if !up_to_date {
                 write_output(&bundle, output, *kind, path)?;
@@ -415,6 +392,7 @@ impl Store {
         }
         Ok(repaired)
     }
+
     /// Switches `current` to `versions/VERSION` by renaming a new link over the old one.
     fn point_current(&self, name: &str, version: &str) -> Result<(), StoreError> {
         let cert_dir = self.cert_dir(name);
@@ -502,6 +480,13 @@ impl Store {
     }
 }
 
+/// What an output file holds now, when it is a regular file (a FIFO planted there is not waited
+/// on: it counts as out of date and is renamed over).
+fn read_output(path: &Path) -> Option<Vec<u8>> {
+    let (dir, name) = split_file(path).ok()?;
+    SafeDir::open(dir, false).ok()?.read_regular(name)
+}
+
 /// Refuses output directories that any user may write to (without the sticky bit): another
 /// user could swap a file there between our write and the server's read.
 pub fn check_output_dirs(output: &Output) -> Result<(), StoreError> {
@@ -552,24 +537,14 @@ fn output_dirs(output: &Output) -> impl Iterator<Item = &Path> {
         .chain(output.link.as_deref().and_then(Path::parent))
 }
 
-/// Creates `dir` if needed and creates (then removes) a file there. The name is fixed, so that
-/// a run killed in between leaves nothing the next one does not clear; a link planted there
-/// is not followed.
+/// Creates `dir` if needed and writes (then removes) a file there. The name is fixed, so that
+/// a run killed in between leaves nothing the next one does not clear; whatever was planted at
+/// that name (a link, a FIFO) is renamed over, never opened.
 fn probe_dir(dir: &Path) -> Result<(), StoreError> {
-    create_dir(dir)?;
-    let probe = dir.join(".certkeeper-writable.tmp");
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&probe)
-        .map_err(|source| StoreError::Write {
-            path: probe.clone(),
-            source,
-        })?;
-    let _ = fs::remove_file(&probe);
+    const PROBE: &str = ".certkeeper-writable.tmp";
+    let opened = SafeDir::open(dir, true)?;
+    opened.write_atomic(PROBE, b"", FileMode::PRIVATE)?;
+    let _ = opened.remove(PROBE);
     Ok(())
 }
 
@@ -587,23 +562,27 @@ fn write_output(
     kind: FileKind,
     path: &Path,
 ) -> Result<(), StoreError> {
-    if let Some(parent) = path.parent() {
-        create_dir(parent)?;
-    }
-    match contents(kind, bundle, output)? {
-        Some(contents) => write_atomic(path, &contents, FileMode::for_kind(kind, output)),
-        None => Ok(()),
+    let Some(contents) = contents(kind, bundle, output)? else {
+        return Ok(());
+    };
+    let (dir, name) = split_file(path)?;
+    SafeDir::open(dir, true)?.write_atomic(name, &contents, FileMode::for_kind(kind, output))
+}
+
+/// An output file's directory and name (config validation guarantees both).
+fn split_file(path: &Path) -> Result<(&Path, &str), StoreError> {
+    match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(StoreError::Write {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
+        }),
     }
 }
+
+/// Creates `dir` and its missing parents (0755), without following a planted link.
 pub fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|source| StoreError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })
+    SafeDir::open(dir, true).map(drop)
 }
 
 fn rename_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), StoreError> {
@@ -618,6 +597,7 @@ fn rename_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn atomic_write_sets_mode_before_content() {
