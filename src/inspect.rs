@@ -67,10 +67,26 @@ const SKEW: i64 = 30;
 pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
     let sni = target.name.to_ascii_lowercase();
     let chain = crate::verify::presented_chain(target.address, &sni).map_err(|e| {
-        format!(
-            "cannot complete a TLS handshake with {}: {e}",
-            target.address
-        )
+        let not_tls = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+                )
+            });
+        match not_tls {
+            true => format!(
+                "{} does not speak TLS (it answered in plain text, likely plain HTTP): is this the \
+                 HTTPS port? (HTTPS is usually 443, plain HTTP 80)",
+                target.address
+            ),
+            false => format!(
+                "cannot complete a TLS handshake with {}: {e}",
+                target.address
+            ),
+        }
     })?;
     let parsed: Vec<X509Certificate<'_>> = chain
         .iter()
@@ -247,7 +263,16 @@ fn check_chain(
 ) {
     let leaf = &parsed[0];
     let self_signed = leaf.issuer() == leaf.subject();
-    let incomplete = parsed.len() == 1 && !self_signed;
+    let trusted = trust(chain, target, now);
+    // A root found for the leaf alone signed it directly (mkcert, small private CAs): nothing
+    // is missing then.
+    let root_signed = !matches!(
+        trusted,
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer
+        ))
+    );
+    let incomplete = parsed.len() == 1 && !self_signed && !root_signed;
     if incomplete {
         say(
             Severity::Fail,
@@ -260,8 +285,14 @@ fn check_chain(
         );
     }
     for (index, pair) in parsed.windows(2).enumerate() {
-        if pair[0].issuer() != pair[1].subject() {
-            say(
+        if pair[0].issuer() == pair[1].subject() {
+            continue;
+        }
+        let sent_later = parsed[index + 1..]
+            .iter()
+            .any(|c| c.subject() == pair[0].issuer());
+        match sent_later {
+            true => say(
                 Severity::Fail,
                 format!(
                     "chain out of order: certificate {} ({}) did not sign certificate {} (issued by {}); \
@@ -271,11 +302,22 @@ fn check_chain(
                     index + 1,
                     pair[0].issuer()
                 ),
-            );
-            break;
+            ),
+            false => say(
+                Severity::Fail,
+                format!(
+                    "wrong intermediate: certificate {} was issued by {}, which the server does not \
+                     send; it sends {} instead (another CA's or an old intermediate): serve the chain \
+                     the CA issued with this certificate (fullchain.pem as certkeeper writes it)",
+                    index + 1,
+                    pair[0].issuer(),
+                    pair[1].subject()
+                ),
+            ),
         }
+        break;
     }
-    match trust(chain, target, now) {
+    match trusted {
         Ok(()) => say(
             Severity::Ok,
             format!("the chain ({} certificates) leads to a trusted root", chain.len()),

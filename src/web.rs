@@ -31,6 +31,14 @@ where
     B::Data: Send,
 {
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    client_trusting(roots)
+}
+
+fn client_trusting<B>(roots: rustls::RootCertStore) -> WebClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
     let tls = rustls::ClientConfig::builder_with_provider(
         rustls::crypto::ring::default_provider().into(),
     )
@@ -45,10 +53,21 @@ where
 }
 
 /// How far this host's clock is ahead of the `Date` of `url`'s answer (negative: behind), in
-/// seconds, to within the round trip of one request.
-pub async fn clock_offset(url: &str) -> Result<i64, String> {
+/// seconds, to within the round trip of one request. `extra_root` (PEM) is trusted besides the
+/// public roots, for a time source inside a private PKI.
+pub async fn clock_offset(url: &str, extra_root: Option<&std::path::Path>) -> Result<i64, String> {
     use http_body_util::Empty;
-    let client = client::<Empty<bytes::Bytes>>();
+    use rustls_pki_types::pem::PemObject;
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_root {
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("--root {}: {e}", path.display()))?;
+        for cert in certs.flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    let client = client_trusting::<Empty<bytes::Bytes>>(roots);
     let request = http::Request::head(url)
         .body(Empty::new())
         .map_err(|e| format!("{url}: {e}"))?;
@@ -57,7 +76,7 @@ pub async fn clock_offset(url: &str) -> Result<i64, String> {
         tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
             .await
             .map_err(|_| format!("{url}: no answer within 10 s"))?
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| format!("{url}: {}", crate::acme::chain(&e)))?;
     let date = response
         .headers()
         .get(http::header::DATE)

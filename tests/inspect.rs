@@ -128,6 +128,13 @@ fn each_wrong_endpoint_is_named_with_its_fix() {
     let out_of_order = Nginx::start(&disordered, &key);
     inspect_says(out_of_order.port, &name, 2, "chain out of order");
 
+    // Another intermediate than the one that signed the leaf: missing, not out of order.
+    let wrong = ck.path("wrong-intermediate.pem");
+    concat(&[&cert, &pebble.tls_root], &wrong);
+    let wrong_intermediate = Nginx::start(&wrong, &key);
+    let said = inspect_says(wrong_intermediate.port, &name, 2, "wrong intermediate");
+    assert!(!said.contains("out of order"), "{said}");
+
     // Self-signed.
     let key_pair = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["media.example.com".to_string()]).unwrap();
@@ -157,6 +164,90 @@ fn an_expired_certificate_is_named_with_its_date() {
         "the certificate expired on",
     );
     assert!(said.contains("check this host's clock"), "{said}");
+}
+
+#[test]
+fn a_leaf_its_root_signed_is_a_whole_chain() {
+    // As mkcert and small private CAs issue: no intermediate exists, none is missing.
+    let dir = tempfile::tempdir().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let (root, leaf, key) = common::root_signed_certificate(
+        dir.path(),
+        "media.example.com",
+        now - time::Duration::days(1),
+        now + time::Duration::days(60),
+    );
+    let nginx = Nginx::start(&leaf, &key);
+    let args = [
+        "--name",
+        "media.example.com",
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    let said = inspect_says(nginx.port, &args, 0, "leads to a trusted root");
+    assert!(!said.contains("incomplete chain"), "{said}");
+}
+
+#[test]
+fn a_port_that_speaks_plain_http_is_named_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let _nginx = Nginx::start_http(port, dir.path());
+    let said = inspect_says(port, &[], 3, "does not speak TLS");
+    assert!(said.contains("plain HTTP"), "{said}");
+}
+
+#[test]
+fn an_https_time_source_is_trusted_through_root_and_its_failure_explained() {
+    // Pebble's own HTTPS listener has a Date header and a certificate from a private root.
+    let pebble = Pebble::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let (root, leaf, key) = common::root_signed_certificate(
+        dir.path(),
+        "media.example.com",
+        now - time::Duration::days(1),
+        now + time::Duration::days(60),
+    );
+    let nginx = Nginx::start(&leaf, &key);
+    // The time source's root and the endpoint's root, in one --root file.
+    let roots = dir.path().join("roots.pem");
+    concat(&[&root, &pebble.tls_root], &roots);
+    let source = pebble.directory_url.clone();
+    let (code, said) = inspect(
+        nginx.port,
+        &[
+            "--name",
+            "media.example.com",
+            "--root",
+            roots.to_str().unwrap(),
+            "--time-source",
+            &source,
+        ],
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(&format!("within 1s of {source}")) || said.contains(&format!("of {source}")),
+        "{said}"
+    );
+    assert!(!said.contains("time source cannot be read"), "{said}");
+    // Without the time source's root: said, with the cause.
+    let (_, said) = inspect(
+        nginx.port,
+        &[
+            "--name",
+            "media.example.com",
+            "--root",
+            root.to_str().unwrap(),
+            "--time-source",
+            &source,
+        ],
+    );
+    assert!(said.contains("the time source cannot be read"), "{said}");
+    assert!(
+        said.contains("UnknownIssuer") || said.contains("unknown issuer"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -270,3 +270,73 @@ fn an_exec_notifier_gets_the_success_event_as_json_on_stdin() {
             .starts_with("new certificate valid until")
     );
 }
+
+/// certkeeper with this host's clock two hours behind the CA's (libfaketime preloaded into
+/// certkeeper alone, so that killing it kills the daemon; the CA keeps the real time).
+fn two_hours_behind(ck: &Certkeeper, args: &[&str]) -> Command {
+    const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "libfaketime is missing: run scripts/deps --tests (package faketime)"
+    );
+    let mut command = Command::new(BIN);
+    command
+        .arg("--config")
+        .arg(&ck.config)
+        .args(args)
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME", "-2h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    command
+}
+
+#[test]
+fn a_clock_two_hours_behind_fails_check_and_orders_nothing() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+
+    let output = two_hours_behind(&ck, &["check", "--json"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).to_string();
+    println!("$ faketime -f -2h certkeeper check --json\n{said}");
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    let report: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(report["clock_ok"], false, "{said}");
+    assert!(said.contains("behind the CA's"), "{said}");
+
+    // The daemon tries and orders nothing.
+    let log = fs::File::create(ck.path("daemon.log")).unwrap();
+    let daemon = Killed(
+        two_hours_behind(&ck, &["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    ck.wait_until("the daemon's refusal", Duration::from_secs(30), || {
+        ck.daemon_log().contains("s behind the CA's")
+    });
+    assert_eq!((pebble.orders(), pebble.issued()), (0, 0));
+    drop(daemon);
+
+    // Nor does a one-off renewal, forced.
+    let output = two_hours_behind(&ck, &["renew", "--force"])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("$ faketime -f -2h certkeeper renew --force\n{said}");
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("s behind the CA's"), "{said}");
+    assert_eq!((pebble.orders(), pebble.issued()), (0, 0), "{said}");
+
+    // With the real time back, the same config renews.
+    ck.ok(&["renew", "--force"]);
+    assert_eq!(pebble.issued(), 1);
+}

@@ -22,7 +22,9 @@ pub(super) fn run(
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())
-                .and_then(|runtime| runtime.block_on(crate::web::clock_offset(url)));
+                .and_then(|runtime| {
+                    runtime.block_on(crate::web::clock_offset(url, root.as_deref()))
+                });
             match offset {
                 Ok(offset) => Some((url, offset)),
                 Err(e) => {

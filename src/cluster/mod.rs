@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{Bundle, BundleError, LeafInfo};
+use crate::bundle::{Bundle, LeafInfo};
 use crate::config::ClusterConfig;
 use etcd::Etcd;
 pub use etcd::EtcdError;
@@ -52,7 +52,9 @@ pub struct Record {
     pub not_after: u64,
     /// PEM, leaf first.
     pub chain: String,
-    /// The PEM private key, sealed for this certificate's name and serial.
+    /// The PEM private key, sealed under the cluster secret with every other field but `node`
+    /// as associated data ([`Record::context`]): a record altered or replayed with other dates
+    /// does not open.
     pub key: String,
     /// The node that published it.
     pub node: String,
@@ -62,6 +64,70 @@ impl Record {
     pub fn not_after(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.not_after)
     }
+
+    /// What the sealed key is bound to: the certificate's name, serial, expiry and chain.
+    fn context(name: &str, serial: &str, not_after: u64, chain: &str) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, chain.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "certkeeper certificate v2 {name} serial {serial} not_after {not_after} chain {hex}"
+        )
+    }
+
+    /// Seals `bundle`'s key for `name`, binding it to the whole record.
+    fn seal(
+        sealer: &Sealer,
+        name: &str,
+        bundle: &Bundle,
+        leaf: &LeafInfo,
+        node: &str,
+    ) -> Result<Record, SealError> {
+        let serial = leaf.serial.clone();
+        let not_after = unix_seconds(leaf.not_after);
+        let chain = bundle.fullchain_pem();
+        let key = sealer.seal(
+            bundle.key_pem().as_bytes(),
+            &Record::context(name, &serial, not_after, &chain),
+        )?;
+        Ok(Record {
+            serial,
+            not_after,
+            chain,
+            key,
+            node: node.to_string(),
+        })
+    }
+
+    /// The certificate and key of this record of `name`, when the cluster secret vouches for
+    /// every field and the leaf itself has the serial and expiry the record claims.
+    fn open(&self, sealer: &Sealer, name: &str) -> Result<Bundle, ClusterError> {
+        let context = Record::context(name, &self.serial, self.not_after, &self.chain);
+        let key = sealer.open(&self.key, &context)?;
+        let key = std::str::from_utf8(&key).map_err(|_| SealError::Open)?;
+        let unusable = |reason: String| ClusterError::Record {
+            name: name.to_string(),
+            reason,
+        };
+        let bundle = Bundle::from_pem(&self.chain, key).map_err(|e| unusable(e.to_string()))?;
+        let leaf = bundle.leaf_info().map_err(|e| unusable(e.to_string()))?;
+        if leaf.serial != self.serial || unix_seconds(leaf.not_after) != self.not_after {
+            return Err(unusable(format!(
+                "the record names serial {} expiring {}, but its certificate is serial {} \
+                 expiring {}",
+                self.serial,
+                crate::timefmt::utc(self.not_after()),
+                leaf.serial,
+                crate::timefmt::utc(leaf.not_after)
+            )));
+        }
+        Ok(bundle)
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// A handle on the cluster: cheap to clone, shared by the daemon, its renewals and the listener.
@@ -173,20 +239,7 @@ impl Cluster {
         bundle: &Bundle,
         leaf: &LeafInfo,
     ) -> Result<(), ClusterError> {
-        let record = Record {
-            serial: leaf.serial.clone(),
-            not_after: leaf
-                .not_after
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs(),
-            chain: bundle.fullchain_pem(),
-            key: self.0.sealer.seal(
-                bundle.key_pem().as_bytes(),
-                &seal_context(name, &leaf.serial),
-            )?,
-            node: self.0.node.clone(),
-        };
+        let record = Record::seal(&self.0.sealer, name, bundle, leaf, &self.0.node)?;
         let value = serde_json::to_vec(&record).map_err(|e| ClusterError::Record {
             name: name.to_string(),
             reason: e.to_string(),
@@ -220,17 +273,9 @@ impl Cluster {
         Ok((records, listing.revision + 1))
     }
 
-    /// The certificate and key of `record`, unsealed.
+    /// The certificate and key of `record`, unsealed and checked against the record.
     pub fn open(&self, name: &str, record: &Record) -> Result<Bundle, ClusterError> {
-        let key = self
-            .0
-            .sealer
-            .open(&record.key, &seal_context(name, &record.serial))?;
-        let key = std::str::from_utf8(&key).map_err(|_| SealError::Open)?;
-        Bundle::from_pem(&record.chain, key).map_err(|e: BundleError| ClusterError::Record {
-            name: name.to_string(),
-            reason: e.to_string(),
-        })
+        record.open(&self.0.sealer, name)
     }
 }
 
@@ -283,6 +328,45 @@ impl Cluster {
     }
 }
 
-fn seal_context(name: &str, serial: &str) -> String {
-    format!("certkeeper certificate {name} serial {serial}")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed() -> Bundle {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["media.example.com".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        Bundle::from_pem(&cert.pem(), &key.serialize_pem()).unwrap()
+    }
+
+    #[test]
+    fn a_record_opens_only_as_it_was_sealed() {
+        let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
+        let bundle = self_signed();
+        let leaf = bundle.leaf_info().unwrap();
+        let record = Record::seal(&sealer, "media", &bundle, &leaf, "n1").unwrap();
+        assert!(record.open(&sealer, "media").is_ok());
+        // Another name, a raised expiry, another serial, another chain: none opens.
+        assert!(record.open(&sealer, "other").is_err());
+        let raised = Record {
+            not_after: record.not_after + 86_400 * 365,
+            ..Record::seal(&sealer, "media", &bundle, &leaf, "n1").unwrap()
+        };
+        assert!(matches!(
+            raised.open(&sealer, "media"),
+            Err(ClusterError::Seal(_))
+        ));
+        let renamed = Record {
+            serial: "01".into(),
+            ..Record::seal(&sealer, "media", &bundle, &leaf, "n1").unwrap()
+        };
+        assert!(renamed.open(&sealer, "media").is_err());
+        let other = self_signed();
+        let swapped = Record {
+            chain: other.fullchain_pem(),
+            ..Record::seal(&sealer, "media", &bundle, &leaf, "n1").unwrap()
+        };
+        assert!(swapped.open(&sealer, "media").is_err());
+    }
 }

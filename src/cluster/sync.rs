@@ -21,6 +21,15 @@ pub enum SyncError {
     Deploy(#[from] DeployError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "refused the cluster's certificate (serial {serial}, expiring {not_after}): it is not newer \
+         than the one in place (expiring {current}); someone may have put an old record back in etcd"
+    )]
+    Older {
+        serial: String,
+        not_after: String,
+        current: String,
+    },
 }
 
 /// What to do about one certificate.
@@ -56,8 +65,23 @@ pub async fn install(
 ) -> Result<SystemTime, SyncError> {
     let bundle = cluster.open(&cert.name, record)?;
     let leaf = bundle.check(&cert.domains, SystemTime::now())?;
+    let current = store.current(&cert.name)?.map(|c| c.leaf);
+    refuse_older(current.as_ref(), &leaf)?;
     deploy(store, cert, &bundle).await?;
     Ok(leaf.not_after)
+}
+
+/// A certificate from the cluster replaces this node's only when it expires later: a replayed
+/// record never rolls a node back to an older (perhaps revoked) certificate.
+fn refuse_older(current: Option<&LeafInfo>, offered: &LeafInfo) -> Result<(), SyncError> {
+    match current {
+        Some(current) if offered.not_after <= current.not_after => Err(SyncError::Older {
+            serial: offered.serial.clone(),
+            not_after: crate::timefmt::utc(offered.not_after),
+            current: crate::timefmt::utc(current.not_after),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Publishes this node's current certificate of `name`.
@@ -97,6 +121,15 @@ mod tests {
             key: String::new(),
             node: "n1".into(),
         }
+    }
+
+    #[test]
+    fn an_older_certificate_is_never_installed() {
+        assert!(refuse_older(None, &leaf("a", 10)).is_ok());
+        assert!(refuse_older(Some(&leaf("a", 10)), &leaf("b", 20)).is_ok());
+        let err = refuse_older(Some(&leaf("b", 20)), &leaf("a", 10)).unwrap_err();
+        assert!(err.to_string().contains("not newer"), "{err}");
+        assert!(refuse_older(Some(&leaf("b", 20)), &leaf("a", 20)).is_err());
     }
 
     #[test]

@@ -496,20 +496,37 @@ fn write_tls_identity(root: &Path, cert: &Path, key: &Path) {
 /// not a test.
 pub fn expired_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let now = time::OffsetDateTime::now_utc();
+    root_signed_certificate(
+        dir,
+        name,
+        now - time::Duration::days(2),
+        now - time::Duration::hours(1),
+    )
+}
+
+/// A root and a leaf for `name` it signed directly (as mkcert and small private CAs do),
+/// valid from `not_before` to `not_after`: (root, leaf, key) written under `dir`.
+pub fn root_signed_certificate(
+    dir: &Path,
+    name: &str,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name.push(
         rcgen::DnType::CommonName,
-        "certkeeper test root of an expired leaf",
+        format!("certkeeper test root for {name}"),
     );
     ca.not_before = now - time::Duration::days(10);
     ca.not_after = now + time::Duration::days(10);
     let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
     let key = KeyPair::generate().expect("leaf key");
     let mut leaf = CertificateParams::new(vec![name.to_string()]).expect("leaf params");
-    leaf.not_before = now - time::Duration::days(2);
-    leaf.not_after = now - time::Duration::hours(1);
+    leaf.not_before = not_before;
+    leaf.not_after = not_after;
     let leaf = leaf
         .signed_by(&key, &Issuer::new(ca, ca_key))
         .expect("leaf cert");
