@@ -173,9 +173,22 @@ async fn deliver(target: &NotifyTarget, event: &Event, http: &HttpsClient) {
     }
     let via = match &target.via {
         NotifyVia::Exec(command) => format!("exec `{command}`"),
-        NotifyVia::Webhook(url) => format!("webhook {url}"),
+        NotifyVia::Webhook(url) => format!("webhook {}", shown_url(url)),
     };
     tracing::error!(%via, error = %last_error, certificate = %event.certificate, "could not deliver a notification");
+}
+
+/// A webhook's URL as it may be logged: scheme and host only. Slack- and Discord-style URLs
+/// carry their credential in the path (and some in user info or the query).
+fn shown_url(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => format!(
+            "{}://{}/…",
+            uri.scheme_str().unwrap_or("https"),
+            uri.host().unwrap_or("?")
+        ),
+        Err(_) => "(an unreadable URL)".into(),
+    }
 }
 
 async fn exec(command: &str, event: &Event, body: &[u8]) -> Result<(), String> {
@@ -212,5 +225,16 @@ async fn post(http: &HttpsClient, url: &str, body: &[u8]) -> Result<(), String> 
         Ok(())
     } else {
         Err(format!("HTTP {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_is_logged_without_its_secret_path() {
+        let shown = shown_url("https://user:pw@hooks.slack.com/services/T000/B000/XXXXSECRET?x=1");
+        assert_eq!(shown, "https://hooks.slack.com/…");
     }
 }

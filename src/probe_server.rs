@@ -20,6 +20,9 @@ use crate::http_server::{self, Peer};
 use crate::names::DomainName;
 use crate::preflight::Preflight;
 
+/// The shortest shared secret accepted: guessing it must be out of reach.
+const MIN_TOKEN: usize = 16;
+
 /// Probes each client may ask for in one window.
 const PER_CLIENT: u32 = 30;
 const WINDOW: Duration = Duration::from_secs(60);
@@ -55,11 +58,21 @@ pub async fn run(
     port: u16,
     resolvers: &[SocketAddr],
 ) -> Result<(), ProbeServerError> {
-    let secret =
-        crate::config::read_secret_line(token_file).map_err(|reason| ProbeServerError::Token {
-            path: token_file.to_path_buf(),
-            reason,
-        })?;
+    let bad_token = |reason: String| ProbeServerError::Token {
+        path: token_file.to_path_buf(),
+        reason,
+    };
+    let secret = crate::config::read_secret_line(token_file).map_err(bad_token)?;
+    if secret.len() < MIN_TOKEN {
+        return Err(bad_token(format!(
+            "it holds {} characters; write at least {MIN_TOKEN} random ones (for instance: \
+             head -c 24 /dev/urandom | base64 > FILE), the same as the clients' remote_token_file",
+            secret.len()
+        )));
+    }
+    if let Some(warning) = crate::config::exposed_secret(token_file, "--token-file") {
+        tracing::warn!("{warning}");
+    }
     let preflight =
         Preflight::outside_view(resolvers, port).map_err(ProbeServerError::Resolvers)?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -104,12 +117,7 @@ impl Server {
         if request.uri().path() != "/probe" {
             return refuse(StatusCode::NOT_FOUND, "try /probe");
         }
-        if !self.authorized(&request) {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "a valid Authorization: Bearer token is required",
-            );
-        }
+        // Counted before the token is looked at, so that guesses are limited too.
         let client = request.extensions().get::<Peer>().map(|p| p.0.ip());
         if let Some(client) = client
             && !self.admit(client)
@@ -117,6 +125,13 @@ impl Server {
             return refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many probes; try again in a minute",
+            );
+        }
+        if !self.authorized(&request) {
+            tracing::warn!(?client, "probe refused: wrong or missing token");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "a valid Authorization: Bearer token is required",
             );
         }
         tracing::info!(?client, "probe asked for");

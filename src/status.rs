@@ -107,7 +107,11 @@ pub fn table(rows: &[Row]) -> String {
                 r.name.clone(),
                 r.domains.join(","),
                 r.not_after.clone().unwrap_or_else(|| "-".into()),
-                r.days_left.map_or("-".into(), |d| d.to_string()),
+                match r.days_left {
+                    None => "-".into(),
+                    Some(days) if days < 0 => "expired".into(),
+                    Some(days) => days.to_string(),
+                },
                 match r.renewing {
                     true => "renewing now".into(),
                     false => r.next_renewal.clone(),

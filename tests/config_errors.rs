@@ -194,3 +194,24 @@ fn shipped_example_configs_are_valid() {
     }
     assert!(checked >= 7, "example.toml and one config per media server");
 }
+
+#[test]
+fn a_secret_file_others_may_read_is_named_with_its_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("eab.key");
+    fs::write(&key, "c2VjcmV0LWtleS1mb3ItdGhlLWNh\n").unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "[acme.eab]\nkey_id = \"kid-1\"\nhmac_key_file = \"eab.key\"\n\n{CERT}domains = [\"media.example.com\"]\n"
+    );
+    let (_, said) = run_in(dir.path(), &text);
+    assert!(
+        said.contains("acme.eab.hmac_key_file") && said.contains("chmod 600"),
+        "{said}"
+    );
+    // Owner-only: nothing said.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, said) = run_in(dir.path(), &text);
+    assert!(!said.contains("chmod 600"), "{said}");
+}

@@ -206,6 +206,12 @@ fn status_exits_2_when_a_certificate_has_expired() {
     assert_eq!(output.status.code(), Some(2));
     let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(rows[0]["alert"], "EXPIRED");
+    // The table says so in words, not as "-1 days left".
+    let table = String::from_utf8_lossy(&ck.run(&["status"]).stdout).to_string();
+    assert!(
+        table.contains("expired") && !table.contains(" -1 "),
+        "{table}"
+    );
 }
 
 #[test]
@@ -339,4 +345,22 @@ fn a_clock_two_hours_behind_fails_check_and_orders_nothing() {
     // With the real time back, the same config renews.
     ck.ok(&["renew", "--force"]);
     assert_eq!(pebble.issued(), 1);
+}
+
+#[test]
+fn renew_inside_backoff_with_no_certificate_is_no_success() {
+    let pebble = Pebble::start_refusing(&["media.example.com"]);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    assert!(!ck.run(&["renew"]).status.success());
+    // The failed attempt backs off; asked again at once, it is not tried, and not "ok" either.
+    let output = ck.run(&["renew"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("$ certkeeper renew\n{said}");
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("has no certificate yet"), "{said}");
+    assert!(said.contains("use --force"), "{said}");
 }

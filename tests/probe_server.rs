@@ -59,11 +59,33 @@ fn strangers_are_refused_and_each_client_is_rate_limited() {
         first.contains("refused to fetch from 127.0.0.1 (loopback)"),
         "{first}"
     );
-    // 30 a minute per client: the 31st is turned away.
-    let statuses: Vec<bool> = (1..30)
+    // 30 a minute per client, wrong guesses counted: the 31st is turned away, guess or not.
+    let statuses: Vec<bool> = (2..30)
         .map(|_| ask(port, "s3cret-for-the-probe-server").starts_with("HTTP/1.1 200"))
         .collect();
     assert!(statuses.iter().all(|ok| *ok), "{statuses:?}");
     let over = ask(port, "s3cret-for-the-probe-server");
     assert!(over.starts_with("HTTP/1.1 429"), "{over}");
+    let guess = ask(port, "another-guess");
+    assert!(guess.starts_with("HTTP/1.1 429"), "{guess}");
+}
+
+#[test]
+fn a_short_shared_secret_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "x\n").unwrap();
+    let output = std::process::Command::new(BIN)
+        .args([
+            "probe-server",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .arg("--token-file")
+        .arg(&secret)
+        .output()
+        .expect("run the probe server");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("write at least 16 random ones"), "{said}");
 }

@@ -281,8 +281,7 @@ impl Validator<'_> {
         let Some(eab) = raw else { return Ok(None) };
         Ok(Some(ExternalAccount {
             key_id: eab.key_id,
-            hmac_key_file: self
-                .existing_file(eab.hmac_key_file, &format!("{key}.hmac_key_file"))?,
+            hmac_key_file: self.secret_file(eab.hmac_key_file, &format!("{key}.hmac_key_file"))?,
         }))
     }
 }

@@ -591,7 +591,7 @@ impl Validator<'_> {
             None => None,
             Some(path) => {
                 let span = path.span();
-                let path = self.existing_file(path, "certificate.output.pkcs12_password_file")?;
+                let path = self.secret_file(path, "certificate.output.pkcs12_password_file")?;
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     self.located.error(
                         span.clone(),

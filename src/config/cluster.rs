@@ -160,7 +160,7 @@ impl Validator<'_> {
             }
         };
         let secret_span = raw.secret_file.span();
-        let secret_path = self.existing_file(raw.secret_file, "cluster.secret_file")?;
+        let secret_path = self.secret_file(raw.secret_file, "cluster.secret_file")?;
         let secret = read_secret(&secret_path).map_err(|why| {
             error(
                 secret_span,
@@ -211,7 +211,7 @@ impl Validator<'_> {
         let auth = match (raw.username, raw.password_file) {
             (Some(user), Some(path)) => {
                 let password_span = path.span();
-                let path = self.existing_file(path, "cluster.password_file")?;
+                let path = self.secret_file(path, "cluster.password_file")?;
                 // An empty first line is a file not filled in yet: etcd has no empty passwords.
                 let password = super::read_secret_line(&path).map_err(|e| {
                     error(

@@ -141,7 +141,7 @@ impl Validator<'_> {
                     .clone()
                     .ok_or_else(|| missing("key_file (the TSIG secret)"))?;
                 let key_span = key_file.span();
-                let key_path = self.existing_file(key_file, "dns01.key_file")?;
+                let key_path = self.secret_file(key_file, "dns01.key_file")?;
                 let (file_name, secret) = read_tsig_key(&key_path).map_err(|why| {
                     self.located.error(
                         key_span,

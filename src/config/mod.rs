@@ -117,6 +117,7 @@ impl Config {
             located,
             base,
             warnings: Vec::new(),
+            exposed: Default::default(),
             has_dns01: false,
         }
         .config(raw)
@@ -177,6 +178,8 @@ struct Validator<'a> {
     located: Locator<'a>,
     base: &'a Path,
     warnings: Vec<String>,
+    /// Secret files others may read, found where only `&self` is at hand.
+    exposed: std::cell::RefCell<Vec<String>>,
     has_dns01: bool,
 }
 
@@ -242,7 +245,7 @@ impl Validator<'_> {
             cluster,
             preflight,
             monitors,
-            warnings: self.warnings,
+            warnings: [self.warnings, self.exposed.into_inner()].concat(),
         })
     }
 
@@ -262,6 +265,16 @@ impl Validator<'_> {
         }
     }
 
+    /// An existing file that holds a secret; a warning when users other than its owner may
+    /// read it.
+    fn secret_file(&self, path: Spanned<PathBuf>, key: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.existing_file(path, key)?;
+        if let Some(warning) = exposed_secret(&path, key) {
+            self.exposed.borrow_mut().push(warning);
+        }
+        Ok(path)
+    }
+
     /// Relative paths are read from the config file's directory, not the working directory,
     /// so that the daemon and one-off commands agree wherever they are started.
     fn absolute(&self, path: PathBuf) -> PathBuf {
@@ -271,6 +284,21 @@ impl Validator<'_> {
             self.base.join(path)
         }
     }
+}
+
+/// What to say when the secret file `path` (named by `key`) may be read by its group or by
+/// others; `None` when only its owner may.
+pub fn exposed_secret(path: &Path, key: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{key}: {} holds a secret but its group or other users may read it (mode {mode:04o}); \
+             chmod 600 {}",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 /// The first line of a secret file (a password, a shared token), which must not be empty.

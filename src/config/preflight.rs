@@ -62,7 +62,7 @@ impl Validator<'_> {
             })
             .collect::<Result<_, _>>()?;
         let remote_token_file = match raw.remote_token_file {
-            Some(file) => Some(self.existing_file(file, "preflight.remote_token_file")?),
+            Some(file) => Some(self.secret_file(file, "preflight.remote_token_file")?),
             None if !remote.is_empty() => {
                 return Err(self.located.error(
                     0..0,

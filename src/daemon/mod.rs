@@ -799,10 +799,12 @@ impl Daemon {
                 continue;
             }
             self.warned.insert(cert.name.clone(), Instant::now());
-            let left = leaf.not_after.duration_since(now).unwrap_or_default();
+            let when = match leaf.not_after.duration_since(now) {
+                Ok(left) => format!("expires in {}", timefmt::rough(left)),
+                Err(past) => format!("expired {} ago", timefmt::rough(past.duration())),
+            };
             let message = format!(
-                "certificate expires in {} ({}) and renewals are failing: {}",
-                timefmt::rough(left),
+                "certificate {when} ({}) and renewals are failing: {}",
                 timefmt::utc(leaf.not_after),
                 plan.state
                     .last_error

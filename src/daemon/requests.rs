@@ -85,6 +85,9 @@ impl Daemon {
             ));
         }
         let mut pending = HashSet::new();
+        // Certificates with none installed that backoff keeps from being tried now: a script
+        // must not read that as success.
+        let mut held_back = 0;
         for cert in certs {
             let name = cert.name.clone();
             // A daemon repaired its outputs when it started; a one-off run does it now.
@@ -101,10 +104,21 @@ impl Daemon {
             } else {
                 let at = self.plan_of(&cert, now).due.at(now);
                 if !force && at > now {
-                    replies.line(format!(
-                        "{name}: not due until {}; use --force to renew now",
-                        timefmt::utc(at)
-                    ));
+                    match self.store().current_version(&name) {
+                        Some(_) => replies.line(format!(
+                            "{name}: not due until {}; use --force to renew now",
+                            timefmt::utc(at)
+                        )),
+                        None => {
+                            held_back += 1;
+                            replies.line(format!(
+                                "{name}: has no certificate yet, and after a failed attempt the next \
+                                 one is not before {} (see certkeeper status for why); use --force \
+                                 to try now",
+                                timefmt::utc(at)
+                            ));
+                        }
+                    }
                     continue;
                 }
                 self.forced.insert(name.clone());
@@ -112,13 +126,16 @@ impl Daemon {
             pending.insert((name, dry_run));
         }
         if pending.is_empty() {
-            return replies.send(Reply::ok());
+            return replies.send(match held_back {
+                0 => Reply::ok(),
+                n => Reply::failed(1, format!("{n} certificate(s) have none installed yet")),
+            });
         }
         self.waiters.push(Waiter {
             replies,
             total: pending.len(),
             pending,
-            failed: 0,
+            failed: held_back,
         });
     }
 

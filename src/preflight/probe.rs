@@ -208,8 +208,16 @@ impl Preflight {
             }
             Some("http") => {
                 let next_host = uri.host().unwrap_or(host).to_string();
-                let address = self.first_address(&next_host).await?;
                 let port = uri.port_u16().unwrap_or(80);
+                // The CA follows redirects to ports 80 and 443 only.
+                if port != 80 && port != self.port {
+                    return Err(format!(
+                        "redirected to {location}: the CA follows redirects only to ports 80 and \
+                         443, so it will not follow this one; redirect to port 80 or serve \
+                         /.well-known/acme-challenge/ without a redirect"
+                    ));
+                }
+                let address = self.first_address(&next_host).await?;
                 Ok((
                     SocketAddr::new(address, port),
                     next_host,
@@ -322,9 +330,15 @@ pub(super) fn random_token() -> String {
 }
 
 /// Why `ip` is no public address, if it is not: what a probe server must never fetch from.
+/// An IPv4 address carried inside an IPv6 one (mapped, compatible, NAT64, 6to4) is judged as
+/// the IPv4 address it reaches.
 fn not_public(ip: IpAddr) -> Option<&'static str> {
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Ok(Some(v4)) => IpAddr::V4(v4),
+            Ok(None) => ip,
+            Err(why) => return Some(why),
+        },
         v4 => v4,
     };
     match ip {
@@ -334,14 +348,91 @@ fn not_public(ip: IpAddr) -> Option<&'static str> {
         IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => {
             Some("not a host address")
         }
+        // 0.0.0.0/8: "this network", never a destination.
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("not a host address"),
         // 100.64.0.0/10, carrier-grade NAT.
         IpAddr::V4(v4) if v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) => {
             Some("carrier-grade NAT")
         }
+        // 198.18.0.0/15, benchmarking networks.
+        IpAddr::V4(v4) if v4.octets()[0] == 198 && (18..20).contains(&v4.octets()[1]) => {
+            Some("a benchmarking network")
+        }
+        // 240.0.0.0/4, reserved.
+        IpAddr::V4(v4) if v4.octets()[0] >= 240 => Some("reserved"),
         IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
         IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => Some("not a host address"),
         IpAddr::V6(v6) if v6.is_unique_local() => Some("a private network"),
         IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
         _ => None,
+    }
+}
+
+/// The IPv4 address an IPv6 address leads to, when it carries one; an error for tunnels whose
+/// end cannot be judged (Teredo) and local-use NAT64.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Result<Option<std::net::Ipv4Addr>, &'static str> {
+    let segments = v6.segments();
+    let octets = v6.octets();
+    let tail = std::net::Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+    Ok(match segments {
+        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] if !v6.is_loopback() => {
+            match v6.is_unspecified() {
+                true => None,
+                false => Some(tail),
+            }
+        }
+        // 64:ff9b::/96, the well-known NAT64 prefix.
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
+        // 64:ff9b:1::/48, NAT64 for local use only.
+        [0x64, 0xff9b, 1, ..] => return Err("a local-use NAT64 address"),
+        // 2002::/16, 6to4: the IPv4 address follows the prefix.
+        [0x2002, ..] => Some(std::net::Ipv4Addr::new(
+            octets[2], octets[3], octets[4], octets[5],
+        )),
+        // 2001::/32, Teredo: a tunnel to wherever its server relays.
+        [0x2001, 0, ..] => return Err("a Teredo tunnel address"),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_a_probe_server_must_not_fetch_from() {
+        for refused in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "0.1.2.3",
+            "198.18.0.1",
+            "198.19.255.1",
+            "240.0.0.1",
+            "100.64.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "2001:0:4136:e378::1",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            let ip: IpAddr = refused.parse().unwrap();
+            assert!(not_public(ip).is_some(), "{refused} must be refused");
+        }
+        for public in [
+            "203.0.113.7",
+            "64:ff9b::cb00:7107",
+            "2002:cb00:7107::1",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = public.parse().unwrap();
+            assert_eq!(not_public(ip), None, "{public} is public");
+        }
     }
 }
