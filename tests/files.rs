@@ -217,3 +217,97 @@ fn permission_denied_is_named_and_the_previous_certificate_stays() {
     assert_previous_stays(&ck, &before);
     assert_eq!(fs::read(ck.path("single/privkey.pem")).unwrap(), key_before);
 }
+
+#[test]
+fn a_link_planted_above_the_output_files_is_refused() {
+    if !require_root(
+        "a_link_planted_above_the_output_files_is_refused",
+        "it hands a directory to the user nobody, as a media server's home is its user's",
+    ) {
+        return;
+    }
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    // The media server's home, its user's to write; another service's root-only directory.
+    let home = ck.path("home");
+    fs::create_dir(&home).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    nix::unistd::chown(&home, Some(nobody.uid), None).unwrap();
+    let root_only = ck.path("root-only");
+    fs::create_dir(&root_only).unwrap();
+    fs::set_permissions(&root_only, fs::Permissions::from_mode(0o700)).unwrap();
+    // That user swaps its tls directory for a link to the root-only one.
+    std::os::unix::fs::symlink(&root_only, home.join("tls")).unwrap();
+    let text = fs::read_to_string(&ck.config).unwrap() + "key = \"home/tls/privkey.pem\"\n";
+    fs::write(&ck.config, text).unwrap();
+    let output = ck.run(&["renew"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("is a link in") && said.contains("home"),
+        "{said}"
+    );
+    assert_eq!(fs::read_dir(&root_only).unwrap().count(), 0, "nothing written there");
+}
+
+/// Runs `ck` with `args`, bounded: a command that hangs fails the test instead of the suite.
+fn run_bounded(ck: &Certkeeper, args: &[&str]) -> std::process::Output {
+    let child = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&ck.config)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done, finished) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        output
+    });
+    if finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .is_err()
+    {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        panic!("certkeeper {args:?} still runs after 60 s");
+    }
+    waiter.join().unwrap().unwrap()
+}
+
+#[test]
+fn fifos_planted_among_the_outputs_are_never_opened() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let text = fs::read_to_string(&ck.config).unwrap() + "key = \"single/privkey.pem\"\n";
+    fs::write(&ck.config, text).unwrap();
+    ck.ok(&["renew"]);
+    // A FIFO where the key file was (read at start to repair outputs), and one at the name of
+    // the writability probe: opening either would block forever.
+    let key = ck.path("single/privkey.pem");
+    fs::remove_file(&key).unwrap();
+    let fifo_mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
+    nix::unistd::mkfifo(&key, fifo_mode).unwrap();
+    nix::unistd::mkfifo(&ck.path("single/.certkeeper-writable.tmp"), fifo_mode).unwrap();
+    let output = run_bounded(&ck, &["renew", "--force"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let meta = fs::symlink_metadata(&key).unwrap();
+    assert!(meta.file_type().is_file(), "the FIFO is replaced by the key");
+    assert!(key_matches(
+        &fs::read(ck.current_dir().join("cert.pem")).unwrap(),
+        &fs::read(&key).unwrap()
+    ));
+    // revoke --key with a FIFO: refused at once, not waited on.
+    let fifo = ck.path("key.fifo");
+    nix::unistd::mkfifo(&fifo, fifo_mode).unwrap();
+    let output = run_bounded(&ck, &["revoke", "media", "--key", fifo.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("not a regular file"), "{said}");
+}
