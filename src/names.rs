@@ -39,7 +39,13 @@ impl DomainName {
             None => (false, trimmed),
         };
         let invalid = |why| NameError::Invalid(input.to_string(), why);
-        let ascii = idna::domain_to_ascii_strict(base).map_err(|_| invalid("not valid IDNA"))?;
+        // Said before IDNA would reject it, in plain words.
+        if base.chars().any(char::is_whitespace) {
+            return Err(invalid("it contains a space; a host name has none"));
+        }
+        let ascii = idna::domain_to_ascii_strict(base).map_err(|_| {
+            invalid("a host name has only letters (in any script), digits, '-' and '.'")
+        })?;
         if ascii.len() > 253 {
             return Err(invalid("longer than 253 characters"));
         }

@@ -40,6 +40,23 @@ fn each_bad_config_names_file_line_and_fix() {
             "write a name such as",
         ),
         (
+            format!("{CERT}domains = [\"media example.com\"]\n"),
+            ":3:",
+            "it contains a space",
+        ),
+        (
+            format!(
+                "[daemon]\nlisten_adress = \"0.0.0.0:80\"\n{CERT}domains = [\"a.example.com\"]\n"
+            ),
+            ":2:",
+            "daemon.listen_adress: unknown key (did you mean `listen`?)",
+        ),
+        (
+            format!("{CERT}domains = [\"a.example.com\"]\nkey_type = \"ecdsa-p265\"\n"),
+            ":4:",
+            "certificate.key_type: \"ecdsa-p265\" is not one of",
+        ),
+        (
             format!(
                 "[acme]\nextra_root = \"/no/such/root.pem\"\n{CERT}domains = [\"a.example.com\"]\n"
             ),

@@ -247,7 +247,11 @@ fn a_link_planted_above_the_output_files_is_refused() {
         said.contains("is a link in") && said.contains("home"),
         "{said}"
     );
-    assert_eq!(fs::read_dir(&root_only).unwrap().count(), 0, "nothing written there");
+    assert_eq!(
+        fs::read_dir(&root_only).unwrap().count(),
+        0,
+        "nothing written there"
+    );
 }
 
 /// Runs `ck` with `args`, bounded: a command that hangs fails the test instead of the suite.
@@ -298,7 +302,10 @@ fn fifos_planted_among_the_outputs_are_never_opened() {
         String::from_utf8_lossy(&output.stderr)
     );
     let meta = fs::symlink_metadata(&key).unwrap();
-    assert!(meta.file_type().is_file(), "the FIFO is replaced by the key");
+    assert!(
+        meta.file_type().is_file(),
+        "the FIFO is replaced by the key"
+    );
     assert!(key_matches(
         &fs::read(ck.current_dir().join("cert.pem")).unwrap(),
         &fs::read(&key).unwrap()

@@ -259,6 +259,24 @@ pub(super) struct RawOutput {
     key_mode: Option<Spanned<String>>,
 }
 
+impl RawOutput {
+    /// Whether no file and no directory is named: the certificate then lives in the state
+    /// directory alone.
+    fn names_nothing(&self) -> bool {
+        [
+            &self.dir,
+            &self.cert,
+            &self.chain,
+            &self.fullchain,
+            &self.key,
+            &self.combined,
+        ]
+        .iter()
+        .all(|p| p.is_none())
+            && self.pkcs12.is_none()
+    }
+}
+
 pub(super) fn default_reload_timeout() -> u64 {
     60
 }
@@ -407,6 +425,14 @@ impl Validator<'_> {
                 Some(dir)
             }
         };
+        if raw.output.names_nothing() {
+            let name = raw.name.get_ref();
+            self.warnings.push(format!(
+                "certificate \"{name}\" has no [certificate.output]: its files are only in \
+                 STATE_DIR/certs/{name}/current/ (fullchain.pem, privkey.pem, …); point the \
+                 server there, or name the paths it reads in [certificate.output]"
+            ));
+        }
         Ok(CertificateConfig {
             name: raw.name.into_inner(),
             domains,

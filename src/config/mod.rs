@@ -18,6 +18,7 @@ mod dns01;
 mod monitor;
 mod notify;
 mod preflight;
+mod toml_error;
 pub use acme::{
     AcmeConfig, CaConfig, DEFAULT_CONCURRENCY, ExternalAccount, FAILOVER_AFTER, RateLimits,
 };
@@ -110,7 +111,8 @@ impl Config {
         let located = Locator { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            located.error(span, e.message().trim_end())
+            let message = toml_error::reword(e.message().trim_end(), text, &span);
+            located.error(span, message)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Validator {
@@ -339,7 +341,20 @@ mod tests {
             assert_eq!(parse(&text).unwrap().certificates[0].key_type, key_type);
             assert_eq!(key_type.to_string(), written);
         }
-        assert_eq!(config.warnings.len(), 1, "case change must warn");
+        let said = config.warnings.join("\n");
+        assert!(
+            said.contains("is written as \"media.example.com\""),
+            "case change must warn: {said}"
+        );
+        assert!(said.contains("has no [certificate.output]"), "{said}");
+        let with_output = parse(&format!(
+            "{MINIMAL}[certificate.output]\ndir = \"/srv/tls\"\n"
+        ));
+        let warnings = with_output.unwrap().warnings.join("\n");
+        assert!(
+            !warnings.contains("has no [certificate.output]"),
+            "{warnings}"
+        );
     }
 
     #[test]
