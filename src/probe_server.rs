@@ -191,7 +191,7 @@ pub(crate) async fn probe(preflight: &Preflight, query: &str) -> Response<Full<B
 
 /// `name`, `token` and `expected` from the query, each checked: a DNS name, and tokens of the
 /// base64url alphabet (nothing that could leave the challenge path).
-fn parse_query(query: &str) -> Option<(String, String, String)> {
+pub fn parse_query(query: &str) -> Option<(String, String, String)> {
     let value = |key: &str| {
         query
             .split('&')

@@ -159,7 +159,7 @@ fn is_certificate_chain<B>(response: &http::Response<B>) -> bool {
 }
 
 /// The targets of `Link: <URL>;rel="alternate"` (RFC 8288), made absolute against `base`.
-fn alternate_links(headers: &http::HeaderMap, base: &str) -> Vec<String> {
+pub(super) fn alternate_links(headers: &http::HeaderMap, base: &str) -> Vec<String> {
     let origin = base
         .find("://")
         .and_then(|scheme| {

@@ -5,6 +5,7 @@
 //! nothing else. It does not know where certificates are written.
 
 mod account;
+mod answers;
 pub mod ari;
 mod chains;
 mod clock;
@@ -15,6 +16,7 @@ mod revoke;
 use std::path::PathBuf;
 
 pub use account::{Accounts, AcmeClient, account_path};
+pub use answers::read_ca_answer;
 pub use clock::clock_offset;
 pub use order::Solvers;
 pub use revoke::{RevokeReason, revoke_with_certificate_key};

@@ -282,7 +282,7 @@ async fn respond(
 }
 
 /// ACME tokens are base64url (RFC 8555 §8.1): anything else is not worth a map lookup.
-fn is_token(token: &str) -> bool {
+pub(crate) fn is_token(token: &str) -> bool {
     !token.is_empty()
         && token.len() <= 256
         && token

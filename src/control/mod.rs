@@ -48,6 +48,11 @@ pub enum Request {
     },
 }
 
+/// One request line as a client sent it (the daemon's parser; a fuzz target drives it).
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line).map_err(|e| format!("not a certkeeper request: {e}"))
+}
+
 /// A private key in PEM, as `revoke --key` sends it: never printed, wiped when dropped.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

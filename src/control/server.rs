@@ -188,7 +188,7 @@ async fn read_request(reader: impl tokio::io::AsyncRead + Unpin) -> Result<Reque
         .read_line(&mut line)
         .await
         .map_err(|e| format!("cannot read the request: {e}"))?;
-    serde_json::from_str(&line).map_err(|e| format!("not a certkeeper request: {e}"))
+    super::parse_request(&line)
 }
 
 async fn write_reply(
