@@ -10,7 +10,11 @@ fuzz_target!(|query: &str| {
         assert_eq!(parsed.as_str(), name);
         for value in [&token, &expected] {
             assert!(!value.is_empty() && value.len() <= 128);
-            assert!(value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(
+                value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
         }
     }
 });
