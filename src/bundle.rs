@@ -52,6 +52,7 @@ pub struct LeafInfo {
 }
 
 /// A leaf-first certificate chain and its key, as PEM text and DER.
+#[derive(Clone)]
 pub struct Bundle {
     chain: Vec<CertificateDer<'static>>,
     key_pem: Zeroizing<String>,

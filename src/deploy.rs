@@ -46,8 +46,15 @@ pub async fn deploy(
 ) -> Result<Installed, DeployError> {
     // Refuse unsafe output directories before anything changes.
     store::check_output_dirs(&cert.output)?;
-    let installed = store.install(&cert.name, bundle, &cert.output)?;
-    if let Err(e) = store::write_outputs(bundle, &cert.output) {
+    let installed = {
+        let (store, cert, bundle) = (store.clone(), cert.clone(), bundle.clone());
+        off_the_runtime(move || store.install(&cert.name, &bundle, &cert.output)).await?
+    };
+    let written = {
+        let (output, bundle) = (cert.output.clone(), bundle.clone());
+        off_the_runtime(move || store::write_outputs(&bundle, &output)).await
+    };
+    if let Err(e) = written {
         // Certificate and key must never disagree across the outputs: go back to the pair
         // that was in service.
         if let Some(previous) = &installed.previous
@@ -86,6 +93,29 @@ pub async fn deploy(
             previous,
             rollback,
         }),
+    }
+}
+
+/// How long the file work of one deployment may take before it is given up.
+const FILE_WORK_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `work` (file system calls) on a blocking thread, bounded: a hung file system stalls
+/// this deployment for [`FILE_WORK_LIMIT`], never the listener, the control socket or the
+/// other certificates.
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let stuck = |reason: String| StoreError::Write {
+        path: std::path::PathBuf::from("(the output files)"),
+        source: std::io::Error::new(std::io::ErrorKind::TimedOut, reason),
+    };
+    match tokio::time::timeout(FILE_WORK_LIMIT, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(stuck(format!("the file work ended abnormally: {e}"))),
+        Err(_) => Err(stuck(format!(
+            "the file system did not answer within {} s",
+            FILE_WORK_LIMIT.as_secs()
+        ))),
     }
 }
 

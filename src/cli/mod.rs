@@ -301,6 +301,9 @@ pub fn main() -> ExitCode {
             | Command::Inspect { .. } => Ok(()),
         }
     });
+    // A file operation stuck in a hung file system must not keep the process from exiting
+    // (dropping the runtime would wait for it forever).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
