@@ -197,3 +197,40 @@ fn a_daemon_that_dies_mid_command_is_reported_and_a_second_daemon_refused() {
         || text(&ck.run(&["status"])).contains("through the running daemon"),
     );
 }
+
+#[test]
+fn reload_answers_whether_the_config_was_taken_and_a_broken_one_does_not_cut_off_the_daemon() {
+    let pebble = Pebble::start(None);
+    let (ck, _daemon) = running(&pebble);
+    let said = ck.ok(&["reload"]);
+    assert!(
+        said.contains("configuration re-read: 1 certificate(s)"),
+        "{said}"
+    );
+
+    // A broken file: `reload` (the unit's ExecReload=) fails with the reason, exit 78...
+    let good = fs::read_to_string(&ck.config).unwrap();
+    fs::write(&ck.config, format!("{good}chalenge = \"dns-01\"\n")).unwrap();
+    let output = ck.run(&["reload"]);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(78), "{said}");
+    assert!(
+        said.contains("keeps the previous one") && said.contains("unknown key"),
+        "{said}"
+    );
+    // ...while status and renew still reach the daemon, which runs on the previous config.
+    let output = ck.run(&["status"]);
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("running daemon's view") && said.contains("media.example.com"),
+        "{said}"
+    );
+    let output = ck.run(&["renew"]);
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("not due until"), "{said}");
+    // Fixed again: taken.
+    fs::write(&ck.config, good).unwrap();
+    ck.ok(&["reload"]);
+}

@@ -6,6 +6,7 @@
 //! answers, and run standalone otherwise; either way this side only asks and prints.
 
 mod check;
+mod daemon_only;
 mod inspect;
 mod renew;
 mod status;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::config::{self, Config, EX_CONFIG, LogFormat};
+use crate::config::{self, Config, LogFormat};
 use crate::control::Request;
 use crate::control::client::{self, Daemon};
 use crate::{daemon, logging};
@@ -77,6 +78,10 @@ enum Command {
         /// Certificate names (default: all).
         names: Vec<String>,
     },
+    /// Ask the running daemon to re-read its config file (as SIGHUP does); exits with 78 and
+    /// the reason when the file is invalid (the daemon then keeps the previous one). The
+    /// unit's ExecReload=, so that `systemctl reload certkeeper` reports a broken config.
+    Reload,
     /// Revoke the current certificate of NAME (signed by the account key) and replace it at
     /// once: the new certificate is deployed first, then the old one is revoked.
     Revoke {
@@ -233,12 +238,12 @@ pub fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Reload = cli.command {
+        return daemon_only::reload(&cli.config);
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("certkeeper: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(e) => return daemon_only::with_broken_config(&cli.config, &cli.command, &e),
     };
     let format = match cli.log_format {
         Some(CliLogFormat::Json) => LogFormat::Json,
@@ -298,6 +303,7 @@ pub fn main() -> ExitCode {
             Command::Completions { .. }
             | Command::Manpage
             | Command::ProbeServer { .. }
+            | Command::Reload
             | Command::Inspect { .. } => Ok(()),
         }
     });

@@ -288,6 +288,27 @@ impl Validator<'_> {
     }
 }
 
+/// The control socket the config file at `path` names, read leniently (any key it does not
+/// need may be wrong, or the file not TOML at all): how to reach the running daemon when the
+/// file is broken. The rule is [`DaemonConfig`]'s.
+pub fn control_socket_of(path: &Path) -> PathBuf {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let daemon = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|table| table.get("daemon")?.as_table().cloned());
+    let setting = |key: &str| {
+        daemon
+            .as_ref()
+            .and_then(|d| d.get(key)?.as_str().map(|p| base.join(p)))
+    };
+    match (setting("control_socket"), setting("state_dir")) {
+        (Some(socket), _) => socket,
+        (None, Some(state)) if state != Path::new(DEFAULT_STATE_DIR) => state.join("control.sock"),
+        _ => DEFAULT_CONTROL_SOCKET.into(),
+    }
+}
+
 /// What to say when the secret file `path` (named by `key`) may be read by its group or by
 /// others; `None` when only its owner may.
 pub fn exposed_secret(path: &Path, key: &str) -> Option<String> {

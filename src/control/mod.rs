@@ -46,6 +46,8 @@ pub enum Request {
     Account {
         action: AccountAction,
     },
+    /// Re-read the config file (as SIGHUP does) and answer whether it was taken.
+    Reload,
 }
 
 /// One request line as a client sent it (the daemon's parser; a fuzz target drives it).

@@ -377,7 +377,9 @@ async fn engine(
             Some(call) = requests.recv() => daemon.answer_call(call, SystemTime::now()),
             event = signals.next() => match event {
                 Event::Stop => break,
-                Event::Reload => daemon.reload_config(),
+                Event::Reload => {
+                    let _ = daemon.reload_config();
+                }
             },
         }
     }
@@ -906,13 +908,16 @@ impl Daemon {
             }
         }
     }
-    fn reload_config(&mut self) {
+    /// Re-reads the config file; the number of certificates it names, or why it was not taken
+    /// (the previous config stays in force).
+    fn reload_config(&mut self) -> Result<usize, ConfigError> {
         sdnotify::reloading();
-        self.reload_config_file();
+        let reloaded = self.reload_config_file();
         sdnotify::ready(&self.summary(None));
+        reloaded
     }
 
-    fn reload_config_file(&mut self) {
+    fn reload_config_file(&mut self) -> Result<usize, ConfigError> {
         match Config::load(&self.config_path) {
             Ok(config) => {
                 for warning in &config.warnings {
@@ -953,8 +958,12 @@ impl Daemon {
                 self.announced = None;
                 self.plans.clear();
                 self.repair_outputs();
+                Ok(self.config.certificates.len())
             }
-            Err(e) => log_config_error(&e),
+            Err(e) => {
+                log_config_error(&e);
+                Err(e)
+            }
         }
     }
 }

@@ -38,6 +38,20 @@ impl Daemon {
                 key_pem,
             } => self.queue_revocation(name, Revocation { reason, key_pem }, replies),
             Request::Account { action } => self.account(action, replies),
+            Request::Reload => replies.send(match self.reload_config() {
+                Ok(certificates) => {
+                    replies.line(format!(
+                        "configuration re-read: {certificates} certificate(s)"
+                    ));
+                    Reply::ok()
+                }
+                Err(e) => Reply::failed(
+                    EX_CONFIG,
+                    format!(
+                        "the new configuration is invalid; the daemon keeps the previous one: {e}"
+                    ),
+                ),
+            }),
             Request::Status => {
                 let mut rows = status::rows(&self.config, now);
                 for row in &mut rows {

@@ -65,7 +65,12 @@ fn io_hint(e: &io::Error) -> &'static str {
         io::ErrorKind::StorageFull => {
             " (the disk is full: free space; the previous certificate is still in place)"
         }
-        io::ErrorKind::ReadOnlyFilesystem => " (the file system is read-only)",
+        io::ErrorKind::ReadOnlyFilesystem => {
+            " (the file system is read-only; under the systemd unit only the state directory and \
+             the ReadWritePaths= directories may be written: run systemctl edit certkeeper and add \
+             [Service] ReadWritePaths=-DIR for this directory, the '-' keeping the unit startable \
+             while DIR is missing)"
+        }
         io::ErrorKind::NotFound => " (a parent directory is missing)",
         _ => "",
     }
