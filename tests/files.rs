@@ -318,3 +318,60 @@ fn fifos_planted_among_the_outputs_are_never_opened() {
     assert!(!output.status.success(), "{said}");
     assert!(said.contains("not a regular file"), "{said}");
 }
+
+#[test]
+fn a_renewal_run_by_root_leaves_the_service_users_state_to_it() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_root(
+        "a_renewal_run_by_root_leaves_the_service_users_state_to_it",
+        "it hands the state directory to the user nobody, as the unit's is certkeeper's",
+    ) {
+        return;
+    }
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    // The service's layout: a state directory its user owns, outputs inside it.
+    let text = fs::read_to_string(&ck.config)
+        .unwrap()
+        .replace("dir = \"out\"", "dir = \"state/out\"");
+    fs::write(&ck.config, text).unwrap();
+    for dir in [pebble.dir.path(), ck.dir.path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::create_dir(ck.path("state")).unwrap();
+    std::os::unix::fs::chown(ck.path("state"), Some(65534), Some(65534)).unwrap();
+
+    // Root renews while the service is stopped.
+    ck.ok(&["renew"]);
+    let mut pending = vec![ck.path("state")];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (65534, 65534),
+                "{}",
+                path.display()
+            );
+            if meta.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    // The service's user renews with that state: its key and account are readable to it.
+    let output = common::program("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::BIN)
+        .arg("--config")
+        .arg(&ck.config)
+        .args(["renew", "--force"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -187,7 +187,12 @@ pub async fn once(
     // The only request: with its sender gone, the loop hears of no other.
     let _ = calls.try_send(Call { request, replies });
     drop(calls);
-    engine(Mode::Once, config_path, config, requests, None).await
+    let state_dir = config.daemon.state_dir.clone();
+    let ran = engine(Mode::Once, config_path, config, requests, None).await;
+    // Run by root against the service's state directory: what it wrote goes back to the
+    // service's user, or the service could not read its own key afterwards.
+    crate::store::hand_back(&state_dir);
+    ran
 }
 
 async fn engine(

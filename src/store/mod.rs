@@ -492,6 +492,49 @@ fn read_output(path: &Path) -> Option<Vec<u8>> {
     SafeDir::open(dir, false).ok()?.read_regular(name)
 }
 
+/// When root ran a one-off command against a state directory that belongs to another user (the
+/// service's), gives every entry root created there to that user and group: the service must
+/// be able to read the keys and replace the versions. Failures are logged, not raised.
+pub fn hand_back(state_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let Ok(top) = fs::symlink_metadata(state_dir) else {
+        return;
+    };
+    if top.uid() == 0 {
+        return;
+    }
+    let (uid, gid) = (top.uid(), top.gid());
+    // Bounded: a state directory holds a few files per certificate and version.
+    let mut pending = vec![state_dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten().take(100_000) {
+            seen += 1;
+            let path = entry.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.uid() == 0
+                && let Err(e) = std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot give a file back to the state directory's owner");
+            }
+            if meta.is_dir() {
+                pending.push(path);
+            }
+        }
+        if seen > 100_000 {
+            break;
+        }
+    }
+}
+
 /// Refuses output directories that any user may write to (without the sticky bit): another
 /// user could swap a file there between our write and the server's read.
 pub fn check_output_dirs(output: &Output) -> Result<(), StoreError> {
