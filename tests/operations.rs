@@ -251,6 +251,15 @@ fn the_debian_package_holds_binary_unit_config_and_man_page() {
             "{path} missing from the package:\n{listing}"
         );
     }
+    // Every document the README points to is shipped.
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for named in readme.split('`').filter(|s| s.starts_with("docs/")) {
+        let shipped = format!("./usr/share/doc/certkeeper/{}", &named["docs/".len()..]);
+        assert!(
+            listing.contains(&shipped),
+            "the README names {named}, which the package lacks:\n{listing}"
+        );
+    }
 }
 
 #[test]

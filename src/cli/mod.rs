@@ -78,6 +78,10 @@ enum Command {
         /// Certificate names (default: all).
         names: Vec<String>,
     },
+    /// Run by root from certkeeper-reload@UNIT.service: carry out the reload certkeeper asked
+    /// for UNIT (see docs/servers/README.md). Needs no config.
+    #[command(hide = true)]
+    UnitAction { unit: String },
     /// Ask the running daemon to re-read its config file (as SIGHUP does); exits with 78 and
     /// the reason when the file is invalid (the daemon then keeps the previous one). The
     /// unit's ExecReload=, so that `systemctl reload certkeeper` reports a broken config.
@@ -241,6 +245,16 @@ pub fn main() -> ExitCode {
     if let Command::Reload = cli.command {
         return daemon_only::reload(&cli.config);
     }
+    if let Command::UnitAction { unit } = &cli.command {
+        let dir = crate::reload::unit::trigger_dir();
+        return match crate::reload::unit::carry_out(&dir, unit) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("certkeeper: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => return daemon_only::with_broken_config(&cli.config, &cli.command, &e),
@@ -304,6 +318,7 @@ pub fn main() -> ExitCode {
             | Command::Manpage
             | Command::ProbeServer { .. }
             | Command::Reload
+            | Command::UnitAction { .. }
             | Command::Inspect { .. } => Ok(()),
         }
     });

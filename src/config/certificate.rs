@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::unistd::{Group, User};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{ConfigError, Validator};
@@ -128,8 +128,35 @@ pub enum Reload {
         pidfile: PathBuf,
         signal: String,
     },
-    /// `systemctl reload UNIT`.
-    Unit(String),
+    /// `systemctl ACTION UNIT`: itself when root, else through the package's
+    /// `certkeeper-reload@UNIT.path` trigger (`crate::reload::unit`).
+    Unit {
+        unit: String,
+        action: UnitAction,
+    },
+}
+
+/// What systemd is asked to do with a server's unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitAction {
+    Reload,
+    Restart,
+    ReloadOrRestart,
+    /// A signal to the unit's main process (`HUP`, `USR1`, `USR2`): coturn reloads its TLS
+    /// files on SIGUSR2.
+    Signal(String),
+}
+
+/// Whether `name` is a systemd unit name (letters, digits and `@._-:`), nothing a shell or
+/// systemctl would read as an option or a path.
+pub fn is_unit_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@._-:".contains(c))
 }
 
 /// A live TLS endpoint to check after a reload.
@@ -226,6 +253,8 @@ pub(super) struct RawCertificate {
     reload_pidfile: Option<Spanned<PathBuf>>,
     reload_signal: Option<Spanned<String>>,
     reload_unit: Option<Spanned<String>>,
+    /// With `reload_unit`: "reload" (default), "restart" or "reload-or-restart".
+    reload_unit_action: Option<Spanned<String>>,
     #[serde(default = "default_reload_timeout")]
     reload_timeout_secs: u64,
     #[serde(default)]
@@ -461,6 +490,7 @@ impl Validator<'_> {
                 raw.reload_pidfile,
                 raw.reload_signal,
                 raw.reload_unit,
+                raw.reload_unit_action,
             )?,
             reload_timeout: Duration::from_secs(raw.reload_timeout_secs.max(1)),
             verify,
@@ -475,6 +505,7 @@ impl Validator<'_> {
         pidfile: Option<Spanned<PathBuf>>,
         signal: Option<Spanned<String>>,
         unit: Option<Spanned<String>>,
+        unit_action: Option<Spanned<String>>,
     ) -> Result<Reload, ConfigError> {
         let command = command.filter(|c| !c.get_ref().trim().is_empty());
         let chosen = [
@@ -489,14 +520,24 @@ impl Validator<'_> {
             ));
         }
         if let Some(signal) = &signal
-            && (pidfile.is_none() || !SIGNALS.contains(&signal.get_ref().as_str()))
+            && ((pidfile.is_none() && unit.is_none())
+                || !SIGNALS.contains(&signal.get_ref().as_str()))
         {
             return Err(self.located.error(
                 signal.span(),
                 format!(
-                    "certificate.reload_signal: write one of {} together with reload_pidfile",
+                    "certificate.reload_signal: write one of {} together with reload_pidfile or \
+                     reload_unit",
                     SIGNALS.join(", ")
                 ),
+            ));
+        }
+        if let Some(action) = &unit_action
+            && unit.is_none()
+        {
+            return Err(self.located.error(
+                action.span(),
+                "certificate.reload_unit_action: goes with reload_unit",
             ));
         }
         Ok(match (command, pidfile, unit) {
@@ -506,14 +547,28 @@ impl Validator<'_> {
                 signal: signal.map_or_else(|| "HUP".to_string(), Spanned::into_inner),
             },
             (_, _, Some(unit)) => {
-                let ok = unit
-                    .get_ref()
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "@._-:".contains(c));
-                if !ok || unit.get_ref().is_empty() {
+                if !is_unit_name(unit.get_ref()) {
                     return Err(self.located.error(unit.span(), "certificate.reload_unit: write a systemd unit name such as \"nginx.service\""));
                 }
-                Reload::Unit(unit.into_inner())
+                let action = match (signal, unit_action) {
+                    (Some(signal), _) => UnitAction::Signal(signal.into_inner()),
+                    (None, None) => UnitAction::Reload,
+                    (None, Some(action)) => match action.get_ref().as_str() {
+                        "reload" => UnitAction::Reload,
+                        "restart" => UnitAction::Restart,
+                        "reload-or-restart" => UnitAction::ReloadOrRestart,
+                        _ => {
+                            return Err(self.located.error(
+                                action.span(),
+                                "certificate.reload_unit_action: write \"reload\", \"restart\" or \"reload-or-restart\" (or set reload_signal for a signal)",
+                            ));
+                        }
+                    },
+                };
+                Reload::Unit {
+                    unit: unit.into_inner(),
+                    action,
+                }
             }
             _ => Reload::None,
         })

@@ -23,7 +23,8 @@ pub use acme::{
     AcmeConfig, CaConfig, DEFAULT_CONCURRENCY, ExternalAccount, FAILOVER_AFTER, RateLimits,
 };
 pub use certificate::{
-    CertificateConfig, Challenge, Endpoint, FileKind, KeyType, Method, Output, Reload,
+    CertificateConfig, Challenge, Endpoint, FileKind, KeyType, Method, Output, Reload, UnitAction,
+    is_unit_name,
 };
 pub use cluster::ClusterConfig;
 pub use daemon::{DaemonConfig, LogFormat};

@@ -102,6 +102,28 @@ impl SafeDir {
         written.map_err(fail)
     }
 
+    /// Whether a file can be created here: `name` is removed (whatever it is: a link, a FIFO
+    /// planted there is never opened), created exclusively and removed again. The name is
+    /// fixed, so a run killed in between leaves nothing the next one does not clear.
+    pub fn probe(&self, name: &str) -> Result<(), StoreError> {
+        let _ = self.remove(name);
+        let created = openat(
+            &self.fd,
+            name,
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK,
+            Mode::from_bits_truncate(0o600),
+        );
+        let _ = self.remove(name);
+        created.map(drop).map_err(|e| StoreError::Write {
+            path: self.path.join(name),
+            source: e.into(),
+        })
+    }
+
     /// Removes the file `name` (never a directory; a link itself, not its target).
     pub fn remove(&self, name: &str) -> io::Result<()> {
         unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir).map_err(io::Error::from)

@@ -585,15 +585,9 @@ fn output_dirs(output: &Output) -> impl Iterator<Item = &Path> {
         .chain(output.link.as_deref().and_then(Path::parent))
 }
 
-/// Creates `dir` if needed and writes (then removes) a file there. The name is fixed, so that
-/// a run killed in between leaves nothing the next one does not clear; whatever was planted at
-/// that name (a link, a FIFO) is renamed over, never opened.
+/// Creates `dir` if needed and checks a file can be created there ([`SafeDir::probe`]).
 fn probe_dir(dir: &Path) -> Result<(), StoreError> {
-    const PROBE: &str = ".certkeeper-writable.tmp";
-    let opened = SafeDir::open(dir, true)?;
-    opened.write_atomic(PROBE, b"", FileMode::PRIVATE)?;
-    let _ = opened.remove(PROBE);
-    Ok(())
+    SafeDir::open(dir, true)?.probe(".certkeeper-writable.tmp")
 }
 
 /// Copies `bundle` to the configured single output files, each atomically.

@@ -11,8 +11,12 @@ use crate::config::{CertificateConfig, Reload};
 use crate::hook::{self, HookError};
 use crate::store::FileKind;
 
+pub mod unit;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    #[error(transparent)]
+    Unit(unit::UnitError),
     #[error("reload `{command}` could not start: {source}")]
     Start {
         command: String,
@@ -46,10 +50,17 @@ pub async fn run(cert: &CertificateConfig, dir: &Path) -> Result<(), ReloadError
             child.arg("-c").arg(command);
             run_command(child, command, cert, dir).await
         }
-        Reload::Unit(unit) => {
+        Reload::Unit { unit, action } if nix::unistd::geteuid().is_root() => {
+            let args = unit::systemctl_args(action, unit);
             let mut child = Command::new("systemctl");
-            child.args(["reload", "--", unit]);
-            run_command(child, &format!("systemctl reload {unit}"), cert, dir).await
+            child.args(&args);
+            run_command(child, &format!("systemctl {}", args.join(" ")), cert, dir).await
+        }
+        Reload::Unit { unit, action } => {
+            let dir = unit::trigger_dir();
+            unit::ask(&dir, unit, action, cert.reload_timeout)
+                .await
+                .map_err(ReloadError::Unit)
         }
         Reload::Signal { pidfile, signal } => send_signal(pidfile, signal),
     }
@@ -93,7 +104,9 @@ fn send_signal(pidfile: &Path, signal: &str) -> Result<(), ReloadError> {
         path: pidfile.display().to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(pidfile).map_err(|e| bad_pidfile(e.to_string()))?;
+    let text = crate::store::read_regular_file(pidfile)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .map_err(|e| bad_pidfile(e.to_string()))?;
     let pid: i32 = text
         .trim()
         .parse()
@@ -114,7 +127,13 @@ fn send_signal(pidfile: &Path, signal: &str) -> Result<(), ReloadError> {
             signal: signal.to_string(),
             pid,
             pidfile: pidfile.display().to_string(),
-            reason: e.desc().to_string(),
+            reason: match e {
+                nix::errno::Errno::EPERM => "not permitted: certkeeper may not signal another \
+                    user's process (the systemd unit grants no CAP_KILL); use reload_unit with \
+                    reload_signal and enable certkeeper-reload@UNIT.path (docs/servers/README.md)"
+                    .to_string(),
+                e => e.desc().to_string(),
+            },
         }
     })
 }
