@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod hostile;
 pub mod netlab;
 pub mod programs;
+pub mod systemd;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -471,7 +472,7 @@ impl Pebble {
 }
 
 /// A CA and a leaf for 127.0.0.1/localhost, for pebble's own HTTPS listener.
-fn write_tls_identity(root: &Path, cert: &Path, key: &Path) {
+pub fn write_tls_identity(root: &Path, cert: &Path, key: &Path) {
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

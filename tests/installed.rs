@@ -1,0 +1,362 @@
+//! The product as installed: the Debian package (`scripts/package`) under a real systemd 252 as
+//! PID 1 (a Debian 12 container, `common::systemd`), driven as an operator would. pebble runs
+//! inside with its HTTP-01 port at 80, so the CA validates against the unit's own listener;
+//! nginx, coturn and Icecast are the servers the shipped unit must get to load new
+//! certificates without any privilege of its own (the `certkeeper-reload@UNIT.path` triggers).
+//!
+//! One booted container for every scenario (booting is the slow part); each step prints PASS
+//! and how long it took.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::systemd::{Container, text};
+use common::{program, require_root};
+
+/// Runs one scenario step and says so.
+fn step(name: &str, run: impl FnOnce()) {
+    let started = Instant::now();
+    run();
+    println!("PASS {name} ({:.1} s)", started.elapsed().as_secs_f64());
+}
+
+/// Builds the package of this tree (`scripts/package`, the dev profile).
+fn build_package() {
+    let built = program("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package"))
+        .args(["--profile", "dev"])
+        .output()
+        .expect("scripts/package");
+    assert!(built.status.success(), "{}", text(&built));
+}
+
+/// The package built by [`build_package`], as `version`, in `dir`; returns its path. The
+/// upgrade goes from one version of this build to another: what it tests is the package's
+/// scripts (restart, config and state kept), not an older binary.
+fn package(version: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let repacked = program("cargo")
+        .args([
+            "deb",
+            "--no-build",
+            "--profile",
+            "dev",
+            "--deb-version",
+            version,
+            "--output",
+        ])
+        .arg(dir)
+        .current_dir(root)
+        .output()
+        .expect("cargo deb");
+    assert!(repacked.status.success(), "{}", text(&repacked));
+    std::fs::read_dir(dir)
+        .expect("package dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().contains(version))
+        .expect("the package")
+}
+
+const CONFIG: &str = r#"[acme]
+directory = "https://127.0.0.1:14000/dir"
+staging_directory = "https://127.0.0.1:14000/dir"
+extra_root = "/etc/pebble/root.pem"
+contact = ["ops@example.com"]
+
+[daemon]
+resolvers = ["127.0.0.1:8053"]
+
+[[certificate]]
+name = "media"
+domains = ["media.example.com"]
+reload_unit = "nginx.service"
+reload_timeout_secs = 10
+verify = [{ endpoint = "127.0.0.1:443" }]
+verify_timeout_secs = 10
+
+[certificate.output]
+fullchain = "/etc/nginx/tls/fullchain.pem"
+key = "/etc/nginx/tls/privkey.pem"
+"#;
+
+const NGINX_SITE: &str = "server {\n listen 127.0.0.1:443 ssl;\n server_name media.example.com;\n \
+    ssl_certificate /etc/nginx/tls/fullchain.pem;\n ssl_certificate_key /etc/nginx/tls/privkey.pem;\n \
+    return 200 \"media\\n\";\n}\n";
+
+/// pebble (HTTP-01 at port 80) and its DNS (every name is 127.0.0.1), as transient units.
+fn start_pebble(ct: &Container, tls: &tempfile::TempDir) {
+    let (root, cert, key) = (
+        tls.path().join("root.pem"),
+        tls.path().join("cert.pem"),
+        tls.path().join("key.pem"),
+    );
+    common::write_tls_identity(&root, &cert, &key);
+    ct.copy_in(&root, "/etc/pebble/root.pem");
+    ct.copy_in(&cert, "/etc/pebble/cert.pem");
+    ct.copy_in(&key, "/etc/pebble/key.pem");
+    ct.write(
+        "/etc/pebble/pebble.json",
+        br#"{"pebble": {"listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
+            "certificate": "/etc/pebble/cert.pem", "privateKey": "/etc/pebble/key.pem",
+            "httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}"#,
+    );
+    ct.ok(
+        "systemd-run --unit=challtestsrv /usr/bin/pebble-challtestsrv -dns01 127.0.0.1:8053 \
+         -http01 '' -https01 '' -tlsalpn01 '' -management 127.0.0.1:8055 -defaultIPv6 '' && \
+         systemd-run --unit=pebble -E PEBBLE_VA_NOSLEEP=1 /usr/bin/pebble \
+         -config /etc/pebble/pebble.json -dnsserver 127.0.0.1:8053",
+    );
+    ct.wait_until("pebble", Duration::from_secs(30), |c| {
+        c.sh("ss -ltn | grep -q 127.0.0.1:14000").status.success()
+    });
+}
+
+/// The serial of the certificate `endpoint` serves, as openssl prints it.
+fn served_serial(ct: &Container, endpoint: &str, name: &str) -> String {
+    ct.ok(&format!(
+        "echo | openssl s_client -connect {endpoint} -servername {name} 2>/dev/null | openssl x509 -noout -serial"
+    ))
+    .trim()
+    .to_string()
+}
+
+fn deployed_serial(ct: &Container, name: &str) -> String {
+    ct.ok(&format!(
+        "openssl x509 -noout -serial -in /var/lib/certkeeper/certs/{name}/current/cert.pem"
+    ))
+    .trim()
+    .to_string()
+}
+
+fn main_pid(ct: &Container) -> String {
+    ct.ok("systemctl show -p MainPID --value certkeeper")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_package_under_a_real_systemd() {
+    if !require_root(
+        "the_package_under_a_real_systemd",
+        "it boots a container with systemd-nspawn",
+    ) {
+        return;
+    }
+    let debs = tempfile::tempdir().unwrap();
+    build_package();
+    let (old, new) = (
+        package("0.0.9-1", debs.path()),
+        package("0.1.0-1", debs.path()),
+    );
+    let mut ct = Container::boot("installed");
+    let tls = tempfile::tempdir().unwrap();
+
+    step(
+        "install the earlier package; the unit rates at most 2.0",
+        || {
+            ct.copy_in(&old, "/root/old.deb");
+            ct.copy_in(&new, "/root/new.deb");
+            ct.ok("dpkg -i /root/old.deb");
+            let said = ct.ok("systemd-analyze security certkeeper.service | tail -1");
+            let score: f64 = said
+                .split("level for certkeeper.service: ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{said}"));
+            println!("systemd-analyze security certkeeper: {score}");
+            assert!(score <= 2.0, "{said}");
+        },
+    );
+
+    step(
+        "first certificate under the unit, nginx reloaded through its trigger",
+        || {
+            start_pebble(&ct, &tls);
+            ct.write("/etc/nginx/sites-available/default", NGINX_SITE.as_bytes());
+            ct.ok("mkdir -p /etc/nginx/tls && cd /etc/nginx/tls && \
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -keyout privkey.pem -out fullchain.pem -days 2 -subj /CN=placeholder 2>/dev/null && \
+             chown -R certkeeper:certkeeper /etc/nginx/tls && systemctl start nginx");
+            ct.write("/etc/certkeeper/certkeeper.toml", CONFIG.as_bytes());
+            // The recipe of docs/servers/README.md: the output directory, and the trigger.
+            ct.write(
+                "/etc/systemd/system/certkeeper.service.d/outputs.conf",
+                b"[Service]\nReadWritePaths=-/etc/nginx/tls\n",
+            );
+            ct.ok(
+            "systemctl daemon-reload && systemctl enable --now certkeeper-reload@nginx.service.path \
+             && systemctl enable --now certkeeper",
+        );
+            ct.wait_until("the first certificate", Duration::from_secs(60), |c| {
+                c.sh("test -e /var/lib/certkeeper/certs/media/current/cert.pem")
+                    .status
+                    .success()
+            });
+            let deployed = deployed_serial(&ct, "media");
+            assert_eq!(
+                served_serial(&ct, "127.0.0.1:443", "media.example.com"),
+                deployed
+            );
+            let journal =
+                ct.ok("journalctl --no-pager -u 'certkeeper-reload@nginx.service.service'");
+            assert!(journal.contains("Finished"), "{journal}");
+            let user = ct.ok("ps -o user= -p $(systemctl show -p MainPID --value certkeeper)");
+            assert_eq!(user.trim(), "certkeeper");
+        },
+    );
+
+    step(
+        "a member of the certkeeper group uses the control socket",
+        || {
+            ct.ok("useradd -m bob && usermod -aG certkeeper bob");
+            let said = ct.ok("runuser -u bob -- certkeeper status");
+            assert!(said.contains("through the running daemon"), "{said}");
+            let stranger =
+                ct.sh("useradd -m eve; runuser -u eve -- certkeeper --config /dev/null status");
+            assert_eq!(stranger.status.code(), Some(77), "{}", text(&stranger));
+        },
+    );
+
+    step(
+        "systemctl reload: taken, refused with the reason, journal priorities",
+        || {
+            ct.ok("systemctl reload certkeeper");
+            ct.ok("cp /etc/certkeeper/certkeeper.toml /root/good.toml && echo 'chalenge = 1' >> /etc/certkeeper/certkeeper.toml");
+            let refused = ct.sh("systemctl reload certkeeper");
+            assert!(!refused.status.success(), "{}", text(&refused));
+            let errors = ct.ok("journalctl --no-pager -u certkeeper -p err");
+            assert!(
+                errors.contains("the new configuration is invalid"),
+                "{errors}"
+            );
+            assert!(
+                !errors.contains(" INFO "),
+                "info lines are not errors:\n{errors}"
+            );
+            // The broken file does not cut the operator off from the daemon.
+            let said = ct.ok("certkeeper status");
+            assert!(said.contains("media.example.com"), "{said}");
+            ct.ok(
+                "cp /root/good.toml /etc/certkeeper/certkeeper.toml && systemctl reload certkeeper",
+            );
+        },
+    );
+
+    step("a reload that does nothing ends in rollback", || {
+        let before = deployed_serial(&ct, "media");
+        ct.ok("systemctl disable --now certkeeper-reload@nginx.service.path");
+        let failed = ct.sh("certkeeper renew --force media");
+        let said = text(&failed);
+        assert!(!failed.status.success(), "{said}");
+        assert!(
+            said.contains("certkeeper-reload@nginx.service.path") && said.contains("rolled back"),
+            "{said}"
+        );
+        assert_eq!(deployed_serial(&ct, "media"), before);
+        assert_eq!(
+            served_serial(&ct, "127.0.0.1:443", "media.example.com"),
+            before
+        );
+        ct.ok("systemctl enable --now certkeeper-reload@nginx.service.path");
+    });
+
+    step(
+        "root renews while the service is stopped; the service still reads its state",
+        || {
+            ct.ok("systemctl stop certkeeper && certkeeper renew --force");
+            let foreign = ct.ok("find /var/lib/certkeeper -user root | wc -l");
+            assert_eq!(foreign.trim(), "0", "files root left behind");
+            ct.ok("systemctl start certkeeper");
+            let said = ct.ok("certkeeper renew --force");
+            assert!(said.contains("renewed"), "{said}");
+            let denied =
+                ct.ok("journalctl --no-pager -u certkeeper | grep -c 'Permission denied' || true");
+            assert_eq!(denied.trim(), "0");
+        },
+    );
+
+    step(
+        "an output directory outside ReadWritePaths names the fix",
+        || {
+            ct.ok("mkdir -p /srv/tls");
+            ct.ok(
+            "cp /root/good.toml /etc/certkeeper/certkeeper.toml && printf '\\n[[certificate]]\\nname = \"srv\"\\ndomains = [\"srv.example.com\"]\\n\\n[certificate.output]\\nfullchain = \"/srv/tls/fullchain.pem\"\\n' >> /etc/certkeeper/certkeeper.toml && systemctl reload certkeeper",
+        );
+            let said = text(&ct.sh("certkeeper renew --force srv"));
+            assert!(said.contains("ReadWritePaths=-DIR"), "{said}");
+            ct.ok(
+                "cp /root/good.toml /etc/certkeeper/certkeeper.toml && systemctl reload certkeeper",
+            );
+        },
+    );
+
+    step("the watchdog restarts a daemon that hangs", || {
+        ct.write(
+            "/etc/systemd/system/certkeeper.service.d/watchdog.conf",
+            b"[Service]\nWatchdogSec=3\nRestartSec=1\n",
+        );
+        ct.ok("systemctl daemon-reload && systemctl restart certkeeper");
+        let pid = main_pid(&ct);
+        ct.ok(&format!("kill -STOP {pid}"));
+        ct.wait_until("a watchdog restart", Duration::from_secs(60), |c| {
+            let now = main_pid(c);
+            now != pid && now != "0"
+        });
+        let journal = ct.ok("journalctl --no-pager -u certkeeper");
+        assert!(journal.contains("Watchdog timeout"), "{journal}");
+        ct.ok("rm /etc/systemd/system/certkeeper.service.d/watchdog.conf && systemctl daemon-reload && systemctl restart certkeeper");
+    });
+
+    step(
+        "upgrade: restarted on the new binary, config and state kept",
+        || {
+            let (pid, serial) = (main_pid(&ct), deployed_serial(&ct, "media"));
+            ct.ok("dpkg -i /root/new.deb");
+            ct.wait_until("the restarted service", Duration::from_secs(30), |c| {
+                let now = main_pid(c);
+                now != pid && now != "0"
+            });
+            assert_eq!(ct.ok("dpkg-query -W -f '${Version}' certkeeper"), "0.1.0-1");
+            assert_eq!(deployed_serial(&ct, "media"), serial);
+            let config = ct.ok("cat /etc/certkeeper/certkeeper.toml");
+            assert!(
+                config.contains("reload_unit = \"nginx.service\""),
+                "{config}"
+            );
+        },
+    );
+
+    step(
+        "reboot: the enabled service comes back with its certificate",
+        || {
+            let serial = deployed_serial(&ct, "media");
+            ct.ok("systemctl enable nginx");
+            ct.reboot();
+            ct.wait_until(
+                "certkeeper after the reboot",
+                Duration::from_secs(60),
+                |c| c.sh("systemctl is-active certkeeper").status.success(),
+            );
+            start_pebble(&ct, &tls);
+            let said = ct.ok("certkeeper status");
+            assert!(said.contains("through the running daemon"), "{said}");
+            assert_eq!(
+                served_serial(&ct, "127.0.0.1:443", "media.example.com"),
+                serial
+            );
+        },
+    );
+
+    step(
+        "remove stops the service and keeps the state; purge removes the config",
+        || {
+            ct.ok("dpkg -r certkeeper");
+            assert!(!ct.sh("systemctl is-active certkeeper").status.success());
+            ct.ok("test -e /var/lib/certkeeper/certs/media/current/cert.pem && test -e /etc/certkeeper/certkeeper.toml");
+            ct.ok("dpkg -P certkeeper");
+            ct.ok("test ! -e /etc/certkeeper && test -e /var/lib/certkeeper/certs/media/current/cert.pem");
+        },
+    );
+}
