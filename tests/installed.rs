@@ -80,6 +80,52 @@ fullchain = "/etc/nginx/tls/fullchain.pem"
 key = "/etc/nginx/tls/privkey.pem"
 "#;
 
+const TURN: &str = r#"
+[[certificate]]
+name = "turn"
+domains = ["turn.example.com"]
+reload_unit = "coturn.service"
+reload_signal = "USR2"
+reload_timeout_secs = 10
+verify = [{ endpoint = "127.0.0.1:5349" }]
+verify_timeout_secs = 10
+
+[certificate.output]
+fullchain = "/etc/coturn/tls/fullchain.pem"
+key = "/etc/coturn/tls/privkey.pem"
+group = "turnserver"
+key_mode = "0640"
+"#;
+
+const LIVE: &str = r#"
+[[certificate]]
+name = "live"
+domains = ["live.example.com"]
+reload_unit = "icecast2.service"
+reload_unit_action = "restart"
+reload_timeout_secs = 20
+verify = [{ endpoint = "127.0.0.1:8443" }]
+verify_timeout_secs = 10
+
+[certificate.output]
+combined = "/etc/icecast2/tls/combined.pem"
+group = "icecast"
+key_mode = "0640"
+"#;
+
+const COTURN: &str = "listening-ip=127.0.0.1\nlistening-port=3478\ntls-listening-port=5349\n\
+    cert=/etc/coturn/tls/fullchain.pem\npkey=/etc/coturn/tls/privkey.pem\nrealm=example.com\nno-cli\n";
+
+const ICECAST: &str = "<icecast>\n<limits><clients>10</clients><sources>2</sources></limits>\n\
+    <authentication><source-password>s3cret-src</source-password><admin-user>admin</admin-user>\
+    <admin-password>s3cret-adm</admin-password></authentication>\n<hostname>live.example.com</hostname>\n\
+    <listen-socket><port>8443</port><bind-address>127.0.0.1</bind-address><ssl>1</ssl></listen-socket>\n\
+    <paths><basedir>/usr/share/icecast2</basedir><logdir>/var/log/icecast2</logdir>\
+    <webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot>\
+    <ssl-certificate>/etc/icecast2/tls/combined.pem</ssl-certificate></paths>\n\
+    <logging><errorlog>error.log</errorlog><loglevel>3</loglevel></logging>\n\
+    <security><chroot>0</chroot></security>\n</icecast>\n";
+
 const NGINX_SITE: &str = "server {\n listen 127.0.0.1:443 ssl;\n server_name media.example.com;\n \
     ssl_certificate /etc/nginx/tls/fullchain.pem;\n ssl_certificate_key /etc/nginx/tls/privkey.pem;\n \
     return 200 \"media\\n\";\n}\n";
@@ -204,6 +250,97 @@ fn the_package_under_a_real_systemd() {
             assert!(journal.contains("Finished"), "{journal}");
             let user = ct.ok("ps -o user= -p $(systemctl show -p MainPID --value certkeeper)");
             assert_eq!(user.trim(), "certkeeper");
+        },
+    );
+
+    step(
+        "coturn: SIGUSR2 through its trigger, and rollback when nothing reloads",
+        || {
+            ct.write("/etc/turnserver.conf", COTURN.as_bytes());
+            ct.ok("mkdir -p /etc/coturn/tls && cd /etc/coturn/tls && \
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -keyout privkey.pem -out fullchain.pem -days 2 -subj /CN=placeholder 2>/dev/null && \
+             chown -R certkeeper:turnserver . && chmod 750 . && chmod 640 privkey.pem && \
+             usermod -aG turnserver certkeeper && systemctl start coturn");
+            ct.write(
+                "/etc/certkeeper/certkeeper.toml",
+                format!("{CONFIG}{TURN}").as_bytes(),
+            );
+            ct.write(
+                "/etc/systemd/system/certkeeper.service.d/outputs.conf",
+                b"[Service]\nReadWritePaths=-/etc/nginx/tls -/etc/coturn/tls -/etc/icecast2/tls\n",
+            );
+            // A new group for certkeeper's user: a restart picks it up.
+            ct.ok(
+            "systemctl daemon-reload && systemctl enable --now certkeeper-reload@coturn.service.path \
+             && systemctl restart certkeeper",
+        );
+            let said = ct.ok("certkeeper renew --force turn");
+            assert!(said.contains("renewed"), "{said}");
+            assert_eq!(
+                served_serial(&ct, "127.0.0.1:5349", "turn.example.com"),
+                deployed_serial(&ct, "turn")
+            );
+            let journal = ct.ok("journalctl --no-pager -u coturn");
+            assert!(journal.contains("Sent signal SIGUSR2"), "{journal}");
+            let mode = ct.ok("stat -c '%U:%G %a' /etc/coturn/tls/privkey.pem");
+            assert_eq!(mode.trim(), "certkeeper:turnserver 640");
+            // Nothing carries the signal out: the live check fails and the previous one is back.
+            let before = deployed_serial(&ct, "turn");
+            ct.ok("systemctl disable --now certkeeper-reload@coturn.service.path");
+            let said = text(&ct.sh("certkeeper renew --force turn"));
+            assert!(said.contains("rolled back"), "{said}");
+            assert_eq!(deployed_serial(&ct, "turn"), before);
+            assert_eq!(
+                served_serial(&ct, "127.0.0.1:5349", "turn.example.com"),
+                before
+            );
+            ct.ok("systemctl enable --now certkeeper-reload@coturn.service.path");
+        },
+    );
+
+    step(
+        "icecast (a restart): restarted through its trigger, rollback after a mere reload",
+        || {
+            ct.write("/etc/icecast2/icecast.xml", ICECAST.as_bytes());
+            ct.ok("mkdir -p /etc/icecast2/tls && cd /etc/icecast2/tls && \
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -keyout k.pem -out c.pem -days 2 -subj /CN=placeholder 2>/dev/null && \
+             cat c.pem k.pem > combined.pem && rm c.pem k.pem && \
+             chown -R certkeeper:icecast . && chmod 750 . && chmod 640 combined.pem && \
+             usermod -aG icecast certkeeper && systemctl start icecast2");
+            ct.write(
+                "/etc/certkeeper/certkeeper.toml",
+                format!("{CONFIG}{TURN}{LIVE}").as_bytes(),
+            );
+            ct.ok(
+            "systemctl enable --now certkeeper-reload@icecast2.service.path && systemctl restart certkeeper",
+        );
+            let said = ct.ok("certkeeper renew --force live");
+            assert!(said.contains("renewed"), "{said}");
+            assert_eq!(
+                served_serial(&ct, "127.0.0.1:8443", "live.example.com"),
+                deployed_serial(&ct, "live")
+            );
+            // icecast re-reads its config on reload, not its certificate: the live check sees it.
+            let before = deployed_serial(&ct, "live");
+            ct.write(
+                "/etc/certkeeper/certkeeper.toml",
+                format!(
+                    "{CONFIG}{TURN}{}",
+                    LIVE.replace("\"restart\"", "\"reload\"")
+                )
+                .as_bytes(),
+            );
+            ct.ok("systemctl reload certkeeper");
+            let said = text(&ct.sh("certkeeper renew --force live"));
+            assert!(said.contains("rolled back"), "{said}");
+            assert_eq!(
+                served_serial(&ct, "127.0.0.1:8443", "live.example.com"),
+                before
+            );
+            ct.write("/etc/certkeeper/certkeeper.toml", CONFIG.as_bytes());
+            ct.ok("systemctl reload certkeeper");
         },
     );
 
