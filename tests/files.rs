@@ -163,6 +163,25 @@ fn a_symlink_planted_at_an_output_path_is_replaced_not_followed() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
 
+/// Lets the user nobody reach pebble's files and the test directory.
+fn open_to_nobody(pebble: &Pebble, ck: &Certkeeper) {
+    for dir in [pebble.dir.path(), ck.dir.path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// Runs certkeeper with `args` as the user nobody (uid and gid 65534, no other groups).
+fn as_nobody(ck: &Certkeeper, args: &[&str]) -> std::process::Output {
+    common::program("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::BIN)
+        .arg("--config")
+        .arg(&ck.config)
+        .args(args)
+        .output()
+        .expect("setpriv")
+}
+
 #[test]
 fn permission_denied_is_named_and_the_previous_certificate_stays() {
     if !require_root(
@@ -181,9 +200,7 @@ fn permission_denied_is_named_and_the_previous_certificate_stays() {
     let key_before = fs::read(ck.path("single/privkey.pem")).unwrap();
 
     // Everything belongs to nobody now, except the directory of the single key file.
-    for dir in [pebble.dir.path(), ck.dir.path()] {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    open_to_nobody(&pebble, &ck);
     let chown = common::program("chown")
         .args(["-R", "65534:65534"])
         .arg(ck.dir.path())
@@ -193,14 +210,7 @@ fn permission_denied_is_named_and_the_previous_certificate_stays() {
     std::os::unix::fs::chown(ck.path("single"), Some(0), Some(0)).unwrap();
 
     let orders = pebble.orders();
-    let output = common::program("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(common::BIN)
-        .arg("--config")
-        .arg(&ck.config)
-        .args(["renew", "--force"])
-        .output()
-        .expect("setpriv");
+    let output = as_nobody(&ck, &["renew", "--force"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stdout}");
@@ -335,9 +345,7 @@ fn a_renewal_run_by_root_leaves_the_service_users_state_to_it() {
         .unwrap()
         .replace("dir = \"out\"", "dir = \"state/out\"");
     fs::write(&ck.config, text).unwrap();
-    for dir in [pebble.dir.path(), ck.dir.path()] {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    open_to_nobody(&pebble, &ck);
     fs::create_dir(ck.path("state")).unwrap();
     std::os::unix::fs::chown(ck.path("state"), Some(65534), Some(65534)).unwrap();
 
@@ -360,14 +368,7 @@ fn a_renewal_run_by_root_leaves_the_service_users_state_to_it() {
         }
     }
     // The service's user renews with that state: its key and account are readable to it.
-    let output = common::program("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(common::BIN)
-        .arg("--config")
-        .arg(&ck.config)
-        .args(["renew", "--force"])
-        .output()
-        .unwrap();
+    let output = as_nobody(&ck, &["renew", "--force"]);
     assert!(
         output.status.success(),
         "{}{}",

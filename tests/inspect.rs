@@ -166,18 +166,24 @@ fn an_expired_certificate_is_named_with_its_date() {
     assert!(said.contains("check this host's clock"), "{said}");
 }
 
-#[test]
-fn a_leaf_its_root_signed_is_a_whole_chain() {
-    // As mkcert and small private CAs issue: no intermediate exists, none is missing.
-    let dir = tempfile::tempdir().unwrap();
+/// nginx serving a valid leaf for media.example.com that its root signed directly, alone;
+/// returns the root and the server.
+fn serving_a_root_signed_leaf(dir: &Path) -> (std::path::PathBuf, Nginx) {
     let now = time::OffsetDateTime::now_utc();
     let (root, leaf, key) = common::root_signed_certificate(
-        dir.path(),
+        dir,
         "media.example.com",
         now - time::Duration::days(1),
         now + time::Duration::days(60),
     );
-    let nginx = Nginx::start(&leaf, &key);
+    (root, Nginx::start(&leaf, &key))
+}
+
+#[test]
+fn a_leaf_its_root_signed_is_a_whole_chain() {
+    // As mkcert and small private CAs issue: no intermediate exists, none is missing.
+    let dir = tempfile::tempdir().unwrap();
+    let (root, nginx) = serving_a_root_signed_leaf(dir.path());
     let args = [
         "--name",
         "media.example.com",
@@ -202,14 +208,7 @@ fn an_https_time_source_is_trusted_through_root_and_its_failure_explained() {
     // Pebble's own HTTPS listener has a Date header and a certificate from a private root.
     let pebble = Pebble::start(None);
     let dir = tempfile::tempdir().unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let (root, leaf, key) = common::root_signed_certificate(
-        dir.path(),
-        "media.example.com",
-        now - time::Duration::days(1),
-        now + time::Duration::days(60),
-    );
-    let nginx = Nginx::start(&leaf, &key);
+    let (root, nginx) = serving_a_root_signed_leaf(dir.path());
     // The time source's root and the endpoint's root, in one --root file.
     let roots = dir.path().join("roots.pem");
     concat(&[&root, &pebble.tls_root], &roots);
@@ -226,10 +225,7 @@ fn an_https_time_source_is_trusted_through_root_and_its_failure_explained() {
         ],
     );
     assert_eq!(code, Some(0), "{said}");
-    assert!(
-        said.contains(&format!("within 1s of {source}")) || said.contains(&format!("of {source}")),
-        "{said}"
-    );
+    assert!(said.contains(&format!("of {source}")), "{said}");
     assert!(!said.contains("time source cannot be read"), "{said}");
     // Without the time source's root: said, with the cause.
     let (_, said) = inspect(

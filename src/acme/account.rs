@@ -24,6 +24,8 @@ pub struct AcmeClient {
     path: PathBuf,
     /// Certificate downloads, kept when a chain is to be chosen (`acme.preferred_chain`).
     pub(super) downloads: Option<Downloads>,
+    /// The HTTPS client the account speaks through (its connection pool), for the clock check.
+    pub(super) http: AcmeHttp,
     /// This host's clock offset to the CA's, and when it was measured.
     pub(super) clock: Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
 }
@@ -37,10 +39,9 @@ impl AcmeClient {
     ) -> Result<Self, AcmeError> {
         let path = account_path(store.root(), directory);
         let downloads = acme.preferred_chain.as_ref().map(|_| Downloads::default());
-        let http = || {
-            AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout)
-                .map(|http| Box::new(http.keeping_downloads(downloads.clone())))
-        };
+        let shared = AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout)?
+            .keeping_downloads(downloads.clone());
+        let http = || Ok::<_, AcmeError>(Box::new(shared.clone()));
         let unreachable = |source| AcmeError::Directory {
             directory: directory.to_string(),
             source,
@@ -84,6 +85,7 @@ impl AcmeClient {
             config: acme.clone(),
             path,
             downloads,
+            http: shared,
             clock: Arc::default(),
         })
     }

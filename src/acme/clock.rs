@@ -16,6 +16,11 @@ pub async fn clock_offset(
     directory: &str,
 ) -> Result<i64, AcmeError> {
     let http = http::AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout)?;
+    offset_through(&http, directory).await
+}
+
+/// [`clock_offset`] over `http`'s connections.
+async fn offset_through(http: &http::AcmeHttp, directory: &str) -> Result<i64, AcmeError> {
     let sent = std::time::SystemTime::now();
     let server = http
         .server_time(directory)
@@ -39,7 +44,8 @@ impl AcmeClient {
         let remembered = *self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         let offset = match remembered {
             Some((at, offset)) if at.elapsed() < REMEMBERED => offset,
-            _ => match clock_offset(&self.config, self.directory()).await {
+            // Over the account's own connections: no second TLS handshake with the CA.
+            _ => match offset_through(&self.http, self.directory()).await {
                 Ok(offset) => {
                     *self.clock.lock().unwrap_or_else(PoisonError::into_inner) =
                         Some((Instant::now(), offset));

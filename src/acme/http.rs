@@ -21,6 +21,8 @@ use rustls_pki_types::pem::PemObject;
 
 use super::AcmeError;
 
+/// Cheap to clone: clones share one connection pool (hyper's `Client`).
+#[derive(Clone)]
 pub struct AcmeHttp {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     /// How long one request may take before it counts as failed (`acme.request_timeout_secs`).
