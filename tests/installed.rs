@@ -31,9 +31,66 @@ fn build_package() {
     assert!(built.status.success(), "{}", text(&built));
 }
 
-/// The package built by [`build_package`], as `version`, in `dir`; returns its path. The
-/// upgrade goes from one version of this build to another: what it tests is the package's
-/// scripts (restart, config and state kept), not an older binary.
+/// The commit whose package the upgrade starts from: the last one that landed before the
+/// unprivileged reload triggers, `certkeeper reload` and the package's maintainer scripts.
+const EARLIER: &str = "193cc90";
+
+/// The package of commit [`EARLIER`], built once in its own worktree under `target/` (a full
+/// build, a few minutes) and kept beside the container root, outside the clone, so a rerun on
+/// this machine (CI's fresh clone included) finds it.
+fn earlier_package() -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let kept =
+        std::path::PathBuf::from(format!("/var/cache/certkeeper-tests/earlier-{EARLIER}.deb"));
+    if kept.exists() {
+        return kept;
+    }
+    let known = program("git")
+        .args(["cat-file", "-e", &format!("{EARLIER}^{{commit}}")])
+        .current_dir(root)
+        .status()
+        .expect("git");
+    assert!(
+        known.success(),
+        "commit {EARLIER} is not in this clone (a shallow clone?): the upgrade test installs its \
+         package first; clone with history, or put that package at {}",
+        kept.display()
+    );
+    let tree = std::path::Path::new(root).join(format!("target/earlier-{EARLIER}"));
+    if !tree.join("Cargo.toml").exists() {
+        let _ = std::fs::remove_dir_all(&tree);
+        let _ = program("git")
+            .args(["worktree", "prune"])
+            .current_dir(root)
+            .status();
+        let added = program("git")
+            .args(["worktree", "add", "--detach"])
+            .arg(&tree)
+            .arg(EARLIER)
+            .current_dir(root)
+            .output()
+            .expect("git worktree");
+        assert!(added.status.success(), "{}", text(&added));
+    }
+    // That commit's scripts/package builds in its own target/ (it predates CARGO_TARGET_DIR).
+    let built = program("bash")
+        .arg(tree.join("scripts/package"))
+        .args(["--profile", "dev"])
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("the earlier scripts/package");
+    assert!(built.status.success(), "{}", text(&built));
+    let deb = std::fs::read_dir(tree.join("target/debian"))
+        .expect("the earlier package")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb");
+    std::fs::create_dir_all("/var/cache/certkeeper-tests").expect("the cache directory");
+    std::fs::copy(&deb, &kept).expect("keep the earlier package");
+    kept
+}
+
+/// The package built by [`build_package`], as `version`, in `dir`; returns its path.
 fn package(version: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
     let repacked = program("cargo")
@@ -78,6 +135,19 @@ verify_timeout_secs = 10
 [certificate.output]
 fullchain = "/etc/nginx/tls/fullchain.pem"
 key = "/etc/nginx/tls/privkey.pem"
+"#;
+
+/// What the earlier package runs before the upgrade: a certificate and nothing to reload.
+const EARLY: &str = r#"[acme]
+directory = "https://127.0.0.1:14000/dir"
+extra_root = "/etc/pebble/root.pem"
+
+[daemon]
+resolvers = ["127.0.0.1:8053"]
+
+[[certificate]]
+name = "early"
+domains = ["early.example.com"]
 "#;
 
 const TURN: &str = r#"
@@ -175,6 +245,16 @@ fn deployed_serial(ct: &Container, name: &str) -> String {
     .to_string()
 }
 
+/// `systemd-analyze security certkeeper`'s overall exposure.
+fn security(ct: &Container) -> f64 {
+    let said = ct.ok("systemd-analyze security certkeeper.service | tail -1");
+    said.split("level for certkeeper.service: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"))
+}
+
 fn main_pid(ct: &Container) -> String {
     ct.ok("systemctl show -p MainPID --value certkeeper")
         .trim()
@@ -190,36 +270,57 @@ fn the_package_under_a_real_systemd() {
         return;
     }
     let debs = tempfile::tempdir().unwrap();
+    let old = earlier_package();
     build_package();
-    let (old, new) = (
-        package("0.0.9-1", debs.path()),
-        package("0.1.0-1", debs.path()),
-    );
+    // This tree's package, versioned above the earlier one (both say 0.1.0).
+    let new = package("0.1.0-2", debs.path());
     let mut ct = Container::boot("installed");
     let tls = tempfile::tempdir().unwrap();
 
     step(
-        "install the earlier package; the unit rates at most 2.0",
+        "the package of the earlier commit obtains a certificate",
         || {
             ct.copy_in(&old, "/root/old.deb");
             ct.copy_in(&new, "/root/new.deb");
             ct.ok("dpkg -i /root/old.deb");
-            let said = ct.ok("systemd-analyze security certkeeper.service | tail -1");
-            let score: f64 = said
-                .split("level for certkeeper.service: ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("{said}"));
-            println!("systemd-analyze security certkeeper: {score}");
-            assert!(score <= 2.0, "{said}");
+            println!(
+                "systemd-analyze security certkeeper, commit {EARLIER}: {}",
+                security(&ct)
+            );
+            start_pebble(&ct, &tls);
+            ct.write("/etc/certkeeper/certkeeper.toml", EARLY.as_bytes());
+            ct.ok("systemctl enable --now certkeeper");
+            ct.wait_until("the first certificate", Duration::from_secs(60), |c| {
+                c.sh("test -e /var/lib/certkeeper/certs/early/current/cert.pem")
+                    .status
+                    .success()
+            });
+        },
+    );
+
+    step(
+        "upgrade: restarted on the new binary, config and state kept",
+        || {
+            let (pid, serial) = (main_pid(&ct), deployed_serial(&ct, "early"));
+            ct.ok("dpkg -i /root/new.deb");
+            ct.wait_until("the restarted service", Duration::from_secs(30), |c| {
+                let now = main_pid(c);
+                now != pid && now != "0"
+            });
+            assert_eq!(ct.ok("dpkg-query -W -f '${Version}' certkeeper"), "0.1.0-2");
+            assert_eq!(deployed_serial(&ct, "early"), serial);
+            assert_eq!(ct.ok("cat /etc/certkeeper/certkeeper.toml"), EARLY);
+            let said = ct.ok("certkeeper status");
+            assert!(said.contains("early.example.com"), "{said}");
+            let score = security(&ct);
+            println!("systemd-analyze security certkeeper, this tree: {score}");
+            assert!(score <= 2.0);
         },
     );
 
     step(
         "first certificate under the unit, nginx reloaded through its trigger",
         || {
-            start_pebble(&ct, &tls);
             ct.write("/etc/nginx/sites-available/default", NGINX_SITE.as_bytes());
             ct.ok("mkdir -p /etc/nginx/tls && cd /etc/nginx/tls && \
              openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
@@ -233,7 +334,7 @@ fn the_package_under_a_real_systemd() {
             );
             ct.ok(
             "systemctl daemon-reload && systemctl enable --now certkeeper-reload@nginx.service.path \
-             && systemctl enable --now certkeeper",
+             && systemctl restart certkeeper",
         );
             ct.wait_until("the first certificate", Duration::from_secs(60), |c| {
                 c.sh("test -e /var/lib/certkeeper/certs/media/current/cert.pem")
@@ -445,25 +546,6 @@ fn the_package_under_a_real_systemd() {
         assert!(journal.contains("Watchdog timeout"), "{journal}");
         ct.ok("rm /etc/systemd/system/certkeeper.service.d/watchdog.conf && systemctl daemon-reload && systemctl restart certkeeper");
     });
-
-    step(
-        "upgrade: restarted on the new binary, config and state kept",
-        || {
-            let (pid, serial) = (main_pid(&ct), deployed_serial(&ct, "media"));
-            ct.ok("dpkg -i /root/new.deb");
-            ct.wait_until("the restarted service", Duration::from_secs(30), |c| {
-                let now = main_pid(c);
-                now != pid && now != "0"
-            });
-            assert_eq!(ct.ok("dpkg-query -W -f '${Version}' certkeeper"), "0.1.0-1");
-            assert_eq!(deployed_serial(&ct, "media"), serial);
-            let config = ct.ok("cat /etc/certkeeper/certkeeper.toml");
-            assert!(
-                config.contains("reload_unit = \"nginx.service\""),
-                "{config}"
-            );
-        },
-    );
 
     step(
         "reboot: the enabled service comes back with its certificate",
