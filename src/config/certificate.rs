@@ -551,6 +551,12 @@ impl Validator<'_> {
                     return Err(self.located.error(unit.span(), "certificate.reload_unit: write a systemd unit name such as \"nginx.service\""));
                 }
                 let action = match (signal, unit_action) {
+                    (Some(signal), _) if signal.get_ref() == "TERM" => {
+                        return Err(self.located.error(
+                            signal.span(),
+                            "certificate.reload_signal: TERM stops the server; with reload_unit write reload_unit_action = \"restart\" instead",
+                        ));
+                    }
                     (Some(signal), _) => UnitAction::Signal(signal.into_inner()),
                     (None, None) => UnitAction::Reload,
                     (None, Some(action)) => match action.get_ref().as_str() {

@@ -68,6 +68,9 @@ pub fn trigger_dir() -> PathBuf {
         .join("reload")
 }
 
+/// The signals the root side sends on request.
+const RELOAD_SIGNALS: [&str; 3] = ["HUP", "USR1", "USR2"];
+
 /// The packaged runtime directory.
 pub const RUNTIME_DIR: &str = "/run/certkeeper";
 
@@ -157,6 +160,13 @@ pub fn carry_out(dir: &Path, unit: &str) -> Result<(), String> {
     if !request.nonce.bytes().all(|b| b.is_ascii_hexdigit()) || request.nonce.len() > 32 {
         return Err("unreadable request: a bad nonce".into());
     }
+    // The request comes from an unprivileged user: only the reload signals, never one that
+    // stops the server.
+    if let UnitAction::Signal(signal) = &request.action
+        && !RELOAD_SIGNALS.contains(&signal.as_str())
+    {
+        return Err(format!("refused: SIG{signal} is not a reload signal"));
+    }
     let args = systemctl_args(&request.action, unit);
     let ran = std::process::Command::new("systemctl")
         .args(&args)
@@ -203,6 +213,23 @@ mod tests {
             systemctl_args(&UnitAction::Signal("USR2".into()), "coturn.service").join(" "),
             "kill --kill-whom=main --signal=SIGUSR2 -- coturn.service"
         );
+    }
+
+    #[test]
+    fn the_root_side_sends_reload_signals_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ask = Ask {
+            nonce: "ab12".into(),
+            action: UnitAction::Signal("KILL".into()),
+        };
+        std::fs::write(
+            dir.path().join("nginx.service"),
+            serde_json::to_vec(&ask).unwrap(),
+        )
+        .unwrap();
+        let err = carry_out(dir.path(), "nginx.service").unwrap_err();
+        assert!(err.contains("not a reload signal"), "{err}");
+        assert!(carry_out(dir.path(), "--all").is_err());
     }
 
     #[tokio::test]
