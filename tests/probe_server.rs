@@ -75,7 +75,8 @@ fn a_short_shared_secret_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("token");
     std::fs::write(&secret, "x\n").unwrap();
-    let output = std::process::Command::new(BIN)
+    let log = dir.path().join("server.log");
+    let child = std::process::Command::new(BIN)
         .args([
             "probe-server",
             "--listen",
@@ -83,9 +84,18 @@ fn a_short_shared_secret_is_refused_at_start() {
         ])
         .arg("--token-file")
         .arg(&secret)
-        .output()
-        .expect("run the probe server");
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{said}");
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the probe server");
+    // Bounded: a server that accepts the token runs on, and fails the test here.
+    let mut server = Killed(child);
+    common::wait_for(
+        "the probe server to refuse its token and exit",
+        Duration::from_secs(10),
+        || matches!(server.0.try_wait(), Ok(Some(_))),
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("write at least 16 random ones"), "{said}");
 }
