@@ -39,10 +39,13 @@ pub(super) fn with_broken_config(
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let json = matches!(command, Command::Status { json: true });
+    let status = match command {
+        Command::Status { json } => Some(*json),
+        _ => None,
+    };
     eprintln!("certkeeper: {error}");
     finish(
-        ask(config_path, request, Some(json)).map_err(|failure| match failure.code {
+        ask(config_path, request, status).map_err(|failure| match failure.code {
             // No daemon to ask: the broken file is the answer.
             NO_DAEMON => Failure {
                 code: EX_CONFIG,
@@ -62,7 +65,7 @@ fn ask(config_path: &Path, request: Request, status: Option<bool>) -> Result<(),
     let socket = crate::config::control_socket_of(config_path);
     let runtime = runtime().map_err(Failure::new)?;
     let answer = runtime.block_on(async {
-        let daemon = client::connect(&socket).await.map_err(Failure::new)?;
+        let daemon = client::connect(&socket).await.map_err(Failure::reaching)?;
         let Some(daemon) = daemon else {
             return Err(Failure {
                 code: NO_DAEMON,

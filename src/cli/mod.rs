@@ -171,6 +171,18 @@ impl Failure {
             message: message.to_string(),
         }
     }
+
+    /// The daemon's socket could not be reached: sysexits' EX_NOPERM when the user was refused
+    /// (as when the daemon itself refuses one), else 1.
+    fn reaching(e: client::ClientError) -> Self {
+        Self {
+            code: match e {
+                client::ClientError::PermissionDenied(_) => 77,
+                _ => 1,
+            },
+            message: e.to_string(),
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -360,14 +372,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// (on stderr) which way the command goes.
 async fn running_daemon(config: &Config) -> Result<Option<Daemon>, Failure> {
     let path = &config.daemon.control_socket;
-    let daemon = client::connect(path).await.map_err(|e| Failure {
-        // sysexits' EX_NOPERM, as when the daemon itself refuses the user.
-        code: match e {
-            client::ClientError::PermissionDenied(_) => 77,
-            _ => 1,
-        },
-        message: e.to_string(),
-    })?;
+    let daemon = client::connect(path).await.map_err(Failure::reaching)?;
     match &daemon {
         Some(_) => eprintln!(
             "certkeeper: through the running daemon ({})",
