@@ -213,6 +213,10 @@ impl Drop for Container {
     fn drop(&mut self) {
         self.power_off();
         let _ = std::fs::remove_dir_all(&self.root);
+        // The console log is kept when a test failed, for whoever looks into it.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
