@@ -341,6 +341,10 @@ fn the_package_under_a_real_systemd() {
                     .status
                     .success()
             });
+            // `current` switches before the reload and the live check: wait for the deployment.
+            ct.wait_until("the deployment's end", Duration::from_secs(60), |c| {
+                text(&c.sh("certkeeper status")).contains("ok via http-01")
+            });
             let deployed = deployed_serial(&ct, "media");
             assert_eq!(
                 served_serial(&ct, "127.0.0.1:443", "media.example.com"),

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::program;
 
@@ -84,26 +84,26 @@ impl Container {
             .expect("start systemd-nspawn");
         let nspawn_pid = nspawn.id();
         self.nspawn = Some(nspawn);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        self.pid = loop {
-            let children = program("pgrep")
-                .args(["-P", &nspawn_pid.to_string()])
-                .output()
-                .expect("pgrep");
-            if let Some(pid) = String::from_utf8_lossy(&children.stdout)
-                .lines()
-                .next()
-                .and_then(|l| l.trim().parse().ok())
-            {
-                break pid;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the container did not start:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let mut pid = None;
+        super::wait_for(
+            "the container's PID 1",
+            Duration::from_secs(120),
+            || {
+                pid = program("pgrep")
+                    .args(["-P", &nspawn_pid.to_string()])
+                    .output()
+                    .ok()
+                    .and_then(|children| {
+                        String::from_utf8_lossy(&children.stdout)
+                            .lines()
+                            .next()
+                            .and_then(|l| l.trim().parse().ok())
+                    });
+                pid.is_some()
+            },
+            || self.log_text(),
+        );
+        self.pid = pid.unwrap_or_default();
         self.wait_until("systemd to finish booting", Duration::from_secs(120), |c| {
             let state = c.sh("systemctl is-system-running");
             matches!(
@@ -175,15 +175,17 @@ impl Container {
 
     /// Polls `ready` every 200 ms until it holds, at most `limit`.
     pub fn wait_until(&self, what: &str, limit: Duration, mut ready: impl FnMut(&Self) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !ready(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {what}; journal:\n{}",
-                text(&self.sh("journalctl --no-pager -n 60"))
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        super::wait_for(
+            what,
+            limit,
+            || ready(self),
+            || {
+                format!(
+                    "journal:\n{}",
+                    text(&self.sh("journalctl --no-pager -n 60"))
+                )
+            },
+        );
     }
 
     /// Powers the container off and boots it again from the same root: a reboot.
@@ -197,15 +199,21 @@ impl Container {
             return;
         };
         let _ = self.sh("systemctl poweroff --no-block");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if matches!(nspawn.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        // Waited for on a thread, bounded by the channel: a container that does not power off
+        // within 60 s is killed.
+        let (done, finished) = std::sync::mpsc::channel();
+        let pid = nspawn.id();
+        let waiter = std::thread::spawn(move || {
+            let _ = nspawn.wait();
+            let _ = done.send(());
+        });
+        if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
-        let _ = nspawn.kill();
-        let _ = nspawn.wait();
+        let _ = waiter.join();
     }
 }
 
