@@ -294,6 +294,113 @@ fn each_certificate_is_ordered_once_and_validated_through_any_node() {
     assert!(record.contains("BEGIN CERTIFICATE") && !record.contains("PRIVATE KEY"));
 }
 
+/// Anyone who may write etcd puts the first certificate's record back after a renewal: as it
+/// was, and with its expiry raised past the current one's (so no longer sealed as it claims). No node installs it, no node
+/// orders because of it, and the lease holder puts the current record back.
+#[test]
+fn a_replayed_older_record_is_refused_by_every_node() {
+    const KEY: &str = "/certkeeper/certs/media";
+    let (pebble, etcd, _dir, nodes, first) = cluster_with_a_certificate(3600);
+    let old = etcd.get(KEY).expect("the first certificate's record");
+    // A renewal before its time (cluster nodes take no `renew --force`): the lease holder's
+    // certificate gains a name. Pebble dates certificates to the second, and the later expiry
+    // wins: the renewal starts once the first certificate's second has passed.
+    let issued = certkeeper::bundle::read_leaf(&nodes[0].files().0)
+        .unwrap()
+        .not_before;
+    wait_until(
+        &nodes,
+        "a second after the first issuance",
+        Duration::from_secs(5),
+        || std::time::SystemTime::now() > issued + Duration::from_secs(1),
+    );
+    pebble.point("live.example.com", &ip(0));
+    let text = fs::read_to_string(&nodes[0].ck.config).unwrap().replace(
+        &format!("domains = [\"{NAME}\"]"),
+        &format!("domains = [\"{NAME}\", \"live.example.com\"]"),
+    );
+    fs::write(&nodes[0].ck.config, text).unwrap();
+    common::signal(
+        &nodes[0].daemon.as_ref().unwrap().0,
+        nix::sys::signal::Signal::SIGHUP,
+    );
+    let current = wait_for_one_certificate(
+        &nodes,
+        &[0, 1, 2],
+        Some(&first),
+        "the forced renewal on all three nodes",
+        Duration::from_secs(40),
+    );
+    let serial_in_etcd = || {
+        let record: serde_json::Value =
+            serde_json::from_str(&etcd.get(KEY).unwrap_or_default()).unwrap_or_default();
+        record["serial"].as_str().unwrap_or_default().to_string()
+    };
+    wait_until(
+        &nodes,
+        "the renewal's record in etcd",
+        Duration::from_secs(20),
+        || serial_in_etcd() == current,
+    );
+    let orders = pebble.orders();
+    let before: Vec<usize> = nodes.iter().map(|n| n.ck.daemon_log().len()).collect();
+    let since_replay = |k: usize| nodes[k].ck.daemon_log()[before[k]..].to_string();
+
+    // As it was: older than every node's, so the lease holder publishes its own over it.
+    assert!(etcd.put(KEY, &old), "etcd took the replayed record");
+    wait_until(
+        &nodes,
+        "the lease holder to put the current record back",
+        Duration::from_secs(20),
+        || serial_in_etcd() == current,
+    );
+
+    // With its expiry raised a day past the current certificate's: it does not open.
+    let mut raised: serde_json::Value = serde_json::from_str(&old).unwrap();
+    let current_record: serde_json::Value = serde_json::from_str(&etcd.get(KEY).unwrap()).unwrap();
+    raised["not_after"] = (current_record["not_after"].as_u64().unwrap() + 86_400).into();
+    assert!(etcd.put(KEY, &raised.to_string()));
+    let refused = |k: usize| {
+        since_replay(k).lines().any(|line| {
+            line.contains(&first)
+                && (line.contains("cannot install the certificate another node published")
+                    || line.contains("refused the cluster's copy of the certificate"))
+        })
+    };
+    wait_until(
+        &nodes,
+        "every node to refuse the raised record",
+        Duration::from_secs(20),
+        || (0..3).all(refused),
+    );
+    wait_until(
+        &nodes,
+        "the lease holder to put the current record back",
+        Duration::from_secs(20),
+        || serial_in_etcd() == current,
+    );
+    for (k, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            node.serial().as_deref(),
+            Some(current.as_str()),
+            "{}",
+            node.name
+        );
+        let log = since_replay(k);
+        assert!(
+            !log.contains("installed the certificate another node published"),
+            "{log}"
+        );
+        assert!(!log.contains("renewal started"), "{log}");
+    }
+    assert!(since_replay(0).contains("refused the cluster's copy of the certificate"));
+    assert_eq!(
+        pebble.orders(),
+        orders,
+        "no order because of a replayed record"
+    );
+}
+
 #[test]
 fn a_lease_holder_killed_mid_renewal_is_replaced_and_the_renewal_finished() {
     let (pebble, etcd, _dir, mut nodes, first) = cluster_with_a_certificate(30);

@@ -32,6 +32,20 @@ pub enum SyncError {
     },
 }
 
+impl SyncError {
+    /// Whether the cluster's record itself is at fault (it does not open, does not match its
+    /// certificate or names, or is not newer than this node's), rather than this node's
+    /// deployment: the lease holder then puts its own certificate back in its place.
+    pub fn refuses_record(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Cluster(ClusterError::Seal(_) | ClusterError::Record { .. })
+                | SyncError::Refused(_)
+                | SyncError::Older { .. }
+        )
+    }
+}
+
 /// What to do about one certificate.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {

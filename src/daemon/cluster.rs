@@ -161,6 +161,15 @@ impl Daemon {
                             not_after = %crate::timefmt::utc(record.not_after()),
                             "installed the certificate another node published"
                         ),
+                        Err(e) if leader && e.refuses_record() => {
+                            tracing::error!(
+                                name = %cert.name,
+                                serial = %record.serial,
+                                error = %e,
+                                "refused the cluster's copy of the certificate; putting this node's back"
+                            );
+                            self.publish_own(membership, &cert.name).await;
+                        }
                         Err(e) => {
                             tracing::error!(
                                 name = %cert.name,
@@ -175,20 +184,23 @@ impl Daemon {
                     }
                     self.plans.remove(&cert.name);
                 }
-                (Verdict::Publish, _) if leader => {
-                    let store = self.context.store.clone();
-                    match sync::publish_current(&membership.cluster, &store, &cert.name).await {
-                        Ok(()) => {
-                            membership.unpublished.remove(&cert.name);
-                            tracing::info!(name = %cert.name, "published this node's certificate to the cluster");
-                        }
-                        Err(e) => {
-                            membership.unpublished.insert(cert.name.clone());
-                            tracing::warn!(name = %cert.name, error = %e, "cannot publish this node's certificate to the cluster; trying again at the next sync");
-                        }
-                    }
-                }
+                (Verdict::Publish, _) if leader => self.publish_own(membership, &cert.name).await,
                 _ => {}
+            }
+        }
+    }
+
+    /// Publishes this node's certificate of `name`; on failure, again at the next sync.
+    async fn publish_own(&self, membership: &mut Membership, name: &str) {
+        let store = self.context.store.clone();
+        match sync::publish_current(&membership.cluster, &store, name).await {
+            Ok(()) => {
+                membership.unpublished.remove(name);
+                tracing::info!(name = %name, "published this node's certificate to the cluster");
+            }
+            Err(e) => {
+                membership.unpublished.insert(name.to_string());
+                tracing::warn!(name = %name, error = %e, "cannot publish this node's certificate to the cluster; trying again at the next sync");
             }
         }
     }

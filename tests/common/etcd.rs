@@ -241,6 +241,18 @@ impl EtcdCluster {
         )
     }
 
+    /// Writes `value` at `key` as anyone with write access to etcd could; whether a member
+    /// took it.
+    pub fn put(&self, key: &str, value: &str) -> bool {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body =
+            serde_json::json!({ "key": b64.encode(key), "value": b64.encode(value) }).to_string();
+        self.clients.iter().any(|&port| {
+            post(port, "/v3/kv/put", &body).is_some_and(|answer| answer.contains("\"header\""))
+        })
+    }
+
     /// The value at `key`, through the JSON gateway of the first member that answers.
     pub fn get(&self, key: &str) -> Option<String> {
         use base64::Engine;
