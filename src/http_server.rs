@@ -37,10 +37,10 @@ where
                 Err(_) => return,
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "could not accept a connection");
@@ -50,33 +50,40 @@ where
             },
         };
         let respond = respond.clone();
-        let peer = stream.peer_addr().ok();
         tokio::spawn(async move {
             // hyper's header timeout starts with the first byte: a connection that sends
             // nothing at all is cut off here, after the same time.
-            if !matches!(
+            if matches!(
                 tokio::time::timeout(HEADER_TIMEOUT, stream.readable()).await,
                 Ok(Ok(()))
             ) {
-                return;
+                // Boxed: hyper's connection state is allocated once a request arrives, so an
+                // idle connection costs only this small task.
+                Box::pin(answer(stream, peer, respond)).await;
             }
-            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                if let Some(peer) = peer {
-                    request.extensions_mut().insert(Peer(peer));
-                }
-                let response = respond(request);
-                async move { Ok::<_, Infallible>(response.await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(false)
-                .max_buf_size(8192)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
             drop(permit);
         });
     }
+}
+
+/// Answers the one request on `stream` (no keep-alive), within the connection's time cap.
+async fn answer<F, R>(stream: tokio::net::TcpStream, peer: std::net::SocketAddr, respond: F)
+where
+    F: Fn(Request<Incoming>) -> R + Send + Sync + 'static,
+    R: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        let response = respond(request);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(8192)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
 }
 
 /// A listening socket on `addr`; `[::]` is bound dual-stack so IPv4 and IPv6 clients both

@@ -189,6 +189,10 @@ pub(crate) async fn probe(preflight: &Preflight, query: &str) -> Response<Full<B
     }
 }
 
+/// Longer than any real query: a name of 253 octets (more in UTF-8 before IDNA, but not
+/// four times more) and two tokens of at most 128.
+const MAX_QUERY: usize = 1024;
+
 /// `name`, `token` and `expected` from the query, each checked: a DNS name, and tokens of the
 /// base64url alphabet (nothing that could leave the challenge path).
 pub fn parse_query(query: &str) -> Option<(String, String, String)> {
@@ -203,9 +207,13 @@ pub fn parse_query(query: &str) -> Option<(String, String, String)> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    let name = DomainName::parse(value("name")?).ok()?;
+    // The cheap checks first: a name is parsed (IDNA) only in a query that could be real.
     let (token, expected) = (value("token")?, value("expected")?);
-    if name.is_wildcard() || !token_like(token) || !token_like(expected) {
+    if query.len() > MAX_QUERY || !token_like(token) || !token_like(expected) {
+        return None;
+    }
+    let name = DomainName::parse(value("name")?).ok()?;
+    if name.is_wildcard() {
         return None;
     }
     Some((

@@ -28,6 +28,15 @@ fn poll(timeout: Duration) -> RetryPolicy {
         .timeout(timeout)
 }
 
+/// Polls from 2 ms, twice as long each time: once the CA is known to be at work (it fetched
+/// the answers, or is signing the certificate).
+fn poll_soon(timeout: Duration) -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_millis(2))
+        .backoff(2.0)
+        .timeout(timeout)
+}
+
 /// Orders beyond this many bad nonces in a row (each already retried by instant-acme) fail.
 const ATTEMPTS: u32 = 3;
 
@@ -180,9 +189,17 @@ impl AcmeClient {
             .await
             .map_err(failed("create the order"))?;
 
-        // First publish every answer, then (once DNS has caught up) tell the CA: a CA that
-        // looks too early fails the authorization for good.
-        publish_answers(&mut order, choice, published).await?;
+        // HTTP-01 and TLS-ALPN-01 answers are live once published: the CA is told at once.
+        // With DNS-01, first every answer is published, then (once DNS has caught up) the CA
+        // is told: a CA that looks too early fails the authorization for good.
+        let through_dns = choice.methods.iter().any(|(_, m)| *m == Method::Dns01);
+        publish_answers(&mut order, choice, published, !through_dns).await?;
+        if !through_dns {
+            let answered = published.http01.answered();
+            return self
+                .complete(account, order, choice, csr_der, answered)
+                .await;
+        }
         if let Some(dns01) = published.dns01.filter(|_| !published.txt.is_empty()) {
             dns01.wait_until_visible(&published.txt).await?;
         }
@@ -202,6 +219,21 @@ impl AcmeClient {
             }
         }
 
+        let answered = published.http01.answered();
+        self.complete(account, order, choice, csr_der, answered)
+            .await
+    }
+
+    /// Waits for the validation, finalizes and downloads the chain. `answered` resolves when
+    /// the CA has fetched every HTTP-01 answer from the listener (when it would tell).
+    async fn complete(
+        &self,
+        account: &Account,
+        mut order: Order,
+        choice: &Choice,
+        csr_der: &[u8],
+        answered: Option<impl Future<Output = ()>>,
+    ) -> Result<String, AcmeError> {
         // A rejected nonce is retried on this order from here on: ordering afresh after the CA
         // issued at finalization would issue a second certificate (and spend the CA's
         // duplicate-certificate limit).
@@ -213,9 +245,27 @@ impl AcmeClient {
             }
             false => Err(e),
         };
-        let policy = poll(self.config.order_timeout);
+        // Polled on the usual schedule, unless the listener sees the CA fetch every answer
+        // first: its verdict is then moments away, so the next looks come sooner.
+        let (usual, soon) = (
+            poll(self.config.order_timeout),
+            poll_soon(self.config.order_timeout),
+        );
+        let mut first = match answered {
+            Some(answered) => tokio::select! {
+                biased;
+                status = order.poll_ready(&usual) => Some(status),
+                () = answered => None,
+            },
+            None => Some(order.poll_ready(&usual).await),
+        };
+        let policy = if first.is_some() { &usual } else { &soon };
         let status = loop {
-            match order.poll_ready(&policy).await {
+            let polled = match first.take() {
+                Some(polled) => polled,
+                None => order.poll_ready(policy).await,
+            };
+            match polled {
                 Ok(status) => break status,
                 // instant-acme reports an order that carries a problem as an error: the
                 // order failed. Any other problem is the CA's answer to the request.
@@ -231,8 +281,15 @@ impl AcmeClient {
         while let Err(e) = order.finalize_csr(csr_der).await {
             retry(failed("finalize the order")(e))?;
         }
+        // A CA that issues at once (Let's Encrypt mostly does) answers the finalization with
+        // a valid order: the chain is then fetched without a wait.
         let chain = loop {
-            match order.poll_certificate(&policy).await {
+            let fetched = match order.certificate().await {
+                Ok(Some(chain)) => Ok(chain),
+                Ok(None) => order.poll_certificate(&soon).await,
+                Err(e) => Err(e),
+            };
+            match fetched {
                 Ok(chain) => break chain,
                 Err(e) => retry(failed("issue the certificate")(e))?,
             }
@@ -255,11 +312,13 @@ fn challenge_type(method: Method) -> ChallengeType {
     }
 }
 
-/// Publishes the answer of every pending authorization.
+/// Publishes the answer of every pending authorization, and tells the CA it is ready when
+/// `ready` is set.
 async fn publish_answers(
     order: &mut Order,
     choice: &Choice,
     published: &mut Published<'_>,
+    ready: bool,
 ) -> Result<(), AcmeError> {
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
@@ -280,7 +339,7 @@ async fn publish_answers(
             name: name.clone(),
             method: method.as_str(),
         };
-        let challenge = authorization
+        let mut challenge = authorization
             .challenge(challenge_type(method))
             .ok_or_else(no_challenge)?;
         match method {
@@ -310,6 +369,12 @@ async fn publish_answers(
                 published.txt.push(record.clone());
                 dns01.present(&record).await?;
             }
+        }
+        if ready {
+            challenge
+                .set_ready()
+                .await
+                .map_err(failed("start the validation"))?;
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -61,10 +62,18 @@ pub enum PublishError {
 /// up there: the CA may reach any node.
 #[derive(Clone)]
 pub struct Tokens {
-    local: Arc<RwLock<HashMap<String, String>>>,
+    local: Arc<RwLock<HashMap<String, Answer>>>,
+    /// Bumped whenever the listener serves an answer: wakes [`Publisher::answered`].
+    served: Arc<tokio::sync::watch::Sender<u64>>,
     cluster: Option<Cluster>,
     /// Bounds the etcd look-ups a flood of made-up tokens can cause.
     lookups: Arc<Semaphore>,
+}
+
+struct Answer {
+    key_authorization: String,
+    /// Whether the listener has served it (the CA has looked).
+    served: AtomicBool,
 }
 
 /// Look-ups of unknown tokens in etcd at once; more wait.
@@ -74,6 +83,7 @@ impl Default for Tokens {
     fn default() -> Self {
         Tokens {
             local: Arc::default(),
+            served: Arc::new(tokio::sync::watch::Sender::new(0)),
             cluster: None,
             lookups: Arc::new(Semaphore::new(CLUSTER_LOOKUPS)),
         }
@@ -107,7 +117,22 @@ impl Tokens {
         }
     }
     fn local_answer(&self, token: &str) -> Option<String> {
-        self.local.read().ok()?.get(token).cloned()
+        let map = self.local.read().ok()?;
+        let answer = map.get(token)?;
+        answer.served.store(true, Ordering::Relaxed);
+        self.served
+            .send_modify(|count| *count = count.wrapping_add(1));
+        Some(answer.key_authorization.clone())
+    }
+
+    /// Whether the listener has served every one of `tokens`.
+    fn all_served(&self, tokens: &[String]) -> bool {
+        self.local.read().is_ok_and(|map| {
+            tokens.iter().all(|token| {
+                map.get(token)
+                    .is_some_and(|answer| answer.served.load(Ordering::Relaxed))
+            })
+        })
     }
 
     async fn answer(&self, token: &str) -> Option<String> {
@@ -183,7 +208,11 @@ impl Publisher {
             }
             None => {
                 if let Ok(mut map) = self.tokens.local.write() {
-                    map.insert(token.to_string(), key_authorization.to_string());
+                    let answer = Answer {
+                        key_authorization: key_authorization.to_string(),
+                        served: AtomicBool::new(false),
+                    };
+                    map.insert(token.to_string(), answer);
                 }
             }
         }
@@ -192,6 +221,26 @@ impl Publisher {
             cluster.publish_token(token, key_authorization).await?;
         }
         Ok(())
+    }
+}
+
+impl Publisher {
+    /// Resolves once the listener has served every answer published here: the CA has looked,
+    /// so its verdict is moments away. `None` when nothing here would tell (no answer, or the
+    /// answers are files another web server serves).
+    pub fn answered(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        if self.webroot.is_some() || self.published.is_empty() {
+            return None;
+        }
+        let (tokens, published) = (self.tokens.clone(), self.published.clone());
+        Some(async move {
+            let mut changes = tokens.served.subscribe();
+            while !tokens.all_served(&published) {
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
     }
 }
 

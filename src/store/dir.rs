@@ -102,6 +102,50 @@ impl SafeDir {
         written.map_err(fail)
     }
 
+    /// Creates `name`, which must not exist, mode and owner set before any byte lands, and
+    /// writes `contents`, unsynced: for a directory that is itself swapped into place once
+    /// every file in it is synced ([`SafeDir::sync_all`]).
+    pub fn create_new(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: FileMode,
+    ) -> Result<File, StoreError> {
+        let fail = |source: Errno| StoreError::Write {
+            path: self.path.join(name),
+            source: source.into(),
+        };
+        let fd = openat(
+            &self.fd,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(mode.mode),
+        )
+        .map_err(fail)?;
+        fchmod(&fd, Mode::from_bits_truncate(mode.mode)).map_err(fail)?;
+        if mode.owner.is_some() || mode.group.is_some() {
+            fchown(&fd, mode.owner.map(Into::into), mode.group.map(Into::into)).map_err(fail)?;
+        }
+        let mut file = File::from(fd);
+        io::Write::write_all(&mut file, contents).map_err(|e| fail(errno(e)))?;
+        Ok(file)
+    }
+
+    /// Syncs `files` (written by [`SafeDir::create_new`]) and then this directory. Synced
+    /// together rather than one by one, the file system commits them in one go.
+    pub fn sync_all(&self, files: &[File]) -> Result<(), StoreError> {
+        for file in files {
+            file.sync_all().map_err(|source| StoreError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        self.sync().map_err(|source| StoreError::Write {
+            path: self.path.clone(),
+            source: source.into(),
+        })
+    }
+
     /// Whether a file can be created here: `name` is removed (whatever it is: a link, a FIFO
     /// planted there is never opened), created exclusively and removed again. The name is
     /// fixed, so a run killed in between leaves nothing the next one does not clear.

@@ -287,16 +287,21 @@ impl Store {
             self.link_output_dir(name, link)?;
         }
 
+        // The files go straight into a fresh hidden directory, which is renamed into place once
+        // they are all synced: no reader ever sees a part of the set.
         let (staging, version) = self.new_version_dir(&versions)?;
+        let opened = SafeDir::open(&staging, false)?;
+        let mut files = Vec::with_capacity(FileKind::ALL.len());
         for kind in FileKind::ALL {
             if let Some(contents) = contents(kind, bundle, output)? {
-                write_atomic(
-                    &staging.join(kind.file_name()),
+                files.push(opened.create_new(
+                    kind.file_name(),
                     &contents,
                     FileMode::for_kind(kind, output),
-                )?;
+                )?);
             }
         }
+        opened.sync_all(&files)?;
         let dir = versions.join(&version);
         rename_synced(&staging, &dir, &versions)?;
         let previous = self.current_version(name);
