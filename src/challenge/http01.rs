@@ -355,6 +355,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn answered_resolves_once_every_answer_was_served() {
+        let tokens = Tokens::default();
+        let mut publisher = tokens.publisher();
+        assert!(
+            publisher.answered().is_none(),
+            "nothing published, nothing to tell"
+        );
+        publisher.publish("a", "a.thumb").await.unwrap();
+        publisher.publish("b", "b.thumb").await.unwrap();
+        let answered = tokio::spawn(publisher.answered().unwrap());
+        tokens.answer("a").await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(!answered.is_finished(), "b was not fetched yet");
+        tokens.answer("b").await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), answered)
+            .await
+            .expect("resolves once both were served")
+            .unwrap();
+        let webroot = tempfile::tempdir().unwrap();
+        let mut files = tokens.publisher_for(Some(webroot.path()));
+        files.publish("c", "c.thumb").await.unwrap();
+        assert!(files.answered().is_none(), "another server serves files");
+    }
+
+    #[tokio::test]
     async fn a_token_that_is_a_path_is_refused_before_any_write() {
         let root = tempfile::tempdir().unwrap();
         let victim = root.path().join("victim");

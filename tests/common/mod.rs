@@ -849,16 +849,45 @@ impl Nginx {
         Self::start_conf(port, "", server, "")
     }
 
+    /// Plain HTTP on `port` for a load test (benchmarks): one worker per core, room for
+    /// thousands of connections, and no keep-alive (each answer closes its connection, as
+    /// certkeeper's listener does). Everything gets 404.
+    pub fn start_for_load(port: u16) -> Nginx {
+        Self::start_sized(
+            port,
+            "auto",
+            16_384,
+            "",
+            &format!(
+                "listen 127.0.0.1:{port} backlog=1024;\n  keepalive_timeout 0;\n  return 404;"
+            ),
+            "",
+        )
+    }
+
     fn start_conf(port: u16, head: &str, server: &str, tail: &str) -> Nginx {
+        Self::start_sized(port, "1", 64, head, server, tail)
+    }
+
+    fn start_sized(
+        port: u16,
+        workers: &str,
+        connections: u32,
+        head: &str,
+        server: &str,
+        tail: &str,
+    ) -> Nginx {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("nginx.pid");
         let d = dir.path().display();
         let conf = format!(
-            "{head}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
+            "{head}daemon off;\nworker_processes {workers};\nworker_rlimit_nofile {files};\n\
+             pid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections {connections}; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-             server {{\n  {server}\n }}\n}}\n{tail}"
+             server {{\n  {server}\n }}\n}}\n{tail}",
+            files = connections * 2 + 64,
         );
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, conf).expect("nginx.conf");
