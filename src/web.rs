@@ -76,7 +76,7 @@ pub async fn clock_offset(url: &str, extra_root: Option<&std::path::Path>) -> Re
         tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
             .await
             .map_err(|_| format!("{url}: no answer within 10 s"))?
-            .map_err(|e| format!("{url}: {}", crate::acme::chain(&e)))?;
+            .map_err(|e| format!("{url}: {}", chain(&e)))?;
     let date = response
         .headers()
         .get(http::header::DATE)
@@ -88,4 +88,19 @@ pub async fn clock_offset(url: &str, extra_root: Option<&std::path::Path>) -> Re
         Ok(ahead) => ahead.as_secs() as i64,
         Err(behind) => -(behind.duration().as_secs() as i64),
     })
+}
+
+/// An error and its causes on one line: "client error (Connect): invalid peer certificate: …".
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|query: &str| {
-    if let Some((name, token, expected)) = certkeeper::probe_server::parse_query(query) {
+    if let Some((name, token, expected)) = certkeeper::preflight::remote::server::parse_query(query) {
         let parsed = certkeeper::names::DomainName::parse(&name).expect("an accepted name parses");
         assert_eq!(parsed.as_str(), name);
         for value in [&token, &expected] {

@@ -22,6 +22,7 @@ pub use order::Solvers;
 pub use revoke::{RevokeReason, revoke_with_certificate_key};
 
 use crate::challenge::choice::Method;
+use crate::web::chain;
 
 fn validation_hint(method: Method, name: &str) -> String {
     match method {
@@ -213,21 +214,6 @@ pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> Acme
         }
         source => AcmeError::Unreachable { step, source },
     }
-}
-
-/// An error and its causes on one line: "client error (Connect): invalid peer certificate: …".
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn is_transient(error: &instant_acme::Error) -> bool {

@@ -17,7 +17,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cluster::{Cluster, PROBE_PATH, PeerProbes};
+use futures_util::future::BoxFuture;
+
 use crate::http_server;
 use crate::store::{FileMode, SafeDir, StoreError};
 
@@ -54,19 +55,42 @@ pub enum PublishError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot share it with the other nodes of the cluster: {0}")]
-    Cluster(#[from] crate::cluster::EtcdError),
+    Shared(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Tokens and their key authorizations, shared by the order flow and the listener. In
-/// cluster mode they are stored in etcd too, and a token this node does not know is looked
-/// up there: the CA may reach any node.
+/// Where answers are shared with other listeners that the CA may reach instead of this one
+/// (cluster mode: etcd, read by every node).
+pub trait SharedAnswers: Send + Sync {
+    /// Stores `answer` for `token` before the CA is told to look.
+    fn publish<'a>(
+        &'a self,
+        token: &'a str,
+        answer: &'a str,
+    ) -> BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+    /// Removes the answer once the order no longer needs it (failures only cost space).
+    fn withdraw<'a>(&'a self, token: &'a str) -> BoxFuture<'a, ()>;
+    /// The answer another listener published for `token`, if any.
+    fn lookup<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<String>>;
+}
+
+/// One more path the listener answers besides challenges (cluster mode: the other nodes'
+/// probe requests).
+pub trait Route: Send + Sync {
+    fn path(&self) -> &str;
+    fn answer<'a>(&'a self, request: &'a Request<Incoming>)
+    -> BoxFuture<'a, Response<Full<Bytes>>>;
+}
+
+/// Tokens and their key authorizations, shared by the order flow and the listener. With
+/// [`SharedAnswers`] (cluster mode) they are stored there too, and a token this listener does
+/// not know is looked up there: the CA may reach any node.
 #[derive(Clone)]
 pub struct Tokens {
     local: Arc<RwLock<HashMap<String, Answer>>>,
     /// Bumped whenever the listener serves an answer: wakes [`Publisher::answered`].
     served: Arc<tokio::sync::watch::Sender<u64>>,
-    cluster: Option<Cluster>,
-    /// Bounds the etcd look-ups a flood of made-up tokens can cause.
+    shared: Option<Arc<dyn SharedAnswers>>,
+    /// Bounds the look-ups a flood of made-up tokens can cause.
     lookups: Arc<Semaphore>,
 }
 
@@ -84,17 +108,17 @@ impl Default for Tokens {
         Tokens {
             local: Arc::default(),
             served: Arc::new(tokio::sync::watch::Sender::new(0)),
-            cluster: None,
+            shared: None,
             lookups: Arc::new(Semaphore::new(CLUSTER_LOOKUPS)),
         }
     }
 }
 
 impl Tokens {
-    /// Tokens shared with the other nodes of `cluster`.
-    pub fn clustered(cluster: Cluster) -> Self {
+    /// Tokens also kept in `shared`, for the other listeners the CA may reach.
+    pub fn shared(shared: Arc<dyn SharedAnswers>) -> Self {
         Tokens {
-            cluster: Some(cluster),
+            shared: Some(shared),
             ..Tokens::default()
         }
     }
@@ -139,9 +163,9 @@ impl Tokens {
         if let Some(answer) = self.local_answer(token) {
             return Some(answer);
         }
-        let cluster = self.cluster.as_ref()?;
+        let shared = self.shared.as_ref()?;
         let _permit = self.lookups.acquire().await.ok()?;
-        let answer = cluster.token(token).await;
+        let answer = shared.lookup(token).await;
         if answer.is_some() {
             tracing::info!(
                 token,
@@ -217,8 +241,11 @@ impl Publisher {
             }
         }
         self.published.push(token.to_string());
-        if let Some(cluster) = &self.tokens.cluster {
-            cluster.publish_token(token, key_authorization).await?;
+        if let Some(shared) = &self.tokens.shared {
+            shared
+                .publish(token, key_authorization)
+                .await
+                .map_err(PublishError::Shared)?;
         }
         Ok(())
     }
@@ -262,15 +289,15 @@ impl Drop for Publisher {
                 }
             }
         }
-        // etcd's copies go in the background (and with the lease, should this node die).
-        if let Some(cluster) = self.tokens.cluster.clone()
+        // The shared copies go in the background.
+        if let Some(shared) = self.tokens.shared.clone()
             && !self.published.is_empty()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let published = std::mem::take(&mut self.published);
             runtime.spawn(async move {
                 for token in published {
-                    cluster.withdraw_token(&token).await;
+                    shared.withdraw(&token).await;
                 }
             });
         }
@@ -285,19 +312,19 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     })
 }
 
-/// Serves challenge answers on `listener` until `shutdown` completes; in cluster mode, also
-/// the other nodes' probe requests (`peer_probes`).
+/// Serves challenge answers on `listener` until `shutdown` completes, and `extra`'s path (a
+/// GET) when given.
 pub async fn serve(
     listener: TcpListener,
     tokens: Tokens,
-    peer_probes: Option<Arc<PeerProbes>>,
+    extra: Option<Arc<dyn Route>>,
     shutdown: impl Future<Output = ()>,
 ) {
     http_server::serve(
         listener,
         // Boxed: the answer may wait on etcd, and that future is large; inline, it would be
         // part of every idle connection's task.
-        move |request| Box::pin(respond(tokens.clone(), peer_probes.clone(), request)),
+        move |request| Box::pin(respond(tokens.clone(), extra.clone(), request)),
         shutdown,
     )
     .await
@@ -305,14 +332,14 @@ pub async fn serve(
 
 async fn respond(
     tokens: Tokens,
-    peer_probes: Option<Arc<PeerProbes>>,
+    extra: Option<Arc<dyn Route>>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if let Some(peer_probes) = peer_probes
-        && request.uri().path() == PROBE_PATH
+    if let Some(extra) = extra
+        && request.uri().path() == extra.path()
         && request.method() == Method::GET
     {
-        return peer_probes.answer(&request).await;
+        return extra.answer(&request).await;
     }
     let token = (request.method() == Method::GET || request.method() == Method::HEAD)
         .then(|| request.uri().path().strip_prefix(PREFIX))

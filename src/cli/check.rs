@@ -66,11 +66,13 @@ async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, F
         Some(settings) => clustered(settings).await,
         None => None,
     };
-    let preflight = Preflight::new(config)
-        .map_err(Failure::new)?
-        .with_peers(cluster.clone());
+    let preflight = Preflight::new(config).map_err(Failure::new)?.with_peers(
+        cluster
+            .clone()
+            .map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn crate::preflight::Peers>),
+    );
     let tokens = match &cluster {
-        Some(cluster) => Tokens::clustered(cluster.clone()),
+        Some(cluster) => Tokens::shared(cluster.shared_answers()),
         None => Tokens::default(),
     };
     let listener = http01::bind(config.daemon.listen).map_err(|e| e.to_string());

@@ -241,7 +241,7 @@ pub fn main() -> ExitCode {
         logging::init(LogFormat::Text);
         let served = runtime().and_then(|runtime| {
             runtime
-                .block_on(crate::probe_server::run(
+                .block_on(crate::preflight::remote::server::run(
                     *listen, token_file, *port, resolver,
                 ))
                 .map_err(|e| e.to_string())

@@ -232,6 +232,11 @@ impl Cluster {
         }
     }
 
+    /// This node's HTTP-01 answers, shared through etcd with every node.
+    pub fn shared_answers(&self) -> Arc<dyn crate::challenge::http01::SharedAnswers> {
+        Arc::new(self.clone())
+    }
+
     /// Shares a newly issued certificate (and its sealed key) with the other nodes.
     pub async fn publish(
         &self,
@@ -325,6 +330,26 @@ impl Cluster {
             }
         }
         Ok(inspection)
+    }
+}
+
+/// The HTTP-01 answers every node may need: the CA reaches whichever node its DNS names.
+impl crate::challenge::http01::SharedAnswers for Cluster {
+    fn publish<'a>(
+        &'a self,
+        token: &'a str,
+        answer: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>>
+    {
+        Box::pin(async move { Ok(self.publish_token(token, answer).await?) })
+    }
+
+    fn withdraw<'a>(&'a self, token: &'a str) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(self.withdraw_token(token))
+    }
+
+    fn lookup<'a>(&'a self, token: &'a str) -> futures_util::future::BoxFuture<'a, Option<String>> {
+        Box::pin(self.token(token))
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::Cluster;
 use crate::http_server;
+pub use crate::preflight::PeerNode;
 use crate::preflight::Preflight;
 
 /// Where the listener answers other nodes' probe requests.
@@ -35,13 +36,6 @@ const FRESH_FOR: u64 = 60;
 /// Probes served at once; more are refused (the asking node's pre-flight says so).
 const AT_ONCE: usize = 4;
 const SCHEME: &str = "Certkeeper-Node";
-
-/// Another node and where it answers probe requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerNode {
-    pub node: String,
-    pub url: String,
-}
 
 /// The key that signs and checks probe requests between nodes.
 pub(super) fn probe_key(secret: &[u8]) -> hmac::Key {
@@ -101,6 +95,28 @@ impl Cluster {
         let path = format!("{PROBE_PATH}?name={name}&token={token}&expected={expected}");
         let authorization = sign(&self.0.probe_key, &self.0.node, unix_now(), &path);
         (format!("{}{path}", peer.url), authorization)
+    }
+}
+
+/// The other nodes, as places the pre-flight looks from.
+impl crate::preflight::Peers for Cluster {
+    fn list(
+        &self,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<Vec<PeerNode>, Box<dyn std::error::Error + Send + Sync>>,
+    > {
+        Box::pin(async move { Ok(self.peers().await?) })
+    }
+
+    fn probe_request(
+        &self,
+        peer: &PeerNode,
+        name: &str,
+        token: &str,
+        expected: &str,
+    ) -> (String, String) {
+        Cluster::probe_request(self, peer, name, token, expected)
     }
 }
 
@@ -240,7 +256,10 @@ impl PeerProbes {
         })
     }
 
-    pub async fn answer(&self, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    async fn answer_signed(
+        &self,
+        request: &Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
         let refuse =
             |status, why: &str| http_server::text(status, "text/plain", format!("{why}\n"));
         let path_and_query = request
@@ -270,7 +289,25 @@ impl PeerProbes {
                 "this node is busy with other probes",
             );
         };
-        crate::probe_server::probe(&self.preflight, request.uri().query().unwrap_or_default()).await
+        crate::preflight::remote::server::probe(
+            &self.preflight,
+            request.uri().query().unwrap_or_default(),
+        )
+        .await
+    }
+}
+
+/// The other nodes' probe requests arrive on this node's HTTP-01 listener.
+impl crate::challenge::http01::Route for PeerProbes {
+    fn path(&self) -> &str {
+        PROBE_PATH
+    }
+
+    fn answer<'a>(
+        &'a self,
+        request: &'a Request<hyper::body::Incoming>,
+    ) -> futures_util::future::BoxFuture<'a, Response<Full<Bytes>>> {
+        Box::pin(self.answer_signed(request))
     }
 }
 

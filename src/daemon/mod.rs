@@ -221,7 +221,7 @@ async fn engine(
         None => None,
     };
     let tokens = match &clustered {
-        Some((cluster, _)) => Tokens::clustered(cluster.clone()),
+        Some((cluster, _)) => Tokens::shared(cluster.shared_answers()),
         None => Tokens::default(),
     };
     let (stop_servers, stopped) = watch::channel(());
@@ -244,7 +244,7 @@ async fn engine(
         servers.push(tokio::spawn(http01::serve(
             listener,
             tokens.clone(),
-            peer_probes,
+            peer_probes.map(|probes| probes as Arc<dyn http01::Route>),
             until_stopped(),
         )));
     }
@@ -998,7 +998,10 @@ fn preflight_of(config: &Config, cluster: Option<&Cluster>) -> Option<Arc<Prefli
     Preflight::new(config)
         .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
         .ok()
-        .map(|preflight| Arc::new(preflight.with_peers(cluster.cloned())))
+        .map(|preflight| {
+            let peers = cluster.map(|c| Arc::new(c.clone()) as Arc<dyn crate::preflight::Peers>);
+            Arc::new(preflight.with_peers(peers))
+        })
 }
 
 /// Whether `cert` may need certkeeper's own port-80 listener: HTTP-01 without a webroot.

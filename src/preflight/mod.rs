@@ -8,11 +8,15 @@
 //! - `finding`: what it says (severity, check, one sentence);
 //! - `probe`: the CA's requests made by hand: the HTTP fetch with redirects, the TLS-ALPN
 //!   handshake;
-//! - `vantage`: the other places that look (probe servers, the other nodes of a cluster).
+//! - `vantage`: the other places that look (probe servers, the other nodes of a cluster);
+//! - `remote`: asking a probe server, and (`remote::server`) being one.
 
 mod finding;
 mod probe;
+pub mod remote;
 mod vantage;
+
+pub use vantage::{PeerNode, Peers};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +34,6 @@ use probe::random_token;
 pub use vantage::Vantage;
 
 use crate::challenge::http01::Tokens;
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dns::{Answer, Dns};
 
@@ -63,7 +66,7 @@ pub struct Preflight {
     remote_secret: Option<zeroize::Zeroizing<String>>,
     /// In cluster mode, the other nodes look from where they stand when no probe server is
     /// configured.
-    peers: Option<Cluster>,
+    peers: Option<std::sync::Arc<dyn Peers>>,
     web: crate::web::WebClient<Empty<Bytes>>,
     /// A probe server's view: fetch from public addresses only (no loopback, no private
     /// network), so that it cannot be turned against the network it runs in.
@@ -139,10 +142,10 @@ impl Preflight {
         })
     }
 
-    /// This pre-flight, asking the other nodes of `cluster` for their view when no probe
+    /// This pre-flight, asking the other nodes of a cluster for their view when no probe
     /// server is configured.
-    pub fn with_peers(mut self, cluster: Option<Cluster>) -> Self {
-        self.peers = cluster;
+    pub fn with_peers(mut self, peers: Option<std::sync::Arc<dyn Peers>>) -> Self {
+        self.peers = peers;
         self
     }
 
@@ -269,7 +272,7 @@ impl Preflight {
         webroot: Option<&Path>,
         vantages: &[Vantage],
     ) -> Vec<Finding> {
-        let limit = crate::remote_probe::ANSWER_TIMEOUT;
+        let limit = crate::preflight::remote::ANSWER_TIMEOUT;
         self.check_from(name, tokens, webroot, vantages, limit)
             .await
     }

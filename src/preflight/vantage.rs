@@ -3,11 +3,32 @@
 
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::future::{BoxFuture, join_all};
 
 use super::{Check, Finding, Preflight, Severity};
-use crate::cluster::PeerNode;
 use crate::dns::Answer;
+
+/// Another node of a cluster, where it takes probe requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerNode {
+    pub node: String,
+    pub url: String,
+}
+
+/// The other nodes of a cluster as places to look from: who they are now, and how to ask one.
+pub trait Peers: Send + Sync {
+    fn list(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<PeerNode>, Box<dyn std::error::Error + Send + Sync>>>;
+    /// The URL and `Authorization` value that ask `peer` to probe `name`.
+    fn probe_request(
+        &self,
+        peer: &PeerNode,
+        name: &str,
+        token: &str,
+        expected: &str,
+    ) -> (String, String);
+}
 
 /// Where else the pre-flight looks from.
 pub enum Vantage {
@@ -103,10 +124,10 @@ impl Preflight {
                 })
                 .collect();
         }
-        let Some(cluster) = &self.peers else {
+        let Some(peers) = &self.peers else {
             return Vec::new();
         };
-        match cluster.peers().await {
+        match peers.list().await {
             Ok(peers) => peers.into_iter().map(Vantage::Node).collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot list the other nodes for the pre-flight");
@@ -128,7 +149,7 @@ impl Preflight {
         let asks = vantages.iter().filter_map(|vantage| {
             let (url, authorization) = match vantage {
                 Vantage::Server { url, secret } => {
-                    crate::remote_probe::request_to(url, secret, name, token, expected)
+                    crate::preflight::remote::request_to(url, secret, name, token, expected)
                 }
                 Vantage::Node(peer) => self
                     .peers
@@ -136,7 +157,8 @@ impl Preflight {
                     .probe_request(peer, name, token, expected),
             };
             Some(async move {
-                let seen = crate::remote_probe::ask(&self.web, &url, &authorization, limit).await;
+                let seen =
+                    crate::preflight::remote::ask(&self.web, &url, &authorization, limit).await;
                 (vantage, seen)
             })
         });

@@ -5,6 +5,8 @@
 //! SECRET` (a cluster node asks another node the same, signed: see `cluster::peers`); the
 //! answer is a JSON list of findings, one per address the server resolved.
 
+pub mod server;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,7 +51,7 @@ pub async fn ask(
         let response = client
             .request(request)
             .await
-            .map_err(|e| crate::acme::chain(&e))?;
+            .map_err(|e| crate::web::chain(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
