@@ -266,6 +266,18 @@ pub fn record(
     })
 }
 
+impl RenewError {
+    /// When the CA said it may be asked again (a rate limit's `Retry-After`), if it did.
+    pub fn retry_not_before(&self) -> Option<SystemTime> {
+        match self {
+            RenewError::Acme(acme) | RenewError::Unreachable { acme, .. } => {
+                crate::acme::retry_after(acme)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Asks the CA for the renewal window (ARI) of the current certificate and records it, with
 /// when to ask again. A CA without ARI is asked again a day later.
 pub async fn refresh_ari(

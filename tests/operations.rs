@@ -373,3 +373,69 @@ fn renew_inside_backoff_with_no_certificate_is_no_success() {
     assert!(said.contains("has no certificate yet"), "{said}");
     assert!(said.contains("use --force"), "{said}");
 }
+
+/// `renew --json`: each certificate's outcome as a value a script can branch on — renewed,
+/// failed (the CA refused the name) and deferred by the rate-limit budget, with its end —
+/// where the lines say the same in words.
+#[test]
+fn renew_json_tells_renewed_failed_and_deferred_apart() {
+    let pebble = Pebble::start_refusing(&["refused.example.com"]);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    let mut config = fs::read_to_string(&ck.config).unwrap();
+    config.push_str(
+        "\n[[certificate]]\nname = \"bad\"\ndomains = [\"refused.example.com\"]\n\
+         \n[[certificate]]\nname = \"later\"\ndomains = [\"later.example.com\"]\n\
+         \n[acme.limits]\norders_per_3h = 2\n",
+    );
+    fs::write(&ck.config, config).unwrap();
+    let output = ck.run(&["renew", "--json"]);
+    assert!(
+        !output.status.success(),
+        "two certificates were not renewed"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let outcomes: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("renew --json prints one JSON list ({e}):\n{stdout}"));
+    let of = |name: &str| {
+        outcomes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("no outcome for {name}: {stdout}"))
+            .clone()
+    };
+    let media = of("media");
+    assert_eq!(media["result"]["status"], "renewed", "{media}");
+    assert!(
+        media["result"]["not_after"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(media["challenge"]["method"], "http-01", "{media}");
+    let bad = of("bad");
+    assert_eq!(bad["result"]["status"], "failed", "{bad}");
+    assert!(
+        bad["result"]["error"].as_str().unwrap().contains("refused"),
+        "{bad}"
+    );
+    let later = of("later");
+    assert_eq!(later["result"]["status"], "deferred", "{later}");
+    assert_eq!(later["result"]["because"], "rate-limited", "{later}");
+    assert!(later["result"]["until"].as_str().is_some(), "{later}");
+    // pebble refuses the bad name's order outright, so it counts media's alone: "later" was
+    // never ordered.
+    assert_eq!(pebble.orders(), 1, "the deferred one was not ordered");
+    // Without --json the same outcomes, in words.
+    let output = ck.run(&["renew", "later"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("later: NOT RENEWED: ") && stdout.contains("raise [acme.limits]"),
+        "{stdout}"
+    );
+    println!(
+        "renew --json printed:\n{}",
+        serde_json::to_string_pretty(&outcomes).unwrap()
+    );
+}

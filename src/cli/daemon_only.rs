@@ -13,7 +13,7 @@ use crate::control::{Reply, Request};
 
 /// `certkeeper reload`.
 pub(super) fn reload(config_path: &Path) -> ExitCode {
-    finish(ask(config_path, Request::Reload, None))
+    finish(ask(config_path, Request::Reload, None, false))
 }
 
 /// `command` when the config file cannot be used (`error`): through the running daemon if one
@@ -29,6 +29,7 @@ pub(super) fn with_broken_config(
             force,
             dry_run,
             names,
+            ..
         } => Request::Renew {
             force: *force,
             dry_run: *dry_run,
@@ -43,9 +44,10 @@ pub(super) fn with_broken_config(
         Command::Status { json } => Some(*json),
         _ => None,
     };
+    let json = matches!(command, Command::Renew { json: true, .. });
     eprintln!("certkeeper: {error}");
     finish(
-        ask(config_path, request, status).map_err(|failure| match failure.code {
+        ask(config_path, request, status, json).map_err(|failure| match failure.code {
             // No daemon to ask: the broken file is the answer.
             NO_DAEMON => Failure {
                 code: EX_CONFIG,
@@ -59,9 +61,15 @@ pub(super) fn with_broken_config(
 /// The exit code when no daemon answers.
 const NO_DAEMON: u8 = 69;
 
-/// Sends `request` to the daemon the config file names (read leniently); prints its lines,
-/// and its status rows when `status` is `Some(json)`.
-fn ask(config_path: &Path, request: Request, status: Option<bool>) -> Result<(), Failure> {
+/// Sends `request` to the daemon the config file names (read leniently); prints its answers
+/// (renewals as JSON with `json`), and its status rows when `status` is `Some(json)`.
+fn ask(
+    config_path: &Path,
+    request: Request,
+    status: Option<bool>,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut printer = super::renew::Printer::new(json);
     let socket = crate::config::control_socket_of(config_path);
     let runtime = runtime().map_err(Failure::new)?;
     let answer = runtime.block_on(async {
@@ -82,7 +90,6 @@ fn ask(config_path: &Path, request: Request, status: Option<bool>) -> Result<(),
         }
         let (code, message) = daemon
             .call(&request, |reply| match reply {
-                Reply::Line(line) => println!("{line}"),
                 Reply::Status(live) => match status {
                     Some(true) => println!(
                         "{}",
@@ -90,10 +97,11 @@ fn ask(config_path: &Path, request: Request, status: Option<bool>) -> Result<(),
                     ),
                     _ => print!("{}", crate::status::table(&live.rows)),
                 },
-                _ => {}
+                other => printer.print(other),
             })
             .await
             .map_err(Failure::new)?;
+        printer.finish();
         ended(code, message)
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

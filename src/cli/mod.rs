@@ -58,6 +58,9 @@ enum Command {
         /// run no reload.
         #[arg(long)]
         dry_run: bool,
+        /// Print each certificate's outcome as JSON (a list, at the end) instead of lines.
+        #[arg(long)]
+        json: bool,
         /// Certificate names (default: all).
         names: Vec<String>,
     },
@@ -293,6 +296,7 @@ pub fn main() -> ExitCode {
             Command::Renew {
                 force,
                 dry_run,
+                json,
                 names,
             } => {
                 let request = Request::Renew {
@@ -300,7 +304,7 @@ pub fn main() -> ExitCode {
                     dry_run,
                     names,
                 };
-                renew::run(cli.config, config, request).await
+                renew::run(cli.config, config, request, json).await
             }
             Command::Account { action, yes } => {
                 match action == crate::control::AccountAction::Deactivate && !yes {
@@ -312,7 +316,9 @@ pub fn main() -> ExitCode {
                                   again with --yes to do it"
                                 .into(),
                     }),
-                    false => renew::run(cli.config, config, Request::Account { action }).await,
+                    false => {
+                        renew::run(cli.config, config, Request::Account { action }, false).await
+                    }
                 }
             }
             Command::Revoke { name, reason, key } => {
@@ -322,7 +328,7 @@ pub fn main() -> ExitCode {
                     reason,
                     key_pem,
                 };
-                renew::run(cli.config, config, request).await
+                renew::run(cli.config, config, request, false).await
             }
             Command::Status { json } => status::run(&config, json).await,
             Command::Check { json, names } => check::run(&config, json, names).await,

@@ -9,10 +9,13 @@
 //! is the daemon's business.
 
 pub mod client;
+mod renewal;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+pub use renewal::{ChallengeUsed, Deferral, Renewal, RenewalResult, RevocationResult};
 
 use crate::preflight::Finding;
 use crate::status::Row;
@@ -95,6 +98,8 @@ pub enum Reply {
     },
     Status(Live),
     Findings(Vec<Finding>),
+    /// How one certificate's renewal ended.
+    Renewal(Renewal),
     /// The end of the answer, with the command's exit code and, on failure, why.
     Done {
         code: u8,

@@ -29,7 +29,7 @@ use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{CertificateConfig, Config, ConfigError};
 use crate::control::server::{ControlError, ControlSocket};
-use crate::control::{Call, Replies, Request};
+use crate::control::{Call, Deferral, Replies, Request};
 use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::plan::{Plan, plan};
 use crate::preflight::Preflight;
@@ -398,12 +398,12 @@ async fn engine(
         daemon.finish(finished);
     }
     // Whatever was asked and not started will not be.
-    let stopping = || Err("NOT RENEWED: certkeeper is stopping".to_string());
+    let stopping = || requests::deferred(Deferral::Stopping);
     for name in std::mem::take(&mut daemon.forced) {
-        daemon.answer(&name, false, None, stopping());
+        daemon.answer(requests::unordered(&name, false, stopping()));
     }
     for name in std::mem::take(&mut daemon.dry_runs) {
-        daemon.answer(&name, true, None, stopping());
+        daemon.answer(requests::unordered(&name, true, stopping()));
     }
     if service {
         tracing::info!("certkeeper stopped");
@@ -525,7 +525,7 @@ impl Daemon {
                 self.forced.remove(&cert.name);
                 // A revocation asked with it is not carried over to a later renewal.
                 self.revocations.remove(&cert.name);
-                self.answer(&cert.name, false, None, Err(format!("FAILED: {e}")));
+                self.answer(requests::unordered(&cert.name, false, requests::failed(e)));
                 continue;
             }
             let ledger = self
@@ -538,11 +538,15 @@ impl Daemon {
                 self.held.insert(cert.name.clone(), deferred.until);
                 if self.forced.remove(&cert.name) {
                     self.revocations.remove(&cert.name);
-                    let why = format!(
-                        "NOT RENEWED: {}; raise [acme.limits] if the CA allows more",
-                        deferred.reason
-                    );
-                    self.answer(&cert.name, false, None, Err(why));
+                    let why = Deferral::RateLimited {
+                        until: deferred.until,
+                        reason: deferred.reason.clone(),
+                    };
+                    self.answer(requests::unordered(
+                        &cert.name,
+                        false,
+                        requests::deferred(why),
+                    ));
                 }
                 continue;
             }
@@ -591,7 +595,7 @@ impl Daemon {
             if needs_http01_listener(&cert)
                 && let Err(e) = self.ensure_listener()
             {
-                self.answer(&name, true, None, Err(format!("FAILED: {e}")));
+                self.answer(requests::unordered(&name, true, requests::failed(e)));
                 continue;
             }
             let mut ca = self.config.acme.clone();
@@ -641,8 +645,8 @@ impl Daemon {
                     true => self.dry_running.remove(&name),
                     false => self.in_flight.remove(&name).is_some(),
                 };
-                let why = "NOT RENEWED: the order was abandoned (certkeeper is stopping, or lost the renewal lease)";
-                self.answer(&name, dry_run, None, Err(why.into()));
+                let why = requests::deferred(Deferral::Abandoned);
+                self.answer(requests::unordered(&name, dry_run, why));
             }
             Ok(Finished::Done(outcome)) if outcome.dry_run => {
                 self.dry_running.remove(&outcome.cert.name);
@@ -689,12 +693,8 @@ impl Daemon {
             Err(e) => {
                 let (name, dry_run) = task.unwrap_or_default();
                 tracing::error!(name = %name, error = %e, "a renewal task failed unexpectedly");
-                self.answer(
-                    &name,
-                    dry_run,
-                    None,
-                    Err(format!("FAILED unexpectedly: {e}")),
-                );
+                let why = format!("the renewal task failed unexpectedly: {e}");
+                self.answer(requests::unordered(&name, dry_run, requests::failed(why)));
                 if dry_run {
                     self.dry_running.remove(&name);
                     return;

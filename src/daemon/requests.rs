@@ -5,12 +5,14 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
+use super::task::Outcome;
 use super::task::Revocation;
-use super::task::{Issued, Outcome};
 use super::{Daemon, Mode};
-use crate::challenge::choice::Choice;
 use crate::config::EX_CONFIG;
-use crate::control::{AccountAction, Call, Live, Replies, Reply, Request};
+use crate::control::{
+    AccountAction, Call, ChallengeUsed, Deferral, Live, Renewal, RenewalResult, Replies, Reply,
+    Request,
+};
 use crate::{check, status, timefmt};
 
 /// A `renew` request still waiting for some of its certificates.
@@ -273,31 +275,17 @@ impl Daemon {
         });
     }
 
-    /// Tells the requests waiting for `name` how its renewal ended.
-    pub(super) fn answer(
-        &mut self,
-        name: &str,
-        dry_run: bool,
-        choice: Option<&Choice>,
-        ended: Result<String, String>,
-    ) {
-        let key = (name.to_string(), dry_run);
+    /// Tells the requests waiting for this certificate how its renewal ended.
+    pub(super) fn answer(&mut self, renewal: Renewal) {
+        let key = (renewal.name.clone(), renewal.dry_run);
         for waiter in &mut self.waiters {
             if !waiter.pending.remove(&key) {
                 continue;
             }
-            if let Some(choice) = choice {
-                waiter
-                    .replies
-                    .line(format!("{name}: {} ({})", choice.summary(), choice.reason));
+            if !renewal.succeeded() {
+                waiter.failed += 1;
             }
-            match &ended {
-                Ok(line) => waiter.replies.line(format!("{name}: {line}")),
-                Err(line) => {
-                    waiter.failed += 1;
-                    waiter.replies.line(format!("{name}: {line}"));
-                }
-            }
+            waiter.replies.send(Reply::Renewal(renewal.clone()));
             let done = waiter.total - waiter.pending.len();
             if waiter.total > 1 {
                 waiter.replies.send(Reply::Progress {
@@ -317,39 +305,30 @@ impl Daemon {
 
     /// Tells the waiting requests how a renewal task ended.
     pub(super) fn answer_outcome(&mut self, outcome: &Outcome) {
-        let ended = match (&outcome.result, outcome.dry_run) {
-            (Ok(issued), true) => Ok(format!(
-                "dry run ok: the CA issued a certificate for {} valid until {}; it passed every check",
-                issued.names.join(", "),
-                timefmt::utc(issued.not_after)
-            )),
-            (
-                Ok(Issued {
-                    not_after, version, ..
-                }),
-                false,
-            ) => Ok(format!(
-                "renewed, valid until {}{}",
-                timefmt::utc(*not_after),
-                version
-                    .as_ref()
-                    .map_or(String::new(), |v| format!(" ({})", v.display()))
-            )),
-            (Err(e), _) => Err(format!("FAILED: {e}")),
+        let result = match (&outcome.result, outcome.dry_run) {
+            (Ok(issued), true) => RenewalResult::DryRunOk {
+                names: issued.names.clone(),
+                not_after: issued.not_after,
+            },
+            (Ok(issued), false) => RenewalResult::Renewed {
+                not_after: issued.not_after,
+                version: issued.version.clone(),
+            },
+            (Err(e), _) => RenewalResult::Failed {
+                error: e.to_string(),
+                retry_not_before: e.retry_not_before(),
+            },
         };
-        // A revocation that failed fails the request, whatever the renewal did.
-        let ended = match (&outcome.revoked, ended) {
-            (None, ended) => ended,
-            (Some(Ok(revoked)), Ok(line)) => Ok(format!("{line}; {revoked}")),
-            (Some(Ok(revoked)), Err(line)) => Err(format!("{line}; {revoked}")),
-            (Some(Err(why)), Ok(line) | Err(line)) => Err(format!("{line}; {why}")),
-        };
-        self.answer(
-            &outcome.cert.name,
-            outcome.dry_run,
-            outcome.choice.as_ref(),
-            ended,
-        );
+        self.answer(Renewal {
+            name: outcome.cert.name.clone(),
+            dry_run: outcome.dry_run,
+            challenge: outcome.choice.as_ref().map(|choice| ChallengeUsed {
+                method: choice.summary().to_string(),
+                reason: choice.reason.clone(),
+            }),
+            result,
+            revocation: outcome.revoked.clone(),
+        });
     }
 
     /// Whether a one-off run has answered everything it was asked.
@@ -367,4 +346,27 @@ fn key_age(path: &std::path::Path) -> String {
         .map_or("age unknown".into(), |age| {
             format!("written {} ago", timefmt::rough(age))
         })
+}
+
+/// A certificate's answer when no order ran (no challenge, no revocation).
+pub(super) fn unordered(name: &str, dry_run: bool, result: RenewalResult) -> Renewal {
+    Renewal {
+        name: name.to_string(),
+        dry_run,
+        challenge: None,
+        result,
+        revocation: None,
+    }
+}
+
+/// A failure before or around an order, worded as the log words it.
+pub(super) fn failed(error: impl ToString) -> RenewalResult {
+    RenewalResult::Failed {
+        error: error.to_string(),
+        retry_not_before: None,
+    }
+}
+
+pub(super) fn deferred(why: Deferral) -> RenewalResult {
+    RenewalResult::Deferred(why)
 }

@@ -18,6 +18,7 @@ use crate::challenge::http01::Tokens;
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::Cluster;
 use crate::config::{AcmeConfig, CertificateConfig};
+use crate::control::RevocationResult;
 use crate::deploy::deploy;
 use crate::preflight::{Preflight, Verdict};
 use crate::renew::{self, Attempt, RenewError};
@@ -78,7 +79,7 @@ pub struct Outcome {
     /// The new certificate, deployed unless this is a dry run.
     pub result: Result<Issued, RenewError>,
     /// `certkeeper revoke`: how revoking the certificate it replaced went.
-    pub revoked: Option<Result<String, String>>,
+    pub revoked: Option<RevocationResult>,
 }
 
 /// Renews `cert` at the CA `ca`; gives up the order (not a deployment) once `stop` turns true.
@@ -176,28 +177,31 @@ async fn revoke_replaced(
     ca: &AcmeConfig,
     der: &CertificateDer<'_>,
     revocation: &Revocation,
-) -> Result<String, String> {
+) -> RevocationResult {
     let reason = revocation.reason;
-    let serial = crate::bundle::read_leaf_der(der)
-        .map(|leaf| leaf.serial)
-        .map_err(|e| format!("NOT REVOKED: {e}"))?;
-    let not_revoked = |e: String| format!("NOT REVOKED (serial {serial}): {e}");
-    match &revocation.key_pem {
+    let serial = match crate::bundle::read_leaf_der(der) {
+        Ok(leaf) => leaf.serial,
+        Err(e) => {
+            return RevocationResult::Failed {
+                serial: None,
+                error: e.to_string(),
+            };
+        }
+    };
+    let revoked = match &revocation.key_pem {
         Some(pem) => {
-            crate::acme::revoke_with_certificate_key(ca, &ca.directory, der, &pem.0, reason)
-                .await
-                .map_err(|e| not_revoked(e.to_string()))?;
+            crate::acme::revoke_with_certificate_key(ca, &ca.directory, der, &pem.0, reason).await
         }
-        None => {
-            let acme = context
-                .accounts
-                .get(ca, &context.store)
-                .await
-                .map_err(|e| not_revoked(e.to_string()))?;
-            acme.revoke(der, reason)
-                .await
-                .map_err(|e| not_revoked(e.to_string()))?;
-        }
+        None => match context.accounts.get(ca, &context.store).await {
+            Ok(acme) => acme.revoke(der, reason).await,
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = revoked {
+        return RevocationResult::Failed {
+            serial: Some(serial),
+            error: e.to_string(),
+        };
     }
     tracing::warn!(name = %cert.name, serial = %serial, reason = reason.as_str(), "certificate revoked");
     let mut state = CertState::load(&context.store, &cert.name);
@@ -209,7 +213,10 @@ async fn revoke_replaced(
     if let Err(e) = state.save(&context.store, &cert.name) {
         tracing::error!(name = %cert.name, error = %e, "cannot record the revocation in the state");
     }
-    Ok(format!("revoked serial {serial} ({})", reason.as_str()))
+    RevocationResult::Revoked {
+        serial,
+        reason: reason.as_str().to_string(),
+    }
 }
 
 async fn obtain(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) -> Attempt {
