@@ -3,7 +3,7 @@
 //! a rollover cut short at the worst moment and kill -9 at random points (the next renewal
 //! still works), and a deactivation followed by a new account.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! signed is deployed; a name no chain carries keeps the CA's default chain. A Java client
 //! trusting one root only tells the two apart, as a Java player would.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

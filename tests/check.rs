@@ -2,7 +2,7 @@
 //! nothing listening, another HTTP server, DNS pointing elsewhere, NXDOMAIN, and a packet filter
 //! dropping the port inside a network namespace the test creates.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Read, Write};

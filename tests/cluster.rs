@@ -3,7 +3,7 @@
 //! (127.0.0.2 to 127.0.0.4) on pebble's validation port; pebble's DNS (challtestsrv) decides
 //! which node the CA's HTTP-01 request reaches.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Read, Write};

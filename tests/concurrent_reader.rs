@@ -1,6 +1,6 @@
 //! No reader ever sees a new certificate with an old key while renewals swap `current`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Bad configurations: exit code 78 and a message with file, line, key and what to write.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

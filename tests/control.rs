@@ -2,7 +2,7 @@
 //! `status` go through the daemon (its listener, its engine), a stranger is refused, a daemon
 //! that dies mid-command is reported, and a second daemon is refused.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

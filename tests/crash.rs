@@ -3,7 +3,7 @@
 //! `combined` output; single output files that are written one by one are repaired by the
 //! next run.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! `certkeeper run` against a real pebble: renewing by itself, restarts, SIGHUP and SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::sync::Arc;

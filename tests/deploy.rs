@@ -1,7 +1,7 @@
 //! Deployment against a real nginx: reload, live verification, rollback; PKCS#12 read by
 //! keytool and openssl.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

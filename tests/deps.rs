@@ -3,7 +3,7 @@
 //! written, instead of on the next fresh machine. Programs are found in the sources as
 //! `program("…")`, `require("…")` and `Command::new("…")`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! DNS-01 against pebble and a real BIND 9 with TSIG-signed dynamic updates; the exec hook
 //! driving the same server through `nsupdate`; `auto` falling back to DNS-01.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

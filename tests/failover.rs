@@ -2,7 +2,7 @@
 //! certificate goes back to the preferred CA at its next renewal. Two real pebbles; the first
 //! rejects every order for the name.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

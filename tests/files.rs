@@ -2,7 +2,7 @@
 //! write to, a symbolic link planted at an output path. Each gives a clear error (or is
 //! defused) and leaves the previous certificate in place.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

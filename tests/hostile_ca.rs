@@ -3,7 +3,7 @@
 //! does not verify, HTTP 500 and silence. Each attempt ends within seconds in a clear error,
 //! a retry is scheduled, and the previous certificate stays deployed, byte for byte.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `certkeeper inspect` against real nginx servers configured wrongly on purpose, with
 //! certificates from pebble: each finding comes from a real handshake.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! One booted container for every scenario (booting is the slow part); each step prints PASS
 //! and how long it took.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! issued with an IP SAN that a TLS client verifies against pebble's root; DNS-01 refused at
 //! load.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -1,6 +1,6 @@
 //! Issuance and renewal through the real binary against a real pebble.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -3,7 +3,7 @@
 //! are all bounded in time and memory, while the CA's real HTTP-01 validations still succeed.
 //! (`cargo bench --bench listener` measures the same at a larger scale.)
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

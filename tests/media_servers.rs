@@ -3,7 +3,7 @@
 //! server's own TLS port passes; a renewal then changes what the server serves, and a reload
 //! that does nothing ends in rollback.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! expired certificate and one serving a good one: status, the metrics and a notification
 //! (once, not at every look) say which is which.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::Duration;

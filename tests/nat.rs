@@ -2,7 +2,7 @@
 //! masquerading router and a host behind it, a real STUN server (coturn) on the internet side
 //! and a real BIND answering for the names. `certkeeper check` runs on the host.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Operating certkeeper: systemd readiness and watchdog, metrics, notifications, status exit
 //! codes, and the Debian package.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,7 +3,7 @@
 //! command's output, the state, `status`, the failure notification and the metrics).
 //! (With `[dns01]`, the pre-flight picks DNS-01 before any order: tests/dns01.rs.)
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -2,7 +2,7 @@
 //! gets 30 probes a minute, and loopback targets are refused. (What it sees from outside, and
 //! how the pre-flight uses it: tests/nat.rs.)
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

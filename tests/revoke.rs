@@ -1,7 +1,7 @@
 //! `certkeeper revoke` against pebble: the current certificate is replaced at once, then revoked
 //! at the CA (pebble's management API says so); through a running daemon and standalone.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! and orders stay within the CA's rate limits (`[acme.limits]`), counted in a ledger that
 //! survives a restart. Against a real pebble.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::Duration;

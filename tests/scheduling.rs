@@ -1,7 +1,7 @@
 //! Scheduling against a real ACME server that implements renewalInfo (RFC 9773):
 //! acme2certifier from PyPI (pebble 2.4 has no ARI).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! "rate limited" now and then, and port 80 is blocked for a day. No certificate may be expired
 //! for a single minute. Prints the number of renewals and the smallest remaining lifetime.
 //!
-//! `cargo test --test simulation -- --nocapture` shows the figures.
+//! `cargo test --test tests simulation -- --nocapture` shows the figures.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

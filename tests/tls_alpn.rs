@@ -3,7 +3,7 @@
 //! before ordering and says why in `status`; an explicit ladder is followed; the responder
 //! holds its port only while a validation runs.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 

@@ -1,7 +1,7 @@
 //! Webroot mode: another web server holds the CA's port and serves certkeeper's answers from a
 //! directory; certkeeper does not need the port at all.
 
-mod common;
+use crate::common;
 
 use std::fs;
 
