@@ -11,6 +11,7 @@ mod concurrent_reader;
 mod config_errors;
 mod control;
 mod crash;
+mod current_pebble;
 mod daemon;
 mod deploy;
 mod deps;

@@ -104,6 +104,21 @@ pub struct Pebble {
     netns: Option<String>,
     /// Chains to other roots offered beside the default one (`PEBBLE_ALTERNATE_ROOTS`).
     alternate_roots: u32,
+    /// Debian sid's pebble (2.10 or later) rather than Debian 12's (2.4).
+    current: bool,
+}
+
+/// Where `scripts/deps --tests` puts the current pebble from Debian sid.
+fn current_pebble(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/pebble-sid/usr/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/deps --tests (it fetches pebble 2.10 or later from Debian sid)",
+        path.display()
+    );
+    path
 }
 
 /// A failed test shows what the CA saw: the last lines of pebble's log.
@@ -167,8 +182,18 @@ impl Pebble {
         Self::launch(None, None, &[], Some((netns, "::1")))
     }
 
+    /// Debian sid's pebble (2.10 or later): ARI with `replaces`, profiles, Retry-After,
+    /// dns-persist-01. `profiles` is pebble's `profiles` config (name → description and
+    /// validity), `null` for none.
+    pub fn start_current(profiles: serde_json::Value) -> Pebble {
+        Self::launch_as(None, None, &[], None, Some(profiles))
+    }
+
     /// `program`, run inside this pebble's network namespace if it has one.
-    fn command(netns: Option<&str>, name: &str) -> Command {
+    fn command(netns: Option<&str>, name: &str, current: bool) -> Command {
+        if current {
+            return Command::new(current_pebble(name));
+        }
         match netns {
             Some(ns) => {
                 let mut command = program("ip");
@@ -187,10 +212,23 @@ impl Pebble {
         blocklist: &[&str],
         inside: Option<(&str, &str)>,
     ) -> Pebble {
+        Self::launch_as(validity, eab, blocklist, inside, None)
+    }
+
+    /// `current`: Debian sid's pebble with these `profiles` (see [`Pebble::start_current`]).
+    fn launch_as(
+        validity: Option<Duration>,
+        eab: Option<(&str, &str)>,
+        blocklist: &[&str],
+        inside: Option<(&str, &str)>,
+        current: Option<serde_json::Value>,
+    ) -> Pebble {
         let netns = inside.map(|(netns, _)| netns);
         let default_ipv6 = inside.map_or("", |(_, ipv6)| ipv6);
-        require("pebble");
-        require("pebble-challtestsrv");
+        if current.is_none() {
+            require("pebble");
+            require("pebble-challtestsrv");
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let tls_root = dir.path().join("tls-root.pem");
         let (cert, key) = (
@@ -200,8 +238,13 @@ impl Pebble {
         write_tls_identity(&tls_root, &cert, &key);
 
         let (dns, dns_mgmt) = (free_port(), free_port());
-        let challtestsrv = Self::command(netns, "pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+        // challtestsrv 2.10 names its DNS flag -dnsserver and adds DNS over HTTPS (off here).
+        let mut challtestsrv = Self::command(netns, "pebble-challtestsrv", current.is_some());
+        match current {
+            Some(_) => challtestsrv.args(["-dnsserver", &format!("127.0.0.1:{dns}"), "-doh", ""]),
+            None => challtestsrv.args(["-dns01", &format!("127.0.0.1:{dns}")]),
+        };
+        let challtestsrv = challtestsrv
             .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
             .args([
                 "-http01",
@@ -234,6 +277,10 @@ impl Pebble {
             "certificateValidityPeriod": validity.map_or(157_766_400, |v| v.as_secs()),
             "domainBlocklist": blocklist,
         }});
+        let mut config = config;
+        if let Some(profiles) = current.as_ref().filter(|p| !p.is_null()) {
+            config["pebble"]["profiles"] = profiles.clone();
+        }
         let config_path = dir.path().join("pebble.json");
         fs::write(&config_path, config.to_string()).expect("write pebble config");
         let log = dir.path().join("pebble.log");
@@ -252,6 +299,7 @@ impl Pebble {
             children: vec![challtestsrv],
             netns: netns.map(String::from),
             alternate_roots: 0,
+            current: current.is_some(),
         };
         // A port found free may be taken by another test's server before pebble binds it; then
         // pebble exits and the port answers for someone else: move to other ports.
@@ -298,7 +346,7 @@ impl Pebble {
             .append(true)
             .open(&self.log)
             .expect("pebble log");
-        let child = Self::command(self.netns.as_deref(), "pebble")
+        let child = Self::command(self.netns.as_deref(), "pebble", self.current)
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))
             .args([
