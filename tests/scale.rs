@@ -122,3 +122,39 @@ fn the_rate_limit_budget_holds_orders_back_across_a_restart() {
     );
     assert_eq!(pebble.orders(), 4);
 }
+
+/// Let's Encrypt allows 5 certificates for one set of names in 7 days: the sixth, however it
+/// is asked for (here `renew --force`), is refused by certkeeper's own budget with the time it
+/// becomes possible, before the CA is asked.
+#[test]
+fn the_budget_refuses_a_sixth_duplicate_certificate() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(&pebble, &["media.example.com", "live.example.com"], "");
+    let mut config = fs::read_to_string(&ck.config).unwrap();
+    config.push_str("\n[acme.limits]\nduplicates_per_week = 5\n");
+    fs::write(&ck.config, config).unwrap();
+    ck.ok(&["renew"]);
+    for _ in 0..4 {
+        ck.ok(&["renew", "--force"]);
+    }
+    assert_eq!(pebble.issued(), 5);
+    let output = ck.run(&["renew", "--force", "--json"]);
+    assert!(!output.status.success(), "the sixth is not renewed");
+    let outcomes: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let result = &outcomes[0]["result"];
+    assert_eq!(result["because"], "rate-limited", "{outcomes}");
+    let reason = result["reason"].as_str().unwrap();
+    assert!(reason.contains("duplicates_per_week"), "{reason}");
+    let until = result["until"].as_str().unwrap();
+    // When the first of the five ages out: 7 days from now, give or take the test's run.
+    let until_at =
+        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).unwrap();
+    let in_a_week = time::OffsetDateTime::now_utc() + time::Duration::days(7);
+    assert!(
+        (in_a_week - until_at).abs() < time::Duration::minutes(10),
+        "{until}"
+    );
+    assert_eq!(pebble.issued(), 5, "the CA was not asked for a sixth");
+    assert_eq!(pebble.orders(), 5);
+    println!("the sixth: {reason} (until {until})");
+}
