@@ -190,10 +190,40 @@ pub(super) fn alternate_links(headers: &http::HeaderMap, base: &str) -> Vec<Stri
         .collect()
 }
 
+/// RFC 8555 §6.1: every request names its client (pebble 2.10 refuses one without).
+const USER_AGENT: &str = concat!("certkeeper/", env!("CARGO_PKG_VERSION"));
+
 impl AcmeHttp {
+    /// The body of a GET of `url` (the directory), at most 1 MiB.
+    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let request = http::Request::get(url)
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .body(BodyWrapper::default())
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| format!("no answer within {}s", self.timeout.as_secs()))?
+            .map_err(|e| super::chain(&e))?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        match status.is_success() {
+            true => Ok(json),
+            false => Err(format!(
+                "HTTP {status}: {}",
+                json["detail"].as_str().unwrap_or("no detail")
+            )),
+        }
+    }
+
     /// The CA's clock, from the `Date` header of a GET of `url` (the directory).
     pub async fn server_time(&self, url: &str) -> Result<std::time::SystemTime, String> {
         let request = http::Request::get(url)
+            .header(http::header::USER_AGENT, USER_AGENT)
             .body(BodyWrapper::default())
             .map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(self.timeout, self.client.request(request))

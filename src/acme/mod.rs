@@ -11,6 +11,7 @@ mod chains;
 mod clock;
 mod http;
 mod order;
+mod persist;
 mod revoke;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub use account::{Accounts, AcmeClient, account_path};
 pub use answers::read_ca_answer;
 pub use clock::clock_offset;
 pub use order::Solvers;
+pub use persist::PersistRecord;
 pub use revoke::{RevokeReason, revoke_with_certificate_key};
 
 use crate::challenge::choice::Method;
@@ -36,6 +38,11 @@ fn validation_hint(method: Method, name: &str) -> String {
             "check that the CA's resolvers see _acme-challenge.{} in public DNS",
             name.trim_start_matches("*.")
         ),
+        Method::DnsPersist01 => format!(
+            "check that the CA's resolvers see the record `certkeeper persist-record` prints for {name} \
+             (_validation-persist.{})",
+            name.trim_start_matches("*.")
+        ),
     }
 }
 
@@ -46,6 +53,8 @@ pub enum AcmeError {
     ExtraRoot { path: PathBuf, reason: String },
     #[error("cannot set up TLS for the ACME client: {0}")]
     Tls(String),
+    #[error("cannot tell the dns-persist-01 record for the CA at {directory}: {reason}")]
+    Persist { directory: String, reason: String },
     #[error(
         "cannot read the ACME account file {path}: {reason}; move it away to create a new account"
     )]

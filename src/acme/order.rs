@@ -37,6 +37,9 @@ fn poll_soon(timeout: Duration) -> RetryPolicy {
         .timeout(timeout)
 }
 
+/// Not in instant-acme's list of challenge types yet.
+const DNS_PERSIST_01: &str = "dns-persist-01";
+
 /// Orders beyond this many bad nonces in a row (each already retried by instant-acme) fail.
 const ATTEMPTS: u32 = 3;
 
@@ -133,11 +136,20 @@ impl AcmeClient {
                     tracing::debug!(attempt, "CA rejected our nonces repeatedly; ordering again");
                     attempt += 1;
                 }
+                // Any refusal of an order that names the certificate it replaces is tried
+                // once more without: `alreadyReplaced`, a malformed or unknown `replaces`, and
+                // CAs that fail to look the old certificate up (pebble 2.10 now and then
+                // answers serverInternal) all leave the renewal itself possible.
                 Err(e)
                     if replaces.is_some()
                         && (is_unsupported(&e)
-                            || has_problem(&e, "alreadyReplaced")
-                            || has_problem(&e, "malformed")) =>
+                            || matches!(
+                                &e,
+                                AcmeError::Refused {
+                                    step: "create the order",
+                                    ..
+                                }
+                            )) =>
                 {
                     tracing::debug!(error = %e, "ordering again without naming the replaced certificate");
                     replaces = None;
@@ -309,6 +321,7 @@ fn challenge_type(method: Method) -> ChallengeType {
         Method::Http01 => ChallengeType::Http01,
         Method::TlsAlpn01 => ChallengeType::TlsAlpn01,
         Method::Dns01 => ChallengeType::Dns01,
+        Method::DnsPersist01 => ChallengeType::Unknown(DNS_PERSIST_01.to_string()),
     }
 }
 
@@ -369,6 +382,8 @@ async fn publish_answers(
                 published.txt.push(record.clone());
                 dns01.present(&record).await?;
             }
+            // The operator's record is already there: nothing to publish.
+            Method::DnsPersist01 => {}
         }
         if ready {
             challenge

@@ -55,7 +55,7 @@ impl Blockers<'_> {
         match method {
             Method::Http01 => self.http01,
             Method::TlsAlpn01 => self.tls_alpn01,
-            Method::Dns01 => None,
+            Method::Dns01 | Method::DnsPersist01 => None,
         }
     }
 }
@@ -82,13 +82,14 @@ pub fn choose(
     let for_addresses = steps
         .iter()
         .copied()
-        .find(|m| *m != Method::Dns01)
+        .find(|m| !m.in_dns())
         .unwrap_or(Method::Http01);
     let methods: Vec<(DomainName, Method)> = domains
         .iter()
         .map(|d| match (d.is_wildcard() && dns01_configured, d.ip()) {
+            (true, _) if method == Method::DnsPersist01 => (d.clone(), method),
             (true, _) => (d.clone(), Method::Dns01),
-            (false, Some(_)) if method == Method::Dns01 => (d.clone(), for_addresses),
+            (false, Some(_)) if method.in_dns() => (d.clone(), for_addresses),
             _ => (d.clone(), method),
         })
         .collect();

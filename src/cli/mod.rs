@@ -119,6 +119,13 @@ enum Command {
         #[arg(long)]
         resolver: Vec<std::net::SocketAddr>,
     },
+    /// The DNS-PERSIST-01 record each name of certificate NAME needs (challenge =
+    /// "dns-persist-01"): set it once in the name's DNS zone, and it proves control for every
+    /// later order of this account at the preferred CA. Registers the account if there is none.
+    PersistRecord {
+        /// The certificate's name in the config.
+        name: String,
+    },
     /// The ACME account at the preferred CA: show it, roll its key over, or deactivate it.
     Account {
         #[arg(value_enum)]
@@ -330,6 +337,7 @@ pub fn main() -> ExitCode {
                 };
                 renew::run(cli.config, config, request, false).await
             }
+            Command::PersistRecord { name } => persist_record(&config, &name).await,
             Command::Status { json } => status::run(&config, json).await,
             Command::Check { json, names } => check::run(&config, json, names).await,
             Command::Completions { .. }
@@ -365,6 +373,30 @@ fn read_key(path: &std::path::Path) -> Result<crate::control::KeyPem, Failure> {
                 path.display()
             ))
         })
+}
+
+/// Prints the DNS-PERSIST-01 record of each name of certificate `name`, as zone-file lines.
+async fn persist_record(config: &Config, name: &str) -> Result<(), Failure> {
+    let cert = config
+        .certificates
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| Failure {
+            code: 64,
+            message: format!("no certificate named {name:?} in the config"),
+        })?;
+    let store = crate::store::Store::new(&config.daemon.state_dir);
+    let acme = crate::acme::AcmeClient::connect(&config.acme, &config.acme.directory, &store)
+        .await
+        .map_err(Failure::new)?;
+    let records = acme
+        .persist_records(&cert.domains)
+        .await
+        .map_err(Failure::new)?;
+    for record in records {
+        println!("{} IN TXT \"{}\"", record.fqdn, record.value);
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

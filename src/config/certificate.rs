@@ -31,6 +31,9 @@ pub enum Method {
     Http01,
     TlsAlpn01,
     Dns01,
+    /// DNS-PERSIST-01 (draft-ietf-acme-dns-persist): one TXT record, set once by the operator
+    /// (`certkeeper persist-record`), proves control for every later order.
+    DnsPersist01,
 }
 
 impl Method {
@@ -39,13 +42,24 @@ impl Method {
             Method::Http01 => "http-01",
             Method::TlsAlpn01 => "tls-alpn-01",
             Method::Dns01 => "dns-01",
+            Method::DnsPersist01 => "dns-persist-01",
         }
     }
 
+    /// Whether the names are proven in DNS (so IP addresses cannot use it).
+    pub fn in_dns(self) -> bool {
+        matches!(self, Method::Dns01 | Method::DnsPersist01)
+    }
+
     fn parse(text: &str) -> Option<Method> {
-        [Method::Http01, Method::TlsAlpn01, Method::Dns01]
-            .into_iter()
-            .find(|m| m.as_str() == text)
+        [
+            Method::Http01,
+            Method::TlsAlpn01,
+            Method::Dns01,
+            Method::DnsPersist01,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == text)
     }
 }
 
@@ -339,7 +353,8 @@ impl Validator<'_> {
                 raw.span(),
                 format!(
                     "certificate.challenge: {what}; write \"auto\", one of \"http-01\", \"tls-alpn-01\", \
-                     \"dns-01\", or a list of them in the order to try, such as [\"tls-alpn-01\", \"dns-01\"]"
+                     \"dns-01\", \"dns-persist-01\", or a list of them in the order to try, such as \
+                     [\"tls-alpn-01\", \"dns-01\"]"
                 ),
             )
         };

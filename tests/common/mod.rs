@@ -438,6 +438,14 @@ impl Pebble {
         );
     }
 
+    /// Sets a TXT record on pebble's DNS (challtestsrv), as an operator sets one in the zone.
+    pub fn set_txt(&self, host: &str, value: &str) {
+        self.dns_management(
+            "/set-txt",
+            &serde_json::json!({ "host": host, "value": value }),
+        );
+    }
+
     fn dns_management(&self, path: &str, body: &serde_json::Value) {
         let body = body.to_string();
         let mut stream = TcpStream::connect(("127.0.0.1", self.dns_management))
