@@ -121,7 +121,8 @@ impl Daemon {
     async fn apply_with(&mut self, membership: &mut Membership, fetched: Fetched) {
         let Fetched { mut records, full } = fetched;
         let leader = membership.is_leader();
-        for cert in self.config.certificates.clone() {
+        let config = self.config.clone();
+        for cert in &config.certificates {
             // A renewal running here owns the certificate until it ends.
             if self.in_flight.contains_key(&cert.name) {
                 continue;
@@ -153,7 +154,7 @@ impl Daemon {
                         .tried
                         .insert(cert.name.clone(), (record.serial.clone(), Instant::now()));
                     let store = self.context.store.clone();
-                    match sync::install(&membership.cluster, &store, &cert, &record).await {
+                    match sync::install(&membership.cluster, &store, cert, &record).await {
                         Ok(_) => tracing::info!(
                             name = %cert.name,
                             serial = %record.serial,

@@ -114,7 +114,8 @@ enum Mode {
 struct Daemon {
     mode: Mode,
     config_path: PathBuf,
-    config: Config,
+    /// Shared, so that the loop walks the certificates without copying them at every turn.
+    config: Arc<Config>,
     /// The config as the metrics endpoint sees it; updated on SIGHUP.
     published: watch::Sender<Arc<Config>>,
     context: Context,
@@ -315,7 +316,7 @@ async fn engine(
         },
         notifier: Notifier::new(config.notify.clone()),
         config_path,
-        config,
+        config: Arc::new(config),
         published,
         announced: None,
         held: HashMap::new(),
@@ -500,16 +501,16 @@ impl Daemon {
             return;
         }
         self.start_dry_runs(renewals, stopping);
-        let certificates = self.config.certificates.clone();
-        for cert in certificates {
+        let config = self.config.clone();
+        for cert in &config.certificates {
             let forced = self.forced.contains(&cert.name);
-            let scheduled = self.mode == Mode::Service && self.due_at(&cert, now) <= now;
+            let scheduled = self.mode == Mode::Service && self.due_at(cert, now) <= now;
             if self.in_flight.contains_key(&cert.name) || !(forced || scheduled) {
                 continue;
             }
-            let plan = self.plan_of(&cert, now);
+            let plan = self.plan_of(cert, now);
             let failures = plan.state.failures;
-            let (names, renewal) = ratelimit::request_of(&cert, plan.leaf.as_ref());
+            let (names, renewal) = ratelimit::request_of(cert, plan.leaf.as_ref());
             let ca = self.config.acme.ca_for(failures);
             let running = self
                 .in_flight
@@ -519,7 +520,7 @@ impl Daemon {
             if running >= self.config.acme.concurrency {
                 continue;
             }
-            if needs_http01_listener(&cert)
+            if needs_http01_listener(cert)
                 && let Err(e) = self.ensure_listener()
             {
                 self.forced.remove(&cert.name);
@@ -566,7 +567,7 @@ impl Daemon {
             let revoke = self.revocations.remove(&name);
             let handle = renewals.spawn(task::renew(
                 self.context.clone(),
-                cert,
+                cert.clone(),
                 ca,
                 false,
                 revoke,
@@ -709,9 +710,9 @@ impl Daemon {
 
     /// The certificate due soonest, and when, among those not being renewed now.
     fn next_due(&mut self, now: SystemTime) -> Option<(usize, SystemTime)> {
-        let certificates = self.config.certificates.clone();
+        let config = self.config.clone();
         let mut soonest: Option<(usize, SystemTime)> = None;
-        for (index, cert) in certificates.iter().enumerate() {
+        for (index, cert) in config.certificates.iter().enumerate() {
             if self.in_flight.contains_key(&cert.name) {
                 continue;
             }
@@ -737,12 +738,13 @@ impl Daemon {
             return;
         }
         let mut due = Vec::new();
-        for cert in self.config.certificates.clone() {
+        let config = self.config.clone();
+        for cert in &config.certificates {
             // A one-off run asks only for what it renewed.
             let wanted = self.mode == Mode::Service || self.renewed.remove(&cert.name);
             if wanted
                 && !self.in_flight.contains_key(&cert.name)
-                && renew::ari_due(self.plan_of(&cert, now), now)
+                && renew::ari_due(self.plan_of(cert, now), now)
             {
                 due.push(cert);
             }
@@ -763,7 +765,7 @@ impl Daemon {
             }
         };
         for cert in due {
-            if let Err(e) = renew::refresh_ari(&acme, self.store(), &cert, now).await {
+            if let Err(e) = renew::refresh_ari(&acme, self.store(), cert, now).await {
                 tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window (ARI)");
             }
             self.plans.remove(&cert.name);
@@ -786,9 +788,9 @@ impl Daemon {
     /// Raises an error (log and notification), at most hourly per certificate, for each
     /// certificate close to expiry whose renewals keep failing.
     fn warn_of_expiry(&mut self, now: SystemTime) {
-        let certificates = self.config.certificates.clone();
+        let config = self.config.clone();
         let renews = self.renews();
-        for cert in &certificates {
+        for cert in &config.certificates {
             let plan = self.plan_of(cert, now).clone();
             let Some(leaf) = &plan.leaf else { continue };
             // In a cluster, a node without the lease sees no failures of its own: a
@@ -950,8 +952,8 @@ impl Daemon {
                     "configuration re-read"
                 );
                 self.notifier = Notifier::new(config.notify.clone());
-                self.published.send_replace(Arc::new(config.clone()));
-                self.config = config;
+                self.config = Arc::new(config);
+                self.published.send_replace(self.config.clone());
                 // Renewals in flight finish with what they started with.
                 self.context.accounts = Accounts::default();
                 self.context.dns01 = dns01_of(&self.config);
