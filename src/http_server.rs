@@ -52,10 +52,13 @@ where
         let respond = respond.clone();
         tokio::spawn(async move {
             // hyper's header timeout starts with the first byte: a connection that sends
-            // nothing at all is cut off here, after the same time.
+            // nothing at all is cut off here, after the same time. A peek, not `readable()`:
+            // a fresh socket counts as readable before any byte came, and hyper would then
+            // hold its 8 KiB buffer for every idle connection.
+            let mut first = [0u8; 1];
             if matches!(
-                tokio::time::timeout(HEADER_TIMEOUT, stream.readable()).await,
-                Ok(Ok(()))
+                tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
             ) {
                 // Boxed: hyper's connection state is allocated once a request arrives, so an
                 // idle connection costs only this small task.
