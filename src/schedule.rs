@@ -66,10 +66,16 @@ pub fn backoff(failures: u32, lifetime: Option<Duration>) -> Duration {
 
 /// The renewal time inside the CA's suggested window (RFC 9773: a random point in it; ours is
 /// the stable per-certificate `jitter`), when the CA gave one for this very certificate. Never
-/// later than a twentieth of the lifetime before expiry, whatever the CA says.
+/// later than a twentieth of the lifetime before expiry, whatever the CA says. A window that
+/// cannot be this certificate's (its end not after its start, or before the certificate
+/// began) is not used: the lifetime rule decides instead, so a stale or broken window never
+/// makes certkeeper renew at once, again and again.
 pub fn ari_time(leaf: &LeafInfo, state: &CertState, jitter: f64) -> Option<SystemTime> {
     let ari = state.ari.as_ref().filter(|ari| ari.serial == leaf.serial)?;
     let (start, end) = (ari.start?, ari.end?);
+    if end <= start || end <= leaf.not_before {
+        return None;
+    }
     let width = end.duration_since(start).unwrap_or_default();
     let lifetime = leaf
         .not_after
@@ -165,6 +171,36 @@ mod tests {
         assert_eq!(
             next_due(Some(&l), &state, 0.0),
             Due::Retry(l.not_before + DAY * 61 + Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_window_that_cannot_be_this_certificates_is_not_used() {
+        let l = leaf(90);
+        let with_window = |start: SystemTime, end: SystemTime| CertState {
+            ari: Some(crate::state::AriState {
+                serial: l.serial.clone(),
+                start: Some(start),
+                end: Some(end),
+                next_poll: None,
+                explanation: None,
+            }),
+            ..CertState::default()
+        };
+        let good = with_window(l.not_before + DAY * 40, l.not_before + DAY * 42);
+        assert_eq!(ari_time(&l, &good, 0.0), Some(l.not_before + DAY * 40));
+        // End not after start: the CA's answer is broken.
+        let reversed = with_window(l.not_before + DAY * 42, l.not_before + DAY * 40);
+        assert_eq!(ari_time(&l, &reversed, 0.0), None);
+        let empty = with_window(l.not_before + DAY * 40, l.not_before + DAY * 40);
+        assert_eq!(ari_time(&l, &empty, 0.0), None);
+        // Ending before this certificate began: another certificate's window.
+        let stale = with_window(l.not_before - DAY * 3, l.not_before - DAY);
+        assert_eq!(ari_time(&l, &stale, 0.0), None);
+        assert_eq!(
+            next_due(Some(&l), &stale, 0.0),
+            Due::Renewal(l.not_before + DAY * 60),
+            "the lifetime rule decides"
         );
     }
 
