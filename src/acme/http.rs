@@ -194,16 +194,21 @@ pub(super) fn alternate_links(headers: &http::HeaderMap, base: &str) -> Vec<Stri
 const USER_AGENT: &str = concat!("certkeeper/", env!("CARGO_PKG_VERSION"));
 
 impl AcmeHttp {
-    /// The body of a GET of `url` (the directory), at most 1 MiB.
-    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+    /// A plain GET of `url` (the directory), within the request timeout.
+    async fn get(&self, url: &str) -> Result<http::Response<hyper::body::Incoming>, String> {
         let request = http::Request::get(url)
             .header(http::header::USER_AGENT, USER_AGENT)
             .body(BodyWrapper::default())
             .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| format!("no answer within {}s", self.timeout.as_secs()))?
-            .map_err(|e| super::chain(&e))?;
+            .map_err(|e| super::chain(&e))
+    }
+
+    /// The body of a GET of `url` (the directory), at most 1 MiB.
+    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let response = self.get(url).await?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
             .collect()
@@ -222,14 +227,7 @@ impl AcmeHttp {
 
     /// The CA's clock, from the `Date` header of a GET of `url` (the directory).
     pub async fn server_time(&self, url: &str) -> Result<std::time::SystemTime, String> {
-        let request = http::Request::get(url)
-            .header(http::header::USER_AGENT, USER_AGENT)
-            .body(BodyWrapper::default())
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| format!("no answer within {}s", self.timeout.as_secs()))?
-            .map_err(|e| super::chain(&e))?;
+        let response = self.get(url).await?;
         let date = response
             .headers()
             .get(http::header::DATE)

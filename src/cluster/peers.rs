@@ -76,29 +76,9 @@ impl Cluster {
             })
             .collect())
     }
-
-    /// The other nodes that announced a probe URL.
-    pub async fn peers(&self) -> Result<Vec<PeerNode>, super::EtcdError> {
-        let mut peers = self.announced().await?;
-        peers.retain(|peer| peer.node != self.0.node);
-        Ok(peers)
-    }
-
-    /// The URL and `Authorization` value that ask `peer` to probe `name`.
-    pub fn probe_request(
-        &self,
-        peer: &PeerNode,
-        name: &str,
-        token: &str,
-        expected: &str,
-    ) -> (String, String) {
-        let path = format!("{PROBE_PATH}?name={name}&token={token}&expected={expected}");
-        let authorization = sign(&self.0.probe_key, &self.0.node, unix_now(), &path);
-        (format!("{}{path}", peer.url), authorization)
-    }
 }
 
-/// The other nodes, as places the pre-flight looks from.
+/// The other nodes (those that announced a probe URL), as places the pre-flight looks from.
 impl crate::preflight::Peers for Cluster {
     fn list(
         &self,
@@ -106,7 +86,11 @@ impl crate::preflight::Peers for Cluster {
         '_,
         Result<Vec<PeerNode>, Box<dyn std::error::Error + Send + Sync>>,
     > {
-        Box::pin(async move { Ok(self.peers().await?) })
+        Box::pin(async move {
+            let mut peers = self.announced().await?;
+            peers.retain(|peer| peer.node != self.0.node);
+            Ok(peers)
+        })
     }
 
     fn probe_request(
@@ -116,7 +100,9 @@ impl crate::preflight::Peers for Cluster {
         token: &str,
         expected: &str,
     ) -> (String, String) {
-        Cluster::probe_request(self, peer, name, token, expected)
+        let path = format!("{PROBE_PATH}?name={name}&token={token}&expected={expected}");
+        let authorization = sign(&self.0.probe_key, &self.0.node, unix_now(), &path);
+        (format!("{}{path}", peer.url), authorization)
     }
 }
 

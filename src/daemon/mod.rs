@@ -29,7 +29,7 @@ use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{CertificateConfig, Config, ConfigError};
 use crate::control::server::{ControlError, ControlSocket};
-use crate::control::{Call, Deferral, Replies, Request};
+use crate::control::{Call, Deferral, RenewalResult, Replies, Request};
 use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::plan::{Plan, plan};
 use crate::preflight::Preflight;
@@ -399,7 +399,7 @@ async fn engine(
         daemon.finish(finished);
     }
     // Whatever was asked and not started will not be.
-    let stopping = || requests::deferred(Deferral::Stopping);
+    let stopping = || RenewalResult::Deferred(Deferral::Stopping);
     for name in std::mem::take(&mut daemon.forced) {
         daemon.answer(requests::unordered(&name, false, stopping()));
     }
@@ -546,7 +546,7 @@ impl Daemon {
                     self.answer(requests::unordered(
                         &cert.name,
                         false,
-                        requests::deferred(why),
+                        RenewalResult::Deferred(why),
                     ));
                 }
                 continue;
@@ -646,7 +646,7 @@ impl Daemon {
                     true => self.dry_running.remove(&name),
                     false => self.in_flight.remove(&name).is_some(),
                 };
-                let why = requests::deferred(Deferral::Abandoned);
+                let why = RenewalResult::Deferred(Deferral::Abandoned);
                 self.answer(requests::unordered(&name, dry_run, why));
             }
             Ok(Finished::Done(outcome)) if outcome.dry_run => {

@@ -10,8 +10,7 @@ use super::task::Revocation;
 use super::{Daemon, Mode};
 use crate::config::EX_CONFIG;
 use crate::control::{
-    AccountAction, Call, ChallengeUsed, Deferral, Live, Renewal, RenewalResult, Replies, Reply,
-    Request,
+    AccountAction, Call, ChallengeUsed, Live, Renewal, RenewalResult, Replies, Reply, Request,
 };
 use crate::{check, status, timefmt};
 
@@ -365,8 +364,4 @@ pub(super) fn failed(error: impl ToString) -> RenewalResult {
         error: error.to_string(),
         retry_not_before: None,
     }
-}
-
-pub(super) fn deferred(why: Deferral) -> RenewalResult {
-    RenewalResult::Deferred(why)
 }
