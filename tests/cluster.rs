@@ -237,7 +237,15 @@ fn each_certificate_is_ordered_once_and_validated_through_any_node() {
     let log = nodes[0].ck.daemon_log();
     assert!(log.contains("certificate issued and deployed"), "{log}");
     let answered = "answered an http-01 request with another node's answer";
-    assert!(nodes[2].ck.daemon_log().contains(answered));
+    if pebble.authorizations_created() == 2 {
+        assert!(nodes[2].ck.daemon_log().contains(answered));
+    } else {
+        // Nothing to validate: there is no http-01 request to answer this run.
+        eprintln!(
+            "NOTE: pebble reused the first order's authorization (it does for ~1 name in 100 \
+             even with PEBBLE_AUTHZREUSE=0): the answer through node 2 was not exercised"
+        );
+    }
     assert!(!nodes[1].ck.daemon_log().contains(answered));
     for node in &nodes[1..] {
         let log = node.ck.daemon_log();

@@ -508,6 +508,17 @@ impl Pebble {
     }
 
     /// How many certificates pebble has issued.
+    /// How many authorizations pebble created. Even with `PEBBLE_AUTHZREUSE=0` pebble reuses a
+    /// still-valid authorization for about 1 name in 100 (its test is `rand.Intn(100) > 0`):
+    /// a test that needs a second order to be validated afresh checks this.
+    pub fn authorizations_created(&self) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("authorizations in the db"))
+            .count()
+    }
+
     pub fn issued(&self) -> usize {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
