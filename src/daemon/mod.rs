@@ -10,9 +10,10 @@
 
 mod cluster;
 mod requests;
+mod slots;
 mod task;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,15 +39,11 @@ use crate::renew::{self, RenewError};
 use crate::store::Store;
 use crate::{metrics, schedule, sdnotify, timefmt};
 use cluster::Membership;
+use slots::Slots;
 use task::{Context, Finished, Issued, Outcome};
 
 /// Re-evaluate at least this often, so a suspended machine or a clock jump is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
-/// How often the expiry warning of one certificate is repeated.
-const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(3600);
-/// How long to leave a certificate alone when its state file could not be written (or its
-/// renewal task failed unexpectedly).
-const STATE_UNSAVED_HOLD: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -121,26 +118,14 @@ struct Daemon {
     context: Context,
     notifier: Notifier,
     announced: Option<(String, SystemTime)>,
-    /// Certificates left alone until a time: their last outcome could not be saved, or the
-    /// CA's rate limit is spent.
-    held: HashMap<String, SystemTime>,
-    /// When each certificate's expiry warning was last raised (at most hourly).
-    warned: HashMap<String, Instant>,
-    /// Each certificate's plan, read from disk once and kept until its state changes.
-    plans: HashMap<String, Plan>,
-    /// Renewals running now, by certificate name.
-    in_flight: HashMap<String, InFlight>,
+    /// Each certificate's state in the engine: plan, hold, what runs, what was asked.
+    slots: Slots,
     /// The certificate name of each renewal task, and whether it is a dry run.
     tasks: HashMap<task::Id, (String, bool)>,
     /// What was ordered from each CA lately (directory → ledger).
     ledgers: HashMap<String, Ledger>,
     /// Cluster mode: the renewal lease and the sync with etcd.
     cluster: Option<Membership>,
-    /// Certificates asked for by a request, to start regardless of their schedule.
-    forced: HashSet<String>,
-    /// Certificates asked for a dry run, not started yet; and those running.
-    dry_runs: HashSet<String>,
-    dry_running: HashSet<String>,
     /// `renew` requests waiting for their certificates.
     waiters: Vec<requests::Waiter>,
     /// Whether the port-80 listener is up (a one-off run binds it on first need).
@@ -149,16 +134,6 @@ struct Daemon {
     shutdown: watch::Receiver<()>,
     /// When the loop next wakes up to renew.
     next_wakeup: Option<SystemTime>,
-    /// Certificates renewed by this run whose renewal window (ARI) to fetch.
-    renewed: HashSet<String>,
-    /// Certificates to revoke once replaced (`certkeeper revoke`), and why.
-    revocations: HashMap<String, task::Revocation>,
-}
-
-struct InFlight {
-    ca: String,
-    /// The certificate renews the same set of names (it does not count as a new one).
-    renewal: bool,
 }
 
 /// `certkeeper run`: the daemon, until SIGTERM.
@@ -296,15 +271,10 @@ async fn engine(
     let store = Store::new(&config.daemon.state_dir);
     let mut daemon = Daemon {
         mode,
-        forced: HashSet::new(),
-        dry_runs: HashSet::new(),
-        dry_running: HashSet::new(),
         waiters: Vec::new(),
         listening,
         shutdown: stop_servers.subscribe(),
         next_wakeup: None,
-        renewed: HashSet::new(),
-        revocations: HashMap::new(),
         context: Context {
             store,
             tokens,
@@ -319,10 +289,7 @@ async fn engine(
         config: Arc::new(config),
         published,
         announced: None,
-        held: HashMap::new(),
-        warned: HashMap::new(),
-        plans: HashMap::new(),
-        in_flight: HashMap::new(),
+        slots: Slots::default(),
         tasks: HashMap::new(),
         ledgers: HashMap::new(),
         cluster: membership,
@@ -376,7 +343,7 @@ async fn engine(
         let until_sync = daemon.cluster.as_ref().map_or(wait, |m| m.until_sync());
         tokio::select! {
             // A timed wake-up reads every plan afresh (a one-off `renew` may have run).
-            _ = tokio::time::sleep(wait) => daemon.plans.clear(),
+            _ = tokio::time::sleep(wait) => daemon.slots.forget_plans(),
             _ = tokio::time::sleep(until_sync), if until_sync < wait => {}
             Some(leading) = leadership_change(&mut leadership) => daemon.leadership_changed(leading, &mut orders),
             Some(finished) = renewals.join_next_with_id(), if !renewals.is_empty() => daemon.finish(finished),
@@ -400,10 +367,11 @@ async fn engine(
     }
     // Whatever was asked and not started will not be.
     let stopping = || RenewalResult::Deferred(Deferral::Stopping);
-    for name in std::mem::take(&mut daemon.forced) {
+    let (live, dry) = daemon.slots.take_unstarted();
+    for name in live {
         daemon.answer(requests::unordered(&name, false, stopping()));
     }
-    for name in std::mem::take(&mut daemon.dry_runs) {
+    for name in dry {
         daemon.answer(requests::unordered(&name, true, stopping()));
     }
     if service {
@@ -456,11 +424,8 @@ impl Daemon {
 
     /// The plan of `cert`, from the cache or read afresh.
     fn plan_of(&mut self, cert: &CertificateConfig, now: SystemTime) -> &Plan {
-        if !self.plans.contains_key(&cert.name) {
-            let fresh = plan(&self.context.store, cert, now);
-            self.plans.insert(cert.name.clone(), fresh);
-        }
-        &self.plans[&cert.name]
+        let store = &self.context.store;
+        self.slots.plan_or(&cert.name, || plan(store, cert, now))
     }
 
     /// Cluster mode: this node took the renewal lease, or lost it.
@@ -470,7 +435,7 @@ impl Daemon {
             if let Some(membership) = &mut self.cluster {
                 membership.resync();
             }
-            self.plans.clear();
+            self.slots.forget_plans();
         } else {
             // The next lease holder orders afresh.
             orders.abandon_running();
@@ -484,9 +449,8 @@ impl Daemon {
 
     /// When `cert` is due: its plan, unless it is held back.
     fn due_at(&mut self, cert: &CertificateConfig, now: SystemTime) -> SystemTime {
-        let due = self.plan_of(cert, now).due.at(now);
-        let held = self.held.get(&cert.name).copied().unwrap_or(now);
-        due.max(held)
+        self.plan_of(cert, now);
+        self.slots.due_at(&cert.name, now).unwrap_or(now)
     }
 
     /// Starts a renewal for every certificate that is due, as long as its CA has room
@@ -503,29 +467,20 @@ impl Daemon {
         self.start_dry_runs(renewals, stopping);
         let config = self.config.clone();
         for cert in &config.certificates {
-            let forced = self.forced.contains(&cert.name);
-            let scheduled = self.mode == Mode::Service && self.due_at(cert, now) <= now;
-            if self.in_flight.contains_key(&cert.name) || !(forced || scheduled) {
+            let plan = self.plan_of(cert, now);
+            let (failures, leaf) = (plan.state.failures, plan.leaf.clone());
+            if !(self.slots).wants_start(&cert.name, self.mode == Mode::Service, now) {
                 continue;
             }
-            let plan = self.plan_of(cert, now);
-            let failures = plan.state.failures;
-            let (names, renewal) = ratelimit::request_of(cert, plan.leaf.as_ref());
+            let (names, renewal) = ratelimit::request_of(cert, leaf.as_ref());
             let ca = self.config.acme.ca_for(failures);
-            let running = self
-                .in_flight
-                .values()
-                .filter(|f| f.ca == ca.directory)
-                .count();
-            if running >= self.config.acme.concurrency {
+            if self.slots.running_at(&ca.directory) >= self.config.acme.concurrency {
                 continue;
             }
             if needs_http01_listener(cert)
                 && let Err(e) = self.ensure_listener()
             {
-                self.forced.remove(&cert.name);
-                // A revocation asked with it is not carried over to a later renewal.
-                self.revocations.remove(&cert.name);
+                self.slots.drop_request(&cert.name);
                 self.answer(requests::unordered(&cert.name, false, requests::failed(e)));
                 continue;
             }
@@ -536,9 +491,8 @@ impl Daemon {
             let limits = self.config.acme.limits_for(&ca.directory);
             if let Err(deferred) = ledger.admit(&names, renewal, &limits, now) {
                 tracing::warn!(name = %cert.name, ca = %ca.directory, "{}", deferred.reason);
-                self.held.insert(cert.name.clone(), deferred.until);
-                if self.forced.remove(&cert.name) {
-                    self.revocations.remove(&cert.name);
+                self.slots.hold(&cert.name, deferred.until);
+                if self.slots.drop_request(&cert.name) {
                     let why = Deferral::RateLimited {
                         until: deferred.until,
                         reason: deferred.reason.clone(),
@@ -551,20 +505,12 @@ impl Daemon {
                 }
                 continue;
             }
-            self.forced.remove(&cert.name);
             if let Err(e) = ledger.record_order(now) {
                 tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
             }
             tracing::info!(name = %cert.name, ca = %ca.directory, "renewal started");
-            self.in_flight.insert(
-                cert.name.clone(),
-                InFlight {
-                    ca: ca.directory.clone(),
-                    renewal,
-                },
-            );
+            let revoke = self.slots.start(&cert.name, &ca.directory, renewal);
             let name = cert.name.clone();
-            let revoke = self.revocations.remove(&name);
             let handle = renewals.spawn(task::renew(
                 self.context.clone(),
                 cert.clone(),
@@ -584,24 +530,21 @@ impl Daemon {
         renewals: &mut JoinSet<Finished>,
         stopping: &watch::Receiver<bool>,
     ) {
-        for name in std::mem::take(&mut self.dry_runs) {
+        for name in self.slots.dry_runs_to_start() {
             let Some(cert) = self.config.certificate(&name).cloned() else {
+                self.slots.drop_dry_run(&name);
                 continue;
             };
-            if self.dry_running.contains(&name) {
-                // One dry run at a time per certificate; the next waits for it.
-                self.dry_runs.insert(name);
-                continue;
-            }
             if needs_http01_listener(&cert)
                 && let Err(e) = self.ensure_listener()
             {
+                self.slots.drop_dry_run(&name);
                 self.answer(requests::unordered(&name, true, requests::failed(e)));
                 continue;
             }
             let mut ca = self.config.acme.clone();
             ca.directory = self.config.acme.staging_directory.clone();
-            self.dry_running.insert(name.clone());
+            self.slots.start_dry_run(&name);
             let handle = renewals.spawn(task::renew(
                 self.context.clone(),
                 cert,
@@ -643,14 +586,14 @@ impl Daemon {
         match joined.map(|(_, finished)| finished) {
             Ok(Finished::Abandoned { name, dry_run }) => {
                 match dry_run {
-                    true => self.dry_running.remove(&name),
-                    false => self.in_flight.remove(&name).is_some(),
-                };
+                    true => self.slots.end_dry_run(&name),
+                    false => _ = self.slots.end(&name),
+                }
                 let why = RenewalResult::Deferred(Deferral::Abandoned);
                 self.answer(requests::unordered(&name, dry_run, why));
             }
             Ok(Finished::Done(outcome)) if outcome.dry_run => {
-                self.dry_running.remove(&outcome.cert.name);
+                self.slots.end_dry_run(&outcome.cert.name);
                 self.answer_outcome(&outcome);
             }
             Ok(Finished::Done(outcome)) => {
@@ -669,10 +612,9 @@ impl Daemon {
                 if unpublished && let Some(membership) = &mut self.cluster {
                     membership.unpublished.insert(cert.name.clone());
                 }
-                let flight = self.in_flight.remove(&cert.name);
+                let renewal = self.slots.end(&cert.name).unwrap_or(false);
                 if issued {
                     let (names, _) = ratelimit::request_of(&cert, None);
-                    let renewal = flight.is_some_and(|f| f.renewal);
                     let ledger = self
                         .ledgers
                         .entry(ca.clone())
@@ -696,14 +638,10 @@ impl Daemon {
                 tracing::error!(name = %name, error = %e, "a renewal task failed unexpectedly");
                 let why = format!("the renewal task failed unexpectedly: {e}");
                 self.answer(requests::unordered(&name, dry_run, requests::failed(why)));
-                if dry_run {
-                    self.dry_running.remove(&name);
-                    return;
+                match dry_run {
+                    true => self.slots.end_dry_run(&name),
+                    false => self.slots.crashed(&name, SystemTime::now()),
                 }
-                self.in_flight.remove(&name);
-                self.plans.remove(&name);
-                self.held
-                    .insert(name, SystemTime::now() + STATE_UNSAVED_HOLD);
             }
         }
     }
@@ -713,7 +651,7 @@ impl Daemon {
         let config = self.config.clone();
         let mut soonest: Option<(usize, SystemTime)> = None;
         for (index, cert) in config.certificates.iter().enumerate() {
-            if self.in_flight.contains_key(&cert.name) {
+            if self.slots.is_renewing(&cert.name) {
                 continue;
             }
             let at = self.due_at(cert, now);
@@ -740,10 +678,9 @@ impl Daemon {
         let mut due = Vec::new();
         let config = self.config.clone();
         for cert in &config.certificates {
-            // A one-off run asks only for what it renewed.
-            let wanted = self.mode == Mode::Service || self.renewed.remove(&cert.name);
+            let wanted = (self.slots).take_ari_wanted(&cert.name, self.mode == Mode::Service);
             if wanted
-                && !self.in_flight.contains_key(&cert.name)
+                && !self.slots.is_renewing(&cert.name)
                 && renew::ari_due(self.plan_of(cert, now), now)
             {
                 due.push(cert);
@@ -768,7 +705,7 @@ impl Daemon {
             if let Err(e) = renew::refresh_ari(&acme, self.store(), cert, now).await {
                 tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window (ARI)");
             }
-            self.plans.remove(&cert.name);
+            self.slots.forget_plan(&cert.name);
         }
     }
 
@@ -800,14 +737,9 @@ impl Daemon {
             if !failing || now < schedule::warning_time(leaf) {
                 continue;
             }
-            if self
-                .warned
-                .get(&cert.name)
-                .is_some_and(|at| at.elapsed() < EXPIRY_WARNING_EVERY)
-            {
+            if !self.slots.warn_now(&cert.name, now) {
                 continue;
             }
-            self.warned.insert(cert.name.clone(), Instant::now());
             let when = match leaf.not_after.duration_since(now) {
                 Ok(left) => format!("expires in {}", timefmt::rough(left)),
                 Err(past) => format!("expired {} ago", timefmt::rough(past.duration())),
@@ -841,25 +773,18 @@ impl Daemon {
         tried: Tried,
         result: Result<SystemTime, RenewError>,
     ) {
-        // Without a saved state the schedule would say "due now" again at once: hold the
-        // certificate back in memory instead of hammering the CA.
-        self.plans.remove(&cert.name);
-        match renew::record(
+        let saved = renew::record(
             &self.context.store,
             &cert.name,
             tried.choice,
             tried.ca,
             tried.preflight,
             result.as_ref().map(|_| ()),
-        ) {
-            Ok(()) => self.held.remove(&cert.name),
-            Err(_) => self
-                .held
-                .insert(cert.name.clone(), SystemTime::now() + STATE_UNSAVED_HOLD),
-        };
+        );
+        // Unsaved, the state would say "due now" again at once: the slot holds it back.
+        (self.slots).recorded(&cert.name, saved.is_ok(), result.is_ok(), SystemTime::now());
         match result {
             Ok(not_after) => {
-                self.renewed.insert(cert.name.clone());
                 tracing::info!(
                     name = %cert.name,
                     not_after = %timefmt::utc(not_after),
@@ -963,7 +888,7 @@ impl Daemon {
                 self.context.preflight =
                     preflight_of(&self.config, self.cluster.as_ref().map(|m| &m.cluster));
                 self.announced = None;
-                self.plans.clear();
+                self.slots.forget_plans();
                 self.repair_outputs();
                 Ok(self.config.certificates.len())
             }

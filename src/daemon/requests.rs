@@ -56,7 +56,7 @@ impl Daemon {
             Request::Status => {
                 let mut rows = status::rows(&self.config, now);
                 for row in &mut rows {
-                    row.renewing = self.in_flight.contains_key(&row.name);
+                    row.renewing = self.slots.is_renewing(&row.name);
                 }
                 let live = Live {
                     pid: std::process::id(),
@@ -113,8 +113,8 @@ impl Daemon {
                 replies.line(format!("{name}: {repair}"));
             }
             if dry_run {
-                self.dry_runs.insert(name.clone());
-            } else if self.in_flight.contains_key(&name) {
+                self.slots.queue_dry_run(&name);
+            } else if self.slots.is_renewing(&name) {
                 replies.line(format!("{name}: being renewed already; waiting for it"));
             } else {
                 let at = self.plan_of(&cert, now).due.at(now);
@@ -136,7 +136,7 @@ impl Daemon {
                     }
                     continue;
                 }
-                self.forced.insert(name.clone());
+                self.slots.force(&name);
             }
             pending.insert((name, dry_run));
         }
@@ -172,14 +172,13 @@ impl Daemon {
                 format!("{name}: no certificate is installed: nothing to revoke"),
             ));
         }
-        if self.in_flight.contains_key(&name) {
+        if self.slots.is_renewing(&name) {
             return replies.send(Reply::failed(
                 1,
                 format!("{name}: being renewed now; revoke once that ends"),
             ));
         }
-        self.revocations.insert(name.clone(), revocation);
-        self.forced.insert(name.clone());
+        self.slots.force_revocation(&name, revocation);
         self.waiters.push(Waiter {
             replies,
             pending: HashSet::from([(name, false)]),
@@ -332,7 +331,7 @@ impl Daemon {
 
     /// Whether a one-off run has answered everything it was asked.
     pub(super) fn idle(&self) -> bool {
-        self.waiters.is_empty() && self.in_flight.is_empty() && self.dry_running.is_empty()
+        self.waiters.is_empty() && self.slots.idle()
     }
 }
 
