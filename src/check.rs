@@ -3,8 +3,11 @@
 //! names it, what each `verify` endpoint serves, the clock against the CA's, and in cluster
 //! mode etcd and the cluster secret. Presenting them is the CLI's business.
 
+use std::time::SystemTime;
+
 use futures_util::future::join_all;
 
+use crate::acme::AcmeClient;
 use crate::challenge::http01::Tokens;
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError, Inspection};
@@ -64,6 +67,7 @@ pub async fn findings(
         findings.extend(preflight.check_name(name, tokens, webroot, &vantages).await);
     }
     findings.extend(tls_alpn_findings(certs, preflight, tls_alpn01).await);
+    findings.extend(persist_findings(config, certs, preflight).await);
     findings.extend(served_findings(config, certs).await);
     match crate::acme::clock_offset(&config.acme, &config.acme.directory).await {
         Ok(offset) => findings.push(crate::preflight::clock_finding(offset)),
@@ -117,6 +121,47 @@ async fn tls_alpn_findings(
     findings
 }
 
+/// The DNS-PERSIST-01 record of each name whose certificate may use it, judged for this
+/// account at the configured CA (whose directory names the issuer; the account is registered
+/// if there is none yet, as `persist-record` does).
+async fn persist_findings(
+    config: &Config,
+    certs: &[CertificateConfig],
+    preflight: &Preflight,
+) -> Vec<Finding> {
+    let using: Vec<&CertificateConfig> = (certs.iter())
+        .filter(|c| c.challenge.allows(Method::DnsPersist01))
+        .collect();
+    if using.is_empty() {
+        return Vec::new();
+    }
+    let store = Store::new(&config.daemon.state_dir);
+    let identity = match AcmeClient::connect(&config.acme, &config.acme.directory, &store).await {
+        Ok(acme) => acme.persist_identity().await,
+        Err(e) => Err(e),
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(e) => {
+            return vec![Finding {
+                name: None,
+                address: None,
+                check: Check::Persist,
+                severity: Severity::Fail,
+                message: format!("cannot tell which dns-persist-01 records the CA wants: {e}"),
+            }];
+        }
+    };
+    let now = SystemTime::now();
+    let mut findings = Vec::new();
+    for cert in using {
+        let renew_by = (store.current(&cert.name).ok().flatten()).map(|c| c.leaf.not_after);
+        let found = (preflight.persist_findings(&identity, &cert.domains, renew_by, now)).await;
+        findings.extend(found);
+    }
+    findings
+}
+
 /// Each `verify` endpoint against the certificate deployed for it, all at once. The daemon
 /// looks right after deploying; this finds at any time a server that was never reloaded,
 /// loads other files, or is down. Certificates not deployed yet are left out.
@@ -147,36 +192,38 @@ async fn served_findings(config: &Config, certs: &[CertificateConfig]) -> Vec<Fi
     .await
 }
 
-/// Whether HTTP-01 can succeed for every name it may be used for, by `findings`.
-pub fn http01_ok(findings: &[Finding]) -> bool {
-    !findings.iter().any(|f| {
-        f.severity == Severity::Fail
-            && !matches!(
-                f.check,
-                Check::Clock | Check::Cluster | Check::TlsAlpn | Check::Served
-            )
-    })
+/// What the findings say of each way a renewal can go wrong.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Outlook {
+    /// HTTP-01 can succeed for every name it may be used for.
+    pub http01_ok: bool,
+    /// TLS-ALPN-01 can succeed for every name whose certificate names it.
+    pub tls_alpn_ok: bool,
+    /// Every `verify` endpoint serves the certificate deployed for it.
+    pub served_ok: bool,
+    /// This host's clock lets a renewal be deployed at all.
+    pub clock_ok: bool,
+    /// Every DNS-PERSIST-01 record proves control to the CA.
+    pub persist_ok: bool,
 }
 
-/// Whether every `verify` endpoint serves the certificate deployed for it.
-pub fn served_ok(findings: &[Finding]) -> bool {
-    !findings
-        .iter()
-        .any(|f| f.severity == Severity::Fail && f.check == Check::Served)
-}
+impl Outlook {
+    pub fn of(findings: &[Finding]) -> Outlook {
+        let none_failed = |checks: &[Check]| {
+            !(findings.iter()).any(|f| f.severity == Severity::Fail && checks.contains(&f.check))
+        };
+        Outlook {
+            http01_ok: none_failed(&[Check::Dns, Check::Address, Check::Port, Check::Reachability]),
+            tls_alpn_ok: none_failed(&[Check::TlsAlpn]),
+            served_ok: none_failed(&[Check::Served]),
+            clock_ok: none_failed(&[Check::Clock]),
+            persist_ok: none_failed(&[Check::Persist]),
+        }
+    }
 
-/// Whether this host's clock lets a renewal be deployed at all.
-pub fn clock_ok(findings: &[Finding]) -> bool {
-    !findings
-        .iter()
-        .any(|f| f.severity == Severity::Fail && f.check == Check::Clock)
-}
-
-/// Whether TLS-ALPN-01 can succeed for every name whose certificate names it.
-pub fn tls_alpn_ok(findings: &[Finding]) -> bool {
-    !findings
-        .iter()
-        .any(|f| f.severity == Severity::Fail && f.check == Check::TlsAlpn)
+    pub fn all_ok(&self) -> bool {
+        self.http01_ok && self.tls_alpn_ok && self.served_ok && self.clock_ok && self.persist_ok
+    }
 }
 
 /// Cluster mode: who holds the lease and what etcd holds that this node can use, for the

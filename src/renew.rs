@@ -13,7 +13,7 @@ use crate::config::CertificateConfig;
 use crate::config::Challenge;
 use crate::deploy::DeployError;
 use crate::keys::{self, KeyError};
-use crate::preflight::{BeforeOrder, Preflight, Verdict};
+use crate::preflight::{BeforeOrder, Preflight, Severity, Verdict};
 use crate::state::{AriState, CertState};
 use crate::store::{Store, StoreError};
 
@@ -32,6 +32,9 @@ pub enum RenewError {
     Deploy(#[from] DeployError),
     #[error("nothing was ordered: {0}")]
     Store(#[from] StoreError),
+    /// DNS-PERSIST-01 was to be used and the pre-flight found its record would not do.
+    #[error("nothing was ordered: {0}")]
+    PersistRecord(String),
 }
 
 fn kept(previous: &bool) -> &'static str {
@@ -96,6 +99,11 @@ pub async fn obtain(
         .filter(|d| !d.is_wildcard())
         .map(|d| d.as_str())
         .collect();
+    // The operator's DNS-PERSIST-01 records are judged before anything is ordered.
+    let persist_blocker = match preflight.filter(|_| steps.contains(&Method::DnsPersist01)) {
+        Some(preflight) => persist_blocker(acme, preflight, store, cert).await,
+        None => None,
+    };
     let may_use_http01 = steps.contains(&Method::Http01) && !http01_names.is_empty();
     let found = match preflight.filter(|_| may_use_http01) {
         Some(preflight) => {
@@ -130,10 +138,38 @@ pub async fn obtain(
         Blockers {
             http01: blocker.as_deref(),
             tls_alpn01: tls_alpn_blocker.as_deref(),
+            dns_persist01: persist_blocker.as_deref(),
         },
     );
     tracing::info!(name = %cert.name, challenge = choice.summary(), reason = %choice.reason, "challenge chosen");
+    // A record that would not do fails at the CA for sure, and counts as a failed validation
+    // there: it is not tried.
+    let uses_persist = (choice.methods.iter()).any(|(_, m)| *m == Method::DnsPersist01);
+    if let Some(found) = persist_blocker.filter(|_| uses_persist) {
+        return Attempt {
+            ca: Some(acme.directory().to_string()),
+            choice: Some(choice),
+            preflight: None,
+            result: Err(RenewError::PersistRecord(found)),
+        };
+    }
     let mut result = order(acme, solvers, store, cert, &choice).await;
+    // A CA that offers no dns-persist-01 (Let's Encrypt's production, in 2026): the next step.
+    if let Err(RenewError::Acme(AcmeError::NoChallenge { method, .. })) = &result
+        && *method == Method::DnsPersist01.as_str()
+        && let Some(next) = step_after(&steps, Method::DnsPersist01)
+    {
+        choice = Choice::all(
+            &cert.domains,
+            next,
+            format!(
+                "the CA offers no dns-persist-01 challenge; {} is the next step",
+                next.as_str()
+            ),
+        );
+        tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back");
+        result = order(acme, solvers, store, cert, &choice).await;
+    }
     if let Err(RenewError::Acme(
         e @ AcmeError::Validation {
             method: method @ (Method::Http01 | Method::TlsAlpn01),
@@ -169,6 +205,35 @@ pub async fn obtain(
         preflight: found.map(|_| verdicts),
         result,
     }
+}
+
+/// The step of the ladder after `method`, if there is one.
+fn step_after(steps: &[Method], method: Method) -> Option<Method> {
+    let at = steps.iter().position(|m| *m == method)?;
+    steps.get(at + 1).copied()
+}
+
+/// The first reason the DNS-PERSIST-01 records of `cert` would not prove control to this CA,
+/// if one would not. A record about to lapse is logged.
+async fn persist_blocker(
+    acme: &AcmeClient,
+    preflight: &Preflight,
+    store: &Store,
+    cert: &CertificateConfig,
+) -> Option<String> {
+    let identity = match acme.persist_identity().await {
+        Ok(identity) => identity,
+        Err(e) => return Some(e.to_string()),
+    };
+    let renew_by = (store.current(&cert.name).ok().flatten()).map(|c| c.leaf.not_after);
+    let findings =
+        (preflight.persist_findings(&identity, &cert.domains, renew_by, SystemTime::now())).await;
+    for finding in findings.iter().filter(|f| f.severity == Severity::Warn) {
+        tracing::warn!(name = %cert.name, finding = %finding.message, "dns-persist-01 record");
+    }
+    (findings.into_iter())
+        .find(|f| f.severity == Severity::Fail)
+        .map(|f| f.message)
 }
 
 async fn order(

@@ -87,3 +87,106 @@ fn dns_persist_01_issues_from_the_record_certkeeper_printed() {
     assert!(said.contains("media: renewed"), "{said}");
     println!("certkeeper persist-record media printed: {line}");
 }
+
+/// Before ordering, each record that would not do is named with its fix, and nothing is
+/// ordered (a CA counts a failed validation against the name); `check` says the same. The
+/// record certkeeper printed then issues a wildcard certificate.
+#[test]
+fn each_wrong_persist_record_is_named_and_nothing_is_ordered() {
+    let pebble = Pebble::start_current(serde_json::Value::Null);
+    let ck = Certkeeper::new(
+        &pebble,
+        &["media.example.com", "*.media.example.com"],
+        "challenge = \"dns-persist-01\"",
+    );
+    ck.set_tls_alpn_port(crate::common::free_port());
+    let printed = ck.ok(&["persist-record", "media"]);
+    let wildcard_line = printed
+        .lines()
+        .find(|line| line.ends_with("; policy=wildcard\""))
+        .unwrap_or_else(|| panic!("a record with the wildcard policy: {printed}"));
+    let (fqdn, good) = wildcard_line.split_once(" IN TXT ").unwrap();
+    let good = good.trim_matches('"');
+    let ours = good.trim_end_matches("; policy=wildcard");
+    let account = ours.split_once("accounturi=").unwrap().1;
+
+    let cases = [
+        (
+            None,
+            "no dns-persist-01 record at _validation-persist.media.example.com",
+        ),
+        (
+            Some("pebble.letsencrypt.org; accounturi=https://127.0.0.1/my-account/999".to_string()),
+            "is for another account (https://127.0.0.1/my-account/999)",
+        ),
+        (
+            Some(format!(
+                "letsencrypt.org; accounturi={account}; policy=wildcard"
+            )),
+            "names letsencrypt.org, not this CA (it accepts pebble.letsencrypt.org)",
+        ),
+        (
+            Some(ours.to_string()),
+            "lacks policy=wildcard, which *.media.example.com needs",
+        ),
+        (
+            Some(format!("{good}; persistUntil=1000000000")),
+            "stopped counting at 2001-09-09 01:46:40 UTC (its persistUntil)",
+        ),
+    ];
+    for (record, sentence) in cases {
+        pebble.clear_txt(fqdn);
+        if let Some(record) = &record {
+            pebble.set_txt(fqdn, record);
+        }
+        let output = ck.run(&["renew", "--force"]);
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "{said}");
+        assert!(said.contains(sentence), "{record:?}: {said}");
+        assert!(
+            said.contains(&format!("IN TXT \"{good}\"")),
+            "the fix: {said}"
+        );
+        let checked = ck.run(&["check"]);
+        let table = String::from_utf8_lossy(&checked.stdout);
+        assert!(!checked.status.success(), "{table}");
+        assert!(table.contains("dns-persist"), "{table}");
+        println!("{record:?}: {sentence}");
+    }
+    assert_eq!(pebble.orders(), 0, "nothing was ordered");
+
+    pebble.clear_txt(fqdn);
+    pebble.set_txt(fqdn, good);
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    // A persistUntil that passes before the certificate expires is warned of ahead.
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    pebble.clear_txt(fqdn);
+    pebble.set_txt(fqdn, &format!("{good}; persistUntil={soon}"));
+    let table = ck.ok(&["check"]);
+    assert!(
+        table.contains("(its persistUntil), before the current certificate expires"),
+        "{table}"
+    );
+}
+
+/// A CA that offers no dns-persist-01 (Debian 12's pebble 2.4, like Let's Encrypt's production
+/// in 2026): one line says so and the next step of the ladder is used; nothing fails.
+#[test]
+fn a_ca_without_dns_persist_01_gets_the_next_step() {
+    let pebble = Pebble::start(None);
+    let ck = Certkeeper::new(
+        &pebble,
+        &["media.example.com"],
+        "challenge = [\"dns-persist-01\", \"http-01\"]",
+    );
+    let said = ck.ok(&["renew"]);
+    assert!(said.contains("media: http-01"), "{said}");
+    assert!(said.contains("rules out dns-persist-01"), "{said}");
+    assert!(said.contains("media: renewed"), "{said}");
+    println!("{said}");
+}

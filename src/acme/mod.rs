@@ -18,9 +18,9 @@ use std::path::PathBuf;
 
 pub use account::{Accounts, AcmeClient, account_path};
 pub use answers::read_ca_answer;
-pub use clock::clock_offset;
+pub use clock::{clock_blocks_orders, clock_offset};
 pub use order::Solvers;
-pub use persist::PersistRecord;
+pub use persist::{PersistIdentity, PersistProblem, PersistRecord, judge as judge_persist_record};
 pub use revoke::{RevokeReason, revoke_with_certificate_key};
 
 use crate::challenge::choice::Method;

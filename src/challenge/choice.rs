@@ -48,6 +48,7 @@ impl Choice {
 pub struct Blockers<'a> {
     pub http01: Option<&'a str>,
     pub tls_alpn01: Option<&'a str>,
+    pub dns_persist01: Option<&'a str>,
 }
 
 impl Blockers<'_> {
@@ -55,7 +56,8 @@ impl Blockers<'_> {
         match method {
             Method::Http01 => self.http01,
             Method::TlsAlpn01 => self.tls_alpn01,
-            Method::Dns01 | Method::DnsPersist01 => None,
+            Method::DnsPersist01 => self.dns_persist01,
+            Method::Dns01 => None,
         }
     }
 }
@@ -147,7 +149,38 @@ mod tests {
     }
 
     fn blocked<'a>(http01: Option<&'a str>, tls_alpn01: Option<&'a str>) -> Blockers<'a> {
-        Blockers { http01, tls_alpn01 }
+        Blockers {
+            http01,
+            tls_alpn01,
+            dns_persist01: None,
+        }
+    }
+
+    #[test]
+    fn a_persist_record_that_would_not_do_climbs_to_the_next_step() {
+        let domains = names(&["a.example.com"]);
+        let ladder = Challenge::Ladder([Some(Method::DnsPersist01), Some(Method::Http01), None]);
+        let fine = choose(ladder, &domains, false, Blockers::default());
+        assert_eq!(fine.summary(), "dns-persist-01");
+        let wrong = Blockers {
+            dns_persist01: Some("no dns-persist-01 record at _validation-persist.a.example.com"),
+            ..Blockers::default()
+        };
+        let climbed = choose(ladder, &domains, false, wrong);
+        assert_eq!(climbed.summary(), "http-01");
+        assert!(
+            climbed
+                .reason
+                .contains("rules out dns-persist-01: no dns-persist-01 record"),
+            "{}",
+            climbed.reason
+        );
+        // The only step is taken all the same (the renewal then refuses to order it).
+        let only = Challenge::Ladder([Some(Method::DnsPersist01), None, None]);
+        assert_eq!(
+            choose(only, &domains, false, wrong).summary(),
+            "dns-persist-01"
+        );
     }
 
     #[test]

@@ -31,24 +31,17 @@ pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Resu
         }
         None => standalone(config, &names).await?,
     };
-    let (http01_ok, tls_alpn_ok) = (check::http01_ok(&findings), check::tls_alpn_ok(&findings));
-    let served_ok = check::served_ok(&findings);
-    let clock_ok = check::clock_ok(&findings);
+    let outlook = check::Outlook::of(&findings);
     match json {
         true => {
-            let report = serde_json::json!({
-                "http01_ok": http01_ok,
-                "tls_alpn_ok": tls_alpn_ok,
-                "served_ok": served_ok,
-                "clock_ok": clock_ok,
-                "findings": findings,
-            });
+            let mut report = serde_json::to_value(outlook).map_err(Failure::new)?;
+            report["findings"] = serde_json::to_value(&findings).map_err(Failure::new)?;
             let text = serde_json::to_string_pretty(&report).map_err(Failure::new)?;
             println!("{text}");
         }
-        false => print_table(&findings, [http01_ok, tls_alpn_ok, served_ok, clock_ok]),
+        false => print_table(&findings, outlook),
     }
-    match http01_ok && tls_alpn_ok && served_ok && clock_ok {
+    match outlook.all_ok() {
         true => Ok(()),
         false => Err(Failure::new("pre-flight check failed")),
     }
@@ -112,7 +105,7 @@ async fn clustered(settings: &crate::config::ClusterConfig) -> Option<Cluster> {
     Some(cluster)
 }
 
-fn print_table(findings: &[Finding], [http01_ok, tls_alpn_ok, served_ok, clock_ok]: [bool; 4]) {
+fn print_table(findings: &[Finding], outlook: check::Outlook) {
     let rows: Vec<[String; 5]> = findings
         .iter()
         .map(|f| {
@@ -133,7 +126,7 @@ fn print_table(findings: &[Finding], [http01_ok, tls_alpn_ok, served_ok, clock_o
     if checked(&[Check::Dns, Check::Address, Check::Port, Check::Reachability]) {
         println!(
             "{}",
-            if http01_ok {
+            if outlook.http01_ok {
                 "http-01 can succeed for every name"
             } else {
                 "http-01 cannot succeed for every name: fix the FAIL lines, or configure [dns01] (challenge = \"auto\" then uses dns-01)"
@@ -143,19 +136,24 @@ fn print_table(findings: &[Finding], [http01_ok, tls_alpn_ok, served_ok, clock_o
     if checked(&[Check::TlsAlpn]) {
         println!(
             "{}",
-            if tls_alpn_ok {
+            if outlook.tls_alpn_ok {
                 "tls-alpn-01 can succeed for every name configured for it"
             } else {
                 "tls-alpn-01 cannot succeed for every name configured for it: fix the FAIL lines marked tls-alpn"
             }
         );
     }
-    if !served_ok {
+    if !outlook.persist_ok {
+        println!(
+            "a dns-persist-01 record would not prove control: set the record the FAIL lines marked dns-persist give"
+        );
+    }
+    if !outlook.served_ok {
         println!(
             "a server does not serve the certificate certkeeper deployed: fix the FAIL lines marked served"
         );
     }
-    if !clock_ok {
+    if !outlook.clock_ok {
         println!(
             "no renewal can be deployed with this host's clock: fix the FAIL line marked clock"
         );

@@ -417,17 +417,19 @@ impl Validator<'_> {
                 self.located
                     .error(written.span(), format!("certificate.domains: {e}"))
             })?;
-            if domain.is_wildcard() && (!self.has_dns01 || !challenge.allows(Method::Dns01)) {
+            let dns01 = self.has_dns01 && challenge.allows(Method::Dns01);
+            if domain.is_wildcard() && !dns01 && !challenge.allows(Method::DnsPersist01) {
                 return Err(self.located.error(
                     written.span(),
                     format!(
-                        "certificate.domains: {domain} is a wildcard, which only the dns-01 challenge can \
-                         prove; add a [dns01] section (and do not force challenge = \"http-01\"), or \
-                         list each host name instead"
+                        "certificate.domains: {domain} is a wildcard, which only dns-01 or \
+                         dns-persist-01 can prove; add a [dns01] section (and do not force \
+                         challenge = \"http-01\"), set challenge = \"dns-persist-01\", or list \
+                         each host name instead"
                     ),
                 ));
             }
-            if domain.ip().is_some() && !challenge.steps(true).iter().any(|m| *m != Method::Dns01) {
+            if domain.ip().is_some() && challenge.steps(true).iter().all(|m| m.in_dns()) {
                 return Err(self.located.error(
                     written.span(),
                     format!(

@@ -48,6 +48,9 @@ pub enum Check {
     TlsAlpn,
     /// A `verify` endpoint serves the deployed certificate.
     Served,
+    /// DNS-PERSIST-01: the name's record names this CA and account.
+    #[serde(rename = "dns-persist")]
+    Persist,
 }
 
 impl Check {
@@ -62,6 +65,7 @@ impl Check {
             Check::Cluster => "cluster",
             Check::TlsAlpn => "tls-alpn",
             Check::Served => "served",
+            Check::Persist => "dns-persist",
         }
     }
 }
@@ -95,12 +99,6 @@ impl Finding {
     }
 }
 
-/// Whether this host's clock, `offset_seconds` ahead of the CA's (negative: behind), is so far
-/// behind that a certificate issued now would be refused here as not yet valid.
-pub fn clock_blocks_orders(offset_seconds: i64) -> bool {
-    offset_seconds < -(crate::bundle::ALLOWED_SKEW.as_secs() as i64)
-}
-
 /// Findings about the clock, from the offset to the CA's `Date` header. A clock behind the
 /// CA's by more than a fresh certificate's notBefore tolerates fails: no renewal could be
 /// deployed, so none is ordered.
@@ -111,7 +109,7 @@ pub fn clock_finding(offset_seconds: i64) -> Finding {
     } else {
         "behind"
     };
-    let (severity, message) = if clock_blocks_orders(offset_seconds) {
+    let (severity, message) = if crate::acme::clock_blocks_orders(offset_seconds) {
         (
             Severity::Fail,
             format!(

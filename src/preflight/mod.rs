@@ -12,6 +12,7 @@
 //! - `remote`: asking a probe server, and (`remote::server`) being one.
 
 mod finding;
+mod persist;
 mod probe;
 pub mod remote;
 mod vantage;
@@ -29,7 +30,7 @@ use futures_util::future::join_all;
 use http_body_util::Empty;
 use serde::{Deserialize, Serialize};
 
-pub use finding::{Check, Finding, Severity, clock_blocks_orders, clock_finding};
+pub use finding::{Check, Finding, Severity, clock_finding};
 use probe::random_token;
 pub use vantage::Vantage;
 

@@ -446,6 +446,11 @@ impl Pebble {
         );
     }
 
+    /// Removes every TXT record of `host` from pebble's DNS.
+    pub fn clear_txt(&self, host: &str) {
+        self.dns_management("/clear-txt", &serde_json::json!({ "host": host }));
+    }
+
     fn dns_management(&self, path: &str, body: &serde_json::Value) {
         let body = body.to_string();
         let mut stream = TcpStream::connect(("127.0.0.1", self.dns_management))
