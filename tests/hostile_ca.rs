@@ -91,3 +91,48 @@ fn each_bad_answer_ends_in_a_clear_error_and_a_retry_never_a_deployment() {
     ck.ok(&["renew", "--force"]);
     assert_ne!(ck.current_dir(), before);
 }
+
+/// A CA that refuses with HTTP 429 and `Retry-After` (RFC 8555 §6.6), naming no time in its
+/// words: certkeeper waits as long as the header says, and says until when.
+#[test]
+fn a_rate_limited_order_waits_for_the_retry_after_header() {
+    let pebble = Pebble::start(None);
+    let ca = HostileCa::start(&pebble);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    point_at(&ck.config, &pebble, &ca);
+    ca.set(Fault::RateLimited(7200));
+    let asked = std::time::SystemTime::now();
+    let output = ck.run(&["renew", "--json"]);
+    assert!(!output.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    let media = &answer[0];
+    assert_eq!(media["result"]["status"], "failed", "{media}");
+    let retry = media["result"]["retry_not_before"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a retry time: {media}"));
+    let retry = time::OffsetDateTime::parse(retry, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{e}: {retry}"));
+    let wait = std::time::SystemTime::from(retry)
+        .duration_since(asked)
+        .unwrap();
+    assert!(
+        wait >= Duration::from_secs(7200 - 5) && wait <= Duration::from_secs(7200 + 120),
+        "retry after {wait:?}: {media}"
+    );
+    // The schedule keeps to it: nothing is tried before.
+    let rows: serde_json::Value =
+        serde_json::from_slice(&ck.run(&["status", "--json"]).stdout).unwrap();
+    let next = rows[0]["next_renewal"].as_str().unwrap_or_default();
+    assert!(next.starts_with("retry "), "{next}");
+    let said = ck.run(&["renew"]);
+    assert!(
+        String::from_utf8_lossy(&said.stdout).contains("the next one is not before"),
+        "{}",
+        String::from_utf8_lossy(&said.stdout)
+    );
+    eprintln!(
+        "retry_not_before {}, status: {next}",
+        media["result"]["retry_not_before"]
+    );
+}

@@ -11,6 +11,7 @@ pub fn read_ca_answer(bytes: &[u8]) -> usize {
         let refused = super::AcmeError::Refused {
             step: "read a problem document",
             source: instant_acme::Error::Api(problem),
+            retry_after: None,
         };
         let _ = refused.to_string();
         let _ = super::retry_after(&refused);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -29,7 +29,13 @@ pub struct AcmeHttp {
     timeout: Duration,
     /// Where certificate downloads are kept, when a chain is to be chosen.
     downloads: Option<Downloads>,
+    /// The last `Retry-After` the CA sent with a refusal (429 or 503), and when it came:
+    /// instant-acme's errors carry the problem document but not the headers.
+    retry_after: Arc<Mutex<Option<(Instant, SystemTime)>>>,
 }
+
+/// How long a refusal's `Retry-After` is taken to belong to the error that follows it.
+const RETRY_AFTER_FRESH: Duration = Duration::from_secs(60);
 
 /// Certificate chains as the CA served them, by URL, with the alternate chains it linked
 /// (RFC 8555 §7.4.2). instant-acme hands back the default chain's text only.
@@ -94,7 +100,18 @@ impl AcmeHttp {
             client,
             timeout,
             downloads: None,
+            retry_after: Arc::default(),
         })
+    }
+
+    /// The `Retry-After` of the CA's latest refusal, if it came within the last minute.
+    pub fn recent_retry_after(&self) -> Option<SystemTime> {
+        let seen = *self
+            .retry_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        seen.filter(|(at, _)| at.elapsed() < RETRY_AFTER_FRESH)
+            .map(|(_, until)| until)
     }
 
     /// Keeps every certificate chain downloaded through this client in `downloads`.
@@ -111,10 +128,18 @@ impl HttpClient for AcmeHttp {
         let url = req.uri().to_string();
         let response = self.client.request(req);
         let (timeout, downloads) = (self.timeout, self.downloads.clone());
+        let retry_after = self.retry_after.clone();
         let answer = async move {
             let response = response
                 .await
                 .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let refused = matches!(response.status().as_u16(), 429 | 503);
+            if refused
+                && let Some(until) = retry_after_header(response.headers(), SystemTime::now())
+            {
+                *retry_after.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((Instant::now(), until));
+            }
             match downloads {
                 Some(downloads) if is_certificate_chain(&response) => {
                     let (parts, body) = response.into_parts();
@@ -148,6 +173,19 @@ impl HttpClient for AcmeHttp {
                     ))
                 })
         })
+    }
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3): a number of seconds, or an HTTP date.
+fn retry_after_header(headers: &http::HeaderMap, now: SystemTime) -> Option<SystemTime> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    match value.parse::<u64>() {
+        Ok(seconds) => now.checked_add(Duration::from_secs(seconds)),
+        Err(_) => httpdate::parse_http_date(value).ok(),
     }
 }
 
@@ -240,6 +278,23 @@ impl AcmeHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let header = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::RETRY_AFTER, value.parse().unwrap());
+            retry_after_header(&headers, now)
+        };
+        assert_eq!(header("120"), Some(now + Duration::from_secs(120)));
+        assert_eq!(
+            header("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784111777))
+        );
+        assert_eq!(header("soon"), None);
+        assert_eq!(retry_after_header(&http::HeaderMap::new(), now), None);
+    }
 
     #[test]
     fn alternate_links_are_read_from_every_link_header() {

@@ -73,6 +73,8 @@ pub enum AcmeError {
     Refused {
         step: &'static str,
         source: instant_acme::Error,
+        /// The `Retry-After` header that came with the refusal, if any.
+        retry_after: Option<std::time::SystemTime>,
     },
     #[error(
         "the CA's HTTPS certificate is not trusted while trying to {step}: {}; for a test CA \
@@ -143,21 +145,6 @@ pub enum AcmeError {
     ClockBehind { seconds: i64 },
 }
 
-impl AcmeError {
-    /// Whether trying the same thing again soon may succeed (network, CA overload, bad nonce),
-    /// as opposed to something the operator must fix first.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            AcmeError::Directory { .. }
-            | AcmeError::Timeout { .. }
-            | AcmeError::Unreachable { .. }
-            | AcmeError::Malformed { .. } => true,
-            AcmeError::Refused { source, .. } => is_transient(source),
-            _ => false,
-        }
-    }
-}
-
 /// What the operator should do about a CA's problem document, for the kinds that retrying
 /// will not cure (and for rate limits, which it will, later).
 fn problem_hint(error: &instant_acme::Error) -> &'static str {
@@ -188,11 +175,17 @@ fn problem_hint(error: &instant_acme::Error) -> &'static str {
     }
 }
 
-/// When a rate-limited CA says to come back ("retry after 2026-11-24 10:00:00 UTC" in Let's
-/// Encrypt's problem detail), if it says so.
+/// The longest wait a rate-limited CA is taken at its word for: Let's Encrypt's longest
+/// window is 7 days, and a CA that says "a year" must not let a certificate expire.
+const LONGEST_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
+
+/// When a rate-limited CA says to come back: its `Retry-After` header (RFC 8555 §6.6), else
+/// the time in its words ("retry after 2026-11-24 10:00:00 UTC" in Let's Encrypt's problem
+/// detail), at most a week ahead.
 pub fn retry_after(error: &AcmeError) -> Option<std::time::SystemTime> {
     let AcmeError::Refused {
         source: instant_acme::Error::Api(problem),
+        retry_after,
         ..
     } = error
     else {
@@ -201,7 +194,8 @@ pub fn retry_after(error: &AcmeError) -> Option<std::time::SystemTime> {
     if problem.r#type.as_deref() != Some("urn:ietf:params:acme:error:rateLimited") {
         return None;
     }
-    parse_retry_after(problem.detail.as_deref()?)
+    let said = retry_after.or_else(|| parse_retry_after(problem.detail.as_deref()?))?;
+    Some(said.min(std::time::SystemTime::now() + LONGEST_RETRY_AFTER))
 }
 
 fn parse_retry_after(detail: &str) -> Option<std::time::SystemTime> {
@@ -215,7 +209,11 @@ fn parse_retry_after(detail: &str) -> Option<std::time::SystemTime> {
 /// Sorts a failed call: the CA said no (a problem document), or we never got an answer.
 pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> AcmeError {
     move |source| match source {
-        instant_acme::Error::Api(_) => AcmeError::Refused { step, source },
+        instant_acme::Error::Api(_) => AcmeError::Refused {
+            step,
+            source,
+            retry_after: None,
+        },
         instant_acme::Error::Timeout(_) => AcmeError::Timeout { step },
         instant_acme::Error::Json(_) => AcmeError::Malformed { step, source },
         source if chain(&source).contains("invalid peer certificate") => {
@@ -225,22 +223,6 @@ pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> Acme
     }
 }
 
-fn is_transient(error: &instant_acme::Error) -> bool {
-    match error {
-        instant_acme::Error::Api(problem) => matches!(
-            problem.r#type.as_deref(),
-            Some(
-                "urn:ietf:params:acme:error:badNonce"
-                    | "urn:ietf:params:acme:error:serverInternal"
-                    | "urn:ietf:params:acme:error:rateLimited"
-            )
-        ),
-        instant_acme::Error::Timeout(_)
-        | instant_acme::Error::Hyper(_)
-        | instant_acme::Error::Other(_) => true,
-        _ => false,
-    }
-}
 
 #[cfg(test)]
 mod tests {

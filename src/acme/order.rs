@@ -166,8 +166,28 @@ impl AcmeClient {
                     self.replace_account(&account).await?;
                     replaced_account = true;
                 }
-                result => return result,
+                result => return result.map_err(|e| self.with_retry_after(e)),
             }
+        }
+    }
+
+    /// A rate-limit refusal, with the `Retry-After` the CA sent along.
+    fn with_retry_after(&self, error: AcmeError) -> AcmeError {
+        match error {
+            AcmeError::Refused {
+                step,
+                source,
+                retry_after: None,
+            } if matches!(&source, instant_acme::Error::Api(p)
+                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited")) =>
+            {
+                AcmeError::Refused {
+                    step,
+                    source,
+                    retry_after: self.http.recent_retry_after(),
+                }
+            }
+            error => error,
         }
     }
 

@@ -36,6 +36,9 @@ pub enum Fault {
     ServerError,
     /// New orders are never answered.
     Silent,
+    /// Every new order gets HTTP 429 with a `rateLimited` problem that names no time in its
+    /// words, and `Retry-After` this many seconds.
+    RateLimited(u64),
     /// The next this many looks at an order are refused as `badNonce`: three in a row
     /// outlast instant-acme's own retries.
     BadNonces(u32),
@@ -166,6 +169,15 @@ impl Proxy {
             Fault::ServerError if new_order => {
                 let problem = r#"{"type":"urn:ietf:params:acme:error:serverInternal","detail":"the database is on fire","status":500}"#;
                 return respond(StatusCode::INTERNAL_SERVER_ERROR, problem.into());
+            }
+            Fault::RateLimited(seconds) if new_order => {
+                let problem = r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders recently","status":429}"#;
+                let mut response = respond(StatusCode::TOO_MANY_REQUESTS, problem.into());
+                let value = hyper::header::HeaderValue::from(seconds);
+                response
+                    .headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, value);
+                return response;
             }
             _ => {}
         }
