@@ -98,46 +98,6 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
         .collect()
 }
 
-/// Renders rows as an aligned text table.
-pub fn table(rows: &[Row]) -> String {
-    let cells: Vec<[String; 7]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.name.clone(),
-                r.domains.join(","),
-                r.not_after.clone().unwrap_or_else(|| "-".into()),
-                match r.days_left {
-                    None => "-".into(),
-                    Some(days) if days < 0 => "expired".into(),
-                    Some(days) => days.to_string(),
-                },
-                match r.renewing {
-                    true => "renewing now".into(),
-                    false => r.next_renewal.clone(),
-                },
-                preflight_summary(&r.preflight),
-                match &r.alert {
-                    Some(alert) => format!("{alert}: {}", r.last_result),
-                    None => r.last_result.clone(),
-                },
-            ]
-        })
-        .collect();
-    crate::table::render(
-        [
-            "NAME",
-            "DOMAINS",
-            "NOT AFTER",
-            "DAYS LEFT",
-            "NEXT RENEWAL",
-            "PRE-FLIGHT",
-            "LAST RESULT",
-        ],
-        &cells,
-    )
-}
-
 /// Until when a certificate due now waits for the CA's rate limit (`[acme.limits]`), if it does.
 fn rate_limited(
     config: &Config,
@@ -152,18 +112,4 @@ fn rate_limited(
         .admit(&names, renewal, &config.acme.limits_for(&ca.directory), now)
         .err()
         .map(|deferred| deferred.until)
-}
-
-/// The last pre-flight in a word or two: what failed, where.
-fn preflight_summary(verdicts: &[Verdict]) -> String {
-    let failed: Vec<String> = verdicts
-        .iter()
-        .filter(|v| !v.ok)
-        .map(|v| format!("{} ({})", v.name, v.family))
-        .collect();
-    match (verdicts.is_empty(), failed.is_empty()) {
-        (true, _) => "-".into(),
-        (false, true) => "ok".into(),
-        (false, false) => format!("FAIL {}", failed.join(", ")),
-    }
 }

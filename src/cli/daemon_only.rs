@@ -95,7 +95,7 @@ fn ask(
                         "{}",
                         serde_json::to_string_pretty(&live.rows).unwrap_or_default()
                     ),
-                    _ => print!("{}", crate::status::table(&live.rows)),
+                    _ => print!("{}", super::status::table(&live.rows)),
                 },
                 other => printer.print(other),
             })

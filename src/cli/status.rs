@@ -76,7 +76,7 @@ fn print(config: &Config, rows: &[Row], live: Option<&Live>, json: bool) -> Resu
     if rows.is_empty() {
         println!("no certificates configured in {}", config.path.display());
     } else {
-        print!("{}", status::table(rows));
+        print!("{}", table(rows));
     }
     if let Some(live) = live {
         let renewing: Vec<&str> = rows
@@ -111,4 +111,58 @@ async fn cluster_summary(config: &Config) -> Option<String> {
         ),
         Err(e) => format!("cluster: this node is {}; {e}", settings.node),
     })
+}
+
+/// Renders rows as an aligned text table.
+pub(super) fn table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.domains.join(","),
+                r.not_after.clone().unwrap_or_else(|| "-".into()),
+                match r.days_left {
+                    None => "-".into(),
+                    Some(days) if days < 0 => "expired".into(),
+                    Some(days) => days.to_string(),
+                },
+                match r.renewing {
+                    true => "renewing now".into(),
+                    false => r.next_renewal.clone(),
+                },
+                preflight_summary(&r.preflight),
+                match &r.alert {
+                    Some(alert) => format!("{alert}: {}", r.last_result),
+                    None => r.last_result.clone(),
+                },
+            ]
+        })
+        .collect();
+    crate::table::render(
+        [
+            "NAME",
+            "DOMAINS",
+            "NOT AFTER",
+            "DAYS LEFT",
+            "NEXT RENEWAL",
+            "PRE-FLIGHT",
+            "LAST RESULT",
+        ],
+        &cells,
+    )
+}
+
+/// The last pre-flight in a word or two: what failed, where.
+fn preflight_summary(verdicts: &[crate::preflight::Verdict]) -> String {
+    let failed: Vec<String> = verdicts
+        .iter()
+        .filter(|v| !v.ok)
+        .map(|v| format!("{} ({})", v.name, v.family))
+        .collect();
+    match (verdicts.is_empty(), failed.is_empty()) {
+        (true, _) => "-".into(),
+        (false, true) => "ok".into(),
+        (false, false) => format!("FAIL {}", failed.join(", ")),
+    }
 }
