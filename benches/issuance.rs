@@ -114,7 +114,7 @@ impl Floor {
             .expect("the floor's port-80 listener");
         let answers = self.answers.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(certkeeper::http_server::serve(
+        let server = tokio::spawn(certkeeper::net::http_server::serve(
             listener,
             move |request: hyper::Request<hyper::body::Incoming>| {
                 let token = request.uri().path().rsplit('/').next().unwrap_or_default();
@@ -122,7 +122,7 @@ impl Floor {
                 async move {
                     match answer {
                         Some(answer) => hyper::Response::new(Full::new(Bytes::from(answer))),
-                        None => certkeeper::http_server::text(
+                        None => certkeeper::net::http_server::text(
                             hyper::StatusCode::NOT_FOUND,
                             "text/plain",
                             "",

@@ -5,60 +5,39 @@
 //!
 //! # Layout
 //!
-//! One renewal, in the order it happens, and where each step lives:
+//! Twelve modules, each leaning only on those below it (`tests/modules.rs` fails when an
+//! import circle comes back). One renewal, in the order it happens:
 //!
-//! - when: `schedule` (pure: lifetime fraction, ARI window, jitter, backoff), `plan` (joined
-//!   with what is on disk), `ratelimit` (the CA's limits, counted);
-//! - the engine: `daemon` (the loop, control requests, one task per renewal: `daemon::task`),
-//!   `renew` (one renewal: key, CSR, order, checks), `control` (the socket, and the typed
-//!   outcome a client gets: `control::Renewal`);
-//! - can the CA reach us: `preflight` (DNS, port 80 probe, other vantages, `preflight::remote`
-//!   for probe servers), `dns`, `stun`, `tls_probe`;
-//! - proving control: `challenge` (HTTP-01 listener, TLS-ALPN-01, DNS-01, the choice among
-//!   them), `http_server` (the bounded server loop under it);
-//! - talking to the CA: `acme` (every call into instant-acme), `web` (the one HTTPS client
-//!   set-up), `keys`, `bundle` (what is checked before anything is deployed);
-//! - putting it in place: `store` (versioned, atomic, no planted link followed), `deploy`,
-//!   `reload`, `verify` (what the server really serves), `hook`, `notifications`;
-//! - many nodes: `cluster` (etcd, lease, sealed keys, sync), plugged into `challenge` and
+//! - `cli`: the commands, their words and tables; `main.rs` only calls it;
+//! - `daemon`: the engine — the loop, each certificate's `Slot` (pure: `daemon::slots`), one
+//!   task per renewal, control requests (`daemon::control`: the socket and the typed outcome a
+//!   client gets) — and what looks on: `check`, `status`, `inspect`, `monitor`, `metrics`,
+//!   `notifications`, `sdnotify`;
+//! - `renewal`: one renewal (pre-flight, challenge choice, order, checks) and when it is due:
+//!   `schedule` (pure: lifetime fraction, ARI window, jitter, backoff), `plan` (joined with
+//!   what is on disk), `state`, `ratelimit` (the CA's limits, counted);
+//! - `cluster`: many nodes (etcd, lease, sealed keys, sync), plugged into `challenge` and
 //!   `preflight` through their traits (`http01::SharedAnswers`, `http01::Route`,
-//!   `preflight::Peers`): no module imports one that imports it back (`tests/modules.rs`);
-//! - looking: `status`, `check`, `inspect`, `monitor`, `metrics`, `logging`, `sdnotify`;
-//! - words and types shared by all: `config`, `names`, `state`, `timefmt`, `table`.
+//!   `preflight::Peers`);
+//! - `preflight`: can the CA reach us (DNS, the port-80 probe, other vantages, probe servers,
+//!   STUN, TLS-ALPN-01, DNS-PERSIST-01 records);
+//! - `acme`: talking to the CA (every call into instant-acme), keys and CSRs;
+//! - `challenge`: proving control (HTTP-01 listener, TLS-ALPN-01, DNS-01, the choice among
+//!   them);
+//! - `deploy`: putting it in place (`store`: versioned, atomic, no planted link followed;
+//!   `bundle`: what is checked before anything is deployed; `reload`, `verify`, `hook`);
+//! - `net`: DNS lookups, the one HTTPS client set-up, the bounded server loop;
+//! - `config`, `names`, `timefmt`: the words every module shares.
 
 pub mod acme;
-pub mod bundle;
 pub mod challenge;
-pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod config;
-pub mod control;
 pub mod daemon;
 pub mod deploy;
-pub mod dns;
-pub mod hook;
-pub mod http_server;
-pub mod inspect;
-pub mod keys;
-pub mod logging;
-pub mod metrics;
-pub mod monitor;
 pub mod names;
-pub mod notifications;
-pub mod plan;
+pub mod net;
 pub mod preflight;
-pub mod ratelimit;
-pub mod reload;
-pub mod renew;
-pub mod schedule;
-pub mod sdnotify;
-pub mod state;
-pub mod status;
-pub mod store;
-pub mod stun;
-pub mod table;
+pub mod renewal;
 pub mod timefmt;
-pub mod tls_probe;
-pub mod verify;
-pub mod web;

@@ -93,7 +93,7 @@ impl Node {
     /// The serial of the certificate in the node's output directory.
     fn serial(&self) -> Option<String> {
         let pem = fs::read(self.ck.path("out/fullchain.pem")).ok()?;
-        certkeeper::bundle::read_leaf(&pem)
+        certkeeper::deploy::bundle::read_leaf(&pem)
             .ok()
             .map(|leaf| leaf.serial)
     }
@@ -277,7 +277,7 @@ fn each_certificate_is_ordered_once_and_validated_through_any_node() {
                 rustls_pki_types::CertificateDer::pem_slice_iter(&nodes[1].files().0)
                     .collect::<Result<_, _>>()
                     .unwrap_or_default();
-            installs >= 2 && certkeeper::verify::check(&nginx.endpoint(), &chain).is_ok()
+            installs >= 2 && certkeeper::deploy::verify::check(&nginx.endpoint(), &chain).is_ok()
         },
     );
     assert!(!nodes[1].ck.daemon_log().contains("rolling back"));
@@ -313,7 +313,7 @@ fn a_replayed_older_record_is_refused_by_every_node() {
     // A renewal before its time (cluster nodes take no `renew --force`): the lease holder's
     // certificate gains a name. Pebble dates certificates to the second, and the later expiry
     // wins: the renewal starts once the first certificate's second has passed.
-    let issued = certkeeper::bundle::read_leaf(&nodes[0].files().0)
+    let issued = certkeeper::deploy::bundle::read_leaf(&nodes[0].files().0)
         .unwrap()
         .not_before;
     wait_until(
@@ -473,7 +473,7 @@ fn a_lease_holder_killed_mid_renewal_is_replaced_and_the_renewal_finished() {
 fn without_etcd_nodes_keep_their_certificates_and_renew_nothing_until_it_is_back() {
     let (pebble, mut etcd, _dir, mut nodes, first) = cluster_with_a_certificate(60);
     let pem = fs::read(nodes[0].ck.path("out/fullchain.pem")).unwrap();
-    let leaf = certkeeper::bundle::read_leaf(&pem).unwrap();
+    let leaf = certkeeper::deploy::bundle::read_leaf(&pem).unwrap();
     let files: Vec<_> = nodes.iter().map(Node::files).collect();
 
     etcd.stop_all();

@@ -21,7 +21,7 @@ fn check_on_disk(ck: &Certkeeper) -> Result<(), String> {
     if !key_matches(&chain, &key) {
         return Err(format!("{}: key does not match certificate", dir.display()));
     }
-    let leaf = certkeeper::bundle::read_leaf(&chain).map_err(|e| e.to_string())?;
+    let leaf = certkeeper::deploy::bundle::read_leaf(&chain).map_err(|e| e.to_string())?;
     if leaf.not_after <= std::time::SystemTime::now() {
         return Err(format!("{}: expired certificate in place", dir.display()));
     }
@@ -159,8 +159,10 @@ fn sighup_rereads_the_config_and_a_bad_config_keeps_the_old_one() {
         Duration::from_secs(30),
         || ck.settled(2),
     );
-    let leaf = certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
-        .unwrap();
+    let leaf = certkeeper::deploy::bundle::read_leaf(
+        &fs::read(ck.current_dir().join("cert.pem")).unwrap(),
+    )
+    .unwrap();
     assert!(
         leaf.names.contains(&"edge.example.com".to_string()),
         "{:?}",

@@ -25,7 +25,7 @@ fn nginx_serves_the_new_certificate_and_an_ineffective_reload_is_rolled_back() {
     // nginx reads the output directory, which is a link to `current`.
     let nginx = Nginx::start(&ck.path("out/fullchain.pem"), &ck.path("out/privkey.pem"));
     let endpoint = nginx.endpoint();
-    certkeeper::verify::check(&endpoint, &chain_of(&ck.current_dir()))
+    certkeeper::deploy::verify::check(&endpoint, &chain_of(&ck.current_dir()))
         .expect("nginx serves the first certificate");
 
     let verify = format!(
@@ -41,7 +41,7 @@ fn nginx_serves_the_new_certificate_and_an_ineffective_reload_is_rolled_back() {
     assert_ne!(first, second);
     // nginx's old workers may still take a connection for a moment after its reload.
     let served = (0..50).any(|_| {
-        let ok = certkeeper::verify::check(&endpoint, &chain_of(&second)).is_ok();
+        let ok = certkeeper::deploy::verify::check(&endpoint, &chain_of(&second)).is_ok();
         if !ok {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -68,7 +68,7 @@ fn nginx_serves_the_new_certificate_and_an_ineffective_reload_is_rolled_back() {
         3,
         "the refused version is kept for inspection"
     );
-    certkeeper::verify::check(&endpoint, &chain_of(&second))
+    certkeeper::deploy::verify::check(&endpoint, &chain_of(&second))
         .expect("nginx still serves the previous certificate");
     let status = ck.ok(&["status"]);
     assert!(

@@ -22,15 +22,15 @@ fn config(pebble: &Pebble, dns01: &str, domains: &[&str], extra: &str) -> Certke
 
 fn txt_left(bind: &Bind, name: &str) -> bool {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dns = certkeeper::dns::Dns::new(&[bind.address().parse().unwrap()]).unwrap();
+    let dns = certkeeper::net::dns::Dns::new(&[bind.address().parse().unwrap()]).unwrap();
     matches!(
         runtime.block_on(dns.txt(name)),
-        certkeeper::dns::Answer::Found(_)
+        certkeeper::net::dns::Answer::Found(_)
     )
 }
 
 fn leaf_names(ck: &Certkeeper) -> Vec<String> {
-    certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
+    certkeeper::deploy::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
         .unwrap()
         .names
 }

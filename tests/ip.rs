@@ -19,7 +19,7 @@ fn an_ip_certificate_over_http01_and_tls_alpn01_verifies_by_address() {
         "{said}"
     );
     let fullchain = ck.current_dir().join("fullchain.pem");
-    let leaf = certkeeper::bundle::read_leaf(&fs::read(&fullchain).unwrap()).unwrap();
+    let leaf = certkeeper::deploy::bundle::read_leaf(&fs::read(&fullchain).unwrap()).unwrap();
     assert_eq!(leaf.names, ["127.0.0.1"]);
 
     // A TLS client that asks for the address verifies the IP SAN and pebble's chain.

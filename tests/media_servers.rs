@@ -30,20 +30,25 @@ fn wait_for_tls(port: u16, what: &str) {
 }
 
 fn serves_tls(port: u16) -> bool {
-    certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com").is_ok()
+    certkeeper::deploy::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
+        .is_ok()
 }
 
 /// The leaf the endpoint serves now.
 fn served_serial(port: u16) -> String {
-    let chain =
-        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
-            .expect("a TLS handshake");
-    certkeeper::bundle::read_leaf_der(&chain[0]).unwrap().serial
+    let chain = certkeeper::deploy::verify::presented_chain(
+        &format!("127.0.0.1:{port}"),
+        "media.example.com",
+    )
+    .expect("a TLS handshake");
+    certkeeper::deploy::bundle::read_leaf_der(&chain[0])
+        .unwrap()
+        .serial
 }
 
 fn current_serial(ck: &Certkeeper) -> String {
     let pem = fs::read(ck.current_dir().join("fullchain.pem")).unwrap();
-    certkeeper::bundle::read_leaf(&pem).unwrap().serial
+    certkeeper::deploy::bundle::read_leaf(&pem).unwrap().serial
 }
 
 /// coturn (Debian `coturn`) with TURN over TLS on `port`, reading `cert` and `key`.
@@ -384,13 +389,15 @@ fn icecast_reads_the_combined_pem_at_start_only_so_the_recipe_restarts_it() {
     let said = ck.ok(&["renew", "--force"]);
     assert!(said.contains("media: renewed"), "{said}");
     assert_ne!(current_serial(&ck), first);
-    let served =
-        certkeeper::verify::presented_chain(&format!("127.0.0.1:{port}"), "media.example.com")
-            .unwrap_or_else(|e| {
-                let log = fs::read_to_string(run.join("error.log")).unwrap_or_default();
-                panic!("icecast after the restart: {e}\n{log}")
-            });
-    let served = certkeeper::bundle::read_leaf_der(&served[0])
+    let served = certkeeper::deploy::verify::presented_chain(
+        &format!("127.0.0.1:{port}"),
+        "media.example.com",
+    )
+    .unwrap_or_else(|e| {
+        let log = fs::read_to_string(run.join("error.log")).unwrap_or_default();
+        panic!("icecast after the restart: {e}\n{log}")
+    });
+    let served = certkeeper::deploy::bundle::read_leaf_der(&served[0])
         .unwrap()
         .serial;
     assert_eq!(served, current_serial(&ck));

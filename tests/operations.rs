@@ -86,8 +86,10 @@ fn metrics_show_the_not_after_of_the_issued_certificate() {
                     .is_ok_and(|state| state.contains("http-01"))
         },
     );
-    let leaf = certkeeper::bundle::read_leaf(&fs::read(ck.current_dir().join("cert.pem")).unwrap())
-        .unwrap();
+    let leaf = certkeeper::deploy::bundle::read_leaf(
+        &fs::read(ck.current_dir().join("cert.pem")).unwrap(),
+    )
+    .unwrap();
     let expected = leaf
         .not_after
         .duration_since(std::time::UNIX_EPOCH)

@@ -10,7 +10,7 @@ use common::{Certkeeper, Pebble};
 
 fn serial(ck: &Certkeeper) -> String {
     let pem = fs::read(ck.current_dir().join("fullchain.pem")).unwrap();
-    certkeeper::bundle::read_leaf(&pem).unwrap().serial
+    certkeeper::deploy::bundle::read_leaf(&pem).unwrap().serial
 }
 
 #[test]

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use certkeeper::bundle::LeafInfo;
-use certkeeper::schedule::next_due;
-use certkeeper::state::CertState;
+use certkeeper::deploy::bundle::LeafInfo;
+use certkeeper::renewal::schedule::next_due;
+use certkeeper::renewal::state::CertState;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86400);

@@ -6,8 +6,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (&str, &str)| {
     let (chain, key) = input;
-    let _ = certkeeper::bundle::read_leaf(chain.as_bytes());
-    if let Ok(bundle) = certkeeper::bundle::Bundle::from_pem(chain, key) {
+    let _ = certkeeper::deploy::bundle::read_leaf(chain.as_bytes());
+    if let Ok(bundle) = certkeeper::deploy::bundle::Bundle::from_pem(chain, key) {
         let domains =
             [certkeeper::names::DomainName::parse("media.example.com").expect("valid name")];
         let _ = bundle.check(&domains, std::time::SystemTime::now());

@@ -5,9 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &str| {
-    if let Ok(request) = certkeeper::control::parse_request(line) {
+    if let Ok(request) = certkeeper::daemon::control::parse_request(line) {
         let text = serde_json::to_string(&request).expect("a request serializes");
-        let again = certkeeper::control::parse_request(&text).expect("and parses again");
+        let again = certkeeper::daemon::control::parse_request(&text).expect("and parses again");
         assert_eq!(again, request);
     }
 });

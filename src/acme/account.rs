@@ -10,7 +10,7 @@ use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 use super::AcmeError;
 use super::http::{AcmeHttp, Downloads};
 use crate::config::AcmeConfig;
-use crate::store::{FileMode, Store, write_atomic};
+use crate::deploy::store::{FileMode, Store, write_atomic};
 
 /// A ready-to-use account at one CA. Clones share the account, so that renewals running at
 /// once register a replacement (when the CA forgot the account) only once between them.
@@ -250,7 +250,7 @@ async fn register(
     // serde_json cannot fail on this type; an empty file would be caught at the next load.
     let json = serde_json::to_vec(&credentials).unwrap_or_default();
     if let Some(dir) = path.parent() {
-        crate::store::create_dir(dir)?;
+        crate::deploy::store::create_dir(dir)?;
     }
     write_atomic(path, &json, FileMode::PRIVATE)?;
     tracing::info!(directory, id = account.id(), "created ACME account");
@@ -264,9 +264,10 @@ fn rollover_marker(account: &Path) -> PathBuf {
 
 /// `accounts/acme-v02.api.letsencrypt.org_directory.json`: readable, one file per CA.
 pub fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
-    state_dir
-        .join("accounts")
-        .join(format!("{}.json", crate::store::directory_slug(directory)))
+    state_dir.join("accounts").join(format!(
+        "{}.json",
+        crate::deploy::store::directory_slug(directory)
+    ))
 }
 
 /// EAB keys are handed out base64url-encoded (RFC 8555 §7.3.4); some CAs pad them.

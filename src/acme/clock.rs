@@ -67,5 +67,5 @@ impl AcmeClient {
 /// Whether this host's clock, `offset_seconds` ahead of the CA's (negative: behind), is so far
 /// behind that a certificate issued now would be refused here as not yet valid.
 pub fn clock_blocks_orders(offset_seconds: i64) -> bool {
-    offset_seconds < -(crate::bundle::ALLOWED_SKEW.as_secs() as i64)
+    offset_seconds < -(crate::deploy::bundle::ALLOWED_SKEW.as_secs() as i64)
 }

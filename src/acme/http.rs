@@ -92,7 +92,7 @@ impl AcmeHttp {
         .map_err(|e| AcmeError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let connector = crate::web::connector(tls, false);
+        let connector = crate::net::web::connector(tls, false);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

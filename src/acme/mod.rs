@@ -4,6 +4,8 @@
 //! Every call into instant-acme stays inside this module, so a rename in its API touches
 //! nothing else. It does not know where certificates are written.
 
+pub mod keys;
+
 mod account;
 mod answers;
 pub mod ari;
@@ -24,7 +26,7 @@ pub use persist::{PersistIdentity, PersistProblem, PersistRecord, judge as judge
 pub use revoke::{RevokeReason, revoke_with_certificate_key};
 
 use crate::challenge::choice::Method;
-use crate::web::chain;
+use crate::net::web::chain;
 
 fn validation_hint(method: Method, name: &str) -> String {
     match method {
@@ -126,7 +128,7 @@ pub enum AcmeError {
     #[error("cannot publish the http-01 answer: {0}")]
     Publish(#[from] crate::challenge::http01::PublishError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::deploy::store::StoreError),
     #[error(
         "the CA does not offer the certificate profile \"{profile}\" (it offers: {offered}); change certificate.profile"
     )]
@@ -222,7 +224,6 @@ pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> Acme
         source => AcmeError::Unreachable { step, source },
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -14,8 +14,8 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 
 use crate::config::{Dns01Config, Dns01Provider, TsigAlgorithm};
-use crate::dns::{Answer, Dns};
-use crate::hook::{self, HookError};
+use crate::deploy::hook::{self, HookError};
+use crate::net::dns::{Answer, Dns};
 
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(120);

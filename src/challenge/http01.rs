@@ -19,8 +19,8 @@ use tokio::sync::Semaphore;
 
 use futures_util::future::BoxFuture;
 
-use crate::http_server;
-use crate::store::{FileMode, SafeDir, StoreError};
+use crate::deploy::store::{FileMode, SafeDir, StoreError};
+use crate::net::http_server;
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 

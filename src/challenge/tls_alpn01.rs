@@ -193,7 +193,7 @@ impl ResolvesServerCert for TlsAlpn01 {
 }
 
 fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, TlsAlpnError> {
-    crate::http_server::bind_dual_stack(addr, 128).map_err(|source| match source.kind() {
+    crate::net::http_server::bind_dual_stack(addr, 128).map_err(|source| match source.kind() {
         std::io::ErrorKind::AddrInUse => TlsAlpnError::InUse { addr },
         std::io::ErrorKind::PermissionDenied => TlsAlpnError::Permission { addr },
         _ => TlsAlpnError::Other { addr, source },

@@ -8,10 +8,10 @@ use std::time::Duration;
 use super::{Failure, ended, running_daemon};
 use crate::challenge::http01::{self, Tokens};
 use crate::challenge::tls_alpn01::TlsAlpn01;
-use crate::check;
 use crate::cluster::Cluster;
 use crate::config::{Config, EX_CONFIG};
-use crate::control::{Reply, Request};
+use crate::daemon::check;
+use crate::daemon::control::{Reply, Request};
 use crate::preflight::{Check, Finding, Preflight};
 
 pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Result<(), Failure> {
@@ -120,7 +120,7 @@ fn print_table(findings: &[Finding], outlook: check::Outlook) {
         .collect();
     print!(
         "{}",
-        crate::table::render(["RESULT", "NAME", "ADDRESS", "CHECK", "FINDING"], &rows)
+        crate::cli::table::render(["RESULT", "NAME", "ADDRESS", "CHECK", "FINDING"], &rows)
     );
     let checked = |wanted: &[Check]| findings.iter().any(|f| wanted.contains(&f.check));
     if checked(&[Check::Dns, Check::Address, Check::Port, Check::Reachability]) {

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use super::{Command, Failure, ended, runtime};
 use crate::config::{ConfigError, EX_CONFIG};
-use crate::control::client;
-use crate::control::{Reply, Request};
+use crate::daemon::control::client;
+use crate::daemon::control::{Reply, Request};
 
 /// `certkeeper reload`.
 pub(super) fn reload(config_path: &Path) -> ExitCode {

@@ -1,11 +1,11 @@
-//! `certkeeper inspect`: prints what `crate::inspect` found at an endpoint, and exits as a
+//! `certkeeper inspect`: prints what `crate::daemon::inspect` found at an endpoint, and exits as a
 //! monitoring check does (0 ok, 1 warning, 2 failure, 3 unreachable).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use crate::inspect::{self, Target};
+use crate::daemon::inspect::{self, Target};
 
 pub(super) fn run(
     target: &str,
@@ -23,7 +23,7 @@ pub(super) fn run(
                 .build()
                 .map_err(|e| e.to_string())
                 .and_then(|runtime| {
-                    runtime.block_on(crate::web::clock_offset(url, root.as_deref()))
+                    runtime.block_on(crate::net::web::clock_offset(url, root.as_deref()))
                 });
             match offset {
                 Ok(offset) => Some((url, offset)),

@@ -5,6 +5,9 @@
 //! `renew`, `check` and `status` go through the running daemon's control socket when one
 //! answers, and run standalone otherwise; either way this side only asks and prints.
 
+pub mod logging;
+pub mod table;
+
 mod check;
 mod daemon_only;
 mod inspect;
@@ -18,9 +21,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{self, Config, LogFormat};
-use crate::control::Request;
-use crate::control::client::{self, Daemon};
-use crate::{daemon, logging};
+use crate::daemon;
+use crate::daemon::control::Request;
+use crate::daemon::control::client::{self, Daemon};
 
 #[derive(Parser)]
 #[command(
@@ -129,7 +132,7 @@ enum Command {
     /// The ACME account at the preferred CA: show it, roll its key over, or deactivate it.
     Account {
         #[arg(value_enum)]
-        action: crate::control::AccountAction,
+        action: crate::daemon::control::AccountAction,
         /// Confirms `deactivate`, which cannot be undone.
         #[arg(long)]
         yes: bool,
@@ -268,8 +271,8 @@ pub fn main() -> ExitCode {
         return daemon_only::reload(&cli.config);
     }
     if let Command::UnitAction { unit } = &cli.command {
-        let dir = crate::reload::unit::trigger_dir();
-        return match crate::reload::unit::carry_out(&dir, unit) {
+        let dir = crate::deploy::reload::unit::trigger_dir();
+        return match crate::deploy::reload::unit::carry_out(&dir, unit) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("certkeeper: {e}");
@@ -314,7 +317,7 @@ pub fn main() -> ExitCode {
                 renew::run(cli.config, config, request, json).await
             }
             Command::Account { action, yes } => {
-                match action == crate::control::AccountAction::Deactivate && !yes {
+                match action == crate::daemon::control::AccountAction::Deactivate && !yes {
                     true => Err(Failure {
                         code: 64,
                         message:
@@ -362,11 +365,11 @@ pub fn main() -> ExitCode {
 
 /// `revoke --key FILE`, read here with the caller's rights (a FIFO or device is refused, not
 /// waited on); the daemon is sent the key, never the path.
-fn read_key(path: &std::path::Path) -> Result<crate::control::KeyPem, Failure> {
-    let bytes = crate::store::read_regular_file(path)
+fn read_key(path: &std::path::Path) -> Result<crate::daemon::control::KeyPem, Failure> {
+    let bytes = crate::deploy::store::read_regular_file(path)
         .map_err(|e| Failure::new(format!("cannot read --key {}: {e}", path.display())))?;
     String::from_utf8(bytes)
-        .map(crate::control::KeyPem)
+        .map(crate::daemon::control::KeyPem)
         .map_err(|_| {
             Failure::new(format!(
                 "--key {} is not a PEM file (PKCS#8, \"-----BEGIN PRIVATE KEY-----\")",
@@ -385,7 +388,7 @@ async fn persist_record(config: &Config, name: &str) -> Result<(), Failure> {
             code: 64,
             message: format!("no certificate named {name:?} in the config"),
         })?;
-    let store = crate::store::Store::new(&config.daemon.state_dir);
+    let store = crate::deploy::store::Store::new(&config.daemon.state_dir);
     let acme = crate::acme::AcmeClient::connect(&config.acme, &config.acme.directory, &store)
         .await
         .map_err(Failure::new)?;

@@ -8,7 +8,9 @@ use tokio::task::JoinHandle;
 
 use super::{Failure, ended, running_daemon, show_progress};
 use crate::config::Config;
-use crate::control::{Deferral, Renewal, RenewalResult, Replies, Reply, Request, RevocationResult};
+use crate::daemon::control::{
+    Deferral, Renewal, RenewalResult, Replies, Reply, Request, RevocationResult,
+};
 use crate::{daemon, timefmt};
 
 /// Asks the running daemon, or runs the engine once; prints each certificate's outcome as it

@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use super::{Failure, ended, running_daemon};
 use crate::config::Config;
-use crate::control::{Live, Reply, Request};
-use crate::status::{self, Row};
+use crate::daemon::control::{Live, Reply, Request};
+use crate::daemon::status::{self, Row};
 
 pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
     let (rows, live) = match running_daemon(config).await? {
@@ -31,7 +31,7 @@ pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
         println!("{line}");
     }
     if !json {
-        let store = crate::store::Store::new(&config.daemon.state_dir);
+        let store = crate::deploy::store::Store::new(&config.daemon.state_dir);
         let account = crate::acme::account_path(store.root(), &config.acme.directory);
         if let Ok(written) = std::fs::metadata(&account).and_then(|m| m.modified()) {
             let age = SystemTime::now()
@@ -43,7 +43,7 @@ pub(super) async fn run(config: &Config, json: bool) -> Result<(), Failure> {
                 crate::timefmt::rough(age)
             );
         }
-        for seen in crate::monitor::load(&store) {
+        for seen in crate::daemon::monitor::load(&store) {
             let what = match &seen.certificate {
                 Some(certificate) => format!("{certificate}: verify endpoint"),
                 None => "monitor".to_string(),
@@ -99,7 +99,7 @@ fn print(config: &Config, rows: &[Row], live: Option<&Live>, json: bool) -> Resu
 
 /// Cluster mode: this node, the lease holder and the state of etcd, in one line.
 async fn cluster_summary(config: &Config) -> Option<String> {
-    let (settings, configured, inspection) = crate::check::inspect_cluster(config).await?;
+    let (settings, configured, inspection) = crate::daemon::check::inspect_cluster(config).await?;
     Some(match inspection {
         Ok(found) => format!(
             "cluster: this node is {}; the renewal lease is held by {}; {} of {} certificates published in etcd; nodes probing for the pre-flight: {}",
@@ -139,7 +139,7 @@ pub(super) fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    crate::table::render(
+    crate::cli::table::render(
         [
             "NAME",
             "DOMAINS",

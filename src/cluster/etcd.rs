@@ -96,7 +96,7 @@ impl Etcd {
             }
             None => tls.with_no_client_auth(),
         };
-        let connector = crate::web::connector(tls, true);
+        let connector = crate::net::web::connector(tls, true);
         Ok(Etcd {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))

@@ -25,8 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{Bundle, LeafInfo};
 use crate::config::ClusterConfig;
+use crate::deploy::bundle::{Bundle, LeafInfo};
 use etcd::Etcd;
 pub use etcd::EtcdError;
 pub use lease::lead;

@@ -23,7 +23,7 @@ use ring::hmac;
 use tokio::sync::Semaphore;
 
 use super::Cluster;
-use crate::http_server;
+use crate::net::http_server;
 pub use crate::preflight::PeerNode;
 use crate::preflight::Preflight;
 

@@ -6,10 +6,10 @@
 use std::time::SystemTime;
 
 use super::{Cluster, ClusterError, Record};
-use crate::bundle::{BundleError, LeafInfo};
 use crate::config::CertificateConfig;
+use crate::deploy::bundle::{BundleError, LeafInfo};
+use crate::deploy::store::{Store, StoreError};
 use crate::deploy::{DeployError, deploy};
-use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {

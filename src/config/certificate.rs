@@ -143,7 +143,7 @@ pub enum Reload {
         signal: String,
     },
     /// `systemctl ACTION UNIT`: itself when root, else through the package's
-    /// `certkeeper-reload@UNIT.path` trigger (`crate::reload::unit`).
+    /// `certkeeper-reload@UNIT.path` trigger (`crate::deploy::reload::unit`).
     Unit {
         unit: String,
         action: UnitAction,

@@ -8,6 +8,15 @@
 //! config (the listener stays); SIGTERM/SIGINT stop, abandoning orders in flight but never a
 //! deployment in progress, so no file is ever half-written.
 
+pub mod check;
+pub mod control;
+pub mod inspect;
+pub mod metrics;
+pub mod monitor;
+pub mod notifications;
+pub mod sdnotify;
+pub mod status;
+
 mod cluster;
 mod requests;
 mod slots;
@@ -29,15 +38,15 @@ use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{CertificateConfig, Config, ConfigError};
-use crate::control::server::{ControlError, ControlSocket};
-use crate::control::{Call, Deferral, RenewalResult, Replies, Request};
-use crate::notifications::{Event as Notification, Notifier, NotifyEventName};
-use crate::plan::{Plan, plan};
+use crate::daemon::control::server::{ControlError, ControlSocket};
+use crate::daemon::control::{Call, Deferral, RenewalResult, Replies, Request};
+use crate::daemon::notifications::{Event as Notification, Notifier, NotifyEventName};
+use crate::deploy::store::Store;
 use crate::preflight::Preflight;
-use crate::ratelimit::{self, Ledger};
-use crate::renew::{self, RenewError};
-use crate::store::Store;
-use crate::{metrics, schedule, sdnotify, timefmt};
+use crate::renewal::plan::{Plan, plan};
+use crate::renewal::ratelimit::{self, Ledger};
+use crate::renewal::{self, RenewError};
+use crate::{renewal::schedule, timefmt};
 use cluster::Membership;
 use slots::Slots;
 use task::{Context, Finished, Issued, Outcome};
@@ -139,7 +148,7 @@ struct Daemon {
 /// `certkeeper run`: the daemon, until SIGTERM.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     // First, so that a second daemon is told that one runs, not that port 80 is taken.
-    let control = crate::control::server::bind(&config.daemon.control_socket)?;
+    let control = crate::daemon::control::server::bind(&config.daemon.control_socket)?;
     let (calls, requests) = mpsc::channel(16);
     engine(
         Mode::Service,
@@ -167,7 +176,7 @@ pub async fn once(
     let ran = engine(Mode::Once, config_path, config, requests, None).await;
     // Run by root against the service's state directory: what it wrote goes back to the
     // service's user, or the service could not read its own key afterwards.
-    crate::store::hand_back(&state_dir);
+    crate::deploy::store::hand_back(&state_dir);
     ran
 }
 
@@ -225,7 +234,7 @@ async fn engine(
         )));
     }
     if let Some((socket, calls)) = control {
-        servers.push(tokio::spawn(crate::control::server::serve(
+        servers.push(tokio::spawn(crate::daemon::control::server::serve(
             socket,
             calls,
             until_stopped(),
@@ -245,7 +254,7 @@ async fn engine(
     });
     let (published, watched) = watch::channel(Arc::new(config.clone()));
     if service {
-        servers.push(tokio::spawn(crate::monitor::watch(
+        servers.push(tokio::spawn(crate::daemon::monitor::watch(
             watched.clone(),
             Notifier::new(config.notify.clone()),
             until_stopped(),
@@ -681,7 +690,7 @@ impl Daemon {
             let wanted = (self.slots).take_ari_wanted(&cert.name, self.mode == Mode::Service);
             if wanted
                 && !self.slots.is_renewing(&cert.name)
-                && renew::ari_due(self.plan_of(cert, now), now)
+                && renewal::ari_due(self.plan_of(cert, now), now)
             {
                 due.push(cert);
             }
@@ -702,7 +711,7 @@ impl Daemon {
             }
         };
         for cert in due {
-            if let Err(e) = renew::refresh_ari(&acme, self.store(), cert, now).await {
+            if let Err(e) = renewal::refresh_ari(&acme, self.store(), cert, now).await {
                 tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window (ARI)");
             }
             self.slots.forget_plan(&cert.name);
@@ -773,7 +782,7 @@ impl Daemon {
         tried: Tried,
         result: Result<SystemTime, RenewError>,
     ) {
-        let saved = renew::record(
+        let saved = renewal::record(
             &self.context.store,
             &cert.name,
             tried.choice,
@@ -940,7 +949,7 @@ fn needs_http01_listener(cert: &CertificateConfig) -> bool {
 /// the soft limit is often 1024, far below what a flood of idle connections needs.
 fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let wanted = crate::http_server::MAX_CONNECTIONS as u64 + 1024;
+    let wanted = crate::net::http_server::MAX_CONNECTIONS as u64 + 1024;
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
         && soft < wanted
         && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard)

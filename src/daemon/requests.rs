@@ -9,10 +9,10 @@ use super::task::Outcome;
 use super::task::Revocation;
 use super::{Daemon, Mode};
 use crate::config::EX_CONFIG;
-use crate::control::{
+use crate::daemon::control::{
     AccountAction, Call, ChallengeUsed, Live, Renewal, RenewalResult, Replies, Reply, Request,
 };
-use crate::{check, status, timefmt};
+use crate::{daemon::check, daemon::status, timefmt};
 
 /// A `renew` request still waiting for some of its certificates.
 pub(super) struct Waiter {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use super::task::Revocation;
-use crate::plan::Plan;
+use crate::renewal::plan::Plan;
 
 /// How long to leave a certificate alone when its state file could not be written (or its
 /// renewal task failed unexpectedly): without a saved state the schedule would say "due now"
@@ -265,8 +265,8 @@ impl Slots {
 mod tests {
     use super::*;
     use crate::acme::RevokeReason;
-    use crate::schedule::Due;
-    use crate::state::CertState;
+    use crate::renewal::schedule::Due;
+    use crate::renewal::state::CertState;
 
     const T0: Duration = Duration::from_secs(1_800_000_000);
 

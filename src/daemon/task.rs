@@ -18,12 +18,12 @@ use crate::challenge::http01::Tokens;
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::Cluster;
 use crate::config::{AcmeConfig, CertificateConfig};
-use crate::control::RevocationResult;
+use crate::daemon::control::RevocationResult;
 use crate::deploy::deploy;
+use crate::deploy::store::Store;
 use crate::preflight::{Preflight, Verdict};
-use crate::renew::{self, Attempt, RenewError};
-use crate::state::{CertState, Revoked};
-use crate::store::Store;
+use crate::renewal::state::{CertState, Revoked};
+use crate::renewal::{self, Attempt, RenewError};
 
 /// What every renewal shares: cheap to clone into each task.
 #[derive(Clone)]
@@ -51,7 +51,7 @@ pub enum Finished {
 pub struct Revocation {
     pub reason: RevokeReason,
     /// The certificate's own key, when the revocation is to be signed with it.
-    pub key_pem: Option<crate::control::KeyPem>,
+    pub key_pem: Option<crate::daemon::control::KeyPem>,
 }
 
 /// A certificate the CA issued and that passed every check.
@@ -179,7 +179,7 @@ async fn revoke_replaced(
     revocation: &Revocation,
 ) -> RevocationResult {
     let reason = revocation.reason;
-    let serial = match crate::bundle::read_leaf_der(der) {
+    let serial = match crate::deploy::bundle::read_leaf_der(der) {
         Ok(leaf) => leaf.serial,
         Err(e) => {
             return RevocationResult::Failed {
@@ -237,7 +237,7 @@ async fn obtain(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) ->
         dns01: context.dns01.as_deref(),
         webroot: None,
     };
-    renew::obtain(
+    renewal::obtain(
         &acme,
         solvers,
         context.preflight.as_deref(),

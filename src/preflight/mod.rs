@@ -11,6 +11,9 @@
 //! - `vantage`: the other places that look (probe servers, the other nodes of a cluster);
 //! - `remote`: asking a probe server, and (`remote::server`) being one.
 
+pub mod stun;
+pub mod tls_probe;
+
 mod finding;
 mod persist;
 mod probe;
@@ -36,7 +39,7 @@ pub use vantage::Vantage;
 
 use crate::challenge::http01::Tokens;
 use crate::config::Config;
-use crate::dns::{Answer, Dns};
+use crate::net::dns::{Answer, Dns};
 
 /// How long the pre-flight before an order may take; past it, the order goes out unchecked.
 const BEFORE_ORDER_BUDGET: Duration = Duration::from_secs(5);
@@ -68,7 +71,7 @@ pub struct Preflight {
     /// In cluster mode, the other nodes look from where they stand when no probe server is
     /// configured.
     peers: Option<std::sync::Arc<dyn Peers>>,
-    web: crate::web::WebClient<Empty<Bytes>>,
+    web: crate::net::web::WebClient<Empty<Bytes>>,
     /// A probe server's view: fetch from public addresses only (no loopback, no private
     /// network), so that it cannot be turned against the network it runs in.
     outside_only: bool,
@@ -138,7 +141,7 @@ impl Preflight {
                 None => None,
             },
             peers: None,
-            web: crate::web::client(),
+            web: crate::net::web::client(),
             outside_only: false,
         })
     }
@@ -165,7 +168,7 @@ impl Preflight {
             remotes: Vec::new(),
             remote_secret: None,
             peers: None,
-            web: crate::web::client(),
+            web: crate::net::web::client(),
             outside_only: true,
         })
     }
@@ -467,7 +470,7 @@ impl Preflight {
         {
             let mut answers = Vec::new();
             for server in &self.stun {
-                match crate::stun::public_address(server).await {
+                match crate::preflight::stun::public_address(server).await {
                     Ok(address) => answers.push((address, server.clone())),
                     Err(e) => {
                         tracing::warn!(error = %e, "the pre-flight cannot learn this host's public address")

@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use super::{Check, Finding, Preflight, Severity};
 use crate::acme::{PersistIdentity, judge_persist_record};
-use crate::dns::Answer;
 use crate::names::DomainName;
+use crate::net::dns::Answer;
 use crate::timefmt;
 
 impl Preflight {

@@ -11,8 +11,8 @@ use hyper_util::rt::TokioIo;
 
 use super::{Preflight, Severity};
 use crate::challenge::tls_alpn01::TlsAlpn01;
-use crate::dns::Answer;
-use crate::tls_probe::Handshake;
+use crate::net::dns::Answer;
+use crate::preflight::tls_probe::Handshake;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,7 +61,7 @@ impl Preflight {
             .collect();
         let port = self.tls_port;
         let handshakes = join_all(targets.iter().map(|&(name, address, _)| {
-            crate::tls_probe::handshake(SocketAddr::new(address, port), name)
+            crate::preflight::tls_probe::handshake(SocketAddr::new(address, port), name)
         }))
         .await;
         targets.iter().zip(handshakes).find_map(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::{BoxFuture, join_all};
 
 use super::{Check, Finding, Preflight, Severity};
-use crate::dns::Answer;
+use crate::net::dns::Answer;
 
 /// Another node of a cluster, where it takes probe requests.
 #[derive(Debug, Clone, PartialEq, Eq)]

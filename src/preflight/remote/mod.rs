@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 
+use crate::net::web::WebClient;
 use crate::preflight::Finding;
-use crate::web::WebClient;
 
 /// How long a probe server may take for `check` (it fetches each address with its own time
 /// limits); the pre-flight before an order allows less.
@@ -51,7 +51,7 @@ pub async fn ask(
         let response = client
             .request(request)
             .await
-            .map_err(|e| crate::web::chain(&e))?;
+            .map_err(|e| crate::net::web::chain(&e))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()

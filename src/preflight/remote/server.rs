@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 
-use crate::http_server::{self, Peer};
 use crate::names::DomainName;
+use crate::net::http_server::{self, Peer};
 use crate::preflight::Preflight;
 
 /// The shortest shared secret accepted: guessing it must be out of reach.

@@ -4,11 +4,11 @@
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
-use crate::bundle::LeafInfo;
 use crate::config::CertificateConfig;
-use crate::schedule::{self, Due};
-use crate::state::CertState;
-use crate::store::Store;
+use crate::deploy::bundle::LeafInfo;
+use crate::deploy::store::Store;
+use crate::renewal::schedule::{self, Due};
+use crate::renewal::state::CertState;
 
 #[derive(Clone)]
 pub struct Plan {

@@ -5,11 +5,11 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{CertificateConfig, Config};
-use crate::plan::{Plan, plan};
+use crate::deploy::store::Store;
 use crate::preflight::Verdict;
-use crate::ratelimit::{self, Ledger};
-use crate::schedule::{self, Due};
-use crate::store::Store;
+use crate::renewal::plan::{Plan, plan};
+use crate::renewal::ratelimit::{self, Ledger};
+use crate::renewal::schedule::{self, Due};
 use crate::timefmt;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

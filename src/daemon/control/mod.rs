@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 
 pub use renewal::{ChallengeUsed, Deferral, Renewal, RenewalResult, RevocationResult};
 
+use crate::daemon::status::Row;
 use crate::preflight::Finding;
-use crate::status::Row;
 
 /// The longest request line the daemon reads.
 pub const MAX_REQUEST: usize = 64 * 1024;

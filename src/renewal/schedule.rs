@@ -9,8 +9,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::bundle::LeafInfo;
-use crate::state::CertState;
+use crate::deploy::bundle::LeafInfo;
+use crate::renewal::state::CertState;
 
 /// The first retry after a failure, and the longest wait between retries.
 const FIRST_RETRY: Duration = Duration::from_secs(60);
@@ -178,7 +178,7 @@ mod tests {
     fn a_window_that_cannot_be_this_certificates_is_not_used() {
         let l = leaf(90);
         let with_window = |start: SystemTime, end: SystemTime| CertState {
-            ari: Some(crate::state::AriState {
+            ari: Some(crate::renewal::state::AriState {
                 serial: l.serial.clone(),
                 start: Some(start),
                 end: Some(end),

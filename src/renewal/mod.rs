@@ -4,18 +4,23 @@
 //! (on SIGTERM); [`crate::deploy::deploy`] changes files and runs the reload, and is always let
 //! finish.
 
+pub mod plan;
+pub mod ratelimit;
+pub mod schedule;
+pub mod state;
+
 use std::time::{Duration, SystemTime};
 
+use crate::acme::keys::{self, KeyError};
 use crate::acme::{AcmeClient, AcmeError, Solvers, ari};
-use crate::bundle::{Bundle, BundleError, LeafInfo};
 use crate::challenge::choice::{Blockers, Choice, Method, choose};
 use crate::config::CertificateConfig;
 use crate::config::Challenge;
 use crate::deploy::DeployError;
-use crate::keys::{self, KeyError};
+use crate::deploy::bundle::{Bundle, BundleError, LeafInfo};
+use crate::deploy::store::{Store, StoreError};
 use crate::preflight::{BeforeOrder, Preflight, Severity, Verdict};
-use crate::state::{AriState, CertState};
-use crate::store::{Store, StoreError};
+use crate::renewal::state::{AriState, CertState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
@@ -75,7 +80,7 @@ pub async fn obtain(
 ) -> Attempt {
     let writable = store
         .check_writable(&cert.name)
-        .and_then(|()| crate::store::check_outputs_writable(&cert.output))
+        .and_then(|()| crate::deploy::store::check_outputs_writable(&cert.output))
         .map_err(RenewError::from);
     // Nothing is ordered that could not be deployed: not into unwritable directories, not
     // on a clock that would call the new certificate "not valid yet".
@@ -354,10 +359,11 @@ pub async fn refresh_ari(
     let Some(der) = store.current_leaf_der(&cert.name) else {
         return Ok(());
     };
-    let leaf = crate::bundle::read_leaf_der(&der).map_err(|source| StoreError::Corrupt {
-        path: store.current_link(&cert.name),
-        source,
-    })?;
+    let leaf =
+        crate::deploy::bundle::read_leaf_der(&der).map_err(|source| StoreError::Corrupt {
+            path: store.current_link(&cert.name),
+            source,
+        })?;
     let window = acme.renewal_window(&der).await?;
     let mut state = CertState::load(store, &cert.name);
     let previous = state.ari.take().filter(|ari| ari.serial == leaf.serial);
@@ -396,7 +402,7 @@ pub async fn refresh_ari(
 }
 
 /// Whether the ARI information of `cert` is missing, stale, or for an older certificate.
-pub fn ari_due(plan: &crate::plan::Plan, now: SystemTime) -> bool {
+pub fn ari_due(plan: &crate::renewal::plan::Plan, now: SystemTime) -> bool {
     let Some(leaf) = &plan.leaf else {
         return false;
     };

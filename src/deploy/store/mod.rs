@@ -24,9 +24,9 @@ use std::time::SystemTime;
 use nix::fcntl::{Flock, FlockArg};
 use zeroize::Zeroizing;
 
-use crate::bundle::{self, Bundle, LeafInfo};
 pub use crate::config::FileKind;
 use crate::config::Output;
+use crate::deploy::bundle::{self, Bundle, LeafInfo};
 pub use dir::{SafeDir, read_regular_file};
 
 /// How many versions to keep per certificate (the current one is always kept).

@@ -4,13 +4,18 @@
 //!
 //! It does not know how the certificate was obtained.
 
+pub mod bundle;
+pub mod hook;
+pub mod reload;
+pub mod store;
+pub mod verify;
+
 use std::time::Duration;
 
-use crate::bundle::Bundle;
 use crate::config::CertificateConfig;
-use crate::reload::{self, ReloadError};
-use crate::store::{self, Installed, Store, StoreError};
-use crate::verify;
+use crate::deploy::bundle::Bundle;
+use reload::ReloadError;
+use store::{Installed, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::UnitAction;
-use crate::store::{FileMode, SafeDir};
+use crate::deploy::store::{FileMode, SafeDir};
 
 /// What certkeeper asks for: `nonce` ties the verdict to this request.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::config::{NotifyEvent, NotifyTarget, NotifyVia};
-use crate::hook::{self, HookError};
+use crate::deploy::hook::{self, HookError};
 
 const ATTEMPTS: u32 = 3;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,7 +107,7 @@ impl NotifyEventName {
     }
 }
 
-type HttpsClient = crate::web::WebClient<Full<Bytes>>;
+type HttpsClient = crate::net::web::WebClient<Full<Bytes>>;
 
 /// Sends events to the configured targets in the background.
 #[derive(Clone)]
@@ -121,7 +121,7 @@ impl Notifier {
     pub fn new(targets: Vec<NotifyTarget>) -> Self {
         Self {
             targets: Arc::new(targets),
-            http: crate::web::client(),
+            http: crate::net::web::client(),
             pending: Arc::new(Mutex::new(JoinSet::new())),
         }
     }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{FileMode, Store, StoreError, write_atomic};
+use crate::deploy::store::{FileMode, Store, StoreError, write_atomic};
 use crate::timefmt::unix_seconds;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -81,7 +81,7 @@ impl CertState {
 
     pub fn save(&self, store: &Store, name: &str) -> Result<(), StoreError> {
         let path = state_path(store, name);
-        crate::store::create_dir(path.parent().unwrap_or(Path::new(".")))?;
+        crate::deploy::store::create_dir(path.parent().unwrap_or(Path::new(".")))?;
         let json = serde_json::to_vec_pretty(self).unwrap_or_default();
         write_atomic(&path, &json, FileMode::PUBLIC)
     }

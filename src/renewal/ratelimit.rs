@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::LeafInfo;
 use crate::config::{CertificateConfig, RateLimits};
-use crate::store::{FileMode, Store, StoreError, directory_slug, write_atomic};
+use crate::deploy::bundle::LeafInfo;
+use crate::deploy::store::{FileMode, Store, StoreError, directory_slug, write_atomic};
 use crate::timefmt;
 
 const ORDER_WINDOW: Duration = Duration::from_secs(3 * 3600);
@@ -161,7 +161,7 @@ impl Ledger {
 
     fn save(&self) -> Result<(), StoreError> {
         if let Some(dir) = self.path.parent() {
-            crate::store::create_dir(dir)?;
+            crate::deploy::store::create_dir(dir)?;
         }
         // Serializing plain numbers and strings cannot fail.
         let json = serde_json::to_vec(&self.entries).unwrap_or_default();

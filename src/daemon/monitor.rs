@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{CertificateConfig, Config, Endpoint, MonitorConfig};
-use crate::inspect::{self, Target};
-use crate::notifications::{Event, Notifier, NotifyEventName};
+use crate::daemon::inspect::{self, Target};
+use crate::daemon::notifications::{Event, Notifier, NotifyEventName};
+use crate::deploy::store::{FileMode, Store, write_atomic};
 use crate::preflight::Severity;
-use crate::store::{FileMode, Store, write_atomic};
 
 const FILE: &str = "monitors.json";
 
@@ -164,10 +164,11 @@ async fn look_served(store: &Store, cert: &CertificateConfig, endpoint: &Endpoin
         return None;
     }
     let deployed = store.current_chain(&cert.name)?;
-    let (severity, message) = match crate::verify::served(endpoint, &cert.name, deployed).await {
-        Ok(fine) => (Severity::Ok, fine),
-        Err(wrong) => (Severity::Fail, wrong),
-    };
+    let (severity, message) =
+        match crate::deploy::verify::served(endpoint, &cert.name, deployed).await {
+            Ok(fine) => (Severity::Ok, fine),
+            Err(wrong) => (Severity::Fail, wrong),
+        };
     let days_left = current
         .leaf
         .not_after
@@ -254,7 +255,7 @@ fn save(store: &Store, seen: &HashMap<String, Seen>) {
     all.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
     let json = serde_json::to_vec_pretty(&all).unwrap_or_default();
     let path = store.root().join(FILE);
-    let written = crate::store::create_dir(store.root())
+    let written = crate::deploy::store::create_dir(store.root())
         .and_then(|()| write_atomic(&path, &json, FileMode::PRIVATE));
     if let Err(e) = written {
         tracing::warn!(error = %e, "cannot save what the monitored endpoints showed");

@@ -145,7 +145,7 @@ pub async fn served(
 pub fn compare(endpoint: &Endpoint, expected: &[CertificateDer<'static>]) -> Result<(), Mismatch> {
     let presented = presented(endpoint).map_err(Mismatch::Unreachable)?;
     let describe = |der: &CertificateDer<'_>| {
-        crate::bundle::read_leaf_der(der)
+        crate::deploy::bundle::read_leaf_der(der)
             .map(|leaf| {
                 format!(
                     "serial {}, not after {}",

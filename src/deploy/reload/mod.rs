@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::config::{CertificateConfig, Reload};
-use crate::hook::{self, HookError};
-use crate::store::FileKind;
+use crate::deploy::hook::{self, HookError};
+use crate::deploy::store::FileKind;
 
 pub mod unit;
 
@@ -104,7 +104,7 @@ fn send_signal(pidfile: &Path, signal: &str) -> Result<(), ReloadError> {
         path: pidfile.display().to_string(),
         reason,
     };
-    let text = crate::store::read_regular_file(pidfile)
+    let text = crate::deploy::store::read_regular_file(pidfile)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .map_err(|e| bad_pidfile(e.to_string()))?;
     let pid: i32 = text

@@ -66,7 +66,7 @@ const SKEW: i64 = 30;
 
 pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
     let sni = target.name.to_ascii_lowercase();
-    let chain = crate::verify::presented_chain(target.address, &sni).map_err(|e| {
+    let chain = crate::deploy::verify::presented_chain(target.address, &sni).map_err(|e| {
         let not_tls = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -179,7 +179,7 @@ pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
         );
     }
 
-    let names = crate::bundle::san_names(leaf);
+    let names = crate::deploy::bundle::san_names(leaf);
     check_name(target.name, &names, &mut say);
     check_chain(&chain, &parsed, target, now, &mut say);
     if let Some((cert, key)) = target.files {
@@ -408,7 +408,7 @@ fn check_files(
         (Ok(chain), Ok(key)) => (chain, key),
         (Err(e), _) | (_, Err(e)) => return say(Severity::Fail, format!("cannot read {e}")),
     };
-    let bundle = crate::bundle::Bundle::from_pem(&chain_pem, &key_pem)
+    let bundle = crate::deploy::bundle::Bundle::from_pem(&chain_pem, &key_pem)
         .and_then(|bundle| bundle.check_key().map(|()| bundle));
     match bundle {
         Err(e) => say(

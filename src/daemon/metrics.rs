@@ -16,9 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::http_server;
-use crate::plan::plan;
-use crate::store::Store;
+use crate::deploy::store::Store;
+use crate::net::http_server;
+use crate::renewal::plan::plan;
 
 type Labels = Vec<(String, String)>;
 type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
@@ -105,7 +105,7 @@ pub fn render(config: &Config, now: SystemTime) -> String {
         "monitor_severity",
         "The worst finding at a monitored endpoint: 0 ok, 1 warning, 2 failure",
     );
-    for seen in crate::monitor::load(&store) {
+    for seen in crate::daemon::monitor::load(&store) {
         let labels = vec![
             ("endpoint".to_string(), seen.endpoint.clone()),
             ("name".to_string(), seen.name.clone()),

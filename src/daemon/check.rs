@@ -12,9 +12,9 @@ use crate::challenge::http01::Tokens;
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError, Inspection};
 use crate::config::{CertificateConfig, Challenge, ClusterConfig, Config, Method};
+use crate::deploy::store::Store;
+use crate::deploy::verify;
 use crate::preflight::{Check, Finding, Preflight, Severity};
-use crate::store::Store;
-use crate::verify;
 
 /// Every finding for `certs`. `tokens` serves the probe, or says why no listener could be
 /// bound (then names without a webroot cannot be probed); `tls_alpn01` answers the TLS-ALPN-01

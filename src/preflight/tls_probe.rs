@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::challenge::tls_alpn01::ACME_TLS;
-use crate::verify::AcceptAny;
+use crate::deploy::verify::AcceptAny;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
