@@ -51,7 +51,8 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 Ok(left) => (left.as_secs() / 86400) as i64,
                 Err(past) => -((past.duration().as_secs() / 86400) as i64) - 1,
             });
-            let next_renewal = match (plan.due, rate_limited(config, &store, cert, &plan, now)) {
+            let ari = (plan.leaf.as_ref()).map(|leaf| schedule::ari_window(leaf, &plan.state));
+            let mut next_renewal = match (plan.due, rate_limited(config, &store, cert, &plan, now)) {
                 (due, Some(until)) if due.at(now) <= now => {
                     format!("{} (the CA's rate limit is spent)", timefmt::utc(until))
                 }
@@ -60,6 +61,11 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 (Due::Renewal(at), _) => timefmt::utc(at),
                 (Due::Retry(at), _) => format!("retry {}", timefmt::utc(at)),
             };
+            if let (Due::Renewal(_), Some(Err(why))) = (plan.due, ari) {
+                next_renewal = format!(
+                    "{next_renewal} (the CA's renewal window is not used, {why}: the lifetime rule decides)"
+                );
+            }
             let alert = match &plan.leaf {
                 Some(leaf) if leaf.not_after <= now => Some("EXPIRED".to_string()),
                 Some(leaf) if now >= schedule::warning_time(leaf) && plan.state.failures > 0 => {
@@ -81,12 +87,8 @@ pub fn rows(config: &Config, now: SystemTime) -> Vec<Row> {
                 days_left,
                 next_renewal,
                 last_result,
-                ari_window: plan
-                    .state
-                    .ari
-                    .as_ref()
-                    .filter(|ari| plan.leaf.as_ref().is_some_and(|l| l.serial == ari.serial))
-                    .and_then(|ari| Some([timefmt::utc(ari.start?), timefmt::utc(ari.end?)])),
+                ari_window: (ari.and_then(Result::ok).flatten())
+                    .map(|(start, end)| [timefmt::utc(start), timefmt::utc(end)]),
                 ca: plan.state.ca.clone(),
                 challenge: plan.state.challenge.clone(),
                 challenge_reason: plan.state.challenge_reason.clone(),

@@ -71,11 +71,7 @@ pub fn backoff(failures: u32, lifetime: Option<Duration>) -> Duration {
 /// began) is not used: the lifetime rule decides instead, so a stale or broken window never
 /// makes certkeeper renew at once, again and again.
 pub fn ari_time(leaf: &LeafInfo, state: &CertState, jitter: f64) -> Option<SystemTime> {
-    let ari = state.ari.as_ref().filter(|ari| ari.serial == leaf.serial)?;
-    let (start, end) = (ari.start?, ari.end?);
-    if end <= start || end <= leaf.not_before {
-        return None;
-    }
+    let (start, end) = ari_window(leaf, state).ok()??;
     let width = end.duration_since(start).unwrap_or_default();
     let lifetime = leaf
         .not_after
@@ -83,6 +79,25 @@ pub fn ari_time(leaf: &LeafInfo, state: &CertState, jitter: f64) -> Option<Syste
         .unwrap_or_default();
     let at = start + width.mul_f64(jitter.clamp(0.0, 1.0));
     Some(at.min(leaf.not_after - lifetime / 20))
+}
+
+/// The CA's renewal window for this very certificate (`None` when it gave none), or why it is
+/// not used.
+pub fn ari_window(
+    leaf: &LeafInfo,
+    state: &CertState,
+) -> Result<Option<(SystemTime, SystemTime)>, &'static str> {
+    let window = (state.ari.as_ref())
+        .filter(|ari| ari.serial == leaf.serial)
+        .and_then(|ari| Some((ari.start?, ari.end?)));
+    match window {
+        Some((start, end)) if end <= start => Err("its end is not after its start"),
+        Some((_, end)) if end <= leaf.not_before => Err("it ended before the certificate began"),
+        Some((start, _)) if start >= leaf.not_after => {
+            Err("it begins after the certificate expires")
+        }
+        window => Ok(window),
+    }
 }
 
 /// From when a certificate that still has not been renewed deserves an alarm: once a sixth of
@@ -197,6 +212,13 @@ mod tests {
         // Ending before this certificate began: another certificate's window.
         let stale = with_window(l.not_before - DAY * 3, l.not_before - DAY);
         assert_eq!(ari_time(&l, &stale, 0.0), None);
+        assert_eq!(
+            ari_window(&l, &stale),
+            Err("it ended before the certificate began")
+        );
+        // Beginning after expiry: no renewal inside it could come in time.
+        let late = with_window(l.not_after, l.not_after + DAY);
+        assert_eq!(ari_time(&l, &late, 0.0), None);
         assert_eq!(
             next_due(Some(&l), &stale, 0.0),
             Due::Renewal(l.not_before + DAY * 60),
