@@ -13,7 +13,9 @@
 //!   task per renewal, control requests (`daemon::control`: the socket and the typed outcome a
 //!   client gets) — and what looks on: `check`, `status`, `inspect`, `monitor`, `metrics`,
 //!   `notifications`, `sdnotify`;
-//! - `renewal`: one renewal (pre-flight, challenge choice, order, checks) and when it is due:
+//! - `renewal`: one renewal top to bottom, the task the engine starts (obtain — pre-flight,
+//!   challenge choice, order, checks — then publish, deploy, revoke, one `Outcome`), and when
+//!   it is due:
 //!   `schedule` (pure: lifetime fraction, ARI window, jitter, backoff), `plan` (joined with
 //!   what is on disk), `state`, `ratelimit` (the CA's limits, counted);
 //! - `cluster`: many nodes (etcd, lease, sealed keys, sync), plugged into `challenge` and

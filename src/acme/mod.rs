@@ -23,7 +23,7 @@ pub use answers::read_ca_answer;
 pub use clock::{clock_blocks_orders, clock_offset};
 pub use order::Solvers;
 pub use persist::{PersistIdentity, PersistProblem, PersistRecord, judge as judge_persist_record};
-pub use revoke::{RevokeReason, revoke_with_certificate_key};
+pub use revoke::{KeyPem, RevokeReason, revoke_with_certificate_key};
 
 use crate::challenge::choice::Method;
 use crate::net::web::chain;

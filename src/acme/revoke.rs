@@ -5,6 +5,23 @@ use serde::{Deserialize, Serialize};
 
 use super::{AcmeClient, AcmeError, failed};
 
+/// A private key in PEM, as `revoke --key` sends it: never printed, wiped when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyPem(pub String);
+
+impl std::fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPem(<redacted>)")
+    }
+}
+
+impl Drop for KeyPem {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 /// Why a certificate is revoked (the RFC 5280 reasons an ACME CA accepts from a subscriber).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "camelCase")]

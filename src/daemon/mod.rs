@@ -20,19 +20,17 @@ pub mod status;
 mod cluster;
 mod requests;
 mod slots;
-mod task;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::acme::Accounts;
-use crate::challenge::choice::Choice;
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::challenge::tls_alpn01::TlsAlpn01;
@@ -43,13 +41,13 @@ use crate::daemon::control::{Call, Deferral, RenewalResult, Replies, Request};
 use crate::daemon::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::deploy::store::Store;
 use crate::preflight::Preflight;
+use crate::renewal;
 use crate::renewal::plan::{Plan, plan};
 use crate::renewal::ratelimit::{self, Ledger};
-use crate::renewal::{self, RenewError};
+use crate::renewal::{Context, Finished, Outcome};
 use crate::{renewal::schedule, timefmt};
 use cluster::Membership;
 use slots::Slots;
-use task::{Context, Finished, Issued, Outcome};
 
 /// Re-evaluate at least this often, so a suspended machine or a clock jump is noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
@@ -130,7 +128,7 @@ struct Daemon {
     /// Each certificate's state in the engine: plan, hold, what runs, what was asked.
     slots: Slots,
     /// The certificate name of each renewal task, and whether it is a dry run.
-    tasks: HashMap<task::Id, (String, bool)>,
+    tasks: HashMap<tokio::task::Id, (String, bool)>,
     /// What was ordered from each CA lately (directory → ledger).
     ledgers: HashMap<String, Ledger>,
     /// Cluster mode: the renewal lease and the sync with etcd.
@@ -520,7 +518,7 @@ impl Daemon {
             tracing::info!(name = %cert.name, ca = %ca.directory, "renewal started");
             let revoke = self.slots.start(&cert.name, &ca.directory, renewal);
             let name = cert.name.clone();
-            let handle = renewals.spawn(task::renew(
+            let handle = renewals.spawn(renewal::renew(
                 self.context.clone(),
                 cert.clone(),
                 ca,
@@ -554,7 +552,7 @@ impl Daemon {
             let mut ca = self.config.acme.clone();
             ca.directory = self.config.acme.staging_directory.clone();
             self.slots.start_dry_run(&name);
-            let handle = renewals.spawn(task::renew(
+            let handle = renewals.spawn(renewal::renew(
                 self.context.clone(),
                 cert,
                 ca,
@@ -586,7 +584,7 @@ impl Daemon {
     }
 
     /// Records how a renewal task ended.
-    fn finish(&mut self, joined: Result<(task::Id, Finished), tokio::task::JoinError>) {
+    fn finish(&mut self, joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>) {
         let id = match &joined {
             Ok((id, _)) => *id,
             Err(e) => e.id(),
@@ -607,38 +605,24 @@ impl Daemon {
             }
             Ok(Finished::Done(outcome)) => {
                 self.answer_outcome(&outcome);
-                let Outcome {
-                    cert,
-                    ca,
-                    started,
-                    choice,
-                    preflight,
-                    issued,
-                    unpublished,
-                    result,
-                    ..
-                } = *outcome;
-                if unpublished && let Some(membership) = &mut self.cluster {
-                    membership.unpublished.insert(cert.name.clone());
+                if outcome.unpublished
+                    && let Some(membership) = &mut self.cluster
+                {
+                    membership.unpublished.insert(outcome.cert.name.clone());
                 }
-                let renewal = self.slots.end(&cert.name).unwrap_or(false);
-                if issued {
-                    let (names, _) = ratelimit::request_of(&cert, None);
+                let renewal = self.slots.end(&outcome.cert.name).unwrap_or(false);
+                if outcome.issued {
+                    let (names, _) = ratelimit::request_of(&outcome.cert, None);
+                    let ca = &outcome.ca;
                     let ledger = self
                         .ledgers
                         .entry(ca.clone())
-                        .or_insert_with(|| Ledger::load(&self.context.store, &ca));
+                        .or_insert_with(|| Ledger::load(&self.context.store, ca));
                     if let Err(e) = ledger.record_issued(&names, renewal, SystemTime::now()) {
                         tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
                     }
                 }
-                let result = result.map(|Issued { not_after, .. }| not_after);
-                let tried = Tried {
-                    choice: choice.as_ref(),
-                    ca: Some(&ca),
-                    preflight: preflight.as_deref(),
-                };
-                self.record(&cert, started, tried, result);
+                self.record(&outcome);
             }
             // A renewal task that panicked is a bug: leave its certificate alone for a while,
             // then try again.
@@ -775,29 +759,20 @@ impl Daemon {
         }
     }
 
-    fn record(
-        &mut self,
-        cert: &CertificateConfig,
-        started: Instant,
-        tried: Tried,
-        result: Result<SystemTime, RenewError>,
-    ) {
-        let saved = renewal::record(
-            &self.context.store,
-            &cert.name,
-            tried.choice,
-            tried.ca,
-            tried.preflight,
-            result.as_ref().map(|_| ()),
-        );
+    /// Records how a live renewal ended: the state file, the slot, the log, the notification.
+    fn record(&mut self, outcome: &Outcome) {
+        let cert = &outcome.cert;
+        let saved = renewal::record(&self.context.store, outcome);
         // Unsaved, the state would say "due now" again at once: the slot holds it back.
-        (self.slots).recorded(&cert.name, saved.is_ok(), result.is_ok(), SystemTime::now());
-        match result {
-            Ok(not_after) => {
+        let issued = outcome.result.is_ok();
+        (self.slots).recorded(&cert.name, saved.is_ok(), issued, SystemTime::now());
+        match &outcome.result {
+            Ok(issued) => {
+                let not_after = issued.not_after;
                 tracing::info!(
                     name = %cert.name,
                     not_after = %timefmt::utc(not_after),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    elapsed_ms = outcome.started.elapsed().as_millis() as u64,
                     "certificate issued and deployed"
                 );
                 let message = format!("new certificate valid until {}", timefmt::utc(not_after));
@@ -907,13 +882,6 @@ impl Daemon {
             }
         }
     }
-}
-
-/// How an attempt went about it: the challenge chosen, the CA, the pre-flight's verdicts.
-struct Tried<'a> {
-    choice: Option<&'a Choice>,
-    ca: Option<&'a str>,
-    preflight: Option<&'a [crate::preflight::Verdict]>,
 }
 
 fn log_config_error(e: &ConfigError) {

@@ -5,13 +5,13 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use super::task::Outcome;
-use super::task::Revocation;
 use super::{Daemon, Mode};
 use crate::config::EX_CONFIG;
 use crate::daemon::control::{
     AccountAction, Call, ChallengeUsed, Live, Renewal, RenewalResult, Replies, Reply, Request,
 };
+use crate::renewal::Outcome;
+use crate::renewal::Revocation;
 use crate::{daemon::check, daemon::status, timefmt};
 
 /// A `renew` request still waiting for some of its certificates.

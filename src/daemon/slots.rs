@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use super::task::Revocation;
+use crate::renewal::Revocation;
 use crate::renewal::plan::Plan;
 
 /// How long to leave a certificate alone when its state file could not be written (or its

@@ -15,6 +15,7 @@ pub mod server;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub use crate::acme::KeyPem;
 pub use renewal::{ChallengeUsed, Deferral, Renewal, RenewalResult, RevocationResult};
 
 use crate::daemon::status::Row;
@@ -56,23 +57,6 @@ pub enum Request {
 /// One request line as a client sent it (the daemon's parser; a fuzz target drives it).
 pub fn parse_request(line: &str) -> Result<Request, String> {
     serde_json::from_str(line).map_err(|e| format!("not a certkeeper request: {e}"))
-}
-
-/// A private key in PEM, as `revoke --key` sends it: never printed, wiped when dropped.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KeyPem(pub String);
-
-impl std::fmt::Debug for KeyPem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyPem(<redacted>)")
-    }
-}
-
-impl Drop for KeyPem {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::renewal::RevocationResult;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Renewal {
     pub name: String,
@@ -71,20 +73,6 @@ pub enum Deferral {
         #[serde(with = "rfc3339")]
         until: SystemTime,
         reason: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "kebab-case")]
-pub enum RevocationResult {
-    Revoked {
-        serial: String,
-        reason: String,
-    },
-    Failed {
-        /// The certificate's serial, when it could be read.
-        serial: Option<String>,
-        error: String,
     },
 }
 

@@ -1,0 +1,261 @@
+//! The part of a renewal that talks to the CA: the pre-flight, the challenge choice, the order,
+//! and the checks of what comes back. It changes no file, so it may be abandoned at any await
+//! (on SIGTERM, or when the cluster's lease is lost).
+
+use std::time::SystemTime;
+
+use super::RenewError;
+use crate::acme::keys::{self, KeyError};
+use crate::acme::{AcmeClient, AcmeError, Solvers, ari};
+use crate::challenge::choice::{Blockers, Choice, Method, choose};
+use crate::config::CertificateConfig;
+use crate::config::Challenge;
+use crate::deploy::bundle::{Bundle, LeafInfo};
+use crate::deploy::store::Store;
+use crate::preflight::{BeforeOrder, Preflight, Severity, Verdict};
+
+/// A certificate obtained and checked, not yet deployed.
+pub struct Obtained {
+    pub bundle: Bundle,
+    pub leaf: LeafInfo,
+}
+
+/// One attempt: the challenge chosen (and why) and what came of it.
+pub struct Attempt {
+    /// The CA's directory URL.
+    pub ca: Option<String>,
+    pub choice: Option<Choice>,
+    /// What the pre-flight before the order found, when it ran.
+    pub preflight: Option<Vec<Verdict>>,
+    pub result: Result<Obtained, RenewError>,
+}
+
+/// Orders a certificate for `cert` and checks it against every pre-deployment rule.
+///
+/// Every order that may use HTTP-01 is preceded by the pre-flight check. With
+/// `challenge = "auto"` and DNS-01 configured, it decides between the two, and an HTTP-01
+/// validation that fails is retried with DNS-01 at once; with HTTP-01 only the order goes out
+/// all the same (a local check can be wrong), and a failed validation carries its finding.
+pub async fn obtain(
+    acme: &AcmeClient,
+    solvers: Solvers<'_>,
+    preflight: Option<&Preflight>,
+    store: &Store,
+    cert: &CertificateConfig,
+) -> Attempt {
+    let writable = store
+        .check_writable(&cert.name)
+        .and_then(|()| crate::deploy::store::check_outputs_writable(&cert.output))
+        .map_err(RenewError::from);
+    // Nothing is ordered that could not be deployed: not into unwritable directories, not
+    // on a clock that would call the new certificate "not valid yet".
+    let ready = match writable {
+        Ok(()) => acme.check_clock().await.map_err(RenewError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = ready {
+        return Attempt {
+            ca: None,
+            choice: None,
+            preflight: None,
+            result: Err(e),
+        };
+    }
+    let steps = cert.challenge.steps(solvers.dns01.is_some());
+    let can_fall_back = cert.challenge == Challenge::Auto && solvers.dns01.is_some();
+    let http01_names: Vec<&str> = cert
+        .domains
+        .iter()
+        .filter(|d| !d.is_wildcard())
+        .map(|d| d.as_str())
+        .collect();
+    // The operator's DNS-PERSIST-01 records are judged before anything is ordered.
+    let persist_blocker = match preflight.filter(|_| steps.contains(&Method::DnsPersist01)) {
+        Some(preflight) => persist_blocker(acme, preflight, store, cert).await,
+        None => None,
+    };
+    let may_use_http01 = steps.contains(&Method::Http01) && !http01_names.is_empty();
+    let found = match preflight.filter(|_| may_use_http01) {
+        Some(preflight) => {
+            preflight
+                .before_order(&http01_names, solvers.tokens, cert.webroot.as_deref())
+                .await
+        }
+        None => None,
+    };
+    let BeforeOrder { verdicts, blocker } = found.clone().unwrap_or_default();
+    if let Some(blocker) = &blocker {
+        tracing::warn!(name = %cert.name, finding = %blocker, "the pre-flight check expects http-01 to fail");
+    }
+    // Port 443 is probed only when the ladder would climb to TLS-ALPN-01.
+    let climbs_to_tls_alpn = steps.len() > 1
+        && steps.contains(&Method::TlsAlpn01)
+        && (steps[0] == Method::TlsAlpn01 || blocker.is_some());
+    let tls_alpn_blocker = match preflight {
+        Some(preflight)
+            if climbs_to_tls_alpn && preflight.runs_before_orders() && !http01_names.is_empty() =>
+        {
+            preflight
+                .tls_alpn_blocker(&http01_names, solvers.tls_alpn01)
+                .await
+        }
+        _ => None,
+    };
+    let mut choice = choose(
+        cert.challenge,
+        &cert.domains,
+        solvers.dns01.is_some(),
+        Blockers {
+            http01: blocker.as_deref(),
+            tls_alpn01: tls_alpn_blocker.as_deref(),
+            dns_persist01: persist_blocker.as_deref(),
+        },
+    );
+    tracing::info!(name = %cert.name, challenge = choice.summary(), reason = %choice.reason, "challenge chosen");
+    // A record that would not do fails at the CA for sure, and counts as a failed validation
+    // there: it is not tried.
+    let uses_persist = (choice.methods.iter()).any(|(_, m)| *m == Method::DnsPersist01);
+    if let Some(found) = persist_blocker.filter(|_| uses_persist) {
+        return Attempt {
+            ca: Some(acme.directory().to_string()),
+            choice: Some(choice),
+            preflight: None,
+            result: Err(RenewError::PersistRecord(found)),
+        };
+    }
+    let mut result = order(acme, solvers, store, cert, &choice).await;
+    // A CA that offers no dns-persist-01 (Let's Encrypt's production, in 2026): the next step.
+    if let Err(RenewError::Acme(AcmeError::NoChallenge { method, .. })) = &result
+        && *method == Method::DnsPersist01.as_str()
+        && let Some(next) = step_after(&steps, Method::DnsPersist01)
+    {
+        choice = Choice::all(
+            &cert.domains,
+            next,
+            format!(
+                "the CA offers no dns-persist-01 challenge; {} is the next step",
+                next.as_str()
+            ),
+        );
+        tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back");
+        result = order(acme, solvers, store, cert, &choice).await;
+    }
+    if let Err(RenewError::Acme(
+        e @ AcmeError::Validation {
+            method: method @ (Method::Http01 | Method::TlsAlpn01),
+            ..
+        },
+    )) = &result
+        && can_fall_back
+    {
+        choice = Choice::all(
+            &cert.domains,
+            Method::Dns01,
+            format!("{} failed ({e}); retried with dns-01", method.as_str()),
+        );
+        tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back to dns-01");
+        result = order(acme, solvers, store, cert, &choice).await;
+    }
+    // The CA's words alone rarely say what to do; the pre-flight's sentence does.
+    let result = match (result, blocker) {
+        (
+            Err(RenewError::Acme(
+                acme @ AcmeError::Validation {
+                    method: Method::Http01,
+                    ..
+                },
+            )),
+            Some(found),
+        ) => Err(RenewError::Unreachable { acme, found }),
+        (result, _) => result,
+    };
+    Attempt {
+        ca: Some(acme.directory().to_string()),
+        choice: Some(choice),
+        preflight: found.map(|_| verdicts),
+        result,
+    }
+}
+
+/// The step of the ladder after `method`, if there is one.
+fn step_after(steps: &[Method], method: Method) -> Option<Method> {
+    let at = steps.iter().position(|m| *m == method)?;
+    steps.get(at + 1).copied()
+}
+
+/// The first reason the DNS-PERSIST-01 records of `cert` would not prove control to this CA,
+/// if one would not. A record about to lapse is logged.
+async fn persist_blocker(
+    acme: &AcmeClient,
+    preflight: &Preflight,
+    store: &Store,
+    cert: &CertificateConfig,
+) -> Option<String> {
+    let identity = match acme.persist_identity().await {
+        Ok(identity) => identity,
+        Err(e) => return Some(e.to_string()),
+    };
+    let renew_by = (store.current(&cert.name).ok().flatten()).map(|c| c.leaf.not_after);
+    let findings =
+        (preflight.persist_findings(&identity, &cert.domains, renew_by, SystemTime::now())).await;
+    for finding in findings.iter().filter(|f| f.severity == Severity::Warn) {
+        tracing::warn!(name = %cert.name, finding = %finding.message, "dns-persist-01 record");
+    }
+    (findings.into_iter())
+        .find(|f| f.severity == Severity::Fail)
+        .map(|f| f.message)
+}
+
+async fn order(
+    acme: &AcmeClient,
+    solvers: Solvers<'_>,
+    store: &Store,
+    cert: &CertificateConfig,
+    choice: &Choice,
+) -> Result<Obtained, RenewError> {
+    let key = match cert.reuse_key {
+        true => match store.current_key_pem(&cert.name) {
+            Ok(pem) => keys::from_pem(&pem)?,
+            Err(_) => generate(cert).await?,
+        },
+        false => generate(cert).await?,
+    };
+    let csr = keys::csr(&key, &cert.domains)?;
+    let solvers = Solvers {
+        webroot: cert.webroot.as_deref(),
+        ..solvers
+    };
+    // Naming the certificate this one replaces exempts a renewal inside the ARI window from
+    // the CA's rate limits.
+    let replaces = store
+        .current_leaf_der(&cert.name)
+        .and_then(|der| ari::certificate_id(&der).ok());
+    let chain = acme
+        .issue(
+            &cert.domains,
+            &csr,
+            choice,
+            solvers,
+            replaces.as_ref(),
+            cert.profile.as_deref(),
+        )
+        .await?;
+    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+    let refused = |reason| RenewError::Refused {
+        reason,
+        previous: store.current_version(&cert.name).is_some(),
+    };
+    let bundle = Bundle::from_pem(&chain, &key_pem).map_err(refused)?;
+    let leaf = bundle
+        .check(&cert.domains, SystemTime::now())
+        .map_err(refused)?;
+    Ok(Obtained { bundle, leaf })
+}
+
+/// RSA key generation takes long enough to stall the runtime: run it off the async threads.
+async fn generate(cert: &CertificateConfig) -> Result<rcgen::KeyPair, KeyError> {
+    let key_type = cert.key_type;
+    tokio::task::spawn_blocking(move || keys::generate(key_type))
+        .await
+        .map_err(|e| KeyError::Generate(key_type, e.to_string()))?
+}
