@@ -300,8 +300,8 @@ fn external_account_binding_registers_with_the_configured_key() {
     let stdout = String::from_utf8_lossy(&refused.stdout);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stdout.contains("the CA refused to create the ACME account")
-            && stdout.contains("check the EAB key id"),
+        stdout.contains("the CA refused to create the ACME account with the EAB key id wrong-kid")
+            && stdout.contains("mint a new one"),
         "{stdout}{stderr}"
     );
 

@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::time::Duration;
 
@@ -17,6 +18,37 @@ fn notifications(path: &std::path::Path) -> Vec<serde_json::Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("a notification is JSON"))
         .collect()
+}
+
+/// Waits until the daemon has looked at every endpoint `looks` more times: its record of what
+/// it saw (`monitors.json`) carries each look's time. "Nothing more was sent" is then said
+/// after real looks, however loaded the machine.
+fn wait_for_looks(ck: &Certkeeper, looks: usize) {
+    let path = ck.path("state/monitors.json");
+    let read = || -> Vec<(String, String)> {
+        let seen: Vec<serde_json::Value> = fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        (seen.iter())
+            .map(|s| (s["endpoint"].to_string(), s["at"].to_string()))
+            .collect()
+    };
+    let mut times: HashMap<String, HashSet<String>> = HashMap::new();
+    for (endpoint, at) in read() {
+        times.entry(endpoint).or_default().insert(at);
+    }
+    assert!(!times.is_empty(), "nothing looked at yet");
+    ck.wait_until(
+        "more looks at every endpoint",
+        Duration::from_secs(30),
+        || {
+            for (endpoint, at) in read() {
+                times.entry(endpoint).or_default().insert(at);
+            }
+            times.values().all(|seen| seen.len() > looks)
+        },
+    );
 }
 
 #[test]
@@ -78,7 +110,7 @@ fn the_daemon_watches_endpoints_it_does_not_renew() {
     );
 
     // Several looks later, one notification for the expired endpoint, none for the good one.
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for_looks(&ck, 2);
     let events = notifications(&notified);
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["event"], "failure");
@@ -170,7 +202,7 @@ fn a_server_that_stops_serving_the_deployed_certificate_is_found_between_renewal
             && said.contains("the server was not reloaded since, or loads other files"),
         "{said}"
     );
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for_looks(&ck, 2);
     let events = notifications(&notified);
     assert_eq!(events.len(), 1, "once, not at every look: {events:?}");
     assert_eq!(events[0]["event"], "failure");

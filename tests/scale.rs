@@ -83,11 +83,20 @@ fn the_rate_limit_budget_holds_orders_back_across_a_restart() {
         ck.daemon_log().contains(spent)
     });
     // Four certificates, and not one order more.
-    ck.wait_until("four certificates", Duration::from_secs(30), || {
-        pebble.issued() == 4
-    });
-    std::thread::sleep(Duration::from_secs(1));
+    ck.wait_until(
+        "four certificates deployed",
+        Duration::from_secs(30),
+        || {
+            ck.daemon_log()
+                .matches("certificate issued and deployed")
+                .count()
+                == 4
+        },
+    );
+    // Every renewal it started has ended: any fifth order would have been started before.
     assert_eq!(pebble.orders(), 4, "{}", ck.daemon_log());
+    let log = ck.daemon_log();
+    assert_eq!(log.matches("renewal started").count(), 4, "{log}");
     let rows: serde_json::Value =
         serde_json::from_slice(&ck.run(&["status", "--json"]).stdout).unwrap();
     let waiting: Vec<&str> = rows

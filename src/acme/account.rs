@@ -243,10 +243,21 @@ async fn register(
         terms_of_service_agreed: true,
         only_return_existing: false,
     };
-    let (account, credentials) = Account::builder_with_http(http)
+    let created = Account::builder_with_http(http)
         .create(&new_account, directory.to_string(), eab.as_ref())
-        .await
-        .map_err(super::failed("create the ACME account"))?;
+        .await;
+    let (account, credentials) = match (created, &acme.eab) {
+        (Ok(created), _) => created,
+        // A CA that refuses the binding says so in its own words; ours say what to do. (A
+        // rejected nonce, an overloaded or rate-limited CA are no verdict on the key.)
+        (Err(source @ instant_acme::Error::Api(_)), Some(eab)) if !passing(&source) => {
+            return Err(AcmeError::EabRefused {
+                key_id: eab.key_id.clone(),
+                source,
+            });
+        }
+        (Err(e), _) => return Err(super::failed("create the ACME account")(e)),
+    };
     // serde_json cannot fail on this type; an empty file would be caught at the next load.
     let json = serde_json::to_vec(&credentials).unwrap_or_default();
     if let Some(dir) = path.parent() {
@@ -255,6 +266,17 @@ async fn register(
     write_atomic(path, &json, FileMode::PRIVATE)?;
     tracing::info!(directory, id = account.id(), "created ACME account");
     Ok(account)
+}
+
+/// Whether a CA's problem says nothing of what was sent: worth another try as it is.
+fn passing(error: &instant_acme::Error) -> bool {
+    let instant_acme::Error::Api(problem) = error else {
+        return false;
+    };
+    let kind = problem.r#type.as_deref().unwrap_or_default();
+    ["badNonce", "serverInternal", "rateLimited"]
+        .iter()
+        .any(|passing| kind == format!("urn:ietf:params:acme:error:{passing}"))
 }
 
 /// Present while a key rollover is under way.

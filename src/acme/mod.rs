@@ -64,6 +64,16 @@ pub enum AcmeError {
     #[error("cannot read acme.eab.hmac_key_file {path}: {reason}")]
     EabKey { path: PathBuf, reason: String },
     #[error(
+        "the CA refused to create the ACME account with the EAB key id {key_id}: {}; check \
+         [acme.eab] key_id and the key file. Some CAs' EAB keys (Google Trust Services) work \
+         once and expire after 7 days: if this one was used before or is older, mint a new one",
+        chain(source)
+    )]
+    EabRefused {
+        key_id: String,
+        source: instant_acme::Error,
+    },
+    #[error(
         "cannot reach the ACME directory {directory}: {}; check the URL, DNS and outbound HTTPS",
         chain(source)
     )]
