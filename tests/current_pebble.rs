@@ -168,9 +168,22 @@ fn each_wrong_persist_record_is_named_and_nothing_is_ordered() {
     pebble.clear_txt(fqdn);
     pebble.set_txt(fqdn, &format!("{good}; persistUntil={soon}"));
     let table = ck.ok(&["check"]);
+    let lapsing = "(its persistUntil), before the current certificate expires";
+    assert!(table.contains(lapsing), "{table}");
+    // A renewal still succeeds, and the operator is told ahead, as of an expiry.
+    let notified = ck.path("notified.jsonl");
+    let text = fs::read_to_string(&ck.config).unwrap()
+        + &format!(
+            "\n[[notify]]\nexec = \"cat >> {0} && echo >> {0}\"\nevents = [\"expiry\"]\n",
+            notified.display()
+        );
+    fs::write(&ck.config, text).unwrap();
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    let told = fs::read_to_string(&notified).unwrap_or_default();
     assert!(
-        table.contains("(its persistUntil), before the current certificate expires"),
-        "{table}"
+        told.contains("\"event\":\"expiry\"") && told.contains(lapsing),
+        "{told}"
     );
 }
 

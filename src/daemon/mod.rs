@@ -799,6 +799,16 @@ impl Daemon {
                 ));
             }
         }
+        // Told ahead, like an expiry: what would make a later renewal fail.
+        let not_after = outcome.result.as_ref().ok().map(|issued| issued.not_after);
+        for warning in &outcome.warnings {
+            self.notifier.send(Notification::new(
+                cert,
+                NotifyEventName::Expiry,
+                warning.clone(),
+                not_after,
+            ));
+        }
     }
 
     /// Brings output files back in line with `current` after a crash mid-copy.

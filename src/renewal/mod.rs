@@ -127,6 +127,8 @@ pub struct Outcome {
     pub choice: Option<Choice>,
     /// What the pre-flight before the order found, when it ran.
     pub preflight: Option<Vec<Verdict>>,
+    /// What the operator should fix before it fails (a DNS-PERSIST-01 record about to lapse).
+    pub warnings: Vec<String>,
     /// The CA issued a certificate (whether or not it could then be deployed).
     pub issued: bool,
     /// Cluster mode: the certificate could not be published to etcd (the next sync tries again).
@@ -187,6 +189,7 @@ pub async fn renew(
             ca: attempt.ca.unwrap_or(ca.directory),
             choice: attempt.choice,
             preflight: attempt.preflight,
+            warnings: attempt.warnings,
             result: attempt.result.map(|obtained| Issued {
                 not_after: obtained.leaf.not_after,
                 names: obtained.leaf.names,
@@ -232,6 +235,7 @@ pub async fn renew(
         ca: attempt.ca.unwrap_or(ca.directory),
         choice: attempt.choice,
         preflight: attempt.preflight,
+        warnings: attempt.warnings,
         cert,
         started,
         issued,
@@ -300,6 +304,7 @@ async fn attempt(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) -
                 ca: Some(ca.directory.clone()),
                 choice: None,
                 preflight: None,
+                warnings: Vec::new(),
                 result: Err(e.into()),
             };
         }

@@ -27,6 +27,8 @@ pub struct Attempt {
     pub choice: Option<Choice>,
     /// What the pre-flight before the order found, when it ran.
     pub preflight: Option<Vec<Verdict>>,
+    /// What the operator should fix before it fails (a DNS-PERSIST-01 record about to lapse).
+    pub warnings: Vec<String>,
     pub result: Result<Obtained, RenewError>,
 }
 
@@ -58,6 +60,7 @@ pub async fn obtain(
             ca: None,
             choice: None,
             preflight: None,
+            warnings: Vec::new(),
             result: Err(e),
         };
     }
@@ -70,10 +73,11 @@ pub async fn obtain(
         .map(|d| d.as_str())
         .collect();
     // The operator's DNS-PERSIST-01 records are judged before anything is ordered.
-    let persist_blocker = match preflight.filter(|_| steps.contains(&Method::DnsPersist01)) {
-        Some(preflight) => persist_blocker(acme, preflight, store, cert).await,
-        None => None,
-    };
+    let (persist_blocker, warnings) =
+        match preflight.filter(|_| steps.contains(&Method::DnsPersist01)) {
+            Some(preflight) => persist_blocker(acme, preflight, store, cert).await,
+            None => (None, Vec::new()),
+        };
     let may_use_http01 = steps.contains(&Method::Http01) && !http01_names.is_empty();
     let found = match preflight.filter(|_| may_use_http01) {
         Some(preflight) => {
@@ -120,6 +124,7 @@ pub async fn obtain(
             ca: Some(acme.directory().to_string()),
             choice: Some(choice),
             preflight: None,
+            warnings,
             result: Err(RenewError::PersistRecord(found)),
         };
     }
@@ -173,6 +178,7 @@ pub async fn obtain(
         ca: Some(acme.directory().to_string()),
         choice: Some(choice),
         preflight: found.map(|_| verdicts),
+        warnings,
         result,
     }
 }
@@ -184,26 +190,31 @@ fn step_after(steps: &[Method], method: Method) -> Option<Method> {
 }
 
 /// The first reason the DNS-PERSIST-01 records of `cert` would not prove control to this CA,
-/// if one would not. A record about to lapse is logged.
+/// if one would not; and the records about to lapse (logged too).
 async fn persist_blocker(
     acme: &AcmeClient,
     preflight: &Preflight,
     store: &Store,
     cert: &CertificateConfig,
-) -> Option<String> {
+) -> (Option<String>, Vec<String>) {
     let identity = match acme.persist_identity().await {
         Ok(identity) => identity,
-        Err(e) => return Some(e.to_string()),
+        Err(e) => return (Some(e.to_string()), Vec::new()),
     };
     let renew_by = (store.current(&cert.name).ok().flatten()).map(|c| c.leaf.not_after);
     let findings =
         (preflight.persist_findings(&identity, &cert.domains, renew_by, SystemTime::now())).await;
-    for finding in findings.iter().filter(|f| f.severity == Severity::Warn) {
-        tracing::warn!(name = %cert.name, finding = %finding.message, "dns-persist-01 record");
+    let warnings: Vec<String> = (findings.iter())
+        .filter(|f| f.severity == Severity::Warn)
+        .map(|f| f.message.clone())
+        .collect();
+    for warning in &warnings {
+        tracing::warn!(name = %cert.name, finding = %warning, "dns-persist-01 record");
     }
-    (findings.into_iter())
+    let blocker = (findings.into_iter())
         .find(|f| f.severity == Severity::Fail)
-        .map(|f| f.message)
+        .map(|f| f.message);
+    (blocker, warnings)
 }
 
 async fn order(
