@@ -1,6 +1,8 @@
 //! The renewal engine: `certkeeper run` runs it for ever, and a one-off `renew` with no daemon
-//! running runs it once. Wires the listener, the schedule, renewals, control requests and
-//! signals together; the details live in the modules it calls.
+//! running runs it once. The two differ in what is wired in beside the loop (`wiring`: the
+//! listener, control socket, cluster, monitor and metrics, or nothing) and in whether the loop
+//! follows the schedule. Each certificate's state is one `Slot` (`slots`, pure); one renewal
+//! is one task (`crate::renewal::renew`).
 //!
 //! One loop: answer control requests, start every certificate that is due or asked for (up to
 //! `acme.concurrency` at once per CA, within the CA's rate limits), sleep until the next is
@@ -20,6 +22,7 @@ pub mod status;
 mod cluster;
 mod requests;
 mod slots;
+mod wiring;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,11 +35,11 @@ use tokio::task::JoinSet;
 
 use crate::acme::Accounts;
 use crate::challenge::dns01::Dns01;
-use crate::challenge::http01::{self, ListenError, Tokens};
+use crate::challenge::http01::{self, ListenError};
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{CertificateConfig, Config, ConfigError};
-use crate::daemon::control::server::{ControlError, ControlSocket};
+use crate::daemon::control::server::ControlError;
 use crate::daemon::control::{Call, Deferral, RenewalResult, Replies, Request};
 use crate::daemon::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::deploy::store::Store;
@@ -48,8 +51,9 @@ use crate::renewal::{Context, Finished, Outcome};
 use crate::{renewal::schedule, timefmt};
 use cluster::Membership;
 use slots::Slots;
+use wiring::{Wiring, needs_http01_listener};
 
-/// Re-evaluate at least this often, so a suspended machine or a clock jump is noticed.
+/// Re-evaluate at least this often.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
@@ -148,14 +152,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     // First, so that a second daemon is told that one runs, not that port 80 is taken.
     let control = crate::daemon::control::server::bind(&config.daemon.control_socket)?;
     let (calls, requests) = mpsc::channel(16);
-    engine(
-        Mode::Service,
-        config_path,
-        config,
-        requests,
-        Some((control, calls)),
-    )
-    .await
+    let wiring = Wiring::service(&config, control, calls)?;
+    engine(Mode::Service, config_path, config, requests, wiring).await
 }
 
 /// A one-off command with no daemon running: the same engine, run until it has answered
@@ -171,126 +169,48 @@ pub async fn once(
     let _ = calls.try_send(Call { request, replies });
     drop(calls);
     let state_dir = config.daemon.state_dir.clone();
-    let ran = engine(Mode::Once, config_path, config, requests, None).await;
+    let wiring = Wiring::once(&config);
+    let ran = engine(Mode::Once, config_path, config, requests, wiring).await;
     // Run by root against the service's state directory: what it wrote goes back to the
     // service's user, or the service could not read its own key afterwards.
     crate::deploy::store::hand_back(&state_dir);
     ran
 }
 
+/// The loop, for a service and a one-off run alike: they differ in what `wiring` holds and in
+/// what `mode` asks of the loop (follow the schedule and tell systemd, or end once answered).
 async fn engine(
     mode: Mode,
     config_path: PathBuf,
     config: Config,
     mut requests: mpsc::Receiver<Call>,
-    control: Option<(ControlSocket, mpsc::Sender<Call>)>,
+    wiring: Wiring,
 ) -> Result<(), DaemonError> {
-    let service = mode == Mode::Service;
     let mut signals = Signals::new()?;
-    raise_open_file_limit();
-    // Only certificates without a webroot need certkeeper's own port-80 listener; a one-off
-    // run binds it only when it renews one of them.
-    let needs_listener = config.certificates.iter().any(needs_http01_listener);
-    let listener = match service && needs_listener {
-        true => Some(http01::bind(config.daemon.listen)?),
-        false => None,
+    let Wiring {
+        tokens,
+        listening,
+        membership,
+        mut leadership,
+        published,
+        servers,
+    } = wiring;
+    let context = Context {
+        store: Store::new(&config.daemon.state_dir),
+        tokens,
+        tls_alpn01: TlsAlpn01::new(config.daemon.tls_alpn_listen),
+        accounts: Accounts::default(),
+        dns01: dns01_of(&config),
+        preflight: preflight_of(&config, membership.as_ref().map(|m| &m.cluster)),
+        cluster: membership.as_ref().map(|m| m.cluster.clone()),
     };
-    let metrics_listener = match config.daemon.metrics_listen.filter(|_| service) {
-        Some(addr) => Some(bind_metrics(addr)?),
-        None => None,
-    };
-    let clustered = match config.cluster.as_ref().filter(|_| service) {
-        Some(settings) => Some((Cluster::new(settings)?, settings.sync_interval)),
-        None => None,
-    };
-    let tokens = match &clustered {
-        Some((cluster, _)) => Tokens::shared(cluster.shared_answers()),
-        None => Tokens::default(),
-    };
-    let (stop_servers, stopped) = watch::channel(());
-    let until_stopped = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.changed().await;
-        }
-    };
-    let mut servers = Vec::new();
-    let listening = listener.is_some();
-    if let Some(listener) = listener {
-        // In cluster mode this node probes for the others on its listener, and says where.
-        let peer_probes = match &clustered {
-            Some((cluster, _)) => {
-                cluster::announce_probe(cluster, &config, until_stopped(), &mut servers)
-            }
-            None => None,
-        };
-        servers.push(tokio::spawn(http01::serve(
-            listener,
-            tokens.clone(),
-            peer_probes.map(|probes| probes as Arc<dyn http01::Route>),
-            until_stopped(),
-        )));
-    }
-    if let Some((socket, calls)) = control {
-        servers.push(tokio::spawn(crate::daemon::control::server::serve(
-            socket,
-            calls,
-            until_stopped(),
-        )));
-    }
-    // Cluster mode: follow the renewal lease (given up on stop, so another node takes over).
-    let mut leadership = None;
-    let membership = clustered.map(|(cluster, interval)| {
-        let (leader, follower) = watch::channel(false);
-        servers.push(tokio::spawn(crate::cluster::lead(
-            cluster.clone(),
-            leader,
-            until_stopped(),
-        )));
-        leadership = Some(follower.clone());
-        Membership::new(cluster, follower, interval)
-    });
-    let (published, watched) = watch::channel(Arc::new(config.clone()));
-    if service {
-        servers.push(tokio::spawn(crate::daemon::monitor::watch(
-            watched.clone(),
-            Notifier::new(config.notify.clone()),
-            until_stopped(),
-        )));
-    }
-    if let Some(listener) = metrics_listener {
-        servers.push(tokio::spawn(metrics::serve(
-            listener,
-            watched,
-            until_stopped(),
-        )));
-    }
-    if service {
-        tracing::info!(
-            listen = %config.daemon.listen,
-            metrics = ?config.daemon.metrics_listen,
-            control = %config.daemon.control_socket.display(),
-            certificates = config.certificates.len(),
-            state_dir = %config.daemon.state_dir.display(),
-            "certkeeper is running"
-        );
-    }
-    let store = Store::new(&config.daemon.state_dir);
     let mut daemon = Daemon {
         mode,
         waiters: Vec::new(),
         listening,
-        shutdown: stop_servers.subscribe(),
+        shutdown: servers.stopping(),
         next_wakeup: None,
-        context: Context {
-            store,
-            tokens,
-            tls_alpn01: TlsAlpn01::new(config.daemon.tls_alpn_listen),
-            accounts: Accounts::default(),
-            dns01: dns01_of(&config),
-            preflight: preflight_of(&config, membership.as_ref().map(|m| &m.cluster)),
-            cluster: membership.as_ref().map(|m| m.cluster.clone()),
-        },
+        context,
         notifier: Notifier::new(config.notify.clone()),
         config_path,
         config: Arc::new(config),
@@ -301,13 +221,7 @@ async fn engine(
         ledgers: HashMap::new(),
         cluster: membership,
     };
-
-    if service {
-        daemon.repair_outputs();
-        let first = daemon.next_due(SystemTime::now());
-        sdnotify::ready(&daemon.summary(first.as_ref()));
-        sdnotify::spawn_watchdog();
-    }
+    daemon.begin();
     let mut orders = OrderStop::new();
     let mut renewals = JoinSet::new();
     loop {
@@ -315,9 +229,7 @@ async fn engine(
         while let Ok(call) = requests.try_recv() {
             daemon.answer_call(call, now);
         }
-        if service {
-            daemon.warn_of_expiry(now);
-        }
+        daemon.warn_of_expiry(now);
         // Asking the CA (or etcd) may take a while when it is slow: SIGTERM must not wait,
         // except for deployments, which always finish.
         let fetched = tokio::select! {
@@ -332,21 +244,10 @@ async fn engine(
             _ = signals.stop() => break,
         }
         daemon.start_due(now, &mut renewals, orders.receiver());
-        if !service && daemon.idle() {
+        if mode == Mode::Once && daemon.idle() {
             break;
         }
-        let next = daemon.next_due(now).filter(|_| service);
-        daemon.next_wakeup = next.as_ref().map(|(_, at)| *at);
-        if service {
-            sdnotify::status(&daemon.summary(next.as_ref()));
-        }
-        // Something still due now waits for a renewal at its CA to end.
-        let wait = next
-            .as_ref()
-            .and_then(|(_, at)| at.duration_since(now).ok())
-            .filter(|wait| !wait.is_zero())
-            .unwrap_or(LONGEST_SLEEP)
-            .min(LONGEST_SLEEP);
+        let wait = daemon.sleep_for(now);
         let until_sync = daemon.cluster.as_ref().map_or(wait, |m| m.until_sync());
         tokio::select! {
             // A timed wake-up reads every plan afresh (a one-off `renew` may have run).
@@ -364,7 +265,7 @@ async fn engine(
         }
     }
 
-    if service {
+    if mode == Mode::Service {
         sdnotify::stopping();
     }
     // Orders in flight are abandoned at once; deployments in progress finish first.
@@ -381,13 +282,10 @@ async fn engine(
     for name in dry {
         daemon.answer(requests::unordered(&name, true, stopping()));
     }
-    if service {
+    if mode == Mode::Service {
         tracing::info!("certkeeper stopped");
     }
-    let _ = stop_servers.send(());
-    for server in servers {
-        let _ = server.await;
-    }
+    servers.stop().await;
     daemon.notifier.flush(Duration::from_secs(5)).await;
     Ok(())
 }
@@ -417,16 +315,34 @@ impl OrderStop {
     }
 }
 
-fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(tokio::net::TcpListener::from_std);
-    listener.map_err(|source| DaemonError::Metrics { addr, source })
-}
-
 impl Daemon {
     fn store(&self) -> &Store {
         &self.context.store
+    }
+
+    /// A service first repairs what an interrupted run left, then tells systemd it is ready.
+    fn begin(&mut self) {
+        if self.mode == Mode::Service {
+            self.repair_outputs();
+            let first = self.next_due(SystemTime::now());
+            sdnotify::ready(&self.summary(first.as_ref()));
+            sdnotify::spawn_watchdog();
+        }
+    }
+
+    /// How long the loop may sleep: a service until the next certificate is due (and says so
+    /// to systemd); at most an hour, so that a suspended machine or a clock jump is noticed.
+    /// Something due now waits for a renewal at its CA to end.
+    fn sleep_for(&mut self, now: SystemTime) -> Duration {
+        let next = self.next_due(now).filter(|_| self.mode == Mode::Service);
+        self.next_wakeup = next.as_ref().map(|(_, at)| *at);
+        if self.mode == Mode::Service {
+            sdnotify::status(&self.summary(next.as_ref()));
+        }
+        next.and_then(|(_, at)| at.duration_since(now).ok())
+            .filter(|wait| !wait.is_zero())
+            .unwrap_or(LONGEST_SLEEP)
+            .min(LONGEST_SLEEP)
     }
 
     /// The plan of `cert`, from the cache or read afresh.
@@ -718,6 +634,10 @@ impl Daemon {
     /// Raises an error (log and notification), at most hourly per certificate, for each
     /// certificate close to expiry whose renewals keep failing.
     fn warn_of_expiry(&mut self, now: SystemTime) {
+        // A one-off run ends long before an hourly warning would matter.
+        if self.mode == Mode::Once {
+            return;
+        }
         let config = self.config.clone();
         let renews = self.renews();
         for cert in &config.certificates {
@@ -916,24 +836,6 @@ fn preflight_of(config: &Config, cluster: Option<&Cluster>) -> Option<Arc<Prefli
             let peers = cluster.map(|c| Arc::new(c.clone()) as Arc<dyn crate::preflight::Peers>);
             Arc::new(preflight.with_peers(peers))
         })
-}
-
-/// Whether `cert` may need certkeeper's own port-80 listener: HTTP-01 without a webroot.
-fn needs_http01_listener(cert: &CertificateConfig) -> bool {
-    cert.webroot.is_none() && cert.challenge.allows(crate::config::Method::Http01)
-}
-
-/// Lets the listener hold as many connections as its cap (plus files and sockets of our own):
-/// the soft limit is often 1024, far below what a flood of idle connections needs.
-fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let wanted = crate::net::http_server::MAX_CONNECTIONS as u64 + 1024;
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < wanted
-        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard)
-    {
-        tracing::warn!(error = %e, soft, "cannot raise the open-file limit; a flood of connections may lock out the CA");
-    }
 }
 
 /// The next change of leadership (`Some(true)`: this node took the lease); never, outside a
