@@ -39,8 +39,8 @@ pub enum Dns01Error {
         "cannot find the authoritative name servers of {zone}: {reason}; set dns01.check_servers"
     )]
     NameServers { zone: String, reason: String },
-    #[error("{0}")]
-    Resolver(String),
+    #[error(transparent)]
+    Resolver(#[from] crate::net::dns::DnsError),
 }
 
 /// A TXT record published for one authorization.

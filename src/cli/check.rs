@@ -51,9 +51,9 @@ pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Resu
 /// its probe token is shared through etcd (bound to a lease this command holds) and the other
 /// nodes are asked for their view, as the daemon would.
 async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, Failure> {
-    let certs = config.selected(names).map_err(|message| Failure {
+    let certs = config.selected(names).map_err(|unknown| Failure {
         code: EX_CONFIG,
-        message,
+        message: unknown.to_string(),
     })?;
     let cluster = match &config.cluster {
         Some(settings) => clustered(settings).await,

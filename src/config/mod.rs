@@ -132,29 +132,35 @@ impl Config {
 
     /// The certificates called `names` (all of them when `names` is empty), or which name is
     /// not configured.
-    pub fn selected(&self, names: &[String]) -> Result<Vec<CertificateConfig>, String> {
+    pub fn selected(&self, names: &[String]) -> Result<Vec<CertificateConfig>, UnknownCertificate> {
         if names.is_empty() {
             return Ok(self.certificates.clone());
         }
-        names
-            .iter()
+        (names.iter())
             .map(|name| {
-                self.certificate(name).cloned().ok_or_else(|| {
-                    let known: Vec<&str> =
-                        self.certificates.iter().map(|c| c.name.as_str()).collect();
-                    format!(
-                        "no certificate named \"{name}\" in {}; configured: {}",
-                        self.path.display(),
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    )
-                })
+                self.certificate(name)
+                    .cloned()
+                    .ok_or_else(|| UnknownCertificate {
+                        name: name.clone(),
+                        path: self.path.clone(),
+                        known: self.certificates.iter().map(|c| c.name.clone()).collect(),
+                    })
             })
             .collect()
     }
+}
+
+/// A command named a certificate the config does not have.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no certificate named \"{name}\" in {}; configured: {}",
+    path.display(),
+    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+)]
+pub struct UnknownCertificate {
+    pub name: String,
+    pub path: PathBuf,
+    pub known: Vec<String>,
 }
 
 /// Turns byte offsets into `file:line:column` errors.
@@ -325,12 +331,21 @@ pub fn exposed_secret(path: &Path, key: &str) -> Option<String> {
     })
 }
 
+/// Why a secret file gave no secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error("its first line is empty: write the secret there")]
+    Empty,
+}
+
 /// The first line of a secret file (a password, a shared token), which must not be empty.
-pub fn read_secret_line(path: &Path) -> Result<zeroize::Zeroizing<String>, String> {
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| e.to_string())?);
+pub fn read_secret_line(path: &Path) -> Result<zeroize::Zeroizing<String>, SecretError> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
     let line = text.lines().next().unwrap_or("").trim();
     if line.is_empty() {
-        return Err("its first line is empty: write the secret there".into());
+        return Err(SecretError::Empty);
     }
     Ok(zeroize::Zeroizing::new(line.to_string()))
 }

@@ -39,6 +39,17 @@ impl<T> fmt::Display for Answer<T> {
     }
 }
 
+/// Why no resolver could be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error(
+        "cannot read the system's DNS configuration (/etc/resolv.conf): {0}; set daemon.resolvers"
+    )]
+    System(#[source] hickory_resolver::net::NetError),
+    #[error("cannot build a DNS resolver: {0}")]
+    Build(#[source] hickory_resolver::net::NetError),
+}
+
 /// A resolver: the system's (`/etc/resolv.conf`) or the given servers.
 #[derive(Clone)]
 pub struct Dns {
@@ -47,10 +58,9 @@ pub struct Dns {
 
 impl Dns {
     /// `servers` empty: the system's resolvers.
-    pub fn new(servers: &[SocketAddr]) -> Result<Self, String> {
+    pub fn new(servers: &[SocketAddr]) -> Result<Self, DnsError> {
         let builder = if servers.is_empty() {
-            TokioResolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
+            TokioResolver::builder_tokio().map_err(DnsError::System)?
         } else {
             let name_servers = servers
                 .iter()
@@ -74,7 +84,7 @@ impl Dns {
         let resolver = builder
             .with_options(options)
             .build()
-            .map_err(|e| format!("cannot build a DNS resolver: {e}"))?;
+            .map_err(DnsError::Build)?;
         Ok(Self { resolver })
     }
 

@@ -51,6 +51,18 @@ const REMEMBER_FOR: Duration = Duration::from_secs(30);
 /// How long the public address learned over STUN stands (a dynamic address changes rarely).
 const ASK_STUN_EVERY: Duration = Duration::from_secs(300);
 
+/// Why the pre-flight cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(transparent)]
+    Resolvers(#[from] crate::net::dns::DnsError),
+    #[error("preflight.remote_token_file {}: {source}", path.display())]
+    RemoteToken {
+        path: PathBuf,
+        source: crate::config::SecretError,
+    },
+}
+
 pub struct Preflight {
     dns: Dns,
     port: u16,
@@ -107,7 +119,7 @@ pub struct BeforeOrder {
 }
 
 impl Preflight {
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub fn new(config: &Config) -> Result<Self, PreflightError> {
         let mut own: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
             .map(|addrs| {
                 addrs
@@ -134,8 +146,10 @@ impl Preflight {
             remotes: config.preflight.remote.clone(),
             remote_secret: match &config.preflight.remote_token_file {
                 Some(path) => {
-                    Some(crate::config::read_secret_line(path).map_err(|e| {
-                        format!("preflight.remote_token_file {}: {e}", path.display())
+                    let read = crate::config::read_secret_line(path);
+                    Some(read.map_err(|source| PreflightError::RemoteToken {
+                        path: path.clone(),
+                        source,
                     })?)
                 }
                 None => None,
@@ -155,7 +169,7 @@ impl Preflight {
 
     /// The pre-flight as a probe server runs it: names resolved through `resolvers` (the
     /// system's when empty), port `port`, public addresses only.
-    pub fn outside_view(resolvers: &[SocketAddr], port: u16) -> Result<Self, String> {
+    pub fn outside_view(resolvers: &[SocketAddr], port: u16) -> Result<Self, PreflightError> {
         Ok(Self {
             dns: Dns::new(resolvers)?,
             port,
@@ -176,7 +190,7 @@ impl Preflight {
     /// The pre-flight as a cluster node runs it for the other nodes: this node's resolvers
     /// and port, private addresses allowed (the nodes trust each other, and often share a
     /// private network).
-    pub fn peer_view(config: &Config) -> Result<Self, String> {
+    pub fn peer_view(config: &Config) -> Result<Self, PreflightError> {
         let mut view = Self::outside_view(&config.daemon.resolvers, config.daemon.http01_port)?;
         view.outside_only = false;
         Ok(view)

@@ -39,8 +39,8 @@ pub enum ProbeServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Resolvers(String),
+    #[error(transparent)]
+    Resolvers(#[from] crate::preflight::PreflightError),
 }
 
 /// What the server answers with.
@@ -62,7 +62,8 @@ pub async fn run(
         path: token_file.to_path_buf(),
         reason,
     };
-    let secret = crate::config::read_secret_line(token_file).map_err(bad_token)?;
+    let secret =
+        crate::config::read_secret_line(token_file).map_err(|e| bad_token(e.to_string()))?;
     if secret.len() < MIN_TOKEN {
         return Err(bad_token(format!(
             "it holds {} characters; write at least {MIN_TOKEN} random ones (for instance: \
