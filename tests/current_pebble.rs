@@ -203,3 +203,37 @@ fn a_ca_without_dns_persist_01_gets_the_next_step() {
     assert!(said.contains("media: renewed"), "{said}");
     println!("{said}");
 }
+
+/// Profiles (draft-ietf-acme-profiles): the one configured is ordered, and the certificate has
+/// that profile's lifetime; one the CA does not offer is a clear error naming those it does.
+#[test]
+fn a_profile_the_ca_offers_is_ordered_and_one_it_does_not_is_a_clear_error() {
+    let profiles = serde_json::json!({
+        "classic": { "description": "90 days", "validityPeriod": 7_776_000 },
+        "shortlived": { "description": "about 6 days", "validityPeriod": 518_400 },
+    });
+    let pebble = Pebble::start_current(profiles);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "profile = \"shortlived\"");
+    ck.ok(&["renew"]);
+    let pem = fs::read(ck.path("out/fullchain.pem")).unwrap();
+    let leaf = certkeeper::deploy::bundle::read_leaf(&pem).unwrap();
+    let lifetime = leaf.not_after.duration_since(leaf.not_before).unwrap();
+    assert!(
+        lifetime <= std::time::Duration::from_secs(518_400 + 60),
+        "a shortlived certificate: {lifetime:?}"
+    );
+
+    let text = fs::read_to_string(&ck.config).unwrap();
+    fs::write(&ck.config, text.replace("\"shortlived\"", "\"tlsserver\"")).unwrap();
+    let output = ck.run(&["renew", "--force"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("does not offer the certificate profile \"tlsserver\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("shortlived") && stdout.contains("classic"),
+        "it names what the CA offers: {stdout}"
+    );
+}
