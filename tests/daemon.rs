@@ -55,10 +55,17 @@ fn the_daemon_renews_short_lived_certificates_by_itself() {
         })
     };
 
+    // The daemon logs a renewal after it has swapped the files: wait for both.
     ck.wait_until(
         "an initial certificate and two renewals",
         Duration::from_secs(90),
-        || ck.settled(3),
+        || {
+            ck.settled(3)
+                && (ck.daemon_log())
+                    .matches("certificate issued and deployed")
+                    .count()
+                    >= 3
+        },
     );
     stop.store(true, Ordering::Relaxed);
     let checked = checker.join().expect("checker thread");
