@@ -42,4 +42,4 @@ pub mod names;
 pub mod net;
 pub mod preflight;
 pub mod renewal;
-pub mod timefmt;
+pub(crate) mod timefmt;

@@ -4,11 +4,11 @@
 //! Every call into instant-acme stays inside this module, so a rename in its API touches
 //! nothing else. It does not know where certificates are written.
 
-pub mod keys;
+pub(crate) mod keys;
 
 mod account;
 mod answers;
-pub mod ari;
+pub(crate) mod ari;
 mod chains;
 mod clock;
 mod http;

@@ -5,8 +5,8 @@
 //! `renew`, `check` and `status` go through the running daemon's control socket when one
 //! answers, and run standalone otherwise; either way this side only asks and prints.
 
-pub mod logging;
-pub mod table;
+pub(crate) mod logging;
+pub(crate) mod table;
 
 mod check;
 mod daemon_only;

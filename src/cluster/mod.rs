@@ -18,7 +18,7 @@ pub mod etcd;
 mod lease;
 mod peers;
 mod seal;
-pub mod sync;
+pub(crate) mod sync;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

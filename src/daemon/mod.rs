@@ -10,14 +10,14 @@
 //! config (the listener stays); SIGTERM/SIGINT stop, abandoning orders in flight but never a
 //! deployment in progress, so no file is ever half-written.
 
-pub mod check;
+pub(crate) mod check;
 pub mod control;
-pub mod inspect;
-pub mod metrics;
-pub mod monitor;
-pub mod notifications;
-pub mod sdnotify;
-pub mod status;
+pub(crate) mod inspect;
+pub(crate) mod metrics;
+pub(crate) mod monitor;
+pub(crate) mod notifications;
+pub(crate) mod sdnotify;
+pub(crate) mod status;
 
 mod cluster;
 mod requests;

@@ -5,9 +5,9 @@
 //! It does not know how the certificate was obtained.
 
 pub mod bundle;
-pub mod hook;
-pub mod reload;
-pub mod store;
+pub(crate) mod hook;
+pub(crate) mod reload;
+pub(crate) mod store;
 pub mod verify;
 
 use std::time::Duration;

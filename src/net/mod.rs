@@ -3,4 +3,4 @@
 
 pub mod dns;
 pub mod http_server;
-pub mod web;
+pub(crate) mod web;

@@ -11,8 +11,8 @@
 //! - `vantage`: the other places that look (probe servers, the other nodes of a cluster);
 //! - `remote`: asking a probe server, and (`remote::server`) being one.
 
-pub mod stun;
-pub mod tls_probe;
+pub(crate) mod stun;
+pub(crate) mod tls_probe;
 
 mod finding;
 mod persist;

@@ -54,19 +54,23 @@ pub async fn public_address(server: &str) -> Result<IpAddr, StunError> {
     let transaction: [u8; 12] = std::array::from_fn(|_| fastrand::u8(..));
     let request = binding_request(&transaction);
     let mut buffer = [0u8; 1024];
+    let mut garbled = false;
     for _ in 0..TRIES {
         socket.send(&request).await.map_err(socket_error)?;
         let deadline = tokio::time::Instant::now() + TRY_TIMEOUT;
         // Stray datagrams (an answer to an earlier try) are skipped until the deadline.
         while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buffer)).await {
             let length = received.map_err(socket_error)?;
-            if let Some(address) = mapped_address(&buffer[..length], &transaction) {
-                return Ok(address);
+            match mapped_address(&buffer[..length], &transaction) {
+                Some(address) => return Ok(address),
+                None => garbled = true,
             }
         }
     }
-    Err(StunError::NoAnswer {
-        server: server.to_string(),
+    let server = server.to_string();
+    Err(match garbled {
+        true => StunError::Garbled { server },
+        false => StunError::NoAnswer { server },
     })
 }
 

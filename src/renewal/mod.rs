@@ -12,8 +12,8 @@
 //! certificate is due: `schedule` (pure), `plan` (joined with the disk), `state`, `ratelimit`.
 
 mod order;
-pub mod plan;
-pub mod ratelimit;
+pub(crate) mod plan;
+pub(crate) mod ratelimit;
 mod record;
 pub mod schedule;
 pub mod state;

@@ -61,10 +61,6 @@ impl SafeDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Writes `name` so that readers see the old file or the new one, never a part: a temp file
     /// beside it, mode and owner set before any byte lands, fsync, rename, fsync of the directory.
     pub fn write_atomic(
@@ -188,10 +184,6 @@ impl SafeDir {
 
     fn sync(&self) -> Result<(), Errno> {
         nix::unistd::fsync(&self.fd)
-    }
-
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }
 
