@@ -21,16 +21,6 @@ fn step(name: &str, run: impl FnOnce()) {
     println!("PASS {name} ({:.1} s)", started.elapsed().as_secs_f64());
 }
 
-/// Builds the package of this tree (`scripts/package`, the dev profile).
-fn build_package() {
-    let built = program("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package"))
-        .args(["--profile", "dev"])
-        .output()
-        .expect("scripts/package");
-    assert!(built.status.success(), "{}", text(&built));
-}
-
 /// The commit whose package the upgrade starts from: the last one that landed before the
 /// unprivileged reload triggers, `certkeeper reload` and the package's maintainer scripts.
 const EARLIER: &str = "193cc90";
@@ -90,7 +80,7 @@ fn earlier_package() -> std::path::PathBuf {
     kept
 }
 
-/// The package built by [`build_package`], as `version`, in `dir`; returns its path.
+/// The package built by [`common::debian_package`], as `version`, in `dir`; returns its path.
 fn package(version: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
     let repacked = program("cargo")
@@ -271,7 +261,7 @@ fn the_package_under_a_real_systemd() {
     }
     let debs = tempfile::tempdir().unwrap();
     let old = earlier_package();
-    build_package();
+    common::debian_package();
     // This tree's package, versioned above the earlier one (both say 0.1.0).
     let new = package("0.1.0-2", debs.path());
     let mut ct = Container::boot("installed");

@@ -218,25 +218,10 @@ fn status_exits_2_when_a_certificate_has_expired() {
 
 #[test]
 fn the_debian_package_holds_binary_unit_config_and_man_page() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package");
-    let output = common::program("bash")
-        .args([script, "--profile", "dev"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let debs: Vec<_> = fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/target/debian"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-        .collect();
-    assert_eq!(debs.len(), 1, "{debs:?}");
+    let deb = common::debian_package();
     let listing = common::program("dpkg")
         .arg("-c")
-        .arg(&debs[0])
+        .arg(&deb)
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);

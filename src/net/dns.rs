@@ -88,7 +88,17 @@ impl Dns {
         Ok(Self { resolver })
     }
 
+    /// The records of `record_type` at `name`. A server failure or a timeout is asked once
+    /// more: hickory answers SERVFAIL when no reply came in time, and one lost datagram on a
+    /// loaded host must not read as a broken zone; a real failure repeats.
     async fn records(&self, name: &str, record_type: RecordType) -> Answer<RData> {
+        match self.records_once(name, record_type).await {
+            Answer::ServFail | Answer::Timeout => self.records_once(name, record_type).await,
+            answer => answer,
+        }
+    }
+
+    async fn records_once(&self, name: &str, record_type: RecordType) -> Answer<RData> {
         let fqdn = if name.ends_with('.') {
             name.to_string()
         } else {

@@ -26,6 +26,38 @@ pub use programs::{program, require};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_certkeeper");
 
+/// This tree's Debian package (`scripts/package`, the dev profile), built once for every test
+/// that needs it: two builds at once write the same files under `target/`, and one test read
+/// the other's half-written package.
+pub fn debian_package() -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(deb) = built.as_ref() {
+        return deb.clone();
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = program("bash")
+        .arg(format!("{root}/scripts/package"))
+        .args(["--profile", "dev"])
+        .output()
+        .expect("scripts/package");
+    assert!(
+        output.status.success(),
+        "scripts/package: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let debs: Vec<PathBuf> = fs::read_dir(format!("{root}/target/debian"))
+        .expect("target/debian")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    assert_eq!(debs.len(), 1, "{debs:?}");
+    *built = Some(debs[0].clone());
+    debs[0].clone()
+}
+
 /// A free loopback port, bound and released. Taken below the kernel's ephemeral range
 /// (32768 and up), where outgoing connections get their ports: a port the kernel hands out
 /// with `:0` may become the local end of some test's connection before a server binds it.
