@@ -3,7 +3,8 @@
 
 use std::fs;
 
-use crate::common::{Certkeeper, Pebble};
+use crate::common::hostile::{Fault, HostileCa, point_at};
+use crate::common::{Certkeeper, Pebble, free_port};
 
 /// A renewal asks for the renewal window and names the certificate it replaces; the CA takes
 /// it as a replacement.
@@ -42,6 +43,31 @@ fn a_renewal_names_the_certificate_it_replaces() {
         replaced(&log),
         "pebble took an order as a replacement:\n{log}"
     );
+}
+
+/// A CA that refuses an order naming the certificate it replaces (`alreadyReplaced`) gets the
+/// order again without, and is not asked to take that certificate as replaced again — even
+/// when that renewal then fails (certmagic's loop: a certificate that never renews).
+#[test]
+fn a_refused_replaces_is_not_named_again() {
+    let pebble = Pebble::start_current(serde_json::Value::Null);
+    let ca = HostileCa::start(&pebble);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
+    point_at(&ck.config, &pebble, &ca);
+    ck.ok(&["renew"]);
+    assert_eq!(ca.orders(), (1, 0), "the first order replaces nothing");
+
+    // Refused as a replacement, then ordered without; the validation fails (nothing listens
+    // where the CA connects), so the same certificate is still the one to replace.
+    ca.set(Fault::RefuseReplaces);
+    ck.set_daemon_ports(free_port(), pebble.http_port, &pebble.dns_address());
+    let output = ck.run(&["renew", "--force"]);
+    assert!(!output.status.success());
+    assert_eq!(ca.orders(), (3, 1), "named once, refused, ordered without");
+
+    let output = ck.run(&["renew", "--force"]);
+    assert!(!output.status.success());
+    assert_eq!(ca.orders(), (4, 1), "not named again");
 }
 
 /// DNS-PERSIST-01: certkeeper prints the record; once it is in DNS, certificates are issued
@@ -200,6 +226,67 @@ fn a_ca_without_dns_persist_01_gets_the_next_step() {
     let said = ck.ok(&["renew"]);
     assert!(said.contains("media: http-01"), "{said}");
     assert!(said.contains("rules out dns-persist-01"), "{said}");
+    assert!(said.contains("media: renewed"), "{said}");
+    println!("{said}");
+}
+
+/// `auto` climbs to DNS-PERSIST-01 when port 80 and 443 are both ruled out and no `[dns01]`
+/// is configured: without the record every step is ruled out (and said so), with it the
+/// certificate is issued with no port open for the CA.
+#[test]
+fn auto_climbs_to_dns_persist_01_when_no_port_answers() {
+    let pebble = Pebble::start_current(serde_json::Value::Null);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    // The CA and the pre-flight connect to ports where nothing listens.
+    ck.set_daemon_ports(free_port(), pebble.http_port, &pebble.dns_address());
+    ck.set_tls_alpn_port(free_port());
+    let printed = ck.ok(&["persist-record", "media"]);
+    let (fqdn, value) = (printed.lines().next())
+        .and_then(|line| line.split_once(" IN TXT "))
+        .unwrap_or_else(|| panic!("a zone-file line: {printed}"));
+
+    let output = ck.run(&["renew"]);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("rules out dns-persist-01: no dns-persist-01 record"),
+        "{said}"
+    );
+    println!("without the record: {said}");
+
+    pebble.set_txt(fqdn, value.trim_matches('"'));
+    let said = ck.ok(&["renew", "--force"]);
+    assert!(said.contains("media: dns-persist-01"), "{said}");
+    assert!(said.contains("rules out http-01"), "{said}");
+    assert!(said.contains("rules out tls-alpn-01"), "{said}");
+    assert!(said.contains("media: renewed"), "{said}");
+    println!("with the record: {said}");
+}
+
+/// A CA whose directory names its issuer but whose authorizations offer no dns-persist-01
+/// (the record checks out): the order goes on with the next step, in one line.
+#[test]
+fn authorizations_without_dns_persist_01_get_the_next_step() {
+    let pebble = Pebble::start_current(serde_json::Value::Null);
+    let ca = HostileCa::start(&pebble);
+    ca.set(Fault::WithoutChallenge("dns-persist-01"));
+    let ck = Certkeeper::new(
+        &pebble,
+        &["media.example.com"],
+        "challenge = [\"dns-persist-01\", \"http-01\"]",
+    );
+    point_at(&ck.config, &pebble, &ca);
+    let printed = ck.ok(&["persist-record", "media"]);
+    let (fqdn, value) = (printed.lines().next())
+        .and_then(|line| line.split_once(" IN TXT "))
+        .unwrap_or_else(|| panic!("a zone-file line: {printed}"));
+    pebble.set_txt(fqdn, value.trim_matches('"'));
+
+    let said = ck.ok(&["renew"]);
+    assert!(
+        said.contains("the CA offers no dns-persist-01 challenge; http-01 is the next step"),
+        "{said}"
+    );
     assert!(said.contains("media: renewed"), "{said}");
     println!("{said}");
 }

@@ -83,7 +83,9 @@ fn the_renewal_time_comes_from_the_cas_ari_window() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("ordering again without naming the replaced certificate"),
+        stderr.contains(
+            "the CA refused the order naming the certificate it replaces; ordering again without"
+        ),
         "{stderr}"
     );
 }

@@ -81,8 +81,8 @@ impl Published<'_> {
 impl AcmeClient {
     /// Orders a certificate for `domains` with the CSR `csr_der`, answering each name's
     /// challenge as `choice` says. Returns the PEM chain, leaf first.
-    /// `replaces`: the certificate this one renews (ARI); sent when the CA supports it, and
-    /// dropped if the CA refuses it (the order itself matters more than the rate-limit bonus).
+    /// `replaces`: the certificate this one renews (ARI); an order the CA refuses for naming
+    /// it fails with an error whose [`AcmeError::refuses_replaces`] is true.
     pub async fn issue(
         &self,
         domains: &[DomainName],
@@ -109,7 +109,6 @@ impl AcmeClient {
         }
         let mut attempt = 1;
         let mut replaced_account = false;
-        let mut replaces = replaces;
         loop {
             let mut published = Published {
                 http01: solvers.tokens.publisher_for(solvers.webroot),
@@ -135,24 +134,6 @@ impl AcmeClient {
                 Err(e) if attempt < ATTEMPTS && has_problem(&e, "badNonce") => {
                     tracing::debug!(attempt, "CA rejected our nonces repeatedly; ordering again");
                     attempt += 1;
-                }
-                // Any refusal of an order that names the certificate it replaces is tried
-                // once more without: `alreadyReplaced`, a malformed or unknown `replaces`, and
-                // CAs that fail to look the old certificate up (pebble 2.10 now and then
-                // answers serverInternal) all leave the renewal itself possible.
-                Err(e)
-                    if replaces.is_some()
-                        && (is_unsupported(&e)
-                            || matches!(
-                                &e,
-                                AcmeError::Refused {
-                                    step: "create the order",
-                                    ..
-                                }
-                            )) =>
-                {
-                    tracing::debug!(error = %e, "ordering again without naming the replaced certificate");
-                    replaces = None;
                 }
                 // After a rollover cut short, the CA refuses the old key as it would any
                 // stranger's: the account is as good as lost.
@@ -474,6 +455,24 @@ pub(super) fn has_problem(error: &AcmeError, kind: &str) -> bool {
         .as_deref()
         .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
         == Some(kind)
+}
+
+impl AcmeError {
+    /// Whether an order that named the certificate it replaces may go through without:
+    /// `alreadyReplaced`, a malformed or unknown `replaces`, a CA that fails to look the old
+    /// certificate up (pebble 2.10 now and then answers serverInternal), or one that cannot
+    /// take it at all all refuse the order before any validation. A rate limit is no such
+    /// refusal: asking again at once would only be refused again.
+    pub fn refuses_replaces(&self) -> bool {
+        let refused = matches!(
+            self,
+            AcmeError::Refused {
+                step: "create the order",
+                ..
+            }
+        );
+        is_unsupported(self) || (refused && !has_problem(self, "rateLimited"))
+    }
 }
 
 /// The CA cannot take `replaces`: no ARI at all, or an order that came back without it

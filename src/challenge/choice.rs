@@ -1,9 +1,10 @@
 //! Which challenge each name of an order uses, and why: a pure decision from the config, the
 //! names and the pre-flight check, so that the reason can be logged and shown in `status`.
 //!
-//! The policy is a ladder of methods (`auto`: HTTP-01, TLS-ALPN-01, DNS-01 where configured);
-//! each name takes the first step the pre-flight does not rule out. When every step is ruled
-//! out the first is used all the same: a check from the host itself can be wrong.
+//! The policy is a ladder of methods (`auto`: HTTP-01, TLS-ALPN-01, DNS-01 where configured,
+//! DNS-PERSIST-01); each name takes the first step the pre-flight does not rule out. When
+//! every step is ruled out the first is used all the same: a check from the host itself can be
+//! wrong.
 
 use crate::config::Challenge;
 pub use crate::config::Method;
@@ -184,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_climbs_http01_then_tls_alpn01_then_dns01() {
+    fn auto_climbs_http01_then_tls_alpn01_then_dns01_then_dns_persist01() {
         let domains = names(&["a.example.com", "*.example.com"]);
         let passed = choose(Challenge::Auto, &domains, true, Blockers::default());
         assert_eq!(passed.method("a.example.com"), Some(Method::Http01));
@@ -217,9 +218,25 @@ mod tests {
         assert_eq!(dns.summary(), "dns-01");
         assert!(dns.reason.contains("443 refused"), "{}", dns.reason);
 
-        let anyway = choose(Challenge::Auto, &domains, false, neither);
+        // Without [dns01], the operator's DNS-PERSIST-01 record is the last step.
+        let persist = choose(Challenge::Auto, &domains, false, neither);
+        assert_eq!(persist.summary(), "dns-persist-01");
+        assert!(persist.reason.contains("443 refused"), "{}", persist.reason);
+
+        let no_record = Blockers {
+            dns_persist01: Some("no dns-persist-01 record at _validation-persist.a.example.com"),
+            ..neither
+        };
+        let anyway = choose(Challenge::Auto, &domains, false, no_record);
         assert_eq!(anyway.summary(), "http-01");
         assert!(anyway.reason.contains("tried anyway"), "{}", anyway.reason);
+        assert!(
+            anyway
+                .reason
+                .contains("rules out dns-persist-01: no dns-persist-01 record"),
+            "{}",
+            anyway.reason
+        );
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn print_table(findings: &[Finding], outlook: check::Outlook) {
             if outlook.http01_ok {
                 "http-01 can succeed for every name"
             } else {
-                "http-01 cannot succeed for every name: fix the FAIL lines, or configure [dns01] (challenge = \"auto\" then uses dns-01), or set challenge = \"dns-persist-01\" (one TXT record set once, no open port, no DNS credentials: certkeeper persist-record NAME prints it)"
+                "http-01 cannot succeed for every name: fix the FAIL lines, or configure [dns01] (challenge = \"auto\" then uses dns-01), or set the dns-persist-01 record (one TXT record set once, no open port, no DNS credentials: certkeeper persist-record NAME prints it; challenge = \"auto\" then uses it)"
             }
         );
     }

@@ -67,8 +67,9 @@ impl Method {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Challenge {
     /// The ladder: HTTP-01 when the pre-flight reaches port 80, else TLS-ALPN-01 when it
-    /// reaches port 443, else DNS-01 (when configured); wildcards always DNS-01; an HTTP-01
-    /// validation that fails is retried with DNS-01.
+    /// reaches port 443, else DNS-01 (when configured), else DNS-PERSIST-01 when the
+    /// operator's record would do; wildcards always DNS-01; an HTTP-01 validation that fails
+    /// is retried with DNS-01.
     #[default]
     Auto,
     /// These methods, in this order (`challenge = "http-01"` is a ladder of one).
@@ -83,10 +84,15 @@ impl Challenge {
     /// The methods tried, in order, given whether a DNS-01 provider is configured.
     pub fn steps(&self, dns01: bool) -> Vec<Method> {
         match self {
-            Challenge::Auto => [Method::Http01, Method::TlsAlpn01, Method::Dns01]
-                .into_iter()
-                .filter(|m| dns01 || *m != Method::Dns01)
-                .collect(),
+            Challenge::Auto => [
+                Method::Http01,
+                Method::TlsAlpn01,
+                Method::Dns01,
+                Method::DnsPersist01,
+            ]
+            .into_iter()
+            .filter(|m| dns01 || *m != Method::Dns01)
+            .collect(),
             Challenge::Ladder(steps) => steps.iter().flatten().copied().collect(),
         }
     }
@@ -94,6 +100,12 @@ impl Challenge {
     /// Whether `method` may be used at all.
     pub fn allows(&self, method: Method) -> bool {
         self.steps(true).contains(&method)
+    }
+
+    /// Whether the config names `method` itself (with `auto`, the later steps are fallbacks
+    /// that are looked at only when the ones before are ruled out).
+    pub fn names(&self, method: Method) -> bool {
+        matches!(self, Challenge::Ladder(_)) && self.allows(method)
     }
 }
 
@@ -404,7 +416,7 @@ impl Validator<'_> {
             ));
         }
         let challenge = self.challenge(raw.challenge.as_ref())?;
-        if challenge.allows(Method::Dns01) && challenge != Challenge::Auto && !self.has_dns01 {
+        if challenge.names(Method::Dns01) && !self.has_dns01 {
             let span = raw.challenge.as_ref().map_or(0..0, |c| c.span());
             return Err(self.located.error(
                 span,
@@ -418,7 +430,7 @@ impl Validator<'_> {
                     .error(written.span(), format!("certificate.domains: {e}"))
             })?;
             let dns01 = self.has_dns01 && challenge.allows(Method::Dns01);
-            if domain.is_wildcard() && !dns01 && !challenge.allows(Method::DnsPersist01) {
+            if domain.is_wildcard() && !dns01 && !challenge.names(Method::DnsPersist01) {
                 return Err(self.located.error(
                     written.span(),
                     format!(

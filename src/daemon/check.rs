@@ -11,7 +11,7 @@ use crate::acme::AcmeClient;
 use crate::challenge::http01::Tokens;
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError, Inspection};
-use crate::config::{CertificateConfig, Challenge, ClusterConfig, Config, Method};
+use crate::config::{CertificateConfig, ClusterConfig, Config, Method};
 use crate::deploy::store::Store;
 use crate::deploy::verify;
 use crate::preflight::{Check, Finding, Preflight, Severity};
@@ -91,9 +91,9 @@ async fn tls_alpn_findings(
     responder: &TlsAlpn01,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let named = certs.iter().filter(|c| {
-        matches!(c.challenge, Challenge::Ladder(_)) && c.challenge.allows(Method::TlsAlpn01)
-    });
+    let named = certs
+        .iter()
+        .filter(|c| c.challenge.names(Method::TlsAlpn01));
     for name in named
         .flat_map(|c| c.domains.iter())
         .filter(|d| !d.is_wildcard())
@@ -121,7 +121,8 @@ async fn tls_alpn_findings(
     findings
 }
 
-/// The DNS-PERSIST-01 record of each name whose certificate may use it, judged for this
+/// The DNS-PERSIST-01 record of each name whose certificate names it (with `auto` it is the
+/// last fallback: no line then), judged for this
 /// account at the configured CA (whose directory names the issuer; the account is registered
 /// if there is none yet, as `persist-record` does).
 async fn persist_findings(
@@ -130,7 +131,7 @@ async fn persist_findings(
     preflight: &Preflight,
 ) -> Vec<Finding> {
     let using: Vec<&CertificateConfig> = (certs.iter())
-        .filter(|c| c.challenge.allows(Method::DnsPersist01))
+        .filter(|c| c.challenge.names(Method::DnsPersist01))
         .collect();
     if using.is_empty() {
         return Vec::new();

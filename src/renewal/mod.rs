@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::acme::keys::KeyError;
-use crate::acme::{Accounts, AcmeError, RevokeReason, Solvers};
+use crate::acme::{Accounts, AcmeClient, AcmeError, RevokeReason, Solvers};
 use crate::challenge::choice::Choice;
 use crate::challenge::dns01::Dns01;
 use crate::challenge::http01::Tokens;
@@ -131,6 +131,10 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// The CA issued a certificate (whether or not it could then be deployed).
     pub issued: bool,
+    /// The serial of the certificate the CA refused to take as replaced (not named again).
+    pub replaces_refused: Option<String>,
+    /// The CA's renewal window (ARI) for the certificate installed, when it could be asked.
+    pub ari: Option<state::AriState>,
     /// Cluster mode: the certificate could not be published to etcd (the next sync tries again).
     pub unpublished: bool,
     /// Against the staging CA, nothing deployed or recorded.
@@ -176,7 +180,7 @@ pub async fn renew(
         // A compromised key is never reused.
         cert.reuse_key = false;
     }
-    let attempt = tokio::select! {
+    let (attempt, acme) = tokio::select! {
         attempt = attempt(&context, &cert, &ca) => attempt,
         _ = stop.wait_for(|stopping| *stopping) => {
             tracing::info!(name = %cert.name, "the order in flight is abandoned (stopping, or the renewal lease is lost); no file was changed");
@@ -195,6 +199,8 @@ pub async fn renew(
                 names: obtained.leaf.names,
                 version: None,
             }),
+            replaces_refused: attempt.replaces_refused,
+            ari: None,
             cert,
             started,
             issued,
@@ -214,15 +220,30 @@ pub async fn renew(
         tracing::warn!(name = %cert.name, error = %e, "cannot publish the new certificate to the cluster; the next sync tries again");
         unpublished = true;
     }
+    let mut ari = None;
     let result = match attempt.result {
-        Ok(obtained) => deploy(&context.store, &cert, &obtained.bundle)
-            .await
-            .map(|installed| Issued {
-                not_after: obtained.leaf.not_after,
-                names: obtained.leaf.names,
-                version: Some(installed.dir),
-            })
-            .map_err(RenewError::from),
+        Ok(obtained) => {
+            let deployed = deploy(&context.store, &cert, &obtained.bundle).await;
+            // Asked now, the CA's window is recorded with the outcome (one state write).
+            if let (Ok(_), Some(acme), Some(der)) =
+                (&deployed, &acme, obtained.bundle.chain().first())
+            {
+                let now = SystemTime::now();
+                match record::fetch_ari(acme, der, &obtained.leaf.serial, None, now).await {
+                    Ok(window) => ari = Some(window),
+                    Err(e) => {
+                        tracing::debug!(name = %cert.name, error = %e, "the renewal window (ARI) is asked for later")
+                    }
+                }
+            }
+            deployed
+                .map(|installed| Issued {
+                    not_after: obtained.leaf.not_after,
+                    names: obtained.leaf.names,
+                    version: Some(installed.dir),
+                })
+                .map_err(RenewError::from)
+        }
         Err(e) => Err(e),
     };
     let revoked = match (revoke, replaced) {
@@ -236,6 +257,8 @@ pub async fn renew(
         choice: attempt.choice,
         preflight: attempt.preflight,
         warnings: attempt.warnings,
+        replaces_refused: attempt.replaces_refused,
+        ari,
         cert,
         started,
         issued,
@@ -295,18 +318,24 @@ async fn revoke_replaced(
     }
 }
 
-/// Step 1 with the account at `ca` and the solvers `context` holds.
-async fn attempt(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) -> Attempt {
+/// Step 1 with the account at `ca` and the solvers `context` holds; and that account.
+async fn attempt(
+    context: &Context,
+    cert: &CertificateConfig,
+    ca: &AcmeConfig,
+) -> (Attempt, Option<AcmeClient>) {
     let acme = match context.accounts.get(ca, &context.store).await {
         Ok(acme) => acme,
         Err(e) => {
-            return Attempt {
+            let attempt = Attempt {
                 ca: Some(ca.directory.clone()),
                 choice: None,
                 preflight: None,
                 warnings: Vec::new(),
+                replaces_refused: None,
                 result: Err(e.into()),
             };
+            return (attempt, None);
         }
     };
     let solvers = Solvers {
@@ -315,12 +344,13 @@ async fn attempt(context: &Context, cert: &CertificateConfig, ca: &AcmeConfig) -
         dns01: context.dns01.as_deref(),
         webroot: None,
     };
-    order::obtain(
+    let attempt = order::obtain(
         &acme,
         solvers,
         context.preflight.as_deref(),
         &context.store,
         cert,
     )
-    .await
+    .await;
+    (attempt, Some(acme))
 }

@@ -13,6 +13,7 @@ use crate::config::Challenge;
 use crate::deploy::bundle::{Bundle, LeafInfo};
 use crate::deploy::store::Store;
 use crate::preflight::{BeforeOrder, Preflight, Severity, Verdict};
+use instant_acme::CertificateIdentifier;
 
 /// A certificate obtained and checked, not yet deployed.
 pub struct Obtained {
@@ -29,6 +30,8 @@ pub struct Attempt {
     pub preflight: Option<Vec<Verdict>>,
     /// What the operator should fix before it fails (a DNS-PERSIST-01 record about to lapse).
     pub warnings: Vec<String>,
+    /// The serial of the certificate the CA refused to take as replaced by this order.
+    pub replaces_refused: Option<String>,
     pub result: Result<Obtained, RenewError>,
 }
 
@@ -61,6 +64,7 @@ pub async fn obtain(
             choice: None,
             preflight: None,
             warnings: Vec::new(),
+            replaces_refused: None,
             result: Err(e),
         };
     }
@@ -72,12 +76,6 @@ pub async fn obtain(
         .filter(|d| !d.is_wildcard())
         .map(|d| d.as_str())
         .collect();
-    // The operator's DNS-PERSIST-01 records are judged before anything is ordered.
-    let (persist_blocker, warnings) =
-        match preflight.filter(|_| steps.contains(&Method::DnsPersist01)) {
-            Some(preflight) => persist_blocker(acme, preflight, store, cert).await,
-            None => (None, Vec::new()),
-        };
     let may_use_http01 = steps.contains(&Method::Http01) && !http01_names.is_empty();
     let found = match preflight.filter(|_| may_use_http01) {
         Some(preflight) => {
@@ -105,6 +103,20 @@ pub async fn obtain(
         }
         _ => None,
     };
+    // The operator's DNS-PERSIST-01 records are judged before anything is ordered, when the
+    // ladder would come to them: first, or every step before ruled out (`auto` ends with it).
+    let ruled_out = |method: &Method| match method {
+        Method::Http01 => blocker.is_some(),
+        Method::TlsAlpn01 => tls_alpn_blocker.is_some(),
+        Method::Dns01 | Method::DnsPersist01 => false,
+    };
+    let climbs_to_persist = (steps.iter())
+        .position(|m| *m == Method::DnsPersist01)
+        .is_some_and(|at| steps[..at].iter().all(ruled_out));
+    let (persist_blocker, warnings) = match preflight.filter(|_| climbs_to_persist) {
+        Some(preflight) => persist_blocker(acme, preflight, store, cert).await,
+        None => (None, Vec::new()),
+    };
     let mut choice = choose(
         cert.challenge,
         &cert.domains,
@@ -125,10 +137,12 @@ pub async fn obtain(
             choice: Some(choice),
             preflight: None,
             warnings,
+            replaces_refused: None,
             result: Err(RenewError::PersistRecord(found)),
         };
     }
-    let mut result = order(acme, solvers, store, cert, &choice).await;
+    let mut replaces = replaceable(store, cert, SystemTime::now());
+    let mut result = order(acme, solvers, store, cert, &choice, &mut replaces).await;
     // A CA that offers no dns-persist-01 (Let's Encrypt's production, in 2026): the next step.
     if let Err(RenewError::Acme(AcmeError::NoChallenge { method, .. })) = &result
         && *method == Method::DnsPersist01.as_str()
@@ -143,7 +157,7 @@ pub async fn obtain(
             ),
         );
         tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back");
-        result = order(acme, solvers, store, cert, &choice).await;
+        result = order(acme, solvers, store, cert, &choice, &mut replaces).await;
     }
     if let Err(RenewError::Acme(
         e @ AcmeError::Validation {
@@ -159,7 +173,7 @@ pub async fn obtain(
             format!("{} failed ({e}); retried with dns-01", method.as_str()),
         );
         tracing::warn!(name = %cert.name, reason = %choice.reason, "falling back to dns-01");
-        result = order(acme, solvers, store, cert, &choice).await;
+        result = order(acme, solvers, store, cert, &choice, &mut replaces).await;
     }
     // The CA's words alone rarely say what to do; the pre-flight's sentence does.
     let result = match (result, blocker) {
@@ -179,7 +193,54 @@ pub async fn obtain(
         choice: Some(choice),
         preflight: found.map(|_| verdicts),
         warnings,
+        replaces_refused: replaces.refused,
         result,
+    }
+}
+
+/// The certificate a new order names in `replaces` (RFC 9773), and whether the CA refused it.
+struct Replaces {
+    current: Option<(String, CertificateIdentifier<'static>)>,
+    /// The serial of the one the CA refused: not named again.
+    refused: Option<String>,
+}
+
+/// The current leaf, when an order may name it as replaced: the CA gave a renewal window for
+/// this very certificate, which has not ended (naming it after the window got certmagic's
+/// `alreadyReplaced` loop), the leaf has the names the config asks for, and the CA has not
+/// refused it before.
+fn replaceable(store: &Store, cert: &CertificateConfig, now: SystemTime) -> Replaces {
+    let none = Replaces {
+        current: None,
+        refused: None,
+    };
+    let (Some(current), Some(der)) = (
+        store.current(&cert.name).ok().flatten(),
+        store.current_leaf_der(&cert.name),
+    ) else {
+        return none;
+    };
+    let state = super::state::CertState::load(store, &cert.name);
+    let Some(ari) = state.ari.filter(|ari| ari.serial == current.leaf.serial) else {
+        return none;
+    };
+    let wanted = |names: &mut dyn Iterator<Item = String>| {
+        let mut names: Vec<String> = names.map(|n| n.to_ascii_lowercase()).collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let same_names = wanted(&mut current.leaf.names.iter().cloned())
+        == wanted(&mut cert.domains.iter().map(|d| d.as_str().to_string()));
+    let in_time = ari.end.is_some_and(|end| now <= end) && now < current.leaf.not_after;
+    if ari.replaces_refused || !same_names || !in_time {
+        return none;
+    }
+    Replaces {
+        current: ari::certificate_id(&der)
+            .ok()
+            .map(|id| (current.leaf.serial, id)),
+        refused: None,
     }
 }
 
@@ -223,6 +284,7 @@ async fn order(
     store: &Store,
     cert: &CertificateConfig,
     choice: &Choice,
+    replaces: &mut Replaces,
 ) -> Result<Obtained, RenewError> {
     let key = match cert.reuse_key {
         true => match store.current_key_pem(&cert.name) {
@@ -237,20 +299,27 @@ async fn order(
         ..solvers
     };
     // Naming the certificate this one replaces exempts a renewal inside the ARI window from
-    // the CA's rate limits.
-    let replaces = store
-        .current_leaf_der(&cert.name)
-        .and_then(|der| ari::certificate_id(&der).ok());
-    let chain = acme
-        .issue(
+    // the CA's rate limits; the order itself matters more, so a refusal is ordered again
+    // without, and remembered.
+    let chain = loop {
+        let named = replaces.current.as_ref().map(|(_, id)| id);
+        let issued = (acme.issue(
             &cert.domains,
             &csr,
             choice,
             solvers,
-            replaces.as_ref(),
+            named,
             cert.profile.as_deref(),
-        )
-        .await?;
+        ))
+        .await;
+        match issued {
+            Err(e) if named.is_some() && e.refuses_replaces() => {
+                tracing::info!(name = %cert.name, error = %e, "the CA refused the order naming the certificate it replaces; ordering again without (and not naming it again)");
+                replaces.refused = replaces.current.take().map(|(serial, _)| serial);
+            }
+            issued => break issued?,
+        }
+    };
     let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
     let refused = |reason| RenewError::Refused {
         reason,

@@ -3,16 +3,18 @@
 //! per registered domain and per identical set of names per 7 days. A certificate that would
 //! go over waits until the entry that counts against it ages out, instead of being refused
 //! by the CA; so a thousand certificates due at once are spread over the hours the budget
-//! allows. The ledger is a JSON file per CA in the state directory: a restart keeps counting.
+//! allows. The ledger is a file per CA in the state directory, one JSON line per event: each
+//! order adds a line (rewriting the whole ledger made a thousand orders O(n²) in bytes
+//! synced), a restart keeps counting, and lines that aged out are compacted away.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{CertificateConfig, RateLimits};
 use crate::deploy::bundle::LeafInfo;
-use crate::deploy::store::{FileMode, Store, StoreError, directory_slug, write_atomic};
+use crate::deploy::store::{FileMode, SafeDir, Store, StoreError, directory_slug, write_atomic};
 use crate::timefmt;
 
 const ORDER_WINDOW: Duration = Duration::from_secs(3 * 3600);
@@ -29,6 +31,8 @@ pub struct Deferred {
 pub struct Ledger {
     path: PathBuf,
     entries: Entries,
+    /// Lines in the file: compacted when most of them have aged out.
+    lines: usize,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -38,7 +42,15 @@ struct Entries {
     issued: Vec<Issued>,
 }
 
+/// One line of the ledger.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Event {
+    Order(u64),
+    Issued(Issued),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Issued {
     at: u64,
     /// Sorted, lowercase.
@@ -48,21 +60,39 @@ struct Issued {
 }
 
 impl Ledger {
-    /// The ledger of the CA at `directory`; empty when there is none yet. An unreadable one
-    /// is started afresh (it only ever makes certkeeper wait).
+    /// The ledger of the CA at `directory`; empty when there is none yet. Unreadable lines
+    /// (a write cut short by a crash) are skipped: they only ever make certkeeper wait less
+    /// than it might. A ledger of the earlier format (one JSON document) is carried over.
     pub fn load(store: &Store, directory: &str) -> Ledger {
-        let path = store
-            .root()
-            .join("ratelimits")
-            .join(format!("{}.json", directory_slug(directory)));
-        let entries = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "unreadable rate-limit ledger; starting a new one");
-                Entries::default()
-            }),
-            Err(_) => Entries::default(),
+        let (dir, slug) = (store.root().join("ratelimits"), directory_slug(directory));
+        let path = dir.join(format!("{slug}.jsonl"));
+        let mut ledger = Ledger {
+            entries: Entries::default(),
+            lines: 0,
+            path,
         };
-        Ledger { path, entries }
+        let text = std::fs::read(&ledger.path).unwrap_or_default();
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            ledger.lines += 1;
+            match serde_json::from_slice(line) {
+                Ok(Event::Order(at)) => ledger.entries.orders.push(at),
+                Ok(Event::Issued(issued)) => ledger.entries.issued.push(issued),
+                Err(e) => {
+                    tracing::warn!(path = %ledger.path.display(), error = %e, "skipping an unreadable line of the rate-limit ledger")
+                }
+            }
+        }
+        let legacy = dir.join(format!("{slug}.json"));
+        if let Ok(bytes) = std::fs::read(&legacy) {
+            if let Ok(old) = serde_json::from_slice::<Entries>(&bytes) {
+                ledger.entries.orders.extend(old.orders);
+                ledger.entries.issued.extend(old.issued);
+            }
+            if ledger.compact().is_ok() {
+                let _ = std::fs::remove_file(&legacy);
+            }
+        }
+        ledger
     }
 
     /// Whether an order for `names` may go out at `now`; `renewal`: the names are those of
@@ -126,7 +156,7 @@ impl Ledger {
 
     pub fn record_order(&mut self, now: SystemTime) -> Result<(), StoreError> {
         self.entries.orders.push(seconds(now));
-        self.save()
+        self.append(&Event::Order(seconds(now)))
     }
 
     pub fn record_issued(
@@ -135,12 +165,13 @@ impl Ledger {
         renewal: bool,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        self.entries.issued.push(Issued {
+        let issued = Issued {
             at: seconds(now),
             names: normalized(names),
             renewal,
-        });
-        self.save()
+        };
+        self.entries.issued.push(issued.clone());
+        self.append(&Event::Issued(issued))
     }
 
     fn issued_where(&self, keep: impl Fn(&Issued) -> bool) -> Vec<u64> {
@@ -159,13 +190,36 @@ impl Ledger {
         self.entries.issued.retain(|i| i.at + certificates > now);
     }
 
-    fn save(&self) -> Result<(), StoreError> {
+    /// Adds `event` as a line, synced; compacts first when most lines have aged out.
+    fn append(&mut self, event: &Event) -> Result<(), StoreError> {
+        let live = self.entries.orders.len() + self.entries.issued.len();
+        if self.lines > 2 * live + 64 {
+            // The event is already among the entries: the compacted file holds it.
+            return self.compact();
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let name = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("ledger");
+        crate::deploy::store::create_dir(dir)?;
+        SafeDir::open(dir, false)?.append(name, &line_of(event), FileMode::PRIVATE)?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Rewrites the ledger with the entries still counting, atomically.
+    fn compact(&mut self) -> Result<(), StoreError> {
         if let Some(dir) = self.path.parent() {
             crate::deploy::store::create_dir(dir)?;
         }
-        // Serializing plain numbers and strings cannot fail.
-        let json = serde_json::to_vec(&self.entries).unwrap_or_default();
-        write_atomic(&self.path, &json, FileMode::PRIVATE)
+        let orders = self.entries.orders.iter().map(|at| Event::Order(*at));
+        let issued = self.entries.issued.iter().cloned().map(Event::Issued);
+        let text: Vec<u8> = orders.chain(issued).flat_map(|e| line_of(&e)).collect();
+        write_atomic(&self.path, &text, FileMode::PRIVATE)?;
+        self.lines = self.entries.orders.len() + self.entries.issued.len();
+        Ok(())
     }
 }
 
@@ -214,6 +268,13 @@ fn registered_domains(names: &[String]) -> Vec<String> {
     domains.sort();
     domains.dedup();
     domains
+}
+
+fn line_of(event: &Event) -> Vec<u8> {
+    // Serializing plain numbers and strings cannot fail.
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 fn seconds(at: SystemTime) -> u64 {
@@ -341,5 +402,54 @@ mod tests {
                 .admit(&names(&["a.example.com"]), true, &LIMITS, now)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_ledger_survives_a_restart_a_torn_line_and_the_old_format_and_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let ca = "https://ca.test/dir";
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut ledger = Ledger::load(&store, ca);
+        ledger.record_order(now).unwrap();
+        ledger
+            .record_issued(&names(&["a.example.com"]), true, now)
+            .unwrap();
+        // A crash in the middle of a line: the line is skipped, the rest still counts.
+        let path = ledger.path.clone();
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"{\"order\":18000");
+        std::fs::write(&path, &text).unwrap();
+        let again = Ledger::load(&store, ca);
+        assert_eq!(
+            (again.entries.orders.len(), again.entries.issued.len()),
+            (1, 1)
+        );
+
+        // A ledger of the earlier format is read and carried over into the new one.
+        std::fs::remove_file(&path).unwrap();
+        let legacy = path.with_file_name(format!("{}.json", directory_slug(ca)));
+        std::fs::write(
+            &legacy,
+            br#"{"orders":[1800000000,1800000001],"issued":[]}"#,
+        )
+        .unwrap();
+        let mut carried = Ledger::load(&store, ca);
+        assert_eq!(carried.entries.orders.len(), 2);
+        assert!(!legacy.exists(), "the old file is gone once carried over");
+        assert_eq!(Ledger::load(&store, ca).entries.orders.len(), 2);
+
+        // Lines that aged out are compacted away as new ones come.
+        let week_later = now + Duration::from_secs(8 * 86400);
+        for _ in 0..100 {
+            carried.record_order(now).unwrap();
+        }
+        carried.prune(week_later);
+        for _ in 0..3 {
+            carried.record_order(week_later).unwrap();
+        }
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines <= 3, "{lines} lines after compaction");
+        assert_eq!(Ledger::load(&store, ca).entries.orders.len(), 3);
     }
 }

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use rustls_pki_types::CertificateDer;
+
 use super::state::{AriState, CertState};
 use super::{Outcome, RenewError};
 use crate::acme::AcmeClient;
@@ -21,6 +23,15 @@ pub fn record(store: &Store, outcome: &Outcome) -> Result<(), StoreError> {
     state.ca = Some(outcome.ca.clone());
     if let Some(verdicts) = &outcome.preflight {
         state.preflight = verdicts.clone();
+    }
+    // The window of the certificate just installed came with the outcome: one write.
+    if let Some(ari) = &outcome.ari {
+        state.ari = Some(ari.clone());
+    }
+    if let (Some(ari), Some(serial)) = (&mut state.ari, &outcome.replaces_refused)
+        && ari.serial == *serial
+    {
+        ari.replaces_refused = true;
     }
     if let Some(choice) = &outcome.choice {
         state.challenge = Some(choice.summary().to_string());
@@ -57,41 +68,47 @@ pub async fn refresh_ari(
             path: store.current_link(&cert.name),
             source,
         })?;
-    let window = acme.renewal_window(&der).await?;
     let mut state = CertState::load(store, &cert.name);
     let previous = state.ari.take().filter(|ari| ari.serial == leaf.serial);
+    let fetched = fetch_ari(acme, &der, &leaf.serial, previous.as_ref(), now).await?;
+    if let (Some(start), Some(was)) = (fetched.start, previous.as_ref().and_then(|p| p.start))
+        && start < was
+    {
+        tracing::warn!(
+            name = %cert.name,
+            explanation = fetched.explanation.as_deref().unwrap_or("none given"),
+            "the CA moved the renewal window earlier (a revocation is coming?): renewing earlier"
+        );
+    }
+    state.ari = Some(fetched);
+    state.save(store, &cert.name).map_err(RenewError::Store)
+}
+
+/// The renewal window (ARI) the CA gives for the certificate `der` (serial `serial`), as the
+/// state file keeps it; `previous`: what was known of the same certificate.
+pub(super) async fn fetch_ari(
+    acme: &AcmeClient,
+    der: &CertificateDer<'_>,
+    serial: &str,
+    previous: Option<&AriState>,
+    now: SystemTime,
+) -> Result<AriState, RenewError> {
+    let window = acme.renewal_window(der).await?;
     let next_poll =
         |after: Duration| now + after.clamp(Duration::from_secs(60), Duration::from_secs(86400));
-    state.ari = Some(match window {
-        Some(window) => {
-            if previous
-                .as_ref()
-                .and_then(|p| p.start)
-                .is_some_and(|start| window.start < start)
-            {
-                tracing::warn!(
-                    name = %cert.name,
-                    explanation = window.explanation.as_deref().unwrap_or("none given"),
-                    "the CA moved the renewal window earlier (a revocation is coming?): renewing earlier"
-                );
-            }
-            AriState {
-                serial: leaf.serial,
-                start: Some(window.start),
-                end: Some(window.end),
-                next_poll: Some(next_poll(window.retry_after)),
-                explanation: window.explanation,
-            }
-        }
-        None => AriState {
-            serial: leaf.serial,
-            start: None,
-            end: None,
-            next_poll: Some(next_poll(Duration::from_secs(86400))),
-            explanation: None,
-        },
-    });
-    state.save(store, &cert.name).map_err(RenewError::Store)
+    let (start, end, after, explanation) = match window {
+        Some(w) => (Some(w.start), Some(w.end), w.retry_after, w.explanation),
+        // A CA without ARI is asked again a day later.
+        None => (None, None, Duration::from_secs(86400), None),
+    };
+    Ok(AriState {
+        serial: serial.to_string(),
+        start,
+        end,
+        next_poll: Some(next_poll(after)),
+        explanation,
+        replaces_refused: previous.is_some_and(|p| p.replaces_refused),
+    })
 }
 
 /// Whether the ARI information of `cert` is missing, stale, or for an older certificate.

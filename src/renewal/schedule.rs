@@ -198,7 +198,7 @@ mod tests {
                 start: Some(start),
                 end: Some(end),
                 next_poll: None,
-                explanation: None,
+                ..Default::default()
             }),
             ..CertState::default()
         };

@@ -65,6 +65,9 @@ pub struct AriState {
     pub next_poll: Option<SystemTime>,
     #[serde(default)]
     pub explanation: Option<String>,
+    /// The CA refused an order naming this certificate in `replaces`: not named again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaces_refused: bool,
 }
 
 impl CertState {

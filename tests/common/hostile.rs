@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::fs;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,10 @@ pub enum Fault {
     /// The next this many looks at an order are refused as `badNonce`: three in a row
     /// outlast instant-acme's own retries.
     BadNonces(u32),
+    /// Authorizations come back without challenges of this type (a CA that does not offer it).
+    WithoutChallenge(&'static str),
+    /// A new order that names the certificate it replaces gets `alreadyReplaced`.
+    RefuseReplaces,
 }
 
 type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -52,6 +57,9 @@ struct Proxy {
     pebble: String,
     /// An unrelated CA certificate (PEM) for [`Fault::BrokenChain`].
     stranger: String,
+    /// New orders that named the certificate they replace, and new orders in all.
+    orders_replacing: AtomicUsize,
+    orders: AtomicUsize,
 }
 
 pub struct HostileCa {
@@ -108,6 +116,8 @@ impl HostileCa {
             upstream,
             pebble: pebble_base,
             stranger,
+            orders_replacing: AtomicUsize::new(0),
+            orders: AtomicUsize::new(0),
         });
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -150,6 +160,14 @@ impl HostileCa {
     pub fn set(&self, fault: Fault) {
         *self.proxy.fault.lock().expect("fault lock") = fault;
     }
+
+    /// New orders so far, and how many of them named the certificate they replace.
+    pub fn orders(&self) -> (usize, usize) {
+        (
+            self.proxy.orders.load(Ordering::SeqCst),
+            self.proxy.orders_replacing.load(Ordering::SeqCst),
+        )
+    }
 }
 
 impl Proxy {
@@ -157,7 +175,23 @@ impl Proxy {
         let fault = self.fault.lock().expect("fault lock").clone();
         let path = request.uri().path().to_string();
         let new_order = path == "/order-plz";
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return respond(StatusCode::BAD_GATEWAY, e.to_string().into_bytes()),
+        };
+        let replacing = new_order && names_replaced(&body);
+        if new_order {
+            self.orders.fetch_add(1, Ordering::SeqCst);
+            if replacing {
+                self.orders_replacing.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         match fault {
+            Fault::RefuseReplaces if replacing => {
+                let problem = r#"{"type":"urn:ietf:params:acme:error:alreadyReplaced","detail":"the certificate was already replaced","status":409}"#;
+                return respond(StatusCode::CONFLICT, problem.into());
+            }
             Fault::Silent if new_order => {
                 // Held until the test drops the proxy's runtime.
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -181,7 +215,7 @@ impl Proxy {
             }
             _ => {}
         }
-        let (status, headers, body) = match self.forward(request).await {
+        let (status, headers, body) = match self.forward(parts, body).await {
             Ok(answer) => answer,
             Err(e) => return respond(StatusCode::BAD_GATEWAY, e.into_bytes()),
         };
@@ -203,6 +237,9 @@ impl Proxy {
             }
             Fault::Certificate(pem) if path.starts_with("/certZ/") => pem.into_bytes(),
             Fault::BrokenChain if path.starts_with("/certZ/") => self.broken_chain(&body),
+            Fault::WithoutChallenge(kind) if path.starts_with("/authZ/") => {
+                without_challenge(&body, kind)
+            }
             _ => body,
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -217,10 +254,9 @@ impl Proxy {
 
     async fn forward(
         &self,
-        request: Request<hyper::body::Incoming>,
+        parts: hyper::http::request::Parts,
+        body: Bytes,
     ) -> Result<(StatusCode, hyper::HeaderMap, Vec<u8>), String> {
-        let (parts, body) = request.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         let target = format!(
             "{}{}",
             self.pebble,
@@ -275,6 +311,32 @@ fn stuck(body: &[u8]) -> Vec<u8> {
         }
     }
     serde_json::to_vec(&order).unwrap_or_else(|_| body.to_vec())
+}
+
+/// Whether a JWS-signed new order names the certificate it replaces (in its payload).
+fn names_replaced(jws: &[u8]) -> bool {
+    use base64::Engine as _;
+    let payload = serde_json::from_slice::<serde_json::Value>(jws)
+        .ok()
+        .and_then(|jws| jws["payload"].as_str().map(str::to_string))
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|payload| serde_json::from_slice::<serde_json::Value>(&payload).ok());
+    payload.is_some_and(|order| order.get("replaces").is_some())
+}
+
+/// An authorization object without its challenges of type `kind`.
+fn without_challenge(body: &[u8], kind: &str) -> Vec<u8> {
+    let Ok(mut authorization) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.to_vec();
+    };
+    if let Some(challenges) = authorization["challenges"].as_array_mut() {
+        challenges.retain(|challenge| challenge["type"] != kind);
+    }
+    serde_json::to_vec(&authorization).unwrap_or_else(|_| body.to_vec())
 }
 
 fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {

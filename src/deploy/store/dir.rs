@@ -98,6 +98,44 @@ impl SafeDir {
         written.map_err(fail)
     }
 
+    /// Appends `line` to `name` and syncs it: for a log whose every line stands alone (a line
+    /// cut short by a crash is skipped when read). A new file gets `mode` before any byte
+    /// lands, and the directory is synced so that it stays; only a regular file is written.
+    pub fn append(&self, name: &str, line: &[u8], mode: FileMode) -> Result<(), StoreError> {
+        let fail = |source: Errno| StoreError::Write {
+            path: self.path.join(name),
+            source: source.into(),
+        };
+        let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        let mode_bits = Mode::from_bits_truncate(mode.mode);
+        let (fd, created) = match openat(
+            &self.fd,
+            name,
+            flags | OFlag::O_CREAT | OFlag::O_EXCL,
+            mode_bits,
+        ) {
+            Ok(fd) => {
+                fchmod(&fd, mode_bits).map_err(fail)?;
+                (fd, true)
+            }
+            Err(Errno::EEXIST) => (
+                openat(&self.fd, name, flags, Mode::empty()).map_err(fail)?,
+                false,
+            ),
+            Err(e) => return Err(fail(e)),
+        };
+        if !is(&fstat(&fd).map_err(fail)?, SFlag::S_IFREG) {
+            return Err(fail(Errno::EINVAL));
+        }
+        let mut file = File::from(fd);
+        io::Write::write_all(&mut file, line).map_err(|e| fail(errno(e)))?;
+        file.sync_data().map_err(|e| fail(errno(e)))?;
+        if created {
+            self.sync().map_err(fail)?;
+        }
+        Ok(())
+    }
+
     /// Creates `name`, which must not exist, mode and owner set before any byte lands, and
     /// writes `contents`, unsynced: for a directory that is itself swapped into place once
     /// every file in it is synced ([`SafeDir::sync_all`]).
