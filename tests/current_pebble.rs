@@ -2,6 +2,7 @@
 //! what Debian 12's pebble 2.4 cannot show. It offers renewal information (ARI, RFC 9773).
 
 use std::fs;
+use std::time::{Duration, SystemTime};
 
 use crate::common::hostile::{Fault, HostileCa, point_at};
 use crate::common::{Certkeeper, Pebble, free_port};
@@ -27,11 +28,13 @@ fn a_renewal_names_the_certificate_it_replaces() {
         "{next} in [{start}, {end}]: {row}"
     );
 
+    // Inside the window (moved to now by the CA, read once its Retry-After has passed).
     // pebble 2.10 now and then fails to look the replaced certificate up (serverInternal):
     // certkeeper then orders once more without `replaces`, and the renewal goes through. Up
     // to three renewals, so that one is seen taken as a replacement.
     let replaced = |log: &str| log.contains("is a replacement of");
     for _ in 0..3 {
+        open_window_now(&pebble, &ck);
         let said = ck.ok(&["renew", "--force"]);
         assert!(said.contains("media: renewed"), "{said}");
         if replaced(&fs::read_to_string(&pebble.log).unwrap()) {
@@ -45,11 +48,22 @@ fn a_renewal_names_the_certificate_it_replaces() {
     );
 }
 
-/// A CA that refuses an order naming the certificate it replaces (`alreadyReplaced`) gets the
-/// order again without, and is not asked to take that certificate as replaced again — even
-/// when that renewal then fails (certmagic's loop: a certificate that never renews).
+/// Has pebble give the current certificate of `ck` a renewal window around now, and `ck` read
+/// it at its next run (as it does once the CA's Retry-After, 6 hours with pebble, has passed).
+fn open_window_now(pebble: &Pebble, ck: &Certkeeper) {
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    pebble.set_renewal_window(&ck.current_leaf_pem(), now - hour, now + hour);
+    ck.forget_ari_retry_after();
+}
+
+/// `replaces` (RFC 9773) names the current certificate only inside the renewal window the CA
+/// gave for it, and pebble takes the order as its replacement. A CA that refuses an order
+/// naming it (`alreadyReplaced`) gets the order again without, and is not asked to take that
+/// certificate as replaced again — even when that renewal then fails (certmagic's loop: a
+/// certificate that never renews).
 #[test]
-fn a_refused_replaces_is_not_named_again() {
+fn replaces_is_named_inside_the_window_and_not_again_once_refused() {
     let pebble = Pebble::start_current(serde_json::Value::Null);
     let ca = HostileCa::start(&pebble);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "challenge = \"http-01\"");
@@ -57,17 +71,34 @@ fn a_refused_replaces_is_not_named_again() {
     ck.ok(&["renew"]);
     assert_eq!(ca.orders(), (1, 0), "the first order replaces nothing");
 
+    // Pebble's window opens at two thirds of the lifetime: a renewal forced before it is a
+    // new certificate, not the replacement.
+    ck.ok(&["renew", "--force"]);
+    assert_eq!(ca.orders(), (2, 0), "before the window: nothing named");
+
+    // Inside the window: named (pebble's occasional serverInternal on it is ordered again
+    // without, so only the orders naming it are counted here).
+    open_window_now(&pebble, &ck);
+    ck.ok(&["renew", "--force"]);
+    assert_eq!(ca.orders().1, 1, "inside the window: named");
+
     // Refused as a replacement, then ordered without; the validation fails (nothing listens
     // where the CA connects), so the same certificate is still the one to replace.
+    open_window_now(&pebble, &ck);
     ca.set(Fault::RefuseReplaces);
     ck.set_daemon_ports(free_port(), pebble.http_port, &pebble.dns_address());
+    let before = ca.orders().0;
     let output = ck.run(&["renew", "--force"]);
     assert!(!output.status.success());
-    assert_eq!(ca.orders(), (3, 1), "named once, refused, ordered without");
+    assert_eq!(
+        ca.orders(),
+        (before + 2, 2),
+        "named once, refused, ordered without"
+    );
 
     let output = ck.run(&["renew", "--force"]);
     assert!(!output.status.success());
-    assert_eq!(ca.orders(), (4, 1), "not named again");
+    assert_eq!(ca.orders(), (before + 3, 2), "not named again");
 }
 
 /// DNS-PERSIST-01: certkeeper prints the record; once it is in DNS, certificates are issued

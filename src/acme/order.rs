@@ -473,6 +473,11 @@ impl AcmeError {
         );
         is_unsupported(self) || (refused && !has_problem(self, "rateLimited"))
     }
+
+    /// The CA failed on its side (`serverInternal`): nothing it said about the request.
+    pub fn is_server_fault(&self) -> bool {
+        has_problem(self, "serverInternal")
+    }
 }
 
 /// The CA cannot take `replaces`: no ARI at all, or an order that came back without it

@@ -36,6 +36,8 @@ struct Slot {
     warned_at: Option<SystemTime>,
     /// Renewed by this run: its renewal window (ARI) is to be fetched.
     renewed: bool,
+    /// A one-off run has looked at its renewal window (fetched when stale) once already.
+    ari_looked_at: bool,
 }
 
 /// A live renewal: at which CA, and whether it renews the same set of names (a renewal does
@@ -239,11 +241,15 @@ impl Slots {
 
     // --- after the renewal ---
 
-    /// Whether the renewal window (ARI) of `name` is wanted: a service keeps every one fresh,
-    /// a one-off run asks only for what it renewed (once).
+    /// Whether the renewal window (ARI) of `name` is wanted (and then fetched if stale): a
+    /// service keeps every one fresh; a one-off run looks once before it judges what is due
+    /// (a window the CA moved must decide the renewal and its `replaces`), then again only for
+    /// what it renewed.
     pub(super) fn take_ari_wanted(&mut self, name: &str, service: bool) -> bool {
-        let renewed = std::mem::take(&mut self.slot(name).renewed);
-        service || renewed
+        let slot = self.slot(name);
+        let first = !std::mem::replace(&mut slot.ari_looked_at, true);
+        let renewed = std::mem::take(&mut slot.renewed);
+        service || first || renewed
     }
 
     /// Whether the expiry warning of `name` is to be raised now (at most every
@@ -437,11 +443,14 @@ mod tests {
     }
 
     #[test]
-    fn a_one_off_run_fetches_the_window_only_of_what_it_renewed() {
+    fn a_one_off_run_looks_at_each_window_once_then_only_at_what_it_renewed() {
         let mut slots = slots_due(&["a", "b"], Due::Missing);
+        assert!(slots.take_ari_wanted("a", false), "before judging");
+        assert!(slots.take_ari_wanted("b", false), "before judging");
+        assert!(!slots.take_ari_wanted("a", false), "once");
         slots.recorded("a", true, true, at(0));
         slots.recorded("b", true, false, at(0));
-        assert!(slots.take_ari_wanted("a", false));
+        assert!(slots.take_ari_wanted("a", false), "renewed");
         assert!(!slots.take_ari_wanted("a", false), "once");
         assert!(!slots.take_ari_wanted("b", false));
         assert!(

@@ -206,8 +206,9 @@ struct Replaces {
 }
 
 /// The current leaf, when an order may name it as replaced: the CA gave a renewal window for
-/// this very certificate, which has not ended (naming it after the window got certmagic's
-/// `alreadyReplaced` loop), the leaf has the names the config asks for, and the CA has not
+/// this very certificate and we are inside it (naming it after the window got certmagic's
+/// `alreadyReplaced` loop; before it, a forced renewal is a new certificate, not the
+/// replacement the CA planned), the leaf has the names the config asks for, and the CA has not
 /// refused it before.
 fn replaceable(store: &Store, cert: &CertificateConfig, now: SystemTime) -> Replaces {
     let none = Replaces {
@@ -232,7 +233,9 @@ fn replaceable(store: &Store, cert: &CertificateConfig, now: SystemTime) -> Repl
     };
     let same_names = wanted(&mut current.leaf.names.iter().cloned())
         == wanted(&mut cert.domains.iter().map(|d| d.as_str().to_string()));
-    let in_time = ari.end.is_some_and(|end| now <= end) && now < current.leaf.not_after;
+    let in_time = ari.start.is_some_and(|start| start <= now)
+        && ari.end.is_some_and(|end| now <= end)
+        && now < current.leaf.not_after;
     if ari.replaces_refused || !same_names || !in_time {
         return none;
     }
@@ -300,7 +303,8 @@ async fn order(
     };
     // Naming the certificate this one replaces exempts a renewal inside the ARI window from
     // the CA's rate limits; the order itself matters more, so a refusal is ordered again
-    // without, and remembered.
+    // without, and remembered (not the CA's own failure: pebble 2.10 now and then fails to look
+    // the replaced certificate up, and names it again next time).
     let chain = loop {
         let named = replaces.current.as_ref().map(|(_, id)| id);
         let issued = (acme.issue(
@@ -313,6 +317,10 @@ async fn order(
         ))
         .await;
         match issued {
+            Err(e) if named.is_some() && e.is_server_fault() => {
+                tracing::info!(name = %cert.name, error = %e, "the CA failed on the order naming the certificate it replaces; ordering again without");
+                replaces.current = None;
+            }
             Err(e) if named.is_some() && e.refuses_replaces() => {
                 tracing::info!(name = %cert.name, error = %e, "the CA refused the order naming the certificate it replaces; ordering again without (and not naming it again)");
                 replaces.refused = replaces.current.take().map(|(serial, _)| serial);

@@ -18,7 +18,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
@@ -478,6 +478,33 @@ impl Pebble {
         );
     }
 
+    /// Makes pebble answer `start`..`end` as the renewal window (ARI) of the certificate
+    /// `leaf_pem`, through its management interface (pebble 2.8 and later).
+    pub fn set_renewal_window(&self, leaf_pem: &str, start: SystemTime, end: SystemTime) {
+        let rfc3339 = |at: SystemTime| {
+            time::OffsetDateTime::from(at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("RFC 3339 time")
+        };
+        let window = serde_json::json!({
+            "suggestedWindow": { "start": rfc3339(start), "end": rfc3339(end) }
+        });
+        let body = serde_json::json!({
+            "certificate": leaf_pem,
+            "ariResponse": window.to_string(),
+        });
+        let answer = https_post(
+            self.management,
+            "/set-renewal-info/",
+            &body.to_string(),
+            &self.tls_root,
+        );
+        assert!(
+            !answer.contains("rror"),
+            "pebble refused the window: {answer}"
+        );
+    }
+
     /// Removes every TXT record of `host` from pebble's DNS.
     pub fn clear_txt(&self, host: &str) {
         self.dns_management("/clear-txt", &serde_json::json!({ "host": host }));
@@ -664,6 +691,24 @@ pub fn https_get(port: u16, path: &str, root: &Path) -> String {
 
 /// GET `path` over HTTPS from 127.0.0.1:`port`, asking for and verifying `name` against `root`.
 pub fn https_get_named(port: u16, name: &str, path: &str, root: &Path) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    https_exchange(port, name, &request, root)
+}
+
+/// POST `body` (JSON) to `path` over HTTPS on 127.0.0.1:`port`, verified against `root`.
+pub fn https_post(port: u16, path: &str, body: &str, root: &Path) -> String {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: certkeeper-tests\r\n\
+         Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    https_exchange(port, "127.0.0.1", &request, root)
+}
+
+/// Sends `request` (whole, head and body) over TLS to `name` on 127.0.0.1:`port`; the answer's
+/// body (or the whole answer when it has no head).
+fn https_exchange(port: u16, name: &str, request: &str, root: &Path) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     let pem = fs::read(root).expect("read root");
@@ -679,11 +724,7 @@ pub fn https_get_named(port: u16, name: &str, path: &str, root: &Path) -> String
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    tls.write_all(request.as_bytes()).expect("send");
     let mut response = Vec::new();
     let _ = tls.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).to_string();
@@ -833,6 +874,24 @@ impl Certkeeper {
 
     pub fn current_dir(&self) -> PathBuf {
         fs::canonicalize(self.path("state/certs/media/current")).expect("current link")
+    }
+
+    /// The leaf certificate in place (PEM).
+    pub fn current_leaf_pem(&self) -> String {
+        let chain = fs::read_to_string(self.current_dir().join("fullchain.pem")).expect("chain");
+        let end = "-----END CERTIFICATE-----";
+        let leaf = chain.split_inclusive(end).next().expect("a leaf");
+        format!("{}\n", leaf.trim())
+    }
+
+    /// Makes the next run ask the CA for the renewal window again, as it does once the CA's
+    /// `Retry-After` (pebble: 6 hours) has passed.
+    pub fn forget_ari_retry_after(&self) {
+        let path = self.path("state/certs/media/state.json");
+        let mut state: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("state")).expect("json");
+        state["ari"]["next_poll"] = 0.into();
+        fs::write(&path, state.to_string()).expect("write state");
     }
 
     /// Whether at least `count` versions exist and `current` already points at the newest
