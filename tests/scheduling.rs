@@ -70,9 +70,33 @@ fn the_renewal_time_comes_from_the_cas_ari_window() {
     );
     println!("ARI window {start} .. {end}; renewal planned {next}");
 
-    // The renewal names the certificate it replaces. acme2certifier does not implement
-    // `replaces` (it does not echo it in the order), so certkeeper orders again without it:
-    // the renewal must still succeed.
+    // Forced before the window: a new certificate, not the replacement (nothing named).
+    let stderr = renew_forced(&setup);
+    assert!(
+        !stderr.contains("naming the certificate it replaces"),
+        "{stderr}"
+    );
+}
+
+/// Inside the window (acme2certifier's `renewal_force` opens it at once) the renewal names the
+/// certificate it replaces. acme2certifier does not implement `replaces` (it does not echo it
+/// in the order), so certkeeper orders again without it: the renewal must still succeed.
+#[test]
+fn a_ca_that_ignores_replaces_gets_the_order_again_without() {
+    let a2c = Acme2certifier::start(10, "[Renewalinfo]\nrenewal_force: True\n");
+    let setup = certkeeper_for(&a2c);
+    run(&setup, &["renew"]);
+    let stderr = renew_forced(&setup);
+    assert!(
+        stderr.contains(
+            "the CA refused the order naming the certificate it replaces; ordering again without"
+        ),
+        "{stderr}"
+    );
+}
+
+/// `renew --force` with debug logs; its log (stderr), the run having succeeded.
+fn renew_forced(setup: &Setup) -> String {
     let output = std::process::Command::new(BIN)
         .arg("--config")
         .arg(&setup.config)
@@ -80,12 +104,7 @@ fn the_renewal_time_comes_from_the_cas_ari_window() {
         .env("RUST_LOG", "certkeeper=debug")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(
-            "the CA refused the order naming the certificate it replaces; ordering again without"
-        ),
-        "{stderr}"
-    );
+    stderr
 }

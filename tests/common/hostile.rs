@@ -161,7 +161,8 @@ impl HostileCa {
         *self.proxy.fault.lock().expect("fault lock") = fault;
     }
 
-    /// New orders so far, and how many of them named the certificate they replace.
+    /// New orders pebble accepted or the proxy refused so far, and how many of them named the
+    /// certificate they replace.
     pub fn orders(&self) -> (usize, usize) {
         (
             self.proxy.orders.load(Ordering::SeqCst),
@@ -181,14 +182,17 @@ impl Proxy {
             Err(e) => return respond(StatusCode::BAD_GATEWAY, e.to_string().into_bytes()),
         };
         let replacing = new_order && names_replaced(&body);
-        if new_order {
+        // Orders pebble took or the proxy refused; not those pebble sent back for a new nonce
+        // (it rejects a few on purpose), which the client sends again.
+        let count = || {
             self.orders.fetch_add(1, Ordering::SeqCst);
             if replacing {
                 self.orders_replacing.fetch_add(1, Ordering::SeqCst);
             }
-        }
+        };
         match fault {
             Fault::RefuseReplaces if replacing => {
+                count();
                 let problem = r#"{"type":"urn:ietf:params:acme:error:alreadyReplaced","detail":"the certificate was already replaced","status":409}"#;
                 return respond(StatusCode::CONFLICT, problem.into());
             }
@@ -219,6 +223,9 @@ impl Proxy {
             Ok(answer) => answer,
             Err(e) => return respond(StatusCode::BAD_GATEWAY, e.into_bytes()),
         };
+        if new_order && status.is_success() {
+            count();
+        }
         // Only successful answers are spoiled: pebble's own problems (a rejected nonce, which
         // the client retries) pass through.
         let fault = if status.is_success() {
