@@ -80,31 +80,6 @@ fn earlier_package() -> std::path::PathBuf {
     kept
 }
 
-/// The package built by [`common::debian_package`], as `version`, in `dir`; returns its path.
-fn package(version: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let repacked = program("cargo")
-        .args([
-            "deb",
-            "--no-build",
-            "--profile",
-            "dev",
-            "--deb-version",
-            version,
-            "--output",
-        ])
-        .arg(dir)
-        .current_dir(root)
-        .output()
-        .expect("cargo deb");
-    assert!(repacked.status.success(), "{}", text(&repacked));
-    std::fs::read_dir(dir)
-        .expect("package dir")
-        .map(|e| e.expect("entry").path())
-        .find(|p| p.to_string_lossy().contains(version))
-        .expect("the package")
-}
-
 const CONFIG: &str = r#"[acme]
 directory = "https://127.0.0.1:14000/dir"
 staging_directory = "https://127.0.0.1:14000/dir"
@@ -261,9 +236,8 @@ fn the_package_under_a_real_systemd() {
     }
     let debs = tempfile::tempdir().unwrap();
     let old = earlier_package();
-    common::debian_package();
     // This tree's package, versioned above the earlier one (both say 0.1.0).
-    let new = package("0.1.0-2", debs.path());
+    let new = common::debian_package_as("0.1.0-2", debs.path());
     let mut ct = Container::boot("installed");
     let tls = tempfile::tempdir().unwrap();
 
