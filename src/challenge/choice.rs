@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn a_persist_record_that_would_not_do_climbs_to_the_next_step() {
         let domains = names(&["a.example.com"]);
-        let ladder = Challenge::Ladder([Some(Method::DnsPersist01), Some(Method::Http01), None]);
+        let ladder = Challenge::ladder(&[Method::DnsPersist01, Method::Http01]);
         let fine = choose(ladder, &domains, false, Blockers::default());
         assert_eq!(fine.summary(), "dns-persist-01");
         let wrong = Blockers {
@@ -177,7 +177,7 @@ mod tests {
             climbed.reason
         );
         // The only step is taken all the same (the renewal then refuses to order it).
-        let only = Challenge::Ladder([Some(Method::DnsPersist01), None, None]);
+        let only = Challenge::only(Method::DnsPersist01);
         assert_eq!(
             choose(only, &domains, false, wrong).summary(),
             "dns-persist-01"
@@ -257,7 +257,7 @@ mod tests {
             .summary(),
             "dns-01"
         );
-        let ladder = Challenge::Ladder([Some(Method::TlsAlpn01), Some(Method::Dns01), None]);
+        let ladder = Challenge::ladder(&[Method::TlsAlpn01, Method::Dns01]);
         assert_eq!(
             choose(ladder, &domains, true, Blockers::default()).summary(),
             "tls-alpn-01"

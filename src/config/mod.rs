@@ -12,26 +12,29 @@ use toml::Spanned;
 
 mod acme;
 mod certificate;
+mod challenge;
 mod cluster;
 mod daemon;
 mod dns01;
 mod monitor;
 mod notify;
+mod output;
 mod preflight;
+mod reload;
 mod toml_error;
 pub use acme::{
     AcmeConfig, CaConfig, DEFAULT_CONCURRENCY, ExternalAccount, FAILOVER_AFTER, RateLimits,
 };
-pub use certificate::{
-    CertificateConfig, Challenge, Endpoint, FileKind, KeyType, Method, Output, Reload, UnitAction,
-    is_unit_name,
-};
+pub use certificate::{CertificateConfig, KeyType};
+pub use challenge::{Challenge, Method};
 pub use cluster::ClusterConfig;
 pub use daemon::{DaemonConfig, LogFormat};
 pub use dns01::{Dns01Config, Dns01Provider, TsigAlgorithm};
 pub use monitor::MonitorConfig;
 pub use notify::{NotifyEvent, NotifyTarget, NotifyVia};
+pub use output::{FileKind, Output};
 pub use preflight::PreflightConfig;
+pub use reload::{Endpoint, Reload, UnitAction, is_unit_name};
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
