@@ -89,8 +89,10 @@ impl Container {
             "the container's PID 1",
             Duration::from_secs(120),
             || {
+                // By name: nspawn's first child sets the container up and exits once it has
+                // forked PID 1, and a loaded machine lets pgrep see it first.
                 pid = program("pgrep")
-                    .args(["-P", &nspawn_pid.to_string()])
+                    .args(["-x", "systemd", "-P", &nspawn_pid.to_string()])
                     .output()
                     .ok()
                     .and_then(|children| {
