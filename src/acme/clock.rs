@@ -25,9 +25,9 @@ async fn offset_through(http: &http::AcmeHttp, directory: &str) -> Result<i64, A
     let server = http
         .server_time(directory)
         .await
-        .map_err(|reason| AcmeError::Clock {
+        .map_err(|source| AcmeError::Clock {
             directory: directory.to_string(),
-            reason,
+            source,
         })?;
     let midpoint = sent + sent.elapsed().unwrap_or_default() / 2;
     Ok(match midpoint.duration_since(server) {

@@ -233,46 +233,70 @@ const USER_AGENT: &str = concat!("certkeeper/", env!("CARGO_PKG_VERSION"));
 
 impl AcmeHttp {
     /// A plain GET of `url` (the directory), within the request timeout.
-    async fn get(&self, url: &str) -> Result<http::Response<hyper::body::Incoming>, String> {
+    async fn get(&self, url: &str) -> Result<http::Response<hyper::body::Incoming>, GetError> {
         let request = http::Request::get(url)
             .header(http::header::USER_AGENT, USER_AGENT)
             .body(BodyWrapper::default())
-            .map_err(|e| e.to_string())?;
+            .map_err(GetError::Request)?;
         tokio::time::timeout(self.timeout, self.client.request(request))
             .await
-            .map_err(|_| format!("no answer within {}s", self.timeout.as_secs()))?
-            .map_err(|e| super::chain(&e))
+            .map_err(|_| GetError::Timeout(self.timeout.as_secs()))?
+            .map_err(GetError::Connect)
     }
 
     /// The body of a GET of `url` (the directory), at most 1 MiB.
-    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, GetError> {
         let response = self.get(url).await?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(GetError::Body)?
             .to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(GetError::Json)?;
         match status.is_success() {
             true => Ok(json),
-            false => Err(format!(
-                "HTTP {status}: {}",
-                json["detail"].as_str().unwrap_or("no detail")
-            )),
+            false => Err(GetError::Status {
+                status,
+                detail: json["detail"].as_str().unwrap_or("no detail").to_string(),
+            }),
         }
     }
 
     /// The CA's clock, from the `Date` header of a GET of `url` (the directory).
-    pub async fn server_time(&self, url: &str) -> Result<std::time::SystemTime, String> {
+    pub async fn server_time(&self, url: &str) -> Result<std::time::SystemTime, GetError> {
         let response = self.get(url).await?;
         let date = response
             .headers()
             .get(http::header::DATE)
             .and_then(|v| v.to_str().ok())
-            .ok_or("the CA sent no Date header")?;
-        httpdate::parse_http_date(date).map_err(|e| e.to_string())
+            .ok_or(GetError::NoDate)?;
+        httpdate::parse_http_date(date).map_err(GetError::Date)
     }
+}
+
+/// A plain GET of the CA's directory that gave nothing usable, with its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("cannot build the request: {0}")]
+    Request(#[source] http::Error),
+    #[error("no answer within {0}s")]
+    Timeout(u64),
+    #[error("{}", super::chain(.0))]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("cannot read the answer: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the answer is not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("HTTP {status}: {detail}")]
+    Status {
+        status: http::StatusCode,
+        detail: String,
+    },
+    #[error("the CA sent no Date header")]
+    NoDate,
+    #[error("the CA's Date header cannot be read: {0}")]
+    Date(#[source] httpdate::Error),
 }
 
 #[cfg(test)]

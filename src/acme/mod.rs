@@ -147,8 +147,11 @@ pub enum AcmeError {
     Revoke(String),
     #[error("renewal information (ARI): {0}")]
     Ari(String),
-    #[error("cannot read the CA's clock from {directory}: {reason}")]
-    Clock { directory: String, reason: String },
+    #[error("cannot read the CA's clock from {directory}: {source}")]
+    Clock {
+        directory: String,
+        source: http::GetError,
+    },
     #[error(
         "this host's clock is {seconds}s behind the CA's: a certificate issued now would not be \
          valid on this host yet and could not be deployed, so none was ordered (the CA's limits \

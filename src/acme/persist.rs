@@ -66,7 +66,7 @@ impl AcmeClient {
             .http
             .get_json(self.directory())
             .await
-            .map_err(unusable)?;
+            .map_err(|e| unusable(e.to_string()))?;
         let issuers: Vec<String> = (directory["meta"]["caaIdentities"].as_array())
             .into_iter()
             .flatten()

@@ -21,7 +21,7 @@ pub(super) fn run(
             let offset = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(crate::net::web::TimeSourceError::Runtime)
                 .and_then(|runtime| {
                     runtime.block_on(crate::net::web::clock_offset(url, root.as_deref()))
                 });

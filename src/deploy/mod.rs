@@ -37,10 +37,27 @@ pub enum DeployError {
     RollbackFailed {
         reason: String,
         previous: String,
-        rollback: String,
+        #[source]
+        rollback: Box<RollbackError>,
     },
     #[error("{0}; there is no earlier certificate to roll back to, so the new one stays")]
     NotServed(String),
+}
+
+/// Why the previous certificate could not be put back in service.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reloaded, but an endpoint does not serve the previous certificate either.
+    #[error(transparent)]
+    NotServed(verify::VerifyError),
+    #[error("{reload}; {not_served}")]
+    Neither {
+        reload: ReloadError,
+        #[source]
+        not_served: verify::VerifyError,
+    },
 }
 
 /// Deploys `bundle` for `cert`; see the module comment for the steps.
@@ -96,7 +113,7 @@ pub async fn deploy(
         Err(rollback) => Err(DeployError::RollbackFailed {
             reason,
             previous,
-            rollback,
+            rollback: Box::new(rollback),
         }),
     }
 }
@@ -145,11 +162,9 @@ async fn rollback(
     cert: &CertificateConfig,
     previous: &str,
     timeout: Duration,
-) -> Result<(), String> {
-    let dir = switch_back(store, cert, previous).map_err(|e| e.to_string())?;
-    let bundle = store
-        .load(&cert.name, previous)
-        .map_err(|e| e.to_string())?;
+) -> Result<(), RollbackError> {
+    let dir = switch_back(store, cert, previous)?;
+    let bundle = store.load(&cert.name, previous)?;
     let reloaded = reload::run(cert, &dir).await;
     let served = verify::wait_until_served(&cert.verify, bundle.chain(), timeout).await;
     match (served, reloaded) {
@@ -158,7 +173,7 @@ async fn rollback(
             tracing::warn!(name = %cert.name, error = %e, "the rollback's reload failed, but every endpoint serves the previous certificate");
             Ok(())
         }
-        (Err(not_served), Ok(())) => Err(not_served.to_string()),
-        (Err(not_served), Err(reload)) => Err(format!("{reload}; {not_served}")),
+        (Err(not_served), Ok(())) => Err(RollbackError::NotServed(not_served)),
+        (Err(not_served), Err(reload)) => Err(RollbackError::Neither { reload, not_served }),
     }
 }

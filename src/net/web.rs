@@ -52,17 +52,53 @@ where
     Client::builder(TokioExecutor::new()).build(connector(tls, true))
 }
 
+/// Why a time source gave no time; each names the source.
+#[derive(Debug, thiserror::Error)]
+pub enum TimeSourceError {
+    #[error("--root {}: {source}", path.display())]
+    Root {
+        path: std::path::PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{url}: {source}")]
+    Request { url: String, source: http::Error },
+    #[error("{url}: no answer within 10 s")]
+    Timeout { url: String },
+    #[error("{url}: {}", chain(source))]
+    Connect {
+        url: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{url} sent no Date header")]
+    NoDate { url: String },
+    #[error("{url}: {source}")]
+    Date {
+        url: String,
+        source: httpdate::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
 /// How far this host's clock is ahead of the `Date` of `url`'s answer (negative: behind), in
 /// seconds, to within the round trip of one request. `extra_root` (PEM) is trusted besides the
 /// public roots, for a time source inside a private PKI.
-pub async fn clock_offset(url: &str, extra_root: Option<&std::path::Path>) -> Result<i64, String> {
+pub async fn clock_offset(
+    url: &str,
+    extra_root: Option<&std::path::Path>,
+) -> Result<i64, TimeSourceError> {
     use http_body_util::Empty;
     use rustls_pki_types::pem::PemObject;
+    let url_ = || url.to_string();
     let mut roots =
         rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_root {
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("--root {}: {e}", path.display()))?;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|source| {
+            TimeSourceError::Root {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         for cert in certs.flatten() {
             let _ = roots.add(cert);
         }
@@ -70,19 +106,28 @@ pub async fn clock_offset(url: &str, extra_root: Option<&std::path::Path>) -> Re
     let client = client_trusting::<Empty<bytes::Bytes>>(roots);
     let request = http::Request::head(url)
         .body(Empty::new())
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|source| TimeSourceError::Request {
+            url: url_(),
+            source,
+        })?;
     let sent = std::time::SystemTime::now();
     let response =
         tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
             .await
-            .map_err(|_| format!("{url}: no answer within 10 s"))?
-            .map_err(|e| format!("{url}: {}", chain(&e)))?;
+            .map_err(|_| TimeSourceError::Timeout { url: url_() })?
+            .map_err(|source| TimeSourceError::Connect {
+                url: url_(),
+                source,
+            })?;
     let date = response
         .headers()
         .get(http::header::DATE)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| format!("{url} sent no Date header"))?;
-    let server = httpdate::parse_http_date(date).map_err(|e| format!("{url}: {e}"))?;
+        .ok_or_else(|| TimeSourceError::NoDate { url: url_() })?;
+    let server = httpdate::parse_http_date(date).map_err(|source| TimeSourceError::Date {
+        url: url_(),
+        source,
+    })?;
     let midpoint = sent + sent.elapsed().unwrap_or_default() / 2;
     Ok(match midpoint.duration_since(server) {
         Ok(ahead) => ahead.as_secs() as i64,

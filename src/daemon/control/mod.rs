@@ -55,8 +55,17 @@ pub enum Request {
 }
 
 /// One request line as a client sent it (the daemon's parser; a fuzz target drives it).
-pub fn parse_request(line: &str) -> Result<Request, String> {
-    serde_json::from_str(line).map_err(|e| format!("not a certkeeper request: {e}"))
+pub fn parse_request(line: &str) -> Result<Request, RequestError> {
+    serde_json::from_str(line).map_err(RequestError::NotARequest)
+}
+
+/// A request the daemon could not take; its text is what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("cannot read the request: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a certkeeper request: {0}")]
+    NotARequest(#[source] serde_json::Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -182,12 +182,14 @@ fn member_of(user: &nix::unistd::User, group: nix::unistd::Gid) -> bool {
     nix::unistd::getgrouplist(&name, user.gid).is_ok_and(|groups| groups.contains(&group))
 }
 
-async fn read_request(reader: impl tokio::io::AsyncRead + Unpin) -> Result<Request, String> {
+async fn read_request(
+    reader: impl tokio::io::AsyncRead + Unpin,
+) -> Result<Request, super::RequestError> {
     let mut line = String::new();
     BufReader::new(reader.take(MAX_REQUEST as u64))
         .read_line(&mut line)
         .await
-        .map_err(|e| format!("cannot read the request: {e}"))?;
+        .map_err(super::RequestError::Read)?;
     super::parse_request(&line)
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::UnitAction;
-use crate::deploy::store::{FileMode, SafeDir};
+use crate::deploy::store::{FileMode, SafeDir, StoreError};
 
 /// What certkeeper asks for: `nonce` ties the verdict to this request.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -145,27 +145,47 @@ pub fn result_name(unit: &str) -> String {
     format!("{unit}.result")
 }
 
+/// Why `certkeeper unit-action` carried nothing out, or what systemctl said.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitActionError {
+    #[error("\"{0}\" is not a unit name")]
+    NotAUnit(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no request in {}", .0.display())]
+    NoRequest(PathBuf),
+    #[error("unreadable request: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    #[error("unreadable request: a bad nonce")]
+    BadNonce,
+    #[error("refused: SIG{0} is not a reload signal")]
+    NotAReloadSignal(String),
+    #[error("cannot write the verdict: {0}")]
+    Verdict(#[source] serde_json::Error),
+    #[error("systemctl {args}: {message}")]
+    Systemctl { args: String, message: String },
+}
+
 /// `certkeeper unit-action UNIT`, run as root by `certkeeper-reload@UNIT.service`: carries out
 /// the action asked for in `dir/UNIT` on that unit alone and writes the verdict beside it.
-pub fn carry_out(dir: &Path, unit: &str) -> Result<(), String> {
+pub fn carry_out(dir: &Path, unit: &str) -> Result<(), UnitActionError> {
     if !crate::config::is_unit_name(unit) {
-        return Err(format!("\"{unit}\" is not a unit name"));
+        return Err(UnitActionError::NotAUnit(unit.to_string()));
     }
-    let opened = SafeDir::open(dir, false).map_err(|e| e.to_string())?;
+    let opened = SafeDir::open(dir, false)?;
     let bytes = opened
         .read_regular(unit)
-        .ok_or_else(|| format!("no request in {}", dir.join(unit).display()))?;
-    let request: Ask =
-        serde_json::from_slice(&bytes).map_err(|e| format!("unreadable request: {e}"))?;
+        .ok_or_else(|| UnitActionError::NoRequest(dir.join(unit)))?;
+    let request: Ask = serde_json::from_slice(&bytes).map_err(UnitActionError::Unreadable)?;
     if !request.nonce.bytes().all(|b| b.is_ascii_hexdigit()) || request.nonce.len() > 32 {
-        return Err("unreadable request: a bad nonce".into());
+        return Err(UnitActionError::BadNonce);
     }
     // The request comes from an unprivileged user: only the reload signals, never one that
     // stops the server.
     if let UnitAction::Signal(signal) = &request.action
         && !RELOAD_SIGNALS.contains(&signal.as_str())
     {
-        return Err(format!("refused: SIG{signal} is not a reload signal"));
+        return Err(UnitActionError::NotAReloadSignal(signal.clone()));
     }
     let args = systemctl_args(&request.action, unit);
     let ran = std::process::Command::new("systemctl")
@@ -189,13 +209,14 @@ pub fn carry_out(dir: &Path, unit: &str) -> Result<(), String> {
         ok,
         message: message.clone(),
     };
-    let json = serde_json::to_vec(&verdict).map_err(|e| e.to_string())?;
-    opened
-        .write_atomic(&result_name(unit), &json, FileMode::PUBLIC)
-        .map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(&verdict).map_err(UnitActionError::Verdict)?;
+    opened.write_atomic(&result_name(unit), &json, FileMode::PUBLIC)?;
     match ok {
         true => Ok(()),
-        false => Err(format!("systemctl {}: {message}", args.join(" "))),
+        false => Err(UnitActionError::Systemctl {
+            args: args.join(" "),
+            message,
+        }),
     }
 }
 
@@ -228,7 +249,7 @@ mod tests {
         )
         .unwrap();
         let err = carry_out(dir.path(), "nginx.service").unwrap_err();
-        assert!(err.contains("not a reload signal"), "{err}");
+        assert!(err.to_string().contains("not a reload signal"), "{err}");
         assert!(carry_out(dir.path(), "--all").is_err());
     }
 
