@@ -1,4 +1,6 @@
-//! Versioned, atomic on-disk certificate sets, and the one function that writes any output file.
+//! Versioned, atomic on-disk certificate sets. `files` writes one file atomically (every file
+//! certkeeper writes goes through it), `outputs` the single files a media server reads, `dir`
+//! opens directories without following a planted link.
 //!
 //! Layout under the state directory:
 //!
@@ -14,6 +16,8 @@
 //! points at is never pruned.
 
 mod dir;
+mod files;
+mod outputs;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -28,6 +32,10 @@ pub use crate::config::FileKind;
 use crate::config::Output;
 use crate::deploy::bundle::{self, Bundle, LeafInfo};
 pub use dir::{SafeDir, read_regular_file};
+pub use files::{FileMode, create_dir, write_atomic};
+use files::{probe_dir, remove_stale_temps, rename_synced};
+pub use outputs::{check_output_dirs, check_outputs_writable, write_outputs};
+use outputs::{contents, read_output, write_output};
 
 /// How many versions to keep per certificate (the current one is always kept).
 pub const KEEP_VERSIONS: usize = 5;
@@ -74,104 +82,6 @@ fn io_hint(e: &io::Error) -> &'static str {
         io::ErrorKind::NotFound => " (a parent directory is missing)",
         _ => "",
     }
-}
-
-/// The bytes of this file for `bundle`, or `None` when it is not wanted (no PKCS#12
-/// password configured).
-fn contents(
-    kind: FileKind,
-    bundle: &Bundle,
-    output: &Output,
-) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-    let text = |s: String| Ok(Some(Zeroizing::new(s.into_bytes())));
-    match kind {
-        FileKind::Cert => text(bundle.cert_pem()),
-        FileKind::Chain => text(bundle.chain_pem()),
-        FileKind::Fullchain => text(bundle.fullchain_pem()),
-        FileKind::Key => text(bundle.key_pem().to_string()),
-        FileKind::Combined => Ok(Some(Zeroizing::new(
-            bundle.combined_pem().as_bytes().to_vec(),
-        ))),
-        FileKind::Pkcs12 => match &output.pkcs12_password {
-            None => Ok(None),
-            Some(password) => bundle
-                .pkcs12(password)
-                .map(|der| Some(Zeroizing::new(der)))
-                .map_err(|source| StoreError::Pkcs12 { source }),
-        },
-    }
-}
-
-/// Ownership and mode for one written file.
-#[derive(Debug, Clone, Copy)]
-pub struct FileMode {
-    pub mode: u32,
-    pub owner: Option<u32>,
-    pub group: Option<u32>,
-}
-
-impl FileMode {
-    pub const PRIVATE: FileMode = FileMode {
-        mode: 0o600,
-        owner: None,
-        group: None,
-    };
-    pub const PUBLIC: FileMode = FileMode {
-        mode: 0o644,
-        owner: None,
-        group: None,
-    };
-
-    fn for_kind(kind: FileKind, output: &Output) -> FileMode {
-        FileMode {
-            mode: if kind.holds_key() {
-                output.key_mode
-            } else {
-                0o644
-            },
-            owner: output.owner,
-            group: output.group,
-        }
-    }
-}
-
-/// Writes `contents` to `path` so that readers see the old file or the new one, never a part
-/// (see [`SafeDir::write_atomic`]); `path`'s directory is opened without following a planted link.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let opened = SafeDir::open(dir, false).map_err(|e| match e {
-        StoreError::Write { source, .. } => StoreError::Write {
-            path: path.to_path_buf(),
-            source,
-        },
-        other => other,
-    })?;
-    opened.write_atomic(name, contents, mode)
-}
-
-/// Temp files of [`write_atomic`] for `path` that a killed process left behind.
-fn remove_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
-        return;
-    };
-    let prefix = format!(".{name}.");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let stale = file_name
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"));
-        if stale {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// The certificate `current` points at.
@@ -490,13 +400,6 @@ impl Store {
     }
 }
 
-/// What an output file holds now, when it is a regular file (a FIFO planted there is not waited
-/// on: it counts as out of date and is renamed over).
-fn read_output(path: &Path) -> Option<Vec<u8>> {
-    let (dir, name) = split_file(path).ok()?;
-    SafeDir::open(dir, false).ok()?.read_regular(name)
-}
-
 /// When root ran a one-off command against a state directory that belongs to another user (the
 /// service's), gives every entry root created there to that user and group: the service must
 /// be able to read the keys and replace the versions. Failures are logged, not raised.
@@ -540,27 +443,6 @@ pub fn hand_back(state_dir: &Path) {
     }
 }
 
-/// Refuses output directories that any user may write to (without the sticky bit): another
-/// user could swap a file there between our write and the server's read.
-pub fn check_output_dirs(output: &Output) -> Result<(), StoreError> {
-    for dir in output_dirs(output) {
-        let Ok(meta) = fs::metadata(dir) else {
-            continue; // created by us, 0755, when written
-        };
-        let mode = meta.permissions().mode();
-        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-            return Err(StoreError::Unsafe {
-                path: dir.to_path_buf(),
-                reason: format!(
-                    "any user may write to it (mode {:o}, no sticky bit)",
-                    mode & 0o7777
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// A CA's directory URL as a readable file name: `acme-v02.api.letsencrypt.org_directory`.
 pub fn directory_slug(directory: &str) -> String {
     directory
@@ -573,72 +455,6 @@ pub fn directory_slug(directory: &str) -> String {
             },
         )
         .collect()
-}
-
-/// Whether every directory that receives output files can be written, so that a renewal
-/// that could not be deployed is not ordered (and a CA rate limit not spent) at all.
-pub fn check_outputs_writable(output: &Output) -> Result<(), StoreError> {
-    output_dirs(output).try_for_each(probe_dir)
-}
-
-/// The directories that receive the single output files and the output link.
-fn output_dirs(output: &Output) -> impl Iterator<Item = &Path> {
-    output
-        .files
-        .iter()
-        .filter_map(|(_, path)| path.parent())
-        .chain(output.link.as_deref().and_then(Path::parent))
-}
-
-/// Creates `dir` if needed and checks a file can be created there ([`SafeDir::probe`]).
-fn probe_dir(dir: &Path) -> Result<(), StoreError> {
-    SafeDir::open(dir, true)?.probe(".certkeeper-writable.tmp")
-}
-
-/// Copies `bundle` to the configured single output files, each atomically.
-pub fn write_outputs(bundle: &Bundle, output: &Output) -> Result<(), StoreError> {
-    for (kind, path) in &output.files {
-        write_output(bundle, output, *kind, path)?;
-    }
-    Ok(())
-}
-
-fn write_output(
-    bundle: &Bundle,
-    output: &Output,
-    kind: FileKind,
-    path: &Path,
-) -> Result<(), StoreError> {
-    let Some(contents) = contents(kind, bundle, output)? else {
-        return Ok(());
-    };
-    let (dir, name) = split_file(path)?;
-    SafeDir::open(dir, true)?.write_atomic(name, &contents, FileMode::for_kind(kind, output))
-}
-
-/// An output file's directory and name (config validation guarantees both).
-fn split_file(path: &Path) -> Result<(&Path, &str), StoreError> {
-    match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
-        (Some(dir), Some(name)) => Ok((dir, name)),
-        _ => Err(StoreError::Write {
-            path: path.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
-        }),
-    }
-}
-
-/// Creates `dir` and its missing parents (0755), without following a planted link.
-pub fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    SafeDir::open(dir, true).map(drop)
-}
-
-fn rename_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), StoreError> {
-    fs::rename(from, to)
-        .and_then(|()| sync_dir(dir))
-        .map_err(|source| StoreError::Write {
-            path: to.to_path_buf(),
-            source,
-        })
 }
 
 #[cfg(test)]
