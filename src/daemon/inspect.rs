@@ -64,8 +64,31 @@ pub struct Target<'a> {
 /// Past this many seconds off, this host's clock is worth a word.
 const SKEW: i64 = 30;
 
-pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
+/// Why an endpoint could not be inspected at all (a report needs its certificate).
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(
+        "{address} does not speak TLS (it answered in plain text, likely plain HTTP): is this the \
+         HTTPS port? (HTTPS is usually 443, plain HTTP 80)"
+    )]
+    NotTls { address: String },
+    #[error("cannot complete a TLS handshake with {address}: {source}")]
+    Handshake {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{address} sent a certificate that cannot be read: {source}")]
+    Unreadable {
+        address: String,
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+    #[error("{address} sent no certificate")]
+    NoCertificate { address: String },
+}
+
+pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, InspectError> {
     let sni = target.name.to_ascii_lowercase();
+    let address = || target.address.to_string();
     let chain = crate::deploy::verify::presented_chain(target.address, &sni).map_err(|e| {
         let not_tls = e
             .get_ref()
@@ -77,29 +100,23 @@ pub fn inspect(target: &Target<'_>, now: SystemTime) -> Result<Report, String> {
                 )
             });
         match not_tls {
-            true => format!(
-                "{} does not speak TLS (it answered in plain text, likely plain HTTP): is this the \
-                 HTTPS port? (HTTPS is usually 443, plain HTTP 80)",
-                target.address
-            ),
-            false => format!(
-                "cannot complete a TLS handshake with {}: {e}",
-                target.address
-            ),
+            true => InspectError::NotTls { address: address() },
+            false => InspectError::Handshake {
+                address: address(),
+                source: e,
+            },
         }
     })?;
     let parsed: Vec<X509Certificate<'_>> = chain
         .iter()
         .map(|der| X509Certificate::from_der(der).map(|(_, cert)| cert))
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            format!(
-                "{} sent a certificate that cannot be read: {e}",
-                target.address
-            )
+        .map_err(|source| InspectError::Unreadable {
+            address: address(),
+            source,
         })?;
     let Some(leaf) = parsed.first() else {
-        return Err(format!("{} sent no certificate", target.address));
+        return Err(InspectError::NoCertificate { address: address() });
     };
     let mut findings = Vec::new();
     let mut say = |severity, message: String| findings.push(Finding { severity, message });

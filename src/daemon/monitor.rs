@@ -195,7 +195,7 @@ async fn look(monitor: &MonitorConfig) -> Seen {
             files: None,
             clock: None,
         };
-        inspect::inspect(&target, SystemTime::now())
+        inspect::inspect(&target, SystemTime::now()).map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
