@@ -77,8 +77,15 @@ fn an_explicit_ladder_is_followed_and_the_port_is_released() {
     );
     // Bound for the validation only: free again now.
     assert!(TcpListener::bind(("127.0.0.1", pebble.tls_port)).is_ok());
-    // Port 443 held by another server: the validation cannot run, and says what to do.
+    // Port 443 held by another server: the validation cannot run, and says what to do. A
+    // name not validated yet, or pebble's occasional reuse of the first authorization would
+    // skip the validation and renew.
     let _holder = TcpListener::bind(("127.0.0.1", pebble.tls_port)).unwrap();
+    ck.rewrite(
+        &pebble,
+        &["other.example.com"],
+        "challenge = [\"tls-alpn-01\"]",
+    );
     let output = ck.run(&["renew", "--force"]);
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{said}");

@@ -461,7 +461,6 @@ impl Pebble {
         )
     }
 
-    /// How many certificates pebble has issued.
     /// How many authorizations pebble created. Even with `PEBBLE_AUTHZREUSE=0` pebble reuses a
     /// still-valid authorization for about 1 name in 100 (its test is `rand.Intn(100) > 0`):
     /// a test that needs a second order to be validated afresh checks this.
@@ -473,6 +472,7 @@ impl Pebble {
             .count()
     }
 
+    /// How many certificates pebble has issued.
     pub fn issued(&self) -> usize {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
