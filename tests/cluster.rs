@@ -67,15 +67,12 @@ impl Node {
     fn stop(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
             common::signal(&daemon.0, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while daemon.0.try_wait().ok().flatten().is_none() {
-                assert!(
-                    Instant::now() < deadline,
-                    "{} did not stop in 10 s",
-                    self.name
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            common::wait_for(
+                &format!("{} to stop", self.name),
+                Duration::from_secs(10),
+                || daemon.0.try_wait().ok().flatten().is_some(),
+                String::new,
+            );
         }
     }
 

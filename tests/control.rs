@@ -7,7 +7,7 @@ use crate::common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Certkeeper, Pebble, require_root, signal};
 use nix::sys::signal::Signal;
@@ -63,17 +63,12 @@ fn renew_check_and_status_go_through_the_running_daemon() {
     // Freeze the CA so the renewal is still running while `status` asks.
     pebble.pause();
     let renew = in_background(&ck, &["renew", "--force", "media"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !renewing(&ck) {
-        if Instant::now() > deadline {
-            pebble.resume();
-            panic!(
-                "status never showed the renewal in flight:\n{}",
-                ck.daemon_log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for(
+        "status to show the renewal in flight",
+        Duration::from_secs(10),
+        || renewing(&ck),
+        || ck.daemon_log(),
+    );
     let table = ck.ok(&["status"]);
     assert!(table.contains("renewing now"), "{table}");
     assert!(table.contains("daemon: pid"), "{table}");
@@ -171,11 +166,12 @@ fn a_daemon_that_dies_mid_command_is_reported_and_a_second_daemon_refused() {
 
     pebble.pause();
     let renew = in_background(&ck, &["renew", "--force"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !renewing(&ck) {
-        assert!(Instant::now() < deadline, "the renewal never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for(
+        "the renewal to start",
+        Duration::from_secs(10),
+        || renewing(&ck),
+        || ck.daemon_log(),
+    );
     signal(&daemon.0, Signal::SIGKILL);
     let output = renew.join().unwrap();
     pebble.resume();

@@ -86,17 +86,17 @@ fn the_daemon_renews_short_lived_certificates_by_itself() {
     );
 
     signal(&daemon.0, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut status = None;
+    common::wait_for(
+        "the daemon to stop after SIGTERM",
+        Duration::from_secs(10),
+        || {
+            status = daemon.0.try_wait().expect("wait");
+            status.is_some()
+        },
+        String::new,
+    );
+    let status = status.expect("stopped");
     assert!(status.success(), "SIGTERM must be a clean exit: {status}");
 }
 
