@@ -73,18 +73,13 @@ impl Bind {
 
     /// Waits until named answers on its port (bounded).
     pub fn wait_until_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let log = fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default();
-            if log.contains("running") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "named did not start within 15 s:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = || read_log(&self.dir.path().join("named.log"));
+        wait_for(
+            "named to start",
+            Duration::from_secs(15),
+            || log().contains("running"),
+            log,
+        );
     }
 
     pub fn address(&self) -> String {

@@ -18,6 +18,7 @@ impl Drop for Nginx {
         let pid = nix::unistd::Pid::from_raw(self.process.0.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
+        // Polled by hand: a drop must not panic the way `wait_for` does on its limit.
         while Instant::now() < deadline && !matches!(self.process.0.try_wait(), Ok(Some(_))) {
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -306,7 +306,9 @@ impl Pebble {
                 None => TcpStream::connect(("127.0.0.1", self.listen)).is_ok(),
             };
             if listening {
-                // A pebble that cannot bind exits at once, while the port answers for another.
+                // A pebble that cannot bind exits at once, while the port answers for another
+                // process; pebble says nothing when its own bind succeeds (it logs its address
+                // before binding), so this sleep is the point: a short look for that exit.
                 std::thread::sleep(Duration::from_millis(300));
                 return !exited(&mut self.children);
             }
@@ -336,14 +338,13 @@ impl Pebble {
         if let Some(old) = self.children.pop() {
             drop(old);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.listen)).is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "old pebble still listening after 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let listen = self.listen;
+        wait_for(
+            "the old pebble to stop listening",
+            Duration::from_secs(10),
+            || TcpStream::connect(("127.0.0.1", listen)).is_err(),
+            String::new,
+        );
         assert!(
             self.spawn_pebble(),
             "the restarted pebble exited: another process took its port"
@@ -442,11 +443,7 @@ impl Pebble {
 
     /// How many orders pebble has created (a request rejected for a bad nonce creates none).
     pub fn orders(&self) -> usize {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| line.contains("Added order"))
-            .count()
+        self.log_lines_with("Added order")
     }
 
     /// What pebble's management API says of the certificate with `serial` ("aa:bb:…" as
@@ -465,19 +462,20 @@ impl Pebble {
     /// still-valid authorization for about 1 name in 100 (its test is `rand.Intn(100) > 0`):
     /// a test that needs a second order to be validated afresh checks this.
     pub fn authorizations_created(&self) -> usize {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| line.contains("authorizations in the db"))
-            .count()
+        self.log_lines_with("authorizations in the db")
     }
 
     /// How many certificates pebble has issued.
     pub fn issued(&self) -> usize {
+        self.log_lines_with("Issued certificate serial")
+    }
+
+    /// How many lines of pebble's log contain `needle`.
+    fn log_lines_with(&self, needle: &str) -> usize {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter(|line| line.contains("Issued certificate serial"))
+            .filter(|line| line.contains(needle))
             .count()
     }
 
