@@ -298,8 +298,8 @@ fn fifos_planted_among_the_outputs_are_never_opened() {
     let text = fs::read_to_string(&ck.config).unwrap() + "key = \"single/privkey.pem\"\n";
     fs::write(&ck.config, text).unwrap();
     ck.ok(&["renew"]);
-    // A FIFO where the key file was (read at start to repair outputs), and one at the name of
-    // the writability probe: opening either would block forever.
+    // A FIFO where the key file was (read at start to repair outputs), and one at the name the
+    // writability check once created and removed: opening either would block forever.
     let key = ck.path("single/privkey.pem");
     fs::remove_file(&key).unwrap();
     let fifo_mode = nix::sys::stat::Mode::from_bits_truncate(0o644);

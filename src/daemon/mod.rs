@@ -334,7 +334,10 @@ impl Daemon {
     /// to systemd); at most an hour, so that a suspended machine or a clock jump is noticed.
     /// Something due now waits for a renewal at its CA to end.
     fn sleep_for(&mut self, now: SystemTime) -> Duration {
-        let next = self.next_due(now).filter(|_| self.mode == Mode::Service);
+        let next = match self.mode {
+            Mode::Service => self.next_due(now),
+            Mode::Once => None,
+        };
         self.next_wakeup = next.as_ref().map(|(_, at)| *at);
         if self.mode == Mode::Service {
             sdnotify::status(&self.summary(next.as_ref()));
@@ -389,12 +392,22 @@ impl Daemon {
         }
         self.start_dry_runs(renewals, stopping);
         let config = self.config.clone();
+        let scheduled = self.mode == Mode::Service;
         for cert in &config.certificates {
-            let plan = self.plan_of(cert, now);
-            let (failures, leaf) = (plan.state.failures, plan.leaf.clone());
-            if !(self.slots).wants_start(&cert.name, self.mode == Mode::Service, now) {
+            // Nothing more can start: the rest need not be looked at (this runs at every
+            // wake-up, once per renewal that ends).
+            if self.no_room() {
+                break;
+            }
+            // A one-off run starts only what was asked, which needs no plan to know.
+            if scheduled {
+                self.plan_of(cert, now);
+            }
+            if !self.slots.wants_start(&cert.name, scheduled, now) {
                 continue;
             }
+            let plan = self.plan_of(cert, now);
+            let (failures, leaf) = (plan.state.failures, plan.leaf.clone());
             let (names, renewal) = ratelimit::request_of(cert, leaf.as_ref());
             let ca = self.config.acme.ca_for(failures);
             if self.slots.running_at(&ca.directory) >= self.config.acme.concurrency {
@@ -444,6 +457,15 @@ impl Daemon {
             ));
             self.tasks.insert(handle.id(), (name, false));
         }
+    }
+
+    /// Whether every CA, the preferred and each fallback, already runs `acme.concurrency`
+    /// renewals.
+    fn no_room(&self) -> bool {
+        let acme = &self.config.acme;
+        std::iter::once(&acme.directory)
+            .chain(acme.fallbacks.iter().map(|ca| &ca.directory))
+            .all(|directory| self.slots.running_at(directory) >= acme.concurrency)
     }
 
     /// Starts the dry runs asked for: against the staging CA, outside the rate-limit ledger
@@ -641,18 +663,19 @@ impl Daemon {
         let config = self.config.clone();
         let renews = self.renews();
         for cert in &config.certificates {
-            let plan = self.plan_of(cert, now).clone();
-            let Some(leaf) = &plan.leaf else { continue };
+            let plan = self.plan_of(cert, now);
             // In a cluster, a node without the lease sees no failures of its own: a
             // certificate long past its renewal time is failing all the same.
             let stalled = !renews && plan.due.at(now) <= now;
             let failing = plan.state.failures > 0 || plan.problem.is_some() || stalled;
-            if !failing || now < schedule::warning_time(leaf) {
+            let close =
+                (plan.leaf.as_ref()).is_some_and(|leaf| now >= schedule::warning_time(leaf));
+            if !(failing && close) || !self.slots.warn_now(&cert.name, now) {
                 continue;
             }
-            if !self.slots.warn_now(&cert.name, now) {
-                continue;
-            }
+            // Copied only to be worded: this loop runs at every wake-up.
+            let plan = self.plan_of(cert, now).clone();
+            let Some(leaf) = &plan.leaf else { continue };
             let when = match leaf.not_after.duration_since(now) {
                 Ok(left) => format!("expires in {}", timefmt::rough(left)),
                 Err(past) => format!("expired {} ago", timefmt::rough(past.duration())),

@@ -17,14 +17,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat, renameat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
-use nix::unistd::{Uid, UnlinkatFlags, fchown, geteuid, unlinkat};
+use nix::sys::statvfs::fstatvfs;
+use nix::unistd::{AccessFlags, Uid, UnlinkatFlags, faccessat, fchown, geteuid, unlinkat};
 
 use super::{FileMode, StoreError};
 
 /// Links followed while resolving one directory, as the kernel's own limit.
 const MAX_LINKS: usize = 40;
+
+/// The least free space a directory must have to take a new version (a bundle, a keystore and
+/// their temp files are a few dozen KiB).
+const MIN_FREE_BYTES: u64 = 256 << 10;
 
 /// The most certkeeper reads of a file it checks (an output file, a key given on the
 /// command line): far above any certificate bundle or keystore.
@@ -180,26 +185,29 @@ impl SafeDir {
         })
     }
 
-    /// Whether a file can be created here: `name` is removed (whatever it is: a link, a FIFO
-    /// planted there is never opened), created exclusively and removed again. The name is
-    /// fixed, so a run killed in between leaves nothing the next one does not clear.
-    pub fn probe(&self, name: &str) -> Result<(), StoreError> {
-        let _ = self.remove(name);
-        let created = openat(
-            &self.fd,
-            name,
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_EXCL
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_NONBLOCK,
-            Mode::from_bits_truncate(0o600),
-        );
-        let _ = self.remove(name);
-        created.map(drop).map_err(|e| StoreError::Write {
-            path: self.path.join(name),
-            source: e.into(),
-        })
+    /// Whether new files can be written here, without creating one (a probe file costs an
+    /// inode and a deletion per certificate): the kernel's own write check, which names a
+    /// read-only mount, an immutable directory and a missing permission, then the free space
+    /// and inodes the file system has left.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let failed = |errno: Errno| StoreError::Write {
+            path: self.path.clone(),
+            source: errno.into(),
+        };
+        let write_and_enter = AccessFlags::W_OK | AccessFlags::X_OK;
+        faccessat(&self.fd, ".", write_and_enter, AtFlags::empty()).map_err(failed)?;
+        let room = fstatvfs(&self.fd).map_err(failed)?;
+        // Root may use the blocks reserved for it; everyone else only what is available.
+        let blocks = if geteuid().is_root() {
+            room.blocks_free()
+        } else {
+            room.blocks_available()
+        };
+        let bytes = u64::from(blocks).saturating_mul(u64::from(room.fragment_size()));
+        if bytes < MIN_FREE_BYTES || room.files_available() == 0 {
+            return Err(failed(Errno::ENOSPC));
+        }
+        Ok(())
     }
 
     /// Removes the file `name` (never a directory; a link itself, not its target).

@@ -88,7 +88,8 @@ pub(super) fn rename_synced(from: &Path, to: &Path, dir: &Path) -> Result<(), St
         })
 }
 
-/// Creates `dir` if needed and checks a file can be created there ([`SafeDir::probe`]).
+/// Creates `dir` if needed and checks new files can be written there
+/// ([`SafeDir::check_writable`]).
 pub(super) fn probe_dir(dir: &Path) -> Result<(), StoreError> {
-    SafeDir::open(dir, true)?.probe(".certkeeper-writable.tmp")
+    SafeDir::open(dir, true)?.check_writable()
 }
