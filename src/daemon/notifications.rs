@@ -152,7 +152,7 @@ impl Notifier {
 
 async fn deliver(target: &NotifyTarget, event: &Event, http: &HttpsClient) {
     let body = serde_json::to_vec(event).unwrap_or_default();
-    let mut last_error = String::new();
+    let mut last_error = DeliveryError::NoAnswer;
     for attempt in 1..=ATTEMPTS {
         let attempted = match &target.via {
             NotifyVia::Exec(command) => {
@@ -165,7 +165,7 @@ async fn deliver(target: &NotifyTarget, event: &Event, http: &HttpsClient) {
         match attempted {
             Ok(Ok(())) => return,
             Ok(Err(e)) => last_error = e,
-            Err(_) => last_error = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs()),
+            Err(_) => last_error = DeliveryError::NoAnswer,
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
@@ -175,7 +175,8 @@ async fn deliver(target: &NotifyTarget, event: &Event, http: &HttpsClient) {
         NotifyVia::Exec(command) => format!("exec `{command}`"),
         NotifyVia::Webhook(url) => format!("webhook {}", shown_url(url)),
     };
-    tracing::error!(%via, error = %last_error, certificate = %event.certificate, "could not deliver a notification");
+    let error = crate::net::web::chain(&last_error);
+    tracing::error!(%via, %error, certificate = %event.certificate, "could not deliver a notification");
 }
 
 /// A webhook's URL as it may be logged: scheme and host only. Slack- and Discord-style URLs
@@ -191,7 +192,29 @@ fn shown_url(url: &str) -> String {
     }
 }
 
-async fn exec(command: &str, event: &Event, body: &[u8]) -> Result<(), String> {
+/// Why one attempt to deliver a notification failed.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("{status}: {stderr}")]
+    Failed {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("cannot start the command")]
+    Start(#[source] std::io::Error),
+    #[error("the command did not end within {}s", ATTEMPT_TIMEOUT.as_secs())]
+    NoEnd,
+    #[error("the webhook's URL cannot be used")]
+    Request(#[from] http::Error),
+    #[error("cannot reach the webhook")]
+    Unreachable(#[source] hyper_util::client::legacy::Error),
+    #[error("the webhook answered HTTP {0}")]
+    Status(http::StatusCode),
+    #[error("no answer within {}s", ATTEMPT_TIMEOUT.as_secs())]
+    NoAnswer,
+}
+
+async fn exec(command: &str, event: &Event, body: &[u8]) -> Result<(), DeliveryError> {
     let kind = serde_json::to_string(&event.event).unwrap_or_default();
     let mut child = tokio::process::Command::new("/bin/sh");
     child
@@ -203,34 +226,62 @@ async fn exec(command: &str, event: &Event, body: &[u8]) -> Result<(), String> {
         .env("CERTKEEPER_MESSAGE", &event.message);
     match hook::run(child, Some(body), ATTEMPT_TIMEOUT).await {
         Ok((status, _)) if status.success() => Ok(()),
-        Ok((status, stderr)) => Err(format!("{status}: {stderr}")),
-        Err(HookError::Timeout) => Err(format!("no end within {}s", ATTEMPT_TIMEOUT.as_secs())),
-        Err(HookError::Start(e)) => Err(e.to_string()),
+        Ok((status, stderr)) => Err(DeliveryError::Failed { status, stderr }),
+        Err(HookError::Timeout) => Err(DeliveryError::NoEnd),
+        Err(HookError::Start(e)) => Err(DeliveryError::Start(e)),
     }
 }
-async fn post(http: &HttpsClient, url: &str, body: &[u8]) -> Result<(), String> {
+
+async fn post(http: &HttpsClient, url: &str, body: &[u8]) -> Result<(), DeliveryError> {
     let request = http::Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(
             http::header::USER_AGENT,
             concat!("certkeeper/", env!("CARGO_PKG_VERSION")),
         )
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .map_err(|e| e.to_string())?;
-    let response = http.request(request).await.map_err(|e| e.to_string())?;
+        .body(Full::new(Bytes::copy_from_slice(body)))?;
+    let response = http
+        .request(request)
+        .await
+        .map_err(DeliveryError::Unreachable)?;
     let status = response.status();
     // Drain a little of the body so the connection can be reused; its content is not needed.
     let _ = response.into_body().frame().await;
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("HTTP {status}"))
+        Err(DeliveryError::Status(status))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_delivery_says_why_with_its_causes() {
+        // Nothing listens on loopback port 1: the connection is refused at once.
+        let http = crate::net::web::client();
+        let refused = post(&http, "http://127.0.0.1:1/hook", b"{}").await;
+        let said = crate::net::web::chain(&refused.expect_err("nothing listens there"));
+        assert!(said.starts_with("cannot reach the webhook: "), "{said}");
+        assert!(said.contains("refused"), "{said}");
+
+        let event = Event {
+            event: NotifyEventName::Failure,
+            certificate: "media".into(),
+            domains: vec!["media.example.com".into()],
+            message: "m".into(),
+            not_after: None,
+            host: "h".into(),
+        };
+        let failed = exec("echo no >&2; exit 3", &event, b"{}").await;
+        let said = crate::net::web::chain(&failed.expect_err("the command fails"));
+        assert!(
+            said.contains("exit status: 3") && said.ends_with("no"),
+            "{said}"
+        );
+    }
 
     #[test]
     fn a_webhook_is_logged_without_its_secret_path() {
