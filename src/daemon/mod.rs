@@ -670,7 +670,7 @@ impl Daemon {
             let failing = plan.state.failures > 0 || plan.problem.is_some() || stalled;
             let close =
                 (plan.leaf.as_ref()).is_some_and(|leaf| now >= schedule::warning_time(leaf));
-            if !(failing && close) || !self.slots.warn_now(&cert.name, now) {
+            if !(failing && close && self.slots.warn_now(&cert.name, now)) {
                 continue;
             }
             // Copied only to be worded: this loop runs at every wake-up.

@@ -203,7 +203,7 @@ impl SafeDir {
         } else {
             room.blocks_available()
         };
-        let bytes = u64::from(blocks).saturating_mul(u64::from(room.fragment_size()));
+        let bytes = blocks.saturating_mul(room.fragment_size());
         if bytes < MIN_FREE_BYTES || room.files_available() == 0 {
             return Err(failed(Errno::ENOSPC));
         }
