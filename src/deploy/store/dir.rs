@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
-use nix::sys::statvfs::fstatvfs;
+use nix::sys::statvfs::{FsFlags, fstatvfs};
 use nix::unistd::{AccessFlags, Uid, UnlinkatFlags, faccessat, fchown, geteuid, unlinkat};
 
 use super::{FileMode, StoreError};
@@ -186,17 +186,21 @@ impl SafeDir {
     }
 
     /// Whether new files can be written here, without creating one (a probe file costs an
-    /// inode and a deletion per certificate): the kernel's own write check, which names a
-    /// read-only mount, an immutable directory and a missing permission, then the free space
-    /// and inodes the file system has left.
+    /// inode and a deletion per certificate). Checked in the order a create would fail: a
+    /// read-only mount first (under the systemd unit, the fix is `ReadWritePaths=`, whatever
+    /// the permissions say), then the kernel's own write check (permissions, an immutable
+    /// directory), then the free space and inodes left.
     pub fn check_writable(&self) -> Result<(), StoreError> {
         let failed = |errno: Errno| StoreError::Write {
             path: self.path.clone(),
             source: errno.into(),
         };
+        let room = fstatvfs(&self.fd).map_err(failed)?;
+        if room.flags().contains(FsFlags::ST_RDONLY) {
+            return Err(failed(Errno::EROFS));
+        }
         let write_and_enter = AccessFlags::W_OK | AccessFlags::X_OK;
         faccessat(&self.fd, ".", write_and_enter, AtFlags::empty()).map_err(failed)?;
-        let room = fstatvfs(&self.fd).map_err(failed)?;
         // Root may use the blocks reserved for it; everyone else only what is available.
         let blocks = if geteuid().is_root() {
             room.blocks_free()
