@@ -29,11 +29,7 @@ async fn offset_through(http: &http::AcmeHttp, directory: &str) -> Result<i64, A
             directory: directory.to_string(),
             source,
         })?;
-    let midpoint = sent + sent.elapsed().unwrap_or_default() / 2;
-    Ok(match midpoint.duration_since(server) {
-        Ok(ahead) => ahead.as_secs() as i64,
-        Err(behind) => -(behind.duration().as_secs() as i64),
-    })
+    Ok(crate::net::web::offset_since(sent, server))
 }
 
 impl AcmeClient {

@@ -128,11 +128,18 @@ pub async fn clock_offset(
         url: url_(),
         source,
     })?;
+    Ok(offset_since(sent, server))
+}
+
+/// How far this host's clock is ahead of `server`'s time (negative: behind), in seconds, for a
+/// request sent at `sent` and answered now: the server's clock is taken to have been read
+/// halfway through the round trip.
+pub fn offset_since(sent: std::time::SystemTime, server: std::time::SystemTime) -> i64 {
     let midpoint = sent + sent.elapsed().unwrap_or_default() / 2;
-    Ok(match midpoint.duration_since(server) {
+    match midpoint.duration_since(server) {
         Ok(ahead) => ahead.as_secs() as i64,
         Err(behind) => -(behind.duration().as_secs() as i64),
-    })
+    }
 }
 
 /// An error and its causes on one line: "client error (Connect): invalid peer certificate: …".
