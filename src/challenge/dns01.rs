@@ -22,8 +22,13 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Dns01Error {
-    #[error("cannot publish the TXT record {fqdn}: {reason}")]
-    Publish { fqdn: String, reason: String },
+    #[error("cannot publish the TXT record {fqdn}: {source}")]
+    Publish {
+        fqdn: String,
+        /// Boxed: the DNS client's error is large, and this travels inside every ACME error.
+        #[source]
+        source: Box<PublishError>,
+    },
     #[error(
         "the TXT record {fqdn} is not visible on {server} after {}s ({seen}); raise \
          dns01.propagation_timeout_secs or check the zone's secondaries",
@@ -41,6 +46,64 @@ pub enum Dns01Error {
     NameServers { zone: String, reason: String },
     #[error(transparent)]
     Resolver(#[from] crate::net::dns::DnsError),
+}
+
+/// Why one TXT record could not be added or removed, worded with what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{server} did not answer the UPDATE within {}s", UPDATE_TIMEOUT.as_secs())]
+    NoAnswer { server: SocketAddr },
+    #[error("{0}")]
+    Name(#[source] hickory_net::proto::ProtoError),
+    #[error("{0}")]
+    Key(#[source] hickory_net::proto::dnssec::DnsSecError),
+    #[error(
+        "{server} refused the UPDATE as not authorized (NOTAUTH): check dns01.key_name, the \
+         secret and that the zone allows updates with this key"
+    )]
+    NotAuthorized { server: SocketAddr },
+    #[error("{server} refused the UPDATE (REFUSED): allow updates for {zone} with this key")]
+    Refused { server: SocketAddr, zone: String },
+    #[error("{fqdn} is not in zone {zone} (NOTZONE): set dns01.zone")]
+    NotInZone { fqdn: String, zone: String },
+    #[error("{server} answered {code}")]
+    Answered {
+        server: SocketAddr,
+        code: ResponseCode,
+    },
+    /// A server that rejects our signature answers unsigned (or with a truncated MAC), which
+    /// the client cannot verify: the cause is nearly always the key.
+    #[error(
+        "{server} did not accept the TSIG signature (it answered: {source}); check \
+         dns01.key_name, the secret in dns01.key_file and dns01.key_algorithm against the \
+         server's key"
+    )]
+    SignatureRefused {
+        server: SocketAddr,
+        source: hickory_net::NetError,
+    },
+    #[error("no usable answer from {server}: {source}")]
+    Unusable {
+        server: SocketAddr,
+        source: hickory_net::NetError,
+    },
+    #[error("{command} {action} failed ({status}): {stderr}")]
+    HookFailed {
+        command: String,
+        action: &'static str,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("{command} {action} did not finish within {}s", HOOK_TIMEOUT.as_secs())]
+    HookTimeout {
+        command: String,
+        action: &'static str,
+    },
+    #[error("cannot run {command}: {source}")]
+    HookStart {
+        command: String,
+        source: std::io::Error,
+    },
 }
 
 /// A TXT record published for one authorization.
@@ -102,10 +165,7 @@ impl Dns01 {
                 let update = rfc2136_update(*server, zone, &key, record, self.config.ttl, add);
                 match tokio::time::timeout(UPDATE_TIMEOUT, update).await {
                     Ok(result) => result,
-                    Err(_) => Err(format!(
-                        "{server} did not answer the UPDATE within {}s",
-                        UPDATE_TIMEOUT.as_secs()
-                    )),
+                    Err(_) => Err(PublishError::NoAnswer { server: *server }),
                 }
             }
             Dns01Provider::Exec { command } => {
@@ -113,9 +173,9 @@ impl Dns01 {
                 run_hook(command, action, record).await
             }
         };
-        result.map_err(|reason| Dns01Error::Publish {
+        result.map_err(|source| Dns01Error::Publish {
             fqdn: record.fqdn.clone(),
-            reason,
+            source: Box::new(source),
         })
     }
 
@@ -212,17 +272,17 @@ async fn rfc2136_update(
     record: &TxtRecord,
     ttl: u32,
     add: bool,
-) -> Result<(), String> {
+) -> Result<(), PublishError> {
     let algorithm = match key.algorithm {
         TsigAlgorithm::HmacSha256 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
         TsigAlgorithm::HmacSha384 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha384,
         TsigAlgorithm::HmacSha512 => hickory_net::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512,
     };
     let fqdn = |name: &str| {
-        Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| e.to_string())
+        Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(PublishError::Name)
     };
     let signer = TSigner::new(key.secret.to_vec(), algorithm, fqdn(key.name)?, 300)
-        .map_err(|e| e.to_string())?;
+        .map_err(PublishError::Key)?;
     let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
         .with_signer(Some(signer))
         .build();
@@ -242,45 +302,44 @@ async fn rfc2136_update(
     match response {
         Ok(response) if response.metadata.response_code == ResponseCode::NoError => Ok(()),
         Ok(response) => Err(match response.metadata.response_code {
-            ResponseCode::NotAuth => format!(
-                "{server} refused the UPDATE as not authorized (NOTAUTH): check dns01.key_name, the secret \
-                 and that the zone allows updates with this key"
-            ),
-            ResponseCode::Refused => format!(
-                "{server} refused the UPDATE (REFUSED): allow updates for {zone} with this key"
-            ),
-            ResponseCode::NotZone => format!(
-                "{} is not in zone {zone} (NOTZONE): set dns01.zone",
-                record.fqdn
-            ),
-            code => format!("{server} answered {code}"),
+            ResponseCode::NotAuth => PublishError::NotAuthorized { server },
+            ResponseCode::Refused => PublishError::Refused {
+                server,
+                zone: zone.to_string(),
+            },
+            ResponseCode::NotZone => PublishError::NotInZone {
+                fqdn: record.fqdn.clone(),
+                zone: zone.to_string(),
+            },
+            code => PublishError::Answered { server, code },
         }),
-        // A server that rejects our signature answers unsigned (or with a truncated MAC), which
-        // the client cannot verify: the cause is nearly always the key.
-        Err(e) if e.to_string().contains("HMAC") || e.to_string().contains("TSIG") => Err(format!(
-            "{server} did not accept the TSIG signature (it answered: {e}); check dns01.key_name, the secret \
-             in dns01.key_file and dns01.key_algorithm against the server's key"
-        )),
-        Err(e) => Err(format!("no usable answer from {server}: {e}")),
+        Err(source)
+            if source.to_string().contains("HMAC") || source.to_string().contains("TSIG") =>
+        {
+            Err(PublishError::SignatureRefused { server, source })
+        }
+        Err(source) => Err(PublishError::Unusable { server, source }),
     }
 }
 
 /// `COMMAND present|cleanup FQDN VALUE`, bounded in time.
 async fn run_hook(
     command: &std::path::Path,
-    action: &str,
+    action: &'static str,
     record: &TxtRecord,
-) -> Result<(), String> {
+) -> Result<(), PublishError> {
     let mut child = tokio::process::Command::new(command);
     child.args([action, &record.fqdn, &record.value]);
-    let shown = command.display();
+    let command = command.display().to_string();
     match hook::run(child, None, HOOK_TIMEOUT).await {
         Ok((status, _)) if status.success() => Ok(()),
-        Ok((status, stderr)) => Err(format!("{shown} {action} failed ({status}): {stderr}")),
-        Err(HookError::Timeout) => Err(format!(
-            "{shown} {action} did not finish within {}s",
-            HOOK_TIMEOUT.as_secs()
-        )),
-        Err(HookError::Start(e)) => Err(format!("cannot run {shown}: {e}")),
+        Ok((status, stderr)) => Err(PublishError::HookFailed {
+            command,
+            action,
+            status,
+            stderr,
+        }),
+        Err(HookError::Timeout) => Err(PublishError::HookTimeout { command, action }),
+        Err(HookError::Start(source)) => Err(PublishError::HookStart { command, source }),
     }
 }
