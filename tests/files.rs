@@ -75,10 +75,14 @@ fn a_full_disk_is_named_and_the_previous_certificate_stays() {
     }
     drop(file);
 
+    let orders = pebble.orders();
     let output = ck.run(&["renew", "--force"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success());
     assert!(stdout.contains("the disk is full"), "{stdout}");
+    // Seen before ordering: no certificate is issued only to be thrown away.
+    assert!(stdout.contains("nothing was ordered"), "{stdout}");
+    assert_eq!(pebble.orders(), orders, "an order onto a full disk");
     assert_previous_stays(&ck, &before);
 
     // Space again: the next attempt succeeds and leaves no partial version behind.

@@ -20,6 +20,7 @@ pub(crate) mod sdnotify;
 pub(crate) mod status;
 
 mod cluster;
+mod expiry;
 mod requests;
 mod slots;
 mod wiring;
@@ -48,7 +49,7 @@ use crate::renewal;
 use crate::renewal::plan::{Plan, plan};
 use crate::renewal::ratelimit::{self, Ledger};
 use crate::renewal::{Context, Finished, Outcome};
-use crate::{renewal::schedule, timefmt};
+use crate::timefmt;
 use cluster::Membership;
 use slots::Slots;
 use wiring::{Wiring, needs_http01_listener};
@@ -661,43 +662,21 @@ impl Daemon {
             return;
         }
         let config = self.config.clone();
-        let renews = self.renews();
+        let leading = self.renews();
         for cert in &config.certificates {
-            let plan = self.plan_of(cert, now);
-            // In a cluster, a node without the lease sees no failures of its own: a
-            // certificate long past its renewal time is failing all the same.
-            let stalled = !renews && plan.due.at(now) <= now;
-            let failing = plan.state.failures > 0 || plan.problem.is_some() || stalled;
-            let close =
-                (plan.leaf.as_ref()).is_some_and(|leaf| now >= schedule::warning_time(leaf));
-            if !(failing && close && self.slots.warn_now(&cert.name, now)) {
+            let Some((not_after, message)) = expiry::warning(self.plan_of(cert, now), leading, now)
+            else {
+                continue;
+            };
+            if !self.slots.warn_now(&cert.name, now) {
                 continue;
             }
-            // Copied only to be worded: this loop runs at every wake-up.
-            let plan = self.plan_of(cert, now).clone();
-            let Some(leaf) = &plan.leaf else { continue };
-            let when = match leaf.not_after.duration_since(now) {
-                Ok(left) => format!("expires in {}", timefmt::rough(left)),
-                Err(past) => format!("expired {} ago", timefmt::rough(past.duration())),
-            };
-            let message = format!(
-                "certificate {when} ({}) and renewals are failing: {}",
-                timefmt::utc(leaf.not_after),
-                plan.state
-                    .last_error
-                    .as_deref()
-                    .or(plan.problem.as_deref())
-                    .unwrap_or(match stalled {
-                        true => "no node of the cluster has renewed it; is etcd reachable, does a node hold the renewal lease (certkeeper status)?",
-                        false => "unknown reason",
-                    })
-            );
             tracing::error!(name = %cert.name, "{message}");
             self.notifier.send(Notification::new(
                 cert,
                 NotifyEventName::Expiry,
                 message,
-                Some(leaf.not_after),
+                Some(not_after),
             ));
         }
     }
