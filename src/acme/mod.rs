@@ -55,8 +55,16 @@ pub enum AcmeError {
     ExtraRoot { path: PathBuf, reason: String },
     #[error("cannot set up TLS for the ACME client: {0}")]
     Tls(String),
-    #[error("cannot tell the dns-persist-01 record for the CA at {directory}: {reason}")]
-    Persist { directory: String, reason: String },
+    #[error("cannot tell the dns-persist-01 record for the CA at {directory}: {source}")]
+    PersistDirectory {
+        directory: String,
+        source: http::GetError,
+    },
+    #[error(
+        "cannot tell the dns-persist-01 record for the CA at {directory}: its directory names \
+         no caaIdentities, so no dns-persist-01 record can name it"
+    )]
+    PersistNoIssuer { directory: String },
     #[error(
         "cannot read the ACME account file {path}: {reason}; move it away to create a new account"
     )]

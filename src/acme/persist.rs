@@ -58,25 +58,23 @@ impl AcmeClient {
 
     /// This CA's issuer names and this account's URL, from the CA's directory.
     pub async fn persist_identity(&self) -> Result<PersistIdentity, AcmeError> {
-        let unusable = |reason: String| AcmeError::Persist {
-            directory: self.directory().to_string(),
-            reason,
-        };
         let directory = self
             .http
             .get_json(self.directory())
             .await
-            .map_err(|e| unusable(e.to_string()))?;
+            .map_err(|source| AcmeError::PersistDirectory {
+                directory: self.directory().to_string(),
+                source,
+            })?;
         let issuers: Vec<String> = (directory["meta"]["caaIdentities"].as_array())
             .into_iter()
             .flatten()
             .filter_map(|issuer| issuer.as_str().map(str::to_string))
             .collect();
         if issuers.is_empty() {
-            return Err(unusable(
-                "its directory names no caaIdentities, so no dns-persist-01 record can name it"
-                    .into(),
-            ));
+            return Err(AcmeError::PersistNoIssuer {
+                directory: self.directory().to_string(),
+            });
         }
         Ok(PersistIdentity {
             issuers,
