@@ -121,6 +121,11 @@ pub enum AcmeError {
         step: &'static str,
         source: instant_acme::Error,
     },
+    #[error("the CA does not offer what is needed to {step}: {source}")]
+    Unsupported {
+        step: &'static str,
+        source: instant_acme::Error,
+    },
     #[error(
         "the CA could not validate {name} over {}: {detail}; {}",
         method.as_str(),
@@ -239,6 +244,7 @@ pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> Acme
         },
         instant_acme::Error::Timeout(_) => AcmeError::Timeout { step },
         instant_acme::Error::Json(_) => AcmeError::Malformed { step, source },
+        instant_acme::Error::Unsupported(_) => AcmeError::Unsupported { step, source },
         source if chain(&source).contains("invalid peer certificate") => {
             AcmeError::Untrusted { step, source }
         }
@@ -249,6 +255,17 @@ pub(crate) fn failed(step: &'static str) -> impl Fn(instant_acme::Error) -> Acme
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_feature_the_ca_lacks_is_not_called_unreachable() {
+        let lacking = instant_acme::Error::Unsupported("ACME renewal information (ARI)");
+        let said = failed("create the order")(lacking).to_string();
+        assert_eq!(
+            said,
+            "the CA does not offer what is needed to create the order: ACME server does not \
+             support: ACME renewal information (ARI)"
+        );
+    }
 
     #[test]
     fn reads_lets_encrypts_retry_after() {

@@ -484,9 +484,9 @@ impl AcmeError {
 /// (instant-acme checks the echo; acme2certifier, for one, does not echo it).
 fn is_unsupported(error: &AcmeError) -> bool {
     match error {
+        AcmeError::Unsupported { .. } => true,
         AcmeError::Refused { source, .. } | AcmeError::Unreachable { source, .. } => {
-            matches!(source, instant_acme::Error::Unsupported(_))
-                || source.to_string().contains("replaces field mismatch")
+            source.to_string().contains("replaces field mismatch")
         }
         _ => false,
     }
