@@ -288,37 +288,33 @@ impl Pebble {
             .spawn()
             .expect("start pebble");
         self.children.push(Killed(child));
-        let deadline = Instant::now() + Duration::from_secs(15);
         let exited = |children: &mut Vec<Killed>| {
             children
                 .last_mut()
                 .is_some_and(|c| matches!(c.0.try_wait(), Ok(Some(_))))
         };
-        loop {
-            if exited(&mut self.children) {
-                return false;
-            }
-            let listening = match self.netns {
-                // Its loopback is not this one: pebble's log says when it listens.
-                Some(_) => fs::read_to_string(&self.log)
-                    .unwrap_or_default()
-                    .contains("ACME directory available at"),
-                None => TcpStream::connect(("127.0.0.1", self.listen)).is_ok(),
-            };
-            if listening {
-                // A pebble that cannot bind exits at once, while the port answers for another
-                // process; pebble says nothing when its own bind succeeds (it logs its address
-                // before binding), so this sleep is the point: a short look for that exit.
-                std::thread::sleep(Duration::from_millis(300));
-                return !exited(&mut self.children);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pebble does not listen on 127.0.0.1:{} after 15 s",
-                self.listen
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let mut listening = false;
+        wait_for(
+            &format!("pebble to listen on 127.0.0.1:{}", self.listen),
+            Duration::from_secs(15),
+            || {
+                listening = match self.netns {
+                    // Its loopback is not this one: pebble's log says when it listens.
+                    Some(_) => read_log(&self.log).contains("ACME directory available at"),
+                    None => TcpStream::connect(("127.0.0.1", self.listen)).is_ok(),
+                };
+                listening || exited(&mut self.children)
+            },
+            || read_log(&self.log),
+        );
+        if !listening {
+            return false;
         }
+        // A pebble that cannot bind exits at once, while the port answers for another
+        // process; pebble says nothing when its own bind succeeds (it logs its address before
+        // binding), so this sleep is the point: a short look for that exit.
+        std::thread::sleep(Duration::from_millis(300));
+        !exited(&mut self.children)
     }
 
     /// Makes pebble's validator connect to `port` for TLS-ALPN-01 (restarts pebble, which
