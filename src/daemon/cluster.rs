@@ -124,7 +124,7 @@ impl Daemon {
         let config = self.config.clone();
         for cert in &config.certificates {
             // A renewal running here owns the certificate until it ends.
-            if self.slots.is_renewing(&cert.name) {
+            if self.core.slots.is_renewing(&cert.name) {
                 continue;
             }
             let record = records.remove(&cert.name);
@@ -183,7 +183,7 @@ impl Daemon {
                                 .get_or_insert(Instant::now() + RETRY_INSTALL);
                         }
                     }
-                    self.slots.forget_plan(&cert.name);
+                    self.core.slots.forget_plan(&cert.name);
                 }
                 (Verdict::Publish, _) if leader => self.publish_own(membership, &cert.name).await,
                 _ => {}

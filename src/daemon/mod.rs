@@ -1,8 +1,9 @@
 //! The renewal engine: `certkeeper run` runs it for ever, and a one-off `renew` with no daemon
 //! running runs it once. The two differ in what is wired in beside the loop (`wiring`: the
 //! listener, control socket, cluster, monitor and metrics, or nothing) and in whether the loop
-//! follows the schedule. Each certificate's state is one `Slot` (`slots`, pure); one renewal
-//! is one task (`crate::renewal::renew`).
+//! follows the schedule. What to do is decided by the `core` (pure, with a `Slot` per
+//! certificate in `slots`); this file does it. One renewal is one task
+//! (`crate::renewal::renew`).
 //!
 //! One loop: answer control requests, start every certificate that is due or asked for (up to
 //! `acme.concurrency` at once per CA, within the CA's rate limits), sleep until the next is
@@ -20,12 +21,14 @@ pub(crate) mod sdnotify;
 pub(crate) mod status;
 
 mod cluster;
+mod core;
 mod expiry;
 mod requests;
 mod slots;
 mod wiring;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,10 +39,10 @@ use tokio::task::JoinSet;
 
 use crate::acme::Accounts;
 use crate::challenge::dns01::Dns01;
-use crate::challenge::http01::{self, ListenError};
+use crate::challenge::http01::{self, ListenError, Tokens};
 use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::{Cluster, ClusterError};
-use crate::config::{CertificateConfig, Config, ConfigError};
+use crate::config::{AcmeConfig, CertificateConfig, Config, ConfigError};
 use crate::daemon::control::server::ControlError;
 use crate::daemon::control::{Call, Deferral, RenewalResult, Replies, Request};
 use crate::daemon::notifications::{Event as Notification, Notifier, NotifyEventName};
@@ -47,15 +50,12 @@ use crate::deploy::store::Store;
 use crate::preflight::Preflight;
 use crate::renewal;
 use crate::renewal::plan::{Plan, plan};
-use crate::renewal::ratelimit::{self, Ledger};
+use crate::renewal::ratelimit::{self, Deferred, Ledger};
 use crate::renewal::{Context, Finished, Outcome};
 use crate::timefmt;
 use cluster::Membership;
-use slots::Slots;
-use wiring::{Wiring, needs_http01_listener};
-
-/// Re-evaluate at least this often.
-const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+use core::{Action, Core, Mode, Start, Wake, World};
+use wiring::Wiring;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -111,17 +111,9 @@ impl Signals {
     }
 }
 
-/// How long the engine runs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// `certkeeper run`: renews whatever is due, for ever, and answers the control socket.
-    Service,
-    /// A one-off command with no daemon running: does what it was asked, then ends.
-    Once,
-}
-
 struct Daemon {
-    mode: Mode,
+    /// What to do, and each certificate's state.
+    core: Core,
     config_path: PathBuf,
     /// Shared, so that the loop walks the certificates without copying them at every turn.
     config: Arc<Config>,
@@ -129,9 +121,6 @@ struct Daemon {
     published: watch::Sender<Arc<Config>>,
     context: Context,
     notifier: Notifier,
-    announced: Option<(String, SystemTime)>,
-    /// Each certificate's state in the engine: plan, hold, what runs, what was asked.
-    slots: Slots,
     /// The certificate name of each renewal task, and whether it is a dry run.
     tasks: HashMap<tokio::task::Id, (String, bool)>,
     /// What was ordered from each CA lately (directory → ledger).
@@ -140,10 +129,7 @@ struct Daemon {
     cluster: Option<Membership>,
     /// `renew` requests waiting for their certificates.
     waiters: Vec<requests::Waiter>,
-    /// Whether the port-80 listener is up (a one-off run binds it on first need).
-    listening: bool,
-    /// Ends the servers (listener, control socket, metrics) when the engine stops.
-    shutdown: watch::Receiver<()>,
+    listener: Listener,
     /// When the loop next wakes up to renew.
     next_wakeup: Option<SystemTime>,
 }
@@ -205,19 +191,22 @@ async fn engine(
         preflight: preflight_of(&config, membership.as_ref().map(|m| &m.cluster)),
         cluster: membership.as_ref().map(|m| m.cluster.clone()),
     };
-    let mut daemon = Daemon {
-        mode,
-        waiters: Vec::new(),
-        listening,
+    let listener = Listener {
+        up: listening,
+        addr: config.daemon.listen,
+        tokens: context.tokens.clone(),
         shutdown: servers.stopping(),
+    };
+    let mut daemon = Daemon {
+        core: Core::new(mode),
+        waiters: Vec::new(),
+        listener,
         next_wakeup: None,
         context,
         notifier: Notifier::new(config.notify.clone()),
         config_path,
         config: Arc::new(config),
         published,
-        announced: None,
-        slots: Slots::default(),
         tasks: HashMap::new(),
         ledgers: HashMap::new(),
         cluster: membership,
@@ -252,7 +241,7 @@ async fn engine(
         let until_sync = daemon.cluster.as_ref().map_or(wait, |m| m.until_sync());
         tokio::select! {
             // A timed wake-up reads every plan afresh (a one-off `renew` may have run).
-            _ = tokio::time::sleep(wait) => daemon.slots.forget_plans(),
+            _ = tokio::time::sleep(wait) => daemon.core.slots.forget_plans(),
             _ = tokio::time::sleep(until_sync), if until_sync < wait => {}
             Some(leading) = leadership_change(&mut leadership) => daemon.leadership_changed(leading, &mut orders),
             Some(finished) = renewals.join_next_with_id(), if !renewals.is_empty() => daemon.finish(finished),
@@ -276,7 +265,7 @@ async fn engine(
     }
     // Whatever was asked and not started will not be.
     let stopping = || RenewalResult::Deferred(Deferral::Stopping);
-    let (live, dry) = daemon.slots.take_unstarted();
+    let (live, dry) = daemon.core.slots.take_unstarted();
     for name in live {
         daemon.answer(requests::unordered(&name, false, stopping()));
     }
@@ -323,36 +312,53 @@ impl Daemon {
 
     /// A service first repairs what an interrupted run left, then tells systemd it is ready.
     fn begin(&mut self) {
-        if self.mode == Mode::Service {
+        if self.core.mode == Mode::Service {
             self.repair_outputs();
-            let first = self.next_due(SystemTime::now());
+            let first = self.wake(SystemTime::now()).next;
             sdnotify::ready(&self.summary(first.as_ref()));
             sdnotify::spawn_watchdog();
         }
     }
 
-    /// How long the loop may sleep: a service until the next certificate is due (and says so
-    /// to systemd); at most an hour, so that a suspended machine or a clock jump is noticed.
-    /// Something due now waits for a renewal at its CA to end.
-    fn sleep_for(&mut self, now: SystemTime) -> Duration {
-        let next = match self.mode {
-            Mode::Service => self.next_due(now),
-            Mode::Once => None,
+    /// The core and the world it asks, apart, so that both can be borrowed at once.
+    fn core_and_world(&mut self) -> (&mut Core, Facts<'_>) {
+        let facts = Facts {
+            store: &self.context.store,
+            acme: &self.config.acme,
+            ledgers: &mut self.ledgers,
+            listener: &mut self.listener,
         };
-        self.next_wakeup = next.as_ref().map(|(_, at)| *at);
-        if self.mode == Mode::Service {
-            sdnotify::status(&self.summary(next.as_ref()));
-        }
-        next.and_then(|(_, at)| at.duration_since(now).ok())
-            .filter(|wait| !wait.is_zero())
-            .unwrap_or(LONGEST_SLEEP)
-            .min(LONGEST_SLEEP)
+        (&mut self.core, facts)
     }
 
-    /// The plan of `cert`, from the cache or read afresh.
+    /// The plan of `cert`, kept or read from disk.
     fn plan_of(&mut self, cert: &CertificateConfig, now: SystemTime) -> &Plan {
-        let store = &self.context.store;
-        self.slots.plan_or(&cert.name, || plan(store, cert, now))
+        let (core, mut world) = self.core_and_world();
+        core.plan_of(cert, now, &mut world)
+    }
+
+    /// When the loop wakes up next (a service says so in the log when it is news).
+    fn wake(&mut self, now: SystemTime) -> Wake {
+        let config = self.config.clone();
+        let (core, mut world) = self.core_and_world();
+        let wake = core.wake(&config, now, &mut world);
+        if wake.announce
+            && let Some((index, at)) = wake.next
+        {
+            let name = &config.certificates[index].name;
+            tracing::info!(name = %name, at = %timefmt::utc(at), "next renewal planned");
+        }
+        wake
+    }
+
+    /// How long the loop may sleep (a service tells systemd what comes next).
+    fn sleep_for(&mut self, now: SystemTime) -> Duration {
+        let wake = self.wake(now);
+        self.next_wakeup = wake.next.map(|(_, at)| at);
+        if self.core.mode == Mode::Service {
+            sdnotify::status(&self.summary(wake.next.as_ref()));
+        }
+        wake.sleep
     }
 
     /// Cluster mode: this node took the renewal lease, or lost it.
@@ -362,7 +368,7 @@ impl Daemon {
             if let Some(membership) = &mut self.cluster {
                 membership.resync();
             }
-            self.slots.forget_plans();
+            self.core.slots.forget_plans();
         } else {
             // The next lease holder orders afresh.
             orders.abandon_running();
@@ -374,152 +380,56 @@ impl Daemon {
         self.cluster.as_ref().is_none_or(Membership::is_leader)
     }
 
-    /// When `cert` is due: its plan, unless it is held back.
-    fn due_at(&mut self, cert: &CertificateConfig, now: SystemTime) -> SystemTime {
-        self.plan_of(cert, now);
-        self.slots.due_at(&cert.name, now).unwrap_or(now)
-    }
-
-    /// Starts a renewal for every certificate that is due, as long as its CA has room
-    /// (`acme.concurrency`) and its rate limits allow.
+    /// Starts what the core says is due or asked for, and answers the requests that cannot
+    /// start.
     fn start_due(
         &mut self,
         now: SystemTime,
         renewals: &mut JoinSet<Finished>,
         stopping: &watch::Receiver<bool>,
     ) {
-        if !self.renews() {
-            return;
-        }
-        self.start_dry_runs(renewals, stopping);
         let config = self.config.clone();
-        let scheduled = self.mode == Mode::Service;
-        for cert in &config.certificates {
-            // Nothing more can start: the rest need not be looked at (this runs at every
-            // wake-up, once per renewal that ends).
-            if self.no_room() {
-                break;
+        let leading = self.renews();
+        let (core, mut world) = self.core_and_world();
+        for action in core.starts(&config, leading, now, &mut world) {
+            match action {
+                Action::Start(start) => self.spawn(*start, renewals, stopping),
+                Action::Answer {
+                    name,
+                    dry_run,
+                    result,
+                } => self.answer(requests::unordered(&name, dry_run, result)),
             }
-            // A one-off run starts only what was asked, which needs no plan to know.
-            if scheduled {
-                self.plan_of(cert, now);
-            }
-            if !self.slots.wants_start(&cert.name, scheduled, now) {
-                continue;
-            }
-            let plan = self.plan_of(cert, now);
-            let (failures, leaf) = (plan.state.failures, plan.leaf.clone());
-            let (names, renewal) = ratelimit::request_of(cert, leaf.as_ref());
-            let ca = self.config.acme.ca_for(failures);
-            if self.slots.running_at(&ca.directory) >= self.config.acme.concurrency {
-                continue;
-            }
-            if needs_http01_listener(cert)
-                && let Err(e) = self.ensure_listener()
-            {
-                self.slots.drop_request(&cert.name);
-                self.answer(requests::unordered(&cert.name, false, requests::failed(e)));
-                continue;
-            }
-            let ledger = self
-                .ledgers
-                .entry(ca.directory.clone())
-                .or_insert_with(|| Ledger::load(&self.context.store, &ca.directory));
-            let limits = self.config.acme.limits_for(&ca.directory);
-            if let Err(deferred) = ledger.admit(&names, renewal, &limits, now) {
-                tracing::warn!(name = %cert.name, ca = %ca.directory, "{}", deferred.reason);
-                self.slots.hold(&cert.name, deferred.until);
-                if self.slots.drop_request(&cert.name) {
-                    let why = Deferral::RateLimited {
-                        until: deferred.until,
-                        reason: deferred.reason.clone(),
-                    };
-                    self.answer(requests::unordered(
-                        &cert.name,
-                        false,
-                        RenewalResult::Deferred(why),
-                    ));
-                }
-                continue;
-            }
-            if let Err(e) = ledger.record_order(now) {
-                tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
-            }
-            tracing::info!(name = %cert.name, ca = %ca.directory, "renewal started");
-            let revoke = self.slots.start(&cert.name, &ca.directory, renewal);
-            let name = cert.name.clone();
-            let handle = renewals.spawn(renewal::renew(
-                self.context.clone(),
-                cert.clone(),
-                ca,
-                false,
-                revoke,
-                stopping.clone(),
-            ));
-            self.tasks.insert(handle.id(), (name, false));
         }
     }
 
-    /// Whether every CA, the preferred and each fallback, already runs `acme.concurrency`
-    /// renewals.
-    fn no_room(&self) -> bool {
-        let acme = &self.config.acme;
-        std::iter::once(&acme.directory)
-            .chain(acme.fallbacks.iter().map(|ca| &ca.directory))
-            .all(|directory| self.slots.running_at(directory) >= acme.concurrency)
-    }
-
-    /// Starts the dry runs asked for: against the staging CA, outside the rate-limit ledger
-    /// and the schedule.
-    fn start_dry_runs(
+    /// Starts the renewal task of `start`.
+    fn spawn(
         &mut self,
+        start: Start,
         renewals: &mut JoinSet<Finished>,
         stopping: &watch::Receiver<bool>,
     ) {
-        for name in self.slots.dry_runs_to_start() {
-            let Some(cert) = self.config.certificate(&name).cloned() else {
-                self.slots.drop_dry_run(&name);
-                continue;
-            };
-            if needs_http01_listener(&cert)
-                && let Err(e) = self.ensure_listener()
-            {
-                self.slots.drop_dry_run(&name);
-                self.answer(requests::unordered(&name, true, requests::failed(e)));
-                continue;
-            }
-            let mut ca = self.config.acme.clone();
-            ca.directory = self.config.acme.staging_directory.clone();
-            self.slots.start_dry_run(&name);
-            let handle = renewals.spawn(renewal::renew(
-                self.context.clone(),
-                cert,
-                ca,
-                true,
-                None,
-                stopping.clone(),
-            ));
-            self.tasks.insert(handle.id(), (name, true));
+        let Start {
+            cert,
+            ca,
+            dry_run,
+            revoke,
+        } = start;
+        if !dry_run {
+            tracing::info!(name = %cert.name, ca = %ca.directory, "renewal started");
         }
-    }
-
-    /// Binds the port-80 listener if it is not up yet (a one-off run binds it on first need).
-    fn ensure_listener(&mut self) -> Result<(), ListenError> {
-        if self.listening {
-            return Ok(());
-        }
-        let listener = http01::bind(self.config.daemon.listen)?;
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(http01::serve(
-            listener,
-            self.context.tokens.clone(),
-            None,
-            async move {
-                let _ = shutdown.changed().await;
-            },
-        ));
-        self.listening = true;
-        Ok(())
+        let name = cert.name.clone();
+        let task = renewal::renew(
+            self.context.clone(),
+            cert,
+            ca,
+            dry_run,
+            revoke,
+            stopping.clone(),
+        );
+        let handle = renewals.spawn(task);
+        self.tasks.insert(handle.id(), (name, dry_run));
     }
 
     /// Records how a renewal task ended.
@@ -532,14 +442,14 @@ impl Daemon {
         match joined.map(|(_, finished)| finished) {
             Ok(Finished::Abandoned { name, dry_run }) => {
                 match dry_run {
-                    true => self.slots.end_dry_run(&name),
-                    false => _ = self.slots.end(&name),
+                    true => self.core.slots.end_dry_run(&name),
+                    false => _ = self.core.slots.end(&name),
                 }
                 let why = RenewalResult::Deferred(Deferral::Abandoned);
                 self.answer(requests::unordered(&name, dry_run, why));
             }
             Ok(Finished::Done(outcome)) if outcome.dry_run => {
-                self.slots.end_dry_run(&outcome.cert.name);
+                self.core.slots.end_dry_run(&outcome.cert.name);
                 self.answer_outcome(&outcome);
             }
             Ok(Finished::Done(outcome)) => {
@@ -549,7 +459,7 @@ impl Daemon {
                 {
                     membership.unpublished.insert(outcome.cert.name.clone());
                 }
-                let renewal = self.slots.end(&outcome.cert.name).unwrap_or(false);
+                let renewal = self.core.slots.end(&outcome.cert.name).unwrap_or(false);
                 if outcome.issued {
                     let (names, _) = ratelimit::request_of(&outcome.cert, None);
                     let ca = &outcome.ca;
@@ -569,55 +479,23 @@ impl Daemon {
                 let (name, dry_run) = task.unwrap_or_default();
                 tracing::error!(name = %name, error = %e, "a renewal task failed unexpectedly");
                 let why = format!("the renewal task failed unexpectedly: {e}");
-                self.answer(requests::unordered(&name, dry_run, requests::failed(why)));
+                self.answer(requests::unordered(&name, dry_run, core::failed(why)));
                 match dry_run {
-                    true => self.slots.end_dry_run(&name),
-                    false => self.slots.crashed(&name, SystemTime::now()),
+                    true => self.core.slots.end_dry_run(&name),
+                    false => self.core.slots.crashed(&name, SystemTime::now()),
                 }
             }
         }
-    }
-
-    /// The certificate due soonest, and when, among those not being renewed now.
-    fn next_due(&mut self, now: SystemTime) -> Option<(usize, SystemTime)> {
-        let config = self.config.clone();
-        let mut soonest: Option<(usize, SystemTime)> = None;
-        for (index, cert) in config.certificates.iter().enumerate() {
-            if self.slots.is_renewing(&cert.name) {
-                continue;
-            }
-            let at = self.due_at(cert, now);
-            if soonest.is_none_or(|(_, earliest)| at < earliest) {
-                soonest = Some((index, at));
-            }
-        }
-        let (index, at) = soonest?;
-        let name = &self.config.certificates[index].name;
-        if at > now && self.announced.as_ref() != Some(&(name.clone(), at)) {
-            tracing::info!(name = %name, at = %timefmt::utc(at), "next renewal planned");
-            self.announced = Some((name.clone(), at));
-        }
-        Some((index, at))
     }
 
     /// Asks the CA for the renewal window of each certificate whose ARI information is missing
     /// or due for a refresh (the CA's Retry-After). A CA that cannot be reached is asked again
     /// at the next wake-up.
     async fn refresh_ari(&mut self, now: SystemTime) {
-        if !self.renews() {
-            return;
-        }
-        let mut due = Vec::new();
         let config = self.config.clone();
-        for cert in &config.certificates {
-            let wanted = (self.slots).take_ari_wanted(&cert.name, self.mode == Mode::Service);
-            if wanted
-                && !self.slots.is_renewing(&cert.name)
-                && renewal::ari_due(self.plan_of(cert, now), now)
-            {
-                due.push(cert);
-            }
-        }
+        let leading = self.renews();
+        let (core, mut world) = self.core_and_world();
+        let due = core.ari_wanted(&config, leading, now, &mut world);
         if due.is_empty() {
             return;
         }
@@ -637,7 +515,7 @@ impl Daemon {
             if let Err(e) = renewal::refresh_ari(&acme, self.store(), cert, now).await {
                 tracing::warn!(name = %cert.name, error = %e, "could not fetch the renewal window (ARI)");
             }
-            self.slots.forget_plan(&cert.name);
+            self.core.slots.forget_plan(&cert.name);
         }
     }
 
@@ -657,26 +535,16 @@ impl Daemon {
     /// Raises an error (log and notification), at most hourly per certificate, for each
     /// certificate close to expiry whose renewals keep failing.
     fn warn_of_expiry(&mut self, now: SystemTime) {
-        // A one-off run ends long before an hourly warning would matter.
-        if self.mode == Mode::Once {
-            return;
-        }
         let config = self.config.clone();
         let leading = self.renews();
-        for cert in &config.certificates {
-            let Some((not_after, message)) = expiry::warning(self.plan_of(cert, now), leading, now)
-            else {
-                continue;
-            };
-            if !self.slots.warn_now(&cert.name, now) {
-                continue;
-            }
-            tracing::error!(name = %cert.name, "{message}");
+        let (core, mut world) = self.core_and_world();
+        for warning in core.expiry_warnings(&config, leading, now, &mut world) {
+            tracing::error!(name = %warning.cert.name, "{}", warning.message);
             self.notifier.send(Notification::new(
-                cert,
+                warning.cert,
                 NotifyEventName::Expiry,
-                message,
-                Some(not_after),
+                warning.message,
+                Some(warning.not_after),
             ));
         }
     }
@@ -687,7 +555,7 @@ impl Daemon {
         let saved = renewal::record(&self.context.store, outcome);
         // Unsaved, the state would say "due now" again at once: the slot holds it back.
         let issued = outcome.result.is_ok();
-        (self.slots).recorded(&cert.name, saved.is_ok(), issued, SystemTime::now());
+        (self.core.slots).recorded(&cert.name, saved.is_ok(), issued, SystemTime::now());
         match &outcome.result {
             Ok(issued) => {
                 let not_after = issued.not_after;
@@ -756,6 +624,7 @@ impl Daemon {
             }
         }
     }
+
     /// Re-reads the config file; the number of certificates it names, or why it was not taken
     /// (the previous config stays in force).
     fn reload_config(&mut self) -> Result<usize, ConfigError> {
@@ -803,8 +672,7 @@ impl Daemon {
                 }
                 self.context.preflight =
                     preflight_of(&self.config, self.cluster.as_ref().map(|m| &m.cluster));
-                self.announced = None;
-                self.slots.forget_plans();
+                self.core.forget();
                 self.repair_outputs();
                 Ok(self.config.certificates.len())
             }
@@ -813,6 +681,67 @@ impl Daemon {
                 Err(e)
             }
         }
+    }
+}
+
+/// The world as the core sees it: plans on disk, the CAs' rate-limit ledgers, the listener.
+struct Facts<'a> {
+    store: &'a Store,
+    acme: &'a AcmeConfig,
+    ledgers: &'a mut HashMap<String, Ledger>,
+    listener: &'a mut Listener,
+}
+
+impl World for Facts<'_> {
+    fn plan(&mut self, cert: &CertificateConfig, now: SystemTime) -> Plan {
+        plan(self.store, cert, now)
+    }
+
+    fn admit(
+        &mut self,
+        ca: &str,
+        names: &[String],
+        renewal: bool,
+        now: SystemTime,
+    ) -> Result<(), Deferred> {
+        let store = self.store;
+        let ledger =
+            (self.ledgers.entry(ca.to_string())).or_insert_with(|| Ledger::load(store, ca));
+        ledger.admit(names, renewal, &self.acme.limits_for(ca), now)?;
+        if let Err(e) = ledger.record_order(now) {
+            tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
+        }
+        Ok(())
+    }
+
+    fn listen(&mut self) -> Result<(), ListenError> {
+        self.listener.ensure()
+    }
+}
+
+/// certkeeper's own port-80 listener: bound at start by a service, on first need by a one-off
+/// run.
+struct Listener {
+    up: bool,
+    addr: SocketAddr,
+    tokens: Tokens,
+    /// Ends the servers (listener, control socket, metrics) when the engine stops.
+    shutdown: watch::Receiver<()>,
+}
+
+impl Listener {
+    fn ensure(&mut self) -> Result<(), ListenError> {
+        if self.up {
+            return Ok(());
+        }
+        let listener = http01::bind(self.addr)?;
+        let mut shutdown = self.shutdown.clone();
+        let stopped = async move {
+            let _ = shutdown.changed().await;
+        };
+        tokio::spawn(http01::serve(listener, self.tokens.clone(), None, stopped));
+        self.up = true;
+        Ok(())
     }
 }
 

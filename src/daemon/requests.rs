@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use super::{Daemon, Mode};
+use super::Daemon;
+use super::core::Mode;
 use crate::config::EX_CONFIG;
 use crate::daemon::control::{
     AccountAction, Call, ChallengeUsed, Live, Renewal, RenewalResult, Replies, Reply, Request,
@@ -56,7 +57,7 @@ impl Daemon {
             Request::Status => {
                 let mut rows = status::rows(&self.config, now);
                 for row in &mut rows {
-                    row.renewing = self.slots.is_renewing(&row.name);
+                    row.renewing = self.core.slots.is_renewing(&row.name);
                 }
                 let live = Live {
                     pid: std::process::id(),
@@ -106,15 +107,15 @@ impl Daemon {
         for cert in certs {
             let name = cert.name.clone();
             // A daemon repaired its outputs when it started; a one-off run does it now.
-            if self.mode == Mode::Once
+            if self.core.mode == Mode::Once
                 && !dry_run
                 && let Some(repair) = self.repair_output(&cert)
             {
                 replies.line(format!("{name}: {repair}"));
             }
             if dry_run {
-                self.slots.queue_dry_run(&name);
-            } else if self.slots.is_renewing(&name) {
+                self.core.slots.queue_dry_run(&name);
+            } else if self.core.slots.is_renewing(&name) {
                 replies.line(format!("{name}: being renewed already; waiting for it"));
             } else {
                 let at = self.plan_of(&cert, now).due.at(now);
@@ -136,7 +137,7 @@ impl Daemon {
                     }
                     continue;
                 }
-                self.slots.force(&name);
+                self.core.slots.force(&name);
             }
             pending.insert((name, dry_run));
         }
@@ -172,13 +173,13 @@ impl Daemon {
                 format!("{name}: no certificate is installed: nothing to revoke"),
             ));
         }
-        if self.slots.is_renewing(&name) {
+        if self.core.slots.is_renewing(&name) {
             return replies.send(Reply::failed(
                 1,
                 format!("{name}: being renewed now; revoke once that ends"),
             ));
         }
-        self.slots.force_revocation(&name, revocation);
+        self.core.slots.force_revocation(&name, revocation);
         self.waiters.push(Waiter {
             replies,
             pending: HashSet::from([(name, false)]),
@@ -247,7 +248,7 @@ impl Daemon {
         };
         let config = self.config.clone();
         let tls_alpn01 = self.context.tls_alpn01.clone();
-        let tokens = match self.listening {
+        let tokens = match self.listener.up {
             true => Ok(self.context.tokens.clone()),
             false => Err(
                 "the daemon runs no port-80 listener (every certificate has a webroot)".to_string(),
@@ -331,7 +332,7 @@ impl Daemon {
 
     /// Whether a one-off run has answered everything it was asked.
     pub(super) fn idle(&self) -> bool {
-        self.waiters.is_empty() && self.slots.idle()
+        self.waiters.is_empty() && self.core.slots.idle()
     }
 }
 
@@ -354,13 +355,5 @@ pub(super) fn unordered(name: &str, dry_run: bool, result: RenewalResult) -> Ren
         challenge: None,
         result,
         revocation: None,
-    }
-}
-
-/// A failure before or around an order, worded as the log words it.
-pub(super) fn failed(error: impl ToString) -> RenewalResult {
-    RenewalResult::Failed {
-        error: error.to_string(),
-        retry_not_before: None,
     }
 }
