@@ -23,39 +23,42 @@ pub(crate) mod status;
 mod cluster;
 mod core;
 mod expiry;
+mod finished;
+mod reload;
 mod requests;
+mod signals;
 mod slots;
 mod wiring;
+mod world;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use self::core::{Action, Core, Mode, Start, Wake};
 use crate::acme::Accounts;
-use crate::challenge::dns01::Dns01;
-use crate::challenge::http01::{self, ListenError, Tokens};
+use crate::challenge::http01::ListenError;
 use crate::challenge::tls_alpn01::TlsAlpn01;
-use crate::cluster::{Cluster, ClusterError};
-use crate::config::{AcmeConfig, CertificateConfig, Config, ConfigError};
+use crate::cluster::ClusterError;
+use crate::config::{CertificateConfig, Config};
 use crate::daemon::control::server::ControlError;
 use crate::daemon::control::{Call, Deferral, RenewalResult, Replies, Request};
 use crate::daemon::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::deploy::store::Store;
-use crate::preflight::Preflight;
 use crate::renewal;
-use crate::renewal::plan::{Plan, plan};
-use crate::renewal::ratelimit::{self, Deferred, Ledger};
-use crate::renewal::{Context, Finished, Outcome};
+use crate::renewal::plan::Plan;
+use crate::renewal::ratelimit::Ledger;
+use crate::renewal::{Context, Finished};
 use crate::timefmt;
 use cluster::Membership;
-use core::{Action, Core, Mode, Start, Wake, World};
+use reload::{dns01_of, preflight_of};
+use signals::{Event, Signals};
 use wiring::Wiring;
+use world::{Facts, Listener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -72,43 +75,6 @@ pub enum DaemonError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-}
-
-enum Event {
-    Stop,
-    Reload,
-}
-
-struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Self, DaemonError> {
-        let make = |kind| signal(kind).map_err(DaemonError::Signals);
-        Ok(Self {
-            term: make(SignalKind::terminate())?,
-            int: make(SignalKind::interrupt())?,
-            hup: make(SignalKind::hangup())?,
-        })
-    }
-
-    async fn next(&mut self) -> Event {
-        tokio::select! {
-            _ = self.term.recv() => Event::Stop,
-            _ = self.int.recv() => Event::Stop,
-            _ = self.hup.recv() => Event::Reload,
-        }
-    }
-
-    async fn stop(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {},
-            _ = self.int.recv() => {},
-        }
-    }
 }
 
 struct Daemon {
@@ -432,62 +398,6 @@ impl Daemon {
         self.tasks.insert(handle.id(), (name, dry_run));
     }
 
-    /// Records how a renewal task ended.
-    fn finish(&mut self, joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>) {
-        let id = match &joined {
-            Ok((id, _)) => *id,
-            Err(e) => e.id(),
-        };
-        let task = self.tasks.remove(&id);
-        match joined.map(|(_, finished)| finished) {
-            Ok(Finished::Abandoned { name, dry_run }) => {
-                match dry_run {
-                    true => self.core.slots.end_dry_run(&name),
-                    false => _ = self.core.slots.end(&name),
-                }
-                let why = RenewalResult::Deferred(Deferral::Abandoned);
-                self.answer(requests::unordered(&name, dry_run, why));
-            }
-            Ok(Finished::Done(outcome)) if outcome.dry_run => {
-                self.core.slots.end_dry_run(&outcome.cert.name);
-                self.answer_outcome(&outcome);
-            }
-            Ok(Finished::Done(outcome)) => {
-                self.answer_outcome(&outcome);
-                if outcome.unpublished
-                    && let Some(membership) = &mut self.cluster
-                {
-                    membership.unpublished.insert(outcome.cert.name.clone());
-                }
-                let renewal = self.core.slots.end(&outcome.cert.name).unwrap_or(false);
-                if outcome.issued {
-                    let (names, _) = ratelimit::request_of(&outcome.cert, None);
-                    let ca = &outcome.ca;
-                    let ledger = self
-                        .ledgers
-                        .entry(ca.clone())
-                        .or_insert_with(|| Ledger::load(&self.context.store, ca));
-                    if let Err(e) = ledger.record_issued(&names, renewal, SystemTime::now()) {
-                        tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
-                    }
-                }
-                self.record(&outcome);
-            }
-            // A renewal task that panicked is a bug: leave its certificate alone for a while,
-            // then try again.
-            Err(e) => {
-                let (name, dry_run) = task.unwrap_or_default();
-                tracing::error!(name = %name, error = %e, "a renewal task failed unexpectedly");
-                let why = format!("the renewal task failed unexpectedly: {e}");
-                self.answer(requests::unordered(&name, dry_run, core::failed(why)));
-                match dry_run {
-                    true => self.core.slots.end_dry_run(&name),
-                    false => self.core.slots.crashed(&name, SystemTime::now()),
-                }
-            }
-        }
-    }
-
     /// Asks the CA for the renewal window of each certificate whose ARI information is missing
     /// or due for a refresh (the CA's Retry-After). A CA that cannot be reached is asked again
     /// at the next wake-up.
@@ -548,225 +458,6 @@ impl Daemon {
             ));
         }
     }
-
-    /// Records how a live renewal ended: the state file, the slot, the log, the notification.
-    fn record(&mut self, outcome: &Outcome) {
-        let cert = &outcome.cert;
-        let saved = renewal::record(&self.context.store, outcome);
-        // Unsaved, the state would say "due now" again at once: the slot holds it back.
-        let issued = outcome.result.is_ok();
-        (self.core.slots).recorded(&cert.name, saved.is_ok(), issued, SystemTime::now());
-        match &outcome.result {
-            Ok(issued) => {
-                let not_after = issued.not_after;
-                tracing::info!(
-                    name = %cert.name,
-                    not_after = %timefmt::utc(not_after),
-                    elapsed_ms = outcome.started.elapsed().as_millis() as u64,
-                    "certificate issued and deployed"
-                );
-                let message = format!("new certificate valid until {}", timefmt::utc(not_after));
-                self.notifier.send(Notification::new(
-                    cert,
-                    NotifyEventName::Success,
-                    message,
-                    Some(not_after),
-                ));
-            }
-            Err(e) => {
-                tracing::error!(name = %cert.name, error = %e, "renewal failed");
-                let current = self
-                    .store()
-                    .current(&cert.name)
-                    .ok()
-                    .flatten()
-                    .map(|c| c.leaf.not_after);
-                self.notifier.send(Notification::new(
-                    cert,
-                    NotifyEventName::Failure,
-                    e.to_string(),
-                    current,
-                ));
-            }
-        }
-        // Told ahead, like an expiry: what would make a later renewal fail.
-        let not_after = outcome.result.as_ref().ok().map(|issued| issued.not_after);
-        for warning in &outcome.warnings {
-            self.notifier.send(Notification::new(
-                cert,
-                NotifyEventName::Expiry,
-                warning.clone(),
-                not_after,
-            ));
-        }
-    }
-
-    /// Brings output files back in line with `current` after a crash mid-copy.
-    fn repair_outputs(&self) {
-        for cert in &self.config.certificates {
-            self.repair_output(cert);
-        }
-    }
-
-    /// Brings the output files of `cert` back in line with `current`; what was done, if anything.
-    fn repair_output(&self, cert: &CertificateConfig) -> Option<String> {
-        match self.store().repair_outputs(&cert.name, &cert.output) {
-            Ok(0) => None,
-            Ok(n) => {
-                tracing::warn!(name = %cert.name, files = n, "repaired output files left out of date by an interrupted run");
-                Some(format!(
-                    "repaired {n} output file(s) left out of date by an interrupted run"
-                ))
-            }
-            Err(e) => {
-                tracing::error!(name = %cert.name, error = %e, "cannot repair output files");
-                Some(format!("cannot repair output files: {e}"))
-            }
-        }
-    }
-
-    /// Re-reads the config file; the number of certificates it names, or why it was not taken
-    /// (the previous config stays in force).
-    fn reload_config(&mut self) -> Result<usize, ConfigError> {
-        sdnotify::reloading();
-        let reloaded = self.reload_config_file();
-        sdnotify::ready(&self.summary(None));
-        reloaded
-    }
-
-    fn reload_config_file(&mut self) -> Result<usize, ConfigError> {
-        match Config::load(&self.config_path) {
-            Ok(config) => {
-                for warning in &config.warnings {
-                    tracing::warn!("{warning}");
-                }
-                if config.daemon.listen != self.config.daemon.listen {
-                    tracing::warn!(
-                        listen = %config.daemon.listen,
-                        "daemon.listen changed: restart certkeeper to move the listener"
-                    );
-                }
-                let cluster_changed = match (&config.cluster, &self.config.cluster) {
-                    (Some(new), Some(old)) => !new.same_as(old),
-                    (new, old) => new.is_some() != old.is_some(),
-                };
-                if cluster_changed {
-                    tracing::warn!("[cluster] changed: restart certkeeper for it to take effect");
-                }
-                if config.daemon.state_dir != self.config.daemon.state_dir {
-                    self.context.store = Store::new(&config.daemon.state_dir);
-                    self.ledgers.clear();
-                }
-                tracing::info!(
-                    certificates = config.certificates.len(),
-                    "configuration re-read"
-                );
-                self.notifier = Notifier::new(config.notify.clone());
-                self.config = Arc::new(config);
-                self.published.send_replace(self.config.clone());
-                // Renewals in flight finish with what they started with.
-                self.context.accounts = Accounts::default();
-                self.context.dns01 = dns01_of(&self.config);
-                if self.context.tls_alpn01.listen() != self.config.daemon.tls_alpn_listen {
-                    self.context.tls_alpn01 = TlsAlpn01::new(self.config.daemon.tls_alpn_listen);
-                }
-                self.context.preflight =
-                    preflight_of(&self.config, self.cluster.as_ref().map(|m| &m.cluster));
-                self.core.forget();
-                self.repair_outputs();
-                Ok(self.config.certificates.len())
-            }
-            Err(e) => {
-                log_config_error(&e);
-                Err(e)
-            }
-        }
-    }
-}
-
-/// The world as the core sees it: plans on disk, the CAs' rate-limit ledgers, the listener.
-struct Facts<'a> {
-    store: &'a Store,
-    acme: &'a AcmeConfig,
-    ledgers: &'a mut HashMap<String, Ledger>,
-    listener: &'a mut Listener,
-}
-
-impl World for Facts<'_> {
-    fn plan(&mut self, cert: &CertificateConfig, now: SystemTime) -> Plan {
-        plan(self.store, cert, now)
-    }
-
-    fn admit(
-        &mut self,
-        ca: &str,
-        names: &[String],
-        renewal: bool,
-        now: SystemTime,
-    ) -> Result<(), Deferred> {
-        let store = self.store;
-        let ledger =
-            (self.ledgers.entry(ca.to_string())).or_insert_with(|| Ledger::load(store, ca));
-        ledger.admit(names, renewal, &self.acme.limits_for(ca), now)?;
-        if let Err(e) = ledger.record_order(now) {
-            tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
-        }
-        Ok(())
-    }
-
-    fn listen(&mut self) -> Result<(), ListenError> {
-        self.listener.ensure()
-    }
-}
-
-/// certkeeper's own port-80 listener: bound at start by a service, on first need by a one-off
-/// run.
-struct Listener {
-    up: bool,
-    addr: SocketAddr,
-    tokens: Tokens,
-    /// Ends the servers (listener, control socket, metrics) when the engine stops.
-    shutdown: watch::Receiver<()>,
-}
-
-impl Listener {
-    fn ensure(&mut self) -> Result<(), ListenError> {
-        if self.up {
-            return Ok(());
-        }
-        let listener = http01::bind(self.addr)?;
-        let mut shutdown = self.shutdown.clone();
-        let stopped = async move {
-            let _ = shutdown.changed().await;
-        };
-        tokio::spawn(http01::serve(listener, self.tokens.clone(), None, stopped));
-        self.up = true;
-        Ok(())
-    }
-}
-
-fn log_config_error(e: &ConfigError) {
-    tracing::error!(error = %e, "the new configuration is invalid; keeping the previous one");
-}
-
-/// The DNS-01 provider of `config`; a broken one is logged and left out (HTTP-01 still works).
-fn dns01_of(config: &Config) -> Option<Arc<Dns01>> {
-    let dns01 = config.dns01.clone()?;
-    Dns01::new(dns01)
-        .inspect_err(|e| tracing::error!(error = %e, "dns-01 is unavailable"))
-        .ok()
-        .map(Arc::new)
-}
-
-/// The pre-flight of `config`; in cluster mode it asks the other nodes too.
-fn preflight_of(config: &Config, cluster: Option<&Cluster>) -> Option<Arc<Preflight>> {
-    Preflight::new(config)
-        .inspect_err(|e| tracing::warn!(error = %e, "the pre-flight check is unavailable"))
-        .ok()
-        .map(|preflight| {
-            let peers = cluster.map(|c| Arc::new(c.clone()) as Arc<dyn crate::preflight::Peers>);
-            Arc::new(preflight.with_peers(peers))
-        })
 }
 
 /// The next change of leadership (`Some(true)`: this node took the lease); never, outside a

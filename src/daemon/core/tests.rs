@@ -1,0 +1,414 @@
+//! The core driven with made-up times and a made-up world (disk, ledgers, listener).
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+use crate::daemon::slots::EXPIRY_WARNING_EVERY;
+use crate::deploy::bundle::LeafInfo;
+use crate::renewal::schedule::Due;
+use crate::renewal::state::CertState;
+
+const T0: Duration = Duration::from_secs(1_800_000_000);
+const DAY: Duration = Duration::from_secs(86400);
+const MAIN: &str = "https://ca.test/directory";
+const STAGING: &str = "https://staging.ca.test/directory";
+const OTHER: &str = "https://other.ca.test/directory";
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(seconds)
+}
+
+/// A config with `[acme]` lines `acme`, then one certificate per entry: its name and any
+/// extra lines (a webroot).
+fn config(acme: &str, certs: &[(&str, &str)]) -> Config {
+    let mut text = format!("[acme]\nstaging_directory = \"{STAGING}\"\n{acme}\n");
+    for (name, extra) in certs {
+        text += &format!(
+            "[[certificate]]\nname = \"{name}\"\ndomains = [\"{name}.example.com\"]\n{extra}\n"
+        );
+    }
+    Config::parse(Path::new("/etc/certkeeper/test.toml"), &text).expect("a valid test config")
+}
+
+fn one_ca(concurrency: usize, names: &[&str]) -> Config {
+    let acme = format!("directory = \"{MAIN}\"\nconcurrency = {concurrency}");
+    let certs: Vec<(&str, &str)> = names.iter().map(|name| (*name, "")).collect();
+    config(&acme, &certs)
+}
+
+/// The disk, the ledgers and the listener, made up.
+#[derive(Default)]
+struct FakeWorld {
+    /// When each certificate is due; absent: it has none yet (due now).
+    due: HashMap<&'static str, SystemTime>,
+    /// Failed attempts in a row, per certificate.
+    failures: HashMap<&'static str, u32>,
+    /// Certificates with a current leaf (a 90-day one) but no renewal window yet.
+    leaf: Vec<&'static str>,
+    plans_read: usize,
+    /// The CAs whose rate limit is spent, and until when.
+    spent: HashMap<&'static str, SystemTime>,
+    asked: usize,
+    admitted: usize,
+    port_taken: bool,
+    binds: usize,
+}
+
+impl World for FakeWorld {
+    fn plan(&mut self, cert: &CertificateConfig, _now: SystemTime) -> Plan {
+        self.plans_read += 1;
+        let name = cert.name.as_str();
+        let leaf = self.leaf.contains(&name).then(|| LeafInfo {
+            not_before: at(0),
+            not_after: at(0) + 90 * DAY,
+            serial: "01".into(),
+            names: vec![format!("{name}.example.com")],
+        });
+        Plan {
+            leaf,
+            state: CertState {
+                failures: self.failures.get(name).copied().unwrap_or(0),
+                ..CertState::default()
+            },
+            due: self
+                .due
+                .get(name)
+                .map_or(Due::Missing, |at| Due::Renewal(*at)),
+            problem: None,
+        }
+    }
+
+    fn admit(
+        &mut self,
+        ca: &str,
+        _names: &[String],
+        _renewal: bool,
+        now: SystemTime,
+    ) -> Result<(), Deferred> {
+        self.asked += 1;
+        match self.spent.get(ca) {
+            Some(until) if *until > now => Err(Deferred {
+                until: *until,
+                reason: "the CA's rate limit is spent".into(),
+            }),
+            _ => {
+                self.admitted += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn listen(&mut self) -> Result<(), ListenError> {
+        self.binds += 1;
+        match self.port_taken {
+            true => Err(ListenError::InUse {
+                addr: "[::]:80".parse().expect("an address"),
+            }),
+            false => Ok(()),
+        }
+    }
+}
+
+/// The renewals started: (name, CA directory, dry run).
+fn started(actions: &[Action]) -> Vec<(String, String, bool)> {
+    (actions.iter())
+        .filter_map(|action| match action {
+            Action::Start(start) => Some((
+                start.cert.name.clone(),
+                start.ca.directory.clone(),
+                start.dry_run,
+            )),
+            Action::Answer { .. } => None,
+        })
+        .collect()
+}
+
+fn names(actions: &[Action]) -> Vec<String> {
+    started(actions)
+        .into_iter()
+        .map(|(name, ..)| name)
+        .collect()
+}
+
+/// The requests answered without an order: (name, dry run, result).
+fn answered(actions: &[Action]) -> Vec<(&str, bool, &RenewalResult)> {
+    (actions.iter())
+        .filter_map(|action| match action {
+            Action::Answer {
+                name,
+                dry_run,
+                result,
+            } => Some((name.as_str(), *dry_run, result)),
+            Action::Start(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_starts_what_is_due_up_to_its_cas_concurrency_and_reads_no_more_plans() {
+    let config = one_ca(2, &["a", "b", "c", "d"]);
+    let mut world = FakeWorld::default();
+    world.due.insert("d", at(1000));
+    let mut core = Core::new(Mode::Service);
+    let actions = core.starts(&config, true, at(0), &mut world);
+    assert_eq!(names(&actions), ["a", "b"]);
+    assert_eq!(started(&actions)[0].1, MAIN);
+    // Once the CA is full, the rest is not even read.
+    assert_eq!(world.plans_read, 2);
+    assert!(core.starts(&config, true, at(1), &mut world).is_empty());
+    // A renewal ends (its plan read afresh says next year): the next due one starts; d is
+    // not due yet.
+    world.due.insert("a", at(0) + 365 * DAY);
+    core.slots.end("a");
+    assert_eq!(names(&core.starts(&config, true, at(2), &mut world)), ["c"]);
+    for renewed in ["b", "c"] {
+        world.due.insert(renewed, at(0) + 365 * DAY);
+        core.slots.end(renewed);
+    }
+    assert!(core.starts(&config, true, at(999), &mut world).is_empty());
+    assert_eq!(
+        names(&core.starts(&config, true, at(1000), &mut world)),
+        ["d"]
+    );
+    assert_eq!((world.asked, world.admitted), (4, 4));
+}
+
+#[test]
+fn a_one_off_run_starts_only_what_it_is_asked_and_reads_no_other_plan() {
+    let config = one_ca(4, &["a", "b", "c"]);
+    let mut world = FakeWorld::default();
+    let mut core = Core::new(Mode::Once);
+    core.slots.force("b");
+    assert_eq!(names(&core.starts(&config, true, at(0), &mut world)), ["b"]);
+    assert_eq!(world.plans_read, 1);
+    // Served once: the request does not start it again after it ends.
+    core.slots.end("b");
+    assert!(core.starts(&config, true, at(1), &mut world).is_empty());
+}
+
+#[test]
+fn a_spent_rate_limit_holds_the_certificate_and_answers_its_request_once() {
+    let config = one_ca(4, &["a", "b"]);
+    let mut world = FakeWorld::default();
+    world.spent.insert(MAIN, at(3600));
+    let mut core = Core::new(Mode::Service);
+    core.slots.force("a");
+    let actions = core.starts(&config, true, at(0), &mut world);
+    assert!(started(&actions).is_empty());
+    // Only the request is answered; b was due by the schedule and just waits.
+    match answered(&actions)[..] {
+        [("a", false, RenewalResult::Deferred(Deferral::RateLimited { until, .. }))] => {
+            assert_eq!(*until, at(3600))
+        }
+        _ => panic!("a is to be answered rate-limited until the hour"),
+    }
+    // Held until then: the ledger is not even asked, and the loop sleeps until then.
+    let asked = world.asked;
+    assert!(core.starts(&config, true, at(1800), &mut world).is_empty());
+    assert_eq!(world.asked, asked);
+    let wake = core.wake(&config, at(1800), &mut world);
+    assert_eq!(wake.sleep, Duration::from_secs(1800));
+    assert_eq!(
+        names(&core.starts(&config, true, at(3600), &mut world)),
+        ["a", "b"]
+    );
+}
+
+#[test]
+fn a_port_80_that_cannot_be_bound_fails_the_request_but_not_a_webroot_certificate() {
+    let certs = [("a", ""), ("w", "webroot = \"/\"")];
+    let config = config(&format!("directory = \"{MAIN}\""), &certs);
+    let mut world = FakeWorld {
+        port_taken: true,
+        ..FakeWorld::default()
+    };
+    let mut core = Core::new(Mode::Once);
+    core.slots.force("a");
+    core.slots.force("w");
+    let actions = core.starts(&config, true, at(0), &mut world);
+    assert_eq!(names(&actions), ["w"]);
+    match answered(&actions)[..] {
+        [("a", false, RenewalResult::Failed { error, .. })] => {
+            assert!(error.contains("another process holds the port"), "{error}");
+        }
+        _ => panic!("a is to be answered failed"),
+    }
+    assert_eq!(world.binds, 1, "the webroot certificate needs no listener");
+    // Nothing ordered for a, and its request is not tried again.
+    assert_eq!(world.admitted, 1);
+    assert!(core.starts(&config, true, at(1), &mut world).is_empty());
+}
+
+#[test]
+fn dry_runs_go_to_the_staging_ca_outside_the_limits_and_the_concurrency() {
+    let config = one_ca(1, &["a", "b"]);
+    let mut world = FakeWorld::default();
+    world.spent.insert(MAIN, at(3600));
+    let mut core = Core::new(Mode::Once);
+    core.slots.queue_dry_run("a");
+    core.slots.queue_dry_run("gone");
+    core.slots.queue_dry_run("b");
+    let actions = core.starts(&config, true, at(0), &mut world);
+    let staging = STAGING.to_string();
+    assert_eq!(
+        started(&actions),
+        [
+            ("a".to_string(), staging.clone(), true),
+            ("b".to_string(), staging, true)
+        ]
+    );
+    // A certificate no longer configured is dropped without a word; nothing was asked of
+    // the ledger, and the CA's concurrency is untouched.
+    assert!(answered(&actions).is_empty());
+    assert_eq!((world.asked, core.slots.running_at(MAIN)), (0, 0));
+    assert!(core.starts(&config, true, at(1), &mut world).is_empty());
+}
+
+#[test]
+fn after_three_failures_the_next_ca_is_used_and_counted_there() {
+    let acme = format!(
+        "concurrency = 1\n[[acme.ca]]\ndirectory = \"{MAIN}\"\n[[acme.ca]]\ndirectory = \"{OTHER}\""
+    );
+    let config = config(&acme, &[("a", ""), ("b", ""), ("c", "")]);
+    let mut world = FakeWorld::default();
+    world.failures.insert("a", 3);
+    let mut core = Core::new(Mode::Service);
+    let actions = core.starts(&config, true, at(0), &mut world);
+    let at_ca: Vec<(String, String)> = (started(&actions).into_iter())
+        .map(|(name, ca, _)| (name, ca))
+        .collect();
+    assert_eq!(
+        at_ca,
+        [
+            ("a".to_string(), OTHER.to_string()),
+            ("b".to_string(), MAIN.to_string())
+        ]
+    );
+    // Both CAs are full: c waits, unread.
+    assert_eq!(world.plans_read, 2);
+    // a renewed: room at the other CA does not help c, whose CA is the preferred one.
+    world.failures.insert("a", 0);
+    world.due.insert("a", at(0) + 365 * DAY);
+    core.slots.end("a");
+    assert!(core.starts(&config, true, at(1), &mut world).is_empty());
+    world.due.insert("b", at(0) + 365 * DAY);
+    core.slots.end("b");
+    assert_eq!(names(&core.starts(&config, true, at(2), &mut world)), ["c"]);
+}
+
+#[test]
+fn a_cluster_node_without_the_lease_starts_and_fetches_nothing_until_it_leads() {
+    let config = one_ca(4, &["a"]);
+    let mut world = FakeWorld {
+        leaf: vec!["a"],
+        ..FakeWorld::default()
+    };
+    let mut core = Core::new(Mode::Service);
+    core.slots.force("a");
+    assert!(core.starts(&config, false, at(0), &mut world).is_empty());
+    assert!(
+        core.ari_wanted(&config, false, at(0), &mut world)
+            .is_empty()
+    );
+    // The request waits for the lease rather than being dropped.
+    assert_eq!(names(&core.starts(&config, true, at(1), &mut world)), ["a"]);
+}
+
+#[test]
+fn the_loop_sleeps_until_the_next_due_at_most_an_hour_and_announces_it_once() {
+    let config = one_ca(4, &["a", "b"]);
+    let mut world = FakeWorld::default();
+    world.due.insert("a", at(600));
+    world.due.insert("b", at(300));
+    let mut core = Core::new(Mode::Service);
+    let wake = core.wake(&config, at(0), &mut world);
+    let expected = Wake {
+        next: Some((1, at(300))),
+        announce: true,
+        sleep: Duration::from_secs(300),
+    };
+    assert_eq!(wake, expected);
+    let again = core.wake(&config, at(100), &mut world);
+    assert_eq!(
+        (again.announce, again.sleep),
+        (false, Duration::from_secs(200))
+    );
+    // b being renewed, a comes next; far away, the hour caps the sleep.
+    core.slots.start("b", MAIN, true);
+    world.due.insert("a", at(0) + DAY);
+    core.slots.forget_plans();
+    let wake = core.wake(&config, at(300), &mut world);
+    assert_eq!(wake.next, Some((0, at(0) + DAY)));
+    assert!(wake.announce);
+    assert_eq!(wake.sleep, LONGEST_SLEEP);
+    // Due now but not startable (no room): the loop waits for a renewal to end, or the hour.
+    world.due.insert("a", at(0));
+    core.slots.forget_plans();
+    assert_eq!(core.wake(&config, at(300), &mut world).sleep, LONGEST_SLEEP);
+    // A one-off run follows no schedule.
+    let mut once = Core::new(Mode::Once);
+    let wake = once.wake(&config, at(0), &mut world);
+    assert_eq!((wake.next, wake.sleep), (None, LONGEST_SLEEP));
+}
+
+#[test]
+fn renewal_windows_are_fetched_for_certificates_with_a_leaf_and_not_while_renewing() {
+    let config = one_ca(4, &["a", "b", "c"]);
+    let mut world = FakeWorld {
+        leaf: vec!["a", "b"],
+        ..FakeWorld::default()
+    };
+    let mut service = Core::new(Mode::Service);
+    service.slots.start("b", MAIN, true);
+    let wanted = service.ari_wanted(&config, true, at(0), &mut world);
+    let wanted: Vec<&str> = wanted.iter().map(|cert| cert.name.as_str()).collect();
+    assert_eq!(wanted, ["a"], "c has no certificate, b is being renewed");
+    // A one-off run looks once, then only at what it renewed.
+    let mut once = Core::new(Mode::Once);
+    assert_eq!(once.ari_wanted(&config, true, at(0), &mut world).len(), 2);
+    assert!(once.ari_wanted(&config, true, at(1), &mut world).is_empty());
+    once.slots.recorded("b", true, true, at(2));
+    assert_eq!(
+        once.ari_wanted(&config, true, at(3), &mut world)[0].name,
+        "b"
+    );
+}
+
+#[test]
+fn a_failing_certificate_near_expiry_is_warned_of_hourly_by_a_service_only() {
+    let config = one_ca(4, &["a", "b"]);
+    let mut world = FakeWorld {
+        leaf: vec!["a", "b"],
+        ..FakeWorld::default()
+    };
+    world.failures.insert("a", 2);
+    let late = at(0) + 80 * DAY;
+    let mut service = Core::new(Mode::Service);
+    let warnings = service.expiry_warnings(&config, true, late, &mut world);
+    let warned: Vec<&str> = warnings.iter().map(|w| w.cert.name.as_str()).collect();
+    assert_eq!(warned, ["a"], "b is not failing");
+    assert_eq!(warnings[0].not_after, at(0) + 90 * DAY);
+    assert!(
+        warnings[0].message.contains("expires in"),
+        "{}",
+        warnings[0].message
+    );
+    let soon = late + Duration::from_secs(60);
+    assert!(
+        service
+            .expiry_warnings(&config, true, soon, &mut world)
+            .is_empty()
+    );
+    let hour_later = late + EXPIRY_WARNING_EVERY;
+    assert_eq!(
+        service
+            .expiry_warnings(&config, true, hour_later, &mut world)
+            .len(),
+        1
+    );
+    let mut once = Core::new(Mode::Once);
+    assert!(
+        once.expiry_warnings(&config, true, late, &mut world)
+            .is_empty()
+    );
+}
