@@ -85,6 +85,11 @@ fn revoke_signed_by_the_certificates_own_key() {
         said.contains(&format!("NOT REVOKED (serial {first})")),
         "{said}"
     );
+    // In the CA's own words, with the kind of its problem.
+    assert!(
+        said.contains("the CA refused: ") && said.contains("(urn:ietf:params:acme:error:"),
+        "{said}"
+    );
     assert!(pebble.cert_status(&first).contains("\"Valid\""));
 
     // The right key: replaced, then revoked with a JWS signed by that key.

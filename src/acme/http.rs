@@ -244,6 +244,29 @@ impl AcmeHttp {
             .map_err(GetError::Connect)
     }
 
+    /// A request certkeeper signs itself (revocation with a certificate's key), within the
+    /// request timeout: the answer's head and its body, at most 1 MiB.
+    pub async fn send(
+        &self,
+        mut request: http::Request<BodyWrapper<Bytes>>,
+    ) -> Result<(http::response::Parts, Bytes), GetError> {
+        let agent = http::HeaderValue::from_static(USER_AGENT);
+        request
+            .headers_mut()
+            .insert(http::header::USER_AGENT, agent);
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| GetError::Timeout(self.timeout.as_secs()))?
+            .map_err(GetError::Connect)?;
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, 1 << 20)
+            .collect()
+            .await
+            .map_err(GetError::Body)?
+            .to_bytes();
+        Ok((parts, body))
+    }
+
     /// The body of a GET of `url` (the directory), at most 1 MiB.
     pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, GetError> {
         let response = self.get(url).await?;

@@ -157,7 +157,7 @@ pub enum AcmeError {
     )]
     Profile { profile: String, offered: String },
     #[error("cannot revoke the certificate with its own key: {0}")]
-    Revoke(String),
+    Revoke(#[from] revoke::RevokeError),
     #[error("renewal information (ARI): {0}")]
     Ari(String),
     #[error("cannot read the CA's clock from {directory}: {source}")]

@@ -3,6 +3,7 @@
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+use super::http::GetError;
 use super::{AcmeClient, AcmeError, failed};
 
 /// A private key in PEM, as `revoke --key` sends it: never printed, wiped when dropped.
@@ -83,85 +84,109 @@ pub async fn revoke_with_certificate_key(
     key_pem: &str,
     reason: RevokeReason,
 ) -> Result<(), AcmeError> {
-    use instant_acme::HttpClient;
-    let signer = jws::Signer::from_pem(key_pem).map_err(|e| AcmeError::Revoke(e.to_string()))?;
+    let signer = jws::Signer::from_pem(key_pem).map_err(RevokeError::Key)?;
     let http = super::http::AcmeHttp::new(acme.extra_root.as_deref(), acme.request_timeout)?;
-    let fail = |what: &str, e: String| AcmeError::Revoke(format!("{what}: {e}"));
-    let send = |request: http::Request<instant_acme::BodyWrapper<bytes::Bytes>>| {
-        let response = http.request(request);
-        async move {
-            let mut response = response.await.map_err(|e| e.to_string())?;
-            let body = response
-                .body
-                .into_bytes()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((response.parts, body))
-        }
-    };
-    let get = |url: &str, head: bool| {
-        let method = if head {
-            http::Method::HEAD
-        } else {
-            http::Method::GET
-        };
-        http::Request::builder()
-            .method(method)
-            .uri(url)
-            .body(instant_acme::BodyWrapper::default())
-            .map_err(|e| e.to_string())
-    };
-    let (_, body) = send(get(directory, false).map_err(|e| fail("the directory", e))?)
+    let urls = http
+        .get_json(directory)
         .await
-        .map_err(|e| fail("the directory", e))?;
-    let urls: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| fail("the directory", e.to_string()))?;
+        .map_err(RevokeError::Directory)?;
     let (Some(new_nonce), Some(revoke_url)) =
         (urls["newNonce"].as_str(), urls["revokeCert"].as_str())
     else {
-        return Err(fail("the directory", "no newNonce or revokeCert".into()));
+        return Err(RevokeError::NoEndpoints.into());
     };
     let payload = serde_json::json!({
         "certificate": jws::base64url(leaf),
         "reason": reason as u8,
     });
+    let empty = instant_acme::BodyWrapper::default;
     // A CA may reject a nonce now and then: ask again, twice.
-    let mut last = String::new();
+    let mut refusal = None;
     for _ in 0..3 {
-        let (parts, _) = send(get(new_nonce, true).map_err(|e| fail("a nonce", e))?)
-            .await
-            .map_err(|e| fail("a nonce", e))?;
-        let nonce = parts
-            .headers
-            .get("replay-nonce")
+        let head = http::Request::head(new_nonce).body(empty());
+        let head = head.map_err(|e| RevokeError::Nonce(GetError::Request(e)))?;
+        let (parts, _) = http.send(head).await.map_err(RevokeError::Nonce)?;
+        let nonce = (parts.headers.get("replay-nonce"))
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| fail("a nonce", "no Replay-Nonce header".into()))?;
-        let body = signer
-            .sign(&payload, nonce, revoke_url)
-            .map_err(|e| AcmeError::Revoke(e.to_string()))?;
+            .ok_or(RevokeError::NoNonce)?;
+        let body = (signer.sign(&payload, nonce, revoke_url)).map_err(RevokeError::Sign)?;
         let request = http::Request::post(revoke_url)
             .header(http::header::CONTENT_TYPE, "application/jose+json")
             .body(instant_acme::BodyWrapper::from(body))
-            .map_err(|e| fail("the request", e.to_string()))?;
-        let (parts, body) = send(request).await.map_err(|e| fail("the request", e))?;
+            .map_err(|e| RevokeError::Request(GetError::Request(e)))?;
+        let (parts, body) = http.send(request).await.map_err(RevokeError::Request)?;
         if parts.status.is_success() {
             return Ok(());
         }
-        // An ACME problem document: its detail says what went wrong in the CA's words.
-        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        last = match (problem["type"].as_str(), problem["detail"].as_str()) {
-            (Some(kind), Some(detail)) => format!("{detail} ({kind})"),
-            _ => format!(
-                "HTTP {}: {}",
-                parts.status.as_u16(),
-                String::from_utf8_lossy(&body)
-            ),
-        };
-        if !last.contains("badNonce") {
+        let refused = Refusal::of(parts.status, &body);
+        let bad_nonce = refused
+            .kind
+            .as_deref()
+            .is_some_and(|k| k.ends_with("badNonce"));
+        refusal = Some(refused);
+        if !bad_nonce {
             break;
         }
     }
-    Err(AcmeError::Revoke(format!("the CA refused: {last}")))
+    Err(RevokeError::Refused(refusal.unwrap_or_default()).into())
+}
+
+/// Why a revocation signed with the certificate's own key did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error(transparent)]
+    Key(jws::KeyError),
+    #[error("the directory: {0}")]
+    Directory(#[source] GetError),
+    #[error("the directory: no newNonce or revokeCert")]
+    NoEndpoints,
+    #[error("a nonce: {0}")]
+    Nonce(#[source] GetError),
+    #[error("a nonce: no Replay-Nonce header")]
+    NoNonce,
+    #[error("cannot sign the request: {0}")]
+    Sign(ring::error::Unspecified),
+    #[error("the request: {0}")]
+    Request(#[source] GetError),
+    #[error("the CA refused: {0}")]
+    Refused(Refusal),
+}
+
+/// The CA's refusal: its problem document (RFC 7807) in its own words, else the status and
+/// the body.
+#[derive(Debug, Default)]
+pub struct Refusal {
+    kind: Option<String>,
+    detail: String,
+}
+
+impl Refusal {
+    fn of(status: http::StatusCode, body: &[u8]) -> Refusal {
+        let problem: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        match (problem["type"].as_str(), problem["detail"].as_str()) {
+            (Some(kind), Some(detail)) => Refusal {
+                kind: Some(kind.to_string()),
+                detail: detail.to_string(),
+            },
+            _ => Refusal {
+                kind: None,
+                detail: format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    String::from_utf8_lossy(body)
+                ),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Some(kind) => write!(f, "{} ({kind})", self.detail),
+            None => f.write_str(&self.detail),
+        }
+    }
 }
 
 /// The one JWS certkeeper signs itself.
@@ -174,6 +199,15 @@ mod jws {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
+    /// A key certkeeper cannot sign with.
+    #[derive(Debug, thiserror::Error)]
+    pub enum KeyError {
+        #[error("not a PKCS#8 private key: {0}")]
+        NotPkcs8(#[source] rustls_pki_types::pem::Error),
+        #[error("an unsupported key: {0}")]
+        Unsupported(ring::error::KeyRejected),
+    }
+
     pub enum Signer {
         Ecdsa(EcdsaKeyPair, &'static str, &'static str),
         Rsa(RsaKeyPair),
@@ -181,10 +215,10 @@ mod jws {
 
     impl Signer {
         /// The key of a PKCS#8 PEM (as certkeeper writes `privkey.pem`).
-        pub fn from_pem(pem: &str) -> Result<Signer, String> {
+        pub fn from_pem(pem: &str) -> Result<Signer, KeyError> {
             use rustls_pki_types::pem::PemObject;
             let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
-                .map_err(|e| format!("not a PKCS#8 private key: {e}"))?;
+                .map_err(KeyError::NotPkcs8)?;
             let rng = SystemRandom::new();
             let der = der.secret_pkcs8_der();
             if let Ok(key) =
@@ -199,7 +233,7 @@ mod jws {
             }
             RsaKeyPair::from_pkcs8(der)
                 .map(Signer::Rsa)
-                .map_err(|e| format!("an unsupported key: {e}"))
+                .map_err(KeyError::Unsupported)
         }
 
         fn protected(&self, nonce: &str, url: &str) -> serde_json::Value {
@@ -226,7 +260,7 @@ mod jws {
             payload: &serde_json::Value,
             nonce: &str,
             url: &str,
-        ) -> Result<Vec<u8>, String> {
+        ) -> Result<Vec<u8>, ring::error::Unspecified> {
             let protected = base64url(self.protected(nonce, url).to_string());
             let payload = base64url(payload.to_string());
             let input = format!("{protected}.{payload}");
@@ -234,8 +268,7 @@ mod jws {
             let signature = match self {
                 Signer::Ecdsa(key, ..) => key
                     .sign(&rng, input.as_bytes())
-                    .map(|s| s.as_ref().to_vec())
-                    .map_err(|e| e.to_string())?,
+                    .map(|s| s.as_ref().to_vec())?,
                 Signer::Rsa(key) => {
                     let mut out = vec![0; key.public().modulus_len()];
                     key.sign(
@@ -243,8 +276,7 @@ mod jws {
                         &rng,
                         input.as_bytes(),
                         &mut out,
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                     out
                 }
             };
@@ -256,5 +288,27 @@ mod jws {
             .to_string()
             .into_bytes())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_worded_from_the_problem_document_or_the_status() {
+        let problem =
+            br#"{"type":"urn:ietf:params:acme:error:unauthorized","detail":"not this key"}"#;
+        let refusal = Refusal::of(http::StatusCode::FORBIDDEN, problem);
+        assert_eq!(
+            refusal.to_string(),
+            "not this key (urn:ietf:params:acme:error:unauthorized)"
+        );
+        let plain = Refusal::of(http::StatusCode::BAD_GATEWAY, b"upstream down");
+        assert_eq!(plain.to_string(), "HTTP 502: upstream down");
+        let key = jws::Signer::from_pem("not a key")
+            .err()
+            .map(|e| e.to_string());
+        assert!(key.is_some_and(|e| e.starts_with("not a PKCS#8 private key")));
     }
 }
