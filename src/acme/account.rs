@@ -7,8 +7,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, NewAccount};
 
-use super::AcmeError;
 use super::http::{AcmeHttp, Downloads};
+use super::{AcmeError, EabKeyError};
 use crate::config::AcmeConfig;
 use crate::deploy::store::{FileMode, Store, write_atomic};
 
@@ -51,7 +51,7 @@ impl AcmeClient {
                 let credentials: AccountCredentials =
                     serde_json::from_slice(&bytes).map_err(|e| AcmeError::AccountFile {
                         path: path.clone(),
-                        reason: e.to_string(),
+                        source: e.into(),
                     })?;
                 Account::builder_with_http(http()?)
                     .from_credentials(credentials)
@@ -74,7 +74,7 @@ impl AcmeClient {
             Err(e) => {
                 return Err(AcmeError::AccountFile {
                     path,
-                    reason: e.to_string(),
+                    source: e.into(),
                 });
             }
         };
@@ -140,7 +140,7 @@ impl AcmeClient {
         ));
         std::fs::rename(&self.path, &aside).map_err(|e| AcmeError::AccountFile {
             path: self.path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         tracing::warn!(directory = %self.directory, "account deactivated");
         Ok(aside)
@@ -173,7 +173,7 @@ impl AcmeClient {
         ));
         std::fs::rename(&self.path, &aside).map_err(|e| AcmeError::AccountFile {
             path: self.path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         tracing::warn!(
             directory = %self.directory,
@@ -227,14 +227,13 @@ async fn register(
     let eab = match &acme.eab {
         None => None,
         Some(eab) => {
-            let bad = |reason: String| AcmeError::EabKey {
+            let bad = |source: EabKeyError| AcmeError::EabKey {
                 path: eab.hmac_key_file.clone(),
-                reason,
+                source,
             };
-            let text =
-                std::fs::read_to_string(&eab.hmac_key_file).map_err(|e| bad(e.to_string()))?;
+            let text = std::fs::read_to_string(&eab.hmac_key_file).map_err(|e| bad(e.into()))?;
             let key =
-                base64_url_decode(text.trim()).ok_or_else(|| bad("not base64url text".into()))?;
+                base64_url_decode(text.trim()).ok_or_else(|| bad(EabKeyError::NotBase64Url))?;
             Some(ExternalAccountKey::new(eab.key_id.clone(), &key))
         }
     };

@@ -19,7 +19,7 @@ use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::AcmeError;
+use super::{AcmeError, ExtraRootError};
 
 /// Cheap to clone: clones share one connection pool (hyper's `Client`).
 #[derive(Clone)]
@@ -70,26 +70,25 @@ impl AcmeHttp {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = extra_root {
-            let bad = |reason: String| AcmeError::ExtraRoot {
+            let bad = |source: ExtraRootError| AcmeError::ExtraRoot {
                 path: path.to_path_buf(),
-                reason,
+                source,
             };
             let mut added = 0;
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-                roots
-                    .add(cert.map_err(|e| bad(e.to_string()))?)
-                    .map_err(|e| bad(e.to_string()))?;
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.into()))? {
+                let cert = cert.map_err(|e| bad(e.into()))?;
+                roots.add(cert).map_err(|e| bad(e.into()))?;
                 added += 1;
             }
             if added == 0 {
-                return Err(bad("it holds no PEM certificate".into()));
+                return Err(bad(ExtraRootError::Empty));
             }
         }
         let tls = rustls::ClientConfig::builder_with_provider(
             rustls::crypto::ring::default_provider().into(),
         )
         .with_safe_default_protocol_versions()
-        .map_err(|e| AcmeError::Tls(e.to_string()))?
+        .map_err(AcmeError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = crate::net::web::connector(tls, false);

@@ -48,13 +48,45 @@ fn validation_hint(method: Method, name: &str) -> String {
     }
 }
 
+/// Why the roots of `acme.extra_root` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtraRootError {
+    #[error(transparent)]
+    Pem(#[from] rustls_pki_types::pem::Error),
+    #[error(transparent)]
+    Rejected(#[from] rustls::Error),
+    #[error("it holds no PEM certificate")]
+    Empty,
+}
+
+/// Why the account file cannot be read (or set aside).
+#[derive(Debug, thiserror::Error)]
+pub enum AccountFileError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// Why the EAB key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EabKeyError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not base64url text")]
+    NotBase64Url,
+}
+
 /// A failure talking to the CA, with what the operator should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
-    #[error("cannot use acme.extra_root {path}: {reason}")]
-    ExtraRoot { path: PathBuf, reason: String },
+    #[error("cannot use acme.extra_root {path}: {source}")]
+    ExtraRoot {
+        path: PathBuf,
+        source: ExtraRootError,
+    },
     #[error("cannot set up TLS for the ACME client: {0}")]
-    Tls(String),
+    Tls(#[source] rustls::Error),
     #[error("cannot tell the dns-persist-01 record for the CA at {directory}: {source}")]
     PersistDirectory {
         directory: String,
@@ -66,11 +98,14 @@ pub enum AcmeError {
     )]
     PersistNoIssuer { directory: String },
     #[error(
-        "cannot read the ACME account file {path}: {reason}; move it away to create a new account"
+        "cannot read the ACME account file {path}: {source}; move it away to create a new account"
     )]
-    AccountFile { path: PathBuf, reason: String },
-    #[error("cannot read acme.eab.hmac_key_file {path}: {reason}")]
-    EabKey { path: PathBuf, reason: String },
+    AccountFile {
+        path: PathBuf,
+        source: AccountFileError,
+    },
+    #[error("cannot read acme.eab.hmac_key_file {path}: {source}")]
+    EabKey { path: PathBuf, source: EabKeyError },
     #[error(
         "the CA refused to create the ACME account with the EAB key id {key_id}: {}; check \
          [acme.eab] key_id and the key file. Some CAs' EAB keys (Google Trust Services) work \

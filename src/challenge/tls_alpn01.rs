@@ -42,8 +42,22 @@ pub enum TlsAlpnError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot make the tls-alpn-01 certificate for {name}: {reason}")]
-    Certificate { name: String, reason: String },
+    #[error("cannot make the tls-alpn-01 certificate for {name}: {source}")]
+    Certificate {
+        name: String,
+        source: ValidationCertificateError,
+    },
+}
+
+/// Why a tls-alpn-01 validation certificate cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationCertificateError {
+    #[error("a digest of {0} bytes")]
+    Digest(usize),
+    #[error(transparent)]
+    Rcgen(#[from] rcgen::Error),
+    #[error(transparent)]
+    Key(#[from] rustls::Error),
 }
 
 /// The responder shared by every order: validation certificates by name, and the listener
@@ -142,30 +156,28 @@ impl Drop for Publisher {
 
 /// A self-signed certificate for `name` with the critical acmeIdentifier extension.
 fn validation_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, TlsAlpnError> {
-    let failed = |reason: String| TlsAlpnError::Certificate {
+    let failed = |source: ValidationCertificateError| TlsAlpnError::Certificate {
         name: name.to_string(),
-        reason,
+        source,
     };
     if digest.len() != 32 {
-        return Err(failed(format!("a digest of {} bytes", digest.len())));
+        return Err(failed(ValidationCertificateError::Digest(digest.len())));
     }
-    let key = rcgen::KeyPair::generate().map_err(|e| failed(e.to_string()))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| failed(e.into()))?;
     let mut params =
-        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| failed(e.to_string()))?;
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| failed(e.into()))?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(1);
-    let certificate = params
-        .self_signed(&key)
-        .map_err(|e| failed(e.to_string()))?;
+    let certificate = params.self_signed(&key).map_err(|e| failed(e.into()))?;
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     // Not `CertifiedKey::from_der`: it parses the certificate as a server's would and refuses
     // the critical acmeIdentifier extension that is the whole point here.
     let signing = rustls::crypto::ring::default_provider()
         .key_provider
         .load_private_key(private)
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
     Ok(CertifiedKey::new(
         vec![CertificateDer::from(certificate.der().to_vec())],
         signing,

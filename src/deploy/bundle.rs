@@ -17,10 +17,13 @@ use crate::names::DomainName;
 pub enum BundleError {
     #[error("the certificate file holds no PEM certificate")]
     NoCertificate,
-    #[error("certificate {index} of the chain cannot be parsed: {reason}")]
-    BadCertificate { index: usize, reason: String },
+    #[error("certificate {index} of the chain cannot be parsed: {source}")]
+    BadCertificate {
+        index: usize,
+        source: CertificateError,
+    },
     #[error("the private key cannot be read: {0}")]
-    BadKey(String),
+    BadKey(#[source] KeyError),
     #[error("the private key does not match the certificate")]
     KeyMismatch,
     #[error("the certificate does not cover {missing}; it names {present}")]
@@ -34,8 +37,26 @@ pub enum BundleError {
          host's clock (timedatectl) or the CA's"
     )]
     NotYetValid(String),
-    #[error("{0}")]
-    Pkcs12(String),
+    #[error("cannot build the PKCS#12 keystore: {0}")]
+    Pkcs12(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why one certificate of a chain cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error(transparent)]
+    Pem(#[from] rustls_pki_types::pem::Error),
+    #[error(transparent)]
+    X509(#[from] x509_parser::nom::Err<x509_parser::error::X509Error>),
+}
+
+/// Why a private key cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Pem(#[from] rustls_pki_types::pem::Error),
+    #[error(transparent)]
+    Unusable(#[from] rustls::Error),
 }
 
 /// How far in the future a new certificate's notBefore may lie: CAs backdate a little, and
@@ -66,7 +87,7 @@ impl Bundle {
             .map(|(index, der)| {
                 der.map_err(|e| BundleError::BadCertificate {
                     index,
-                    reason: e.to_string(),
+                    source: e.into(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -109,17 +130,16 @@ impl Bundle {
     /// A PKCS#12 keystore (AES-256, HMAC-SHA256) holding the key and the whole chain under
     /// the alias `certkeeper`, as Java servers (Wowza) and `openssl pkcs12` read it.
     pub fn pkcs12(&self, password: &str) -> Result<Vec<u8>, BundleError> {
-        let fail = |e: &dyn std::fmt::Display| {
-            BundleError::Pkcs12(format!("cannot build the PKCS#12 keystore: {e}"))
-        };
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| fail(&e))?;
-        let key = p12_keystore::PrivateKey::from_der(key.secret_der()).map_err(|e| fail(&e))?;
+        let fail = |e| BundleError::Pkcs12(Box::new(e));
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| BundleError::Pkcs12(Box::new(e)))?;
+        let key = p12_keystore::PrivateKey::from_der(key.secret_der()).map_err(fail)?;
         let certs = self
             .chain
             .iter()
             .map(|der| p12_keystore::Certificate::from_der(der))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(&e))?;
+            .map_err(fail)?;
         let local_key_id = sha1(&self.chain[0]);
         let mut store = p12_keystore::KeyStore::new();
         store.add_entry(
@@ -130,7 +150,7 @@ impl Bundle {
                 certs,
             )),
         );
-        store.writer(password).write().map_err(|e| fail(&e))
+        store.writer(password).write().map_err(fail)
     }
 
     /// Whether a PKCS#12 keystore opens with `password` and holds this bundle's leaf.
@@ -150,12 +170,12 @@ impl Bundle {
 
     pub fn check_key(&self) -> Result<(), BundleError> {
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|e| BundleError::BadKey(e.to_string()))?;
+            .map_err(|e| BundleError::BadKey(e.into()))?;
         let provider = rustls::crypto::ring::default_provider();
         let signing_key = provider
             .key_provider
             .load_private_key(key)
-            .map_err(|e| BundleError::BadKey(e.to_string()))?;
+            .map_err(|e| BundleError::BadKey(e.into()))?;
         rustls::sign::CertifiedKey::new(self.chain.clone(), signing_key)
             .keys_match()
             .map_err(|_| BundleError::KeyMismatch)
@@ -214,7 +234,7 @@ pub fn read_leaf(chain_pem: &[u8]) -> Result<LeafInfo, BundleError> {
         .ok_or(BundleError::NoCertificate)?
         .map_err(|e| BundleError::BadCertificate {
             index: 0,
-            reason: e.to_string(),
+            source: e.into(),
         })?;
     leaf_info(&leaf)
 }
@@ -286,7 +306,7 @@ fn parse<'a>(
         .map(|(_, cert)| cert)
         .map_err(|e| BundleError::BadCertificate {
             index,
-            reason: e.to_string(),
+            source: e.into(),
         })
 }
 

@@ -20,30 +20,40 @@ const TRIES: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StunError {
-    #[error("STUN server {server}: cannot resolve it: {reason}")]
-    Resolve { server: String, reason: String },
+    #[error("STUN server {server}: cannot resolve it: {source}")]
+    Resolve {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error("STUN server {server}: cannot resolve it: no address")]
+    NoAddress { server: String },
     #[error("STUN server {server} did not answer ({TRIES} tries of {}ms): is UDP to it blocked?", TRY_TIMEOUT.as_millis())]
     NoAnswer { server: String },
-    #[error("STUN server {server}: {reason}")]
-    Socket { server: String, reason: String },
+    #[error("STUN server {server}: {source}")]
+    Socket {
+        server: String,
+        source: std::io::Error,
+    },
     #[error("STUN server {server} answered something that is not a binding response")]
     Garbled { server: String },
 }
 
 /// The address `server` ("HOST:PORT") sees this host's datagrams come from.
 pub async fn public_address(server: &str) -> Result<IpAddr, StunError> {
-    let resolve = |reason: String| StunError::Resolve {
-        server: server.to_string(),
-        reason,
-    };
+    let server_name = || server.to_string();
     let target = tokio::net::lookup_host(server)
         .await
-        .map_err(|e| resolve(e.to_string()))?
+        .map_err(|source| StunError::Resolve {
+            server: server_name(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| resolve("no address".into()))?;
-    let socket_error = |e: std::io::Error| StunError::Socket {
-        server: server.to_string(),
-        reason: e.to_string(),
+        .ok_or_else(|| StunError::NoAddress {
+            server: server_name(),
+        })?;
+    let socket_error = |source| StunError::Socket {
+        server: server_name(),
+        source,
     };
     let local: SocketAddr = match target {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
