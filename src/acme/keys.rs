@@ -14,7 +14,7 @@ pub enum KeyError {
     #[error("could not generate a {0} key: {1}")]
     Generate(KeyType, String),
     #[error("the stored private key cannot be used: {0}")]
-    Load(String),
+    Load(#[source] rcgen::Error),
     #[error("could not build the certificate request: {0}")]
     Csr(#[from] rcgen::Error),
 }
@@ -42,7 +42,7 @@ pub fn generate(key_type: KeyType) -> Result<KeyPair, KeyError> {
 
 /// Loads a PEM private key kept from an earlier issuance (`reuse_key`).
 pub fn from_pem(pem: &str) -> Result<KeyPair, KeyError> {
-    KeyPair::from_pem(pem).map_err(|e| KeyError::Load(e.to_string()))
+    KeyPair::from_pem(pem).map_err(KeyError::Load)
 }
 
 /// A DER-encoded CSR naming every domain as a subjectAltName, with an empty subject (the CA

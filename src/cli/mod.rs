@@ -252,7 +252,7 @@ pub fn main() -> ExitCode {
     } = &cli.command
     {
         logging::init(LogFormat::Text);
-        let served = runtime().and_then(|runtime| {
+        let served = runtime().map_err(|e| e.to_string()).and_then(|runtime| {
             runtime
                 .block_on(crate::preflight::remote::server::run(
                     *listen, token_file, *port, resolver,
@@ -402,11 +402,15 @@ async fn persist_record(config: &Config, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the async runtime: {0}")]
+struct RuntimeError(#[source] std::io::Error);
+
+fn runtime() -> Result<tokio::runtime::Runtime, RuntimeError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .map_err(RuntimeError)
 }
 
 /// The running daemon, when one answers on the configured control socket. Says in one line

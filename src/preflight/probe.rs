@@ -158,7 +158,7 @@ impl Preflight {
                         target = next;
                         continue;
                     }
-                    Err(message) => return (Severity::Warn, message),
+                    Err(unfollowed) => return (Severity::Warn, unfollowed.to_string()),
                 }
             }
             if response.status.is_success() && response.body.trim() == expected {
@@ -193,10 +193,11 @@ impl Preflight {
         &self,
         location: &str,
         host: &str,
-    ) -> Result<(SocketAddr, String, String), String> {
+    ) -> Result<(SocketAddr, String, String), Unfollowed> {
+        let unfollowed = |why: fn(String) -> Unfollowed| why(location.to_string());
         let uri: http::Uri = location
             .parse()
-            .map_err(|_| format!("redirect to an unreadable Location \"{location}\""))?;
+            .map_err(|_| unfollowed(Unfollowed::Unreadable))?;
         match uri.scheme_str() {
             None => {
                 let address = self.first_address(host).await?;
@@ -211,11 +212,7 @@ impl Preflight {
                 let port = uri.port_u16().unwrap_or(80);
                 // The CA follows redirects to ports 80 and 443 only.
                 if port != 80 && port != self.port {
-                    return Err(format!(
-                        "redirected to {location}: the CA follows redirects only to ports 80 and \
-                         443, so it will not follow this one; redirect to port 80 or serve \
-                         /.well-known/acme-challenge/ without a redirect"
-                    ));
+                    return Err(unfollowed(Unfollowed::Port));
                 }
                 let address = self.first_address(&next_host).await?;
                 Ok((
@@ -224,14 +221,11 @@ impl Preflight {
                     uri.path().to_string(),
                 ))
             }
-            Some(_) => Err(format!(
-                "redirected to {location}: the CA follows redirects to HTTPS, but certkeeper cannot check that \
-                 one; make sure it serves /.well-known/acme-challenge/ from certkeeper"
-            )),
+            Some(_) => Err(unfollowed(Unfollowed::Https)),
         }
     }
 
-    async fn first_address(&self, host: &str) -> Result<IpAddr, String> {
+    async fn first_address(&self, host: &str) -> Result<IpAddr, Unfollowed> {
         for v6 in [false, true] {
             if let Answer::Found(addresses) = self.addresses(host, v6).await
                 && let Some(address) = addresses.first()
@@ -239,8 +233,28 @@ impl Preflight {
                 return Ok(*address);
             }
         }
-        Err(format!("redirected to {host}, which has no address"))
+        Err(Unfollowed::NoAddress(host.to_string()))
     }
+}
+
+/// A redirect the probe does not follow, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+enum Unfollowed {
+    #[error("redirect to an unreadable Location \"{0}\"")]
+    Unreadable(String),
+    #[error(
+        "redirected to {0}: the CA follows redirects only to ports 80 and 443, so it will not \
+         follow this one; redirect to port 80 or serve /.well-known/acme-challenge/ without a \
+         redirect"
+    )]
+    Port(String),
+    #[error(
+        "redirected to {0}: the CA follows redirects to HTTPS, but certkeeper cannot check that \
+         one; make sure it serves /.well-known/acme-challenge/ from certkeeper"
+    )]
+    Https(String),
+    #[error("redirected to {0}, which has no address")]
+    NoAddress(String),
 }
 
 struct Fetched {

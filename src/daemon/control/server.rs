@@ -136,12 +136,26 @@ async fn serve_client(mut stream: UnixStream, calls: mpsc::Sender<Call>) {
     }
 }
 
+/// Why a client of the control socket is refused.
+#[derive(Debug, thiserror::Error)]
+enum Unauthorized {
+    #[error("cannot read the client's credentials: {0}")]
+    Credentials(#[source] std::io::Error),
+    #[error(
+        "refused: {client} may not control certkeeper (only root, {daemon} or {group}); run the \
+         command as one of them, or add the user to the group (usermod -aG GROUP USER)"
+    )]
+    NotAllowed {
+        client: String,
+        daemon: String,
+        group: String,
+    },
+}
+
 /// Root, the daemon's own user, or a member of its group (primary or supplementary) may use
 /// the socket; anyone else is refused.
-fn authorize(stream: &UnixStream) -> Result<(), String> {
-    let peer = stream
-        .peer_cred()
-        .map_err(|e| format!("cannot read the client's credentials: {e}"))?;
+fn authorize(stream: &UnixStream) -> Result<(), Unauthorized> {
+    let peer = stream.peer_cred().map_err(Unauthorized::Credentials)?;
     let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
     let peer_user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid()))
         .ok()
@@ -166,12 +180,11 @@ fn authorize(stream: &UnixStream) -> Result<(), String> {
             || format!("the group of gid {gid}"),
             |g| format!("members of group {}", g.name),
         );
-    Err(format!(
-        "refused: {} may not control certkeeper (only root, {} or {group}); run the command as \
-         one of them, or add the user to the group (usermod -aG GROUP USER)",
-        name(peer.uid()),
-        name(uid.as_raw()),
-    ))
+    Err(Unauthorized::NotAllowed {
+        client: name(peer.uid()),
+        daemon: name(uid.as_raw()),
+        group,
+    })
 }
 
 /// Whether `user` belongs to `group` in the group database, as a login would see it.

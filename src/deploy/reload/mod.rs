@@ -30,8 +30,16 @@ pub enum ReloadError {
     },
     #[error("reload `{command}` did not finish within {}s and was killed", timeout.as_secs())]
     Timeout { command: String, timeout: Duration },
-    #[error("cannot read a PID from reload_pidfile {path}: {reason}; is the server running?")]
-    Pidfile { path: String, reason: String },
+    #[error("cannot read a PID from reload_pidfile {path}: {source}; is the server running?")]
+    Pidfile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot read a PID from reload_pidfile {path}: \"{text}\" is not a process id; is the \
+         server running?"
+    )]
+    NotAPid { path: String, text: String },
     #[error("cannot send SIG{signal} to PID {pid} (from {pidfile}): {reason}")]
     Signal {
         signal: String,
@@ -100,19 +108,22 @@ async fn run_command(
     }
 }
 fn send_signal(pidfile: &Path, signal: &str) -> Result<(), ReloadError> {
-    let bad_pidfile = |reason: String| ReloadError::Pidfile {
-        path: pidfile.display().to_string(),
-        reason,
-    };
+    let path = || pidfile.display().to_string();
     let text = crate::deploy::store::read_regular_file(pidfile)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .map_err(|e| bad_pidfile(e.to_string()))?;
+        .map_err(|source| ReloadError::Pidfile {
+            path: path(),
+            source,
+        })?;
     let pid: i32 = text
         .trim()
         .parse()
         .ok()
         .filter(|pid| *pid > 1)
-        .ok_or_else(|| bad_pidfile(format!("\"{}\" is not a process id", text.trim())))?;
+        .ok_or_else(|| ReloadError::NotAPid {
+            path: path(),
+            text: text.trim().to_string(),
+        })?;
     let parsed: nix::sys::signal::Signal =
         format!("SIG{signal}")
             .parse()
