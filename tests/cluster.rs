@@ -476,9 +476,12 @@ fn without_etcd_nodes_keep_their_certificates_and_renew_nothing_until_it_is_back
     etcd.stop_all();
     // Past the renewal time (half of 60 s) and the expiry warning (at 50 s) with etcd away.
     let past_due = leaf.not_before + Duration::from_secs(51);
-    while std::time::SystemTime::now() < past_due {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_for(
+        "the certificate's renewal time and expiry warning to pass",
+        Duration::from_secs(90),
+        || std::time::SystemTime::now() >= past_due,
+        String::new,
+    );
     assert_eq!(
         pebble.orders(),
         1,

@@ -40,14 +40,17 @@ fn nginx_serves_the_new_certificate_and_an_ineffective_reload_is_rolled_back() {
     let second = ck.current_dir();
     assert_ne!(first, second);
     // nginx's old workers may still take a connection for a moment after its reload.
-    let served = (0..50).any(|_| {
-        let ok = certkeeper::deploy::verify::check(&endpoint, &chain_of(&second)).is_ok();
-        if !ok {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(served, "nginx serves the new certificate after SIGHUP");
+    common::wait_for(
+        "nginx to serve the new certificate after SIGHUP",
+        std::time::Duration::from_secs(5),
+        || certkeeper::deploy::verify::check(&endpoint, &chain_of(&second)).is_ok(),
+        || {
+            format!(
+                "{:?}",
+                certkeeper::deploy::verify::check(&endpoint, &chain_of(&second))
+            )
+        },
+    );
 
     // A reload that exits 0 and reloads nothing: the live check fails and certkeeper rolls back.
     ck.rewrite(&pebble, &domains, &format!("reload = \"true\"\n{verify}"));
