@@ -76,6 +76,27 @@ pub(super) struct Warning<'c> {
     pub(super) message: String,
 }
 
+/// How a renewal task ended, as far as the core cares.
+pub(super) enum Ending {
+    /// Given up unfinished: the daemon stops, or this node lost the cluster's lease.
+    Abandoned,
+    /// Ran to its end: whether it renewed (issued and deployed), and whether its outcome was
+    /// saved in the state file.
+    Recorded { renewed: bool, saved: bool },
+    /// The task failed unexpectedly (a bug).
+    Crashed { error: String },
+}
+
+/// What the loop is to do once a renewal task ended.
+#[derive(Debug, PartialEq)]
+pub(super) struct Ended {
+    /// A live renewal of the same names as the certificate it replaces: the CA's ledger counts
+    /// it as a renewal, not as a new certificate.
+    pub(super) renewal: bool,
+    /// The answer for the requests waiting for it, when no order's outcome tells it.
+    pub(super) answer: Option<RenewalResult>,
+}
+
 /// When the loop wakes up next.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Wake {
@@ -322,6 +343,42 @@ impl Core {
             }
         }
         soonest
+    }
+
+    /// A renewal task of `name` ended: its slot is freed (its plan read afresh), and held back
+    /// for a while when its outcome could not be saved or the task crashed, lest the schedule
+    /// say "due now" again at once.
+    pub(super) fn ended(
+        &mut self,
+        name: &str,
+        dry_run: bool,
+        ending: Ending,
+        now: SystemTime,
+    ) -> Ended {
+        let renewal = match (&ending, dry_run) {
+            (_, true) => {
+                self.slots.end_dry_run(name);
+                false
+            }
+            (Ending::Crashed { .. }, false) => {
+                self.slots.crashed(name, now);
+                false
+            }
+            (_, false) => self.slots.end(name).unwrap_or(false),
+        };
+        let answer = match ending {
+            Ending::Abandoned => Some(RenewalResult::Deferred(Deferral::Abandoned)),
+            Ending::Recorded { renewed, saved } => {
+                if !dry_run {
+                    self.slots.recorded(name, saved, renewed, now);
+                }
+                None
+            }
+            Ending::Crashed { error } => Some(failed(format!(
+                "the renewal task failed unexpectedly: {error}"
+            ))),
+        };
+        Ended { renewal, answer }
     }
 
     /// A new configuration or lease: every plan is read afresh and the next renewal announced

@@ -4,16 +4,15 @@
 use std::time::SystemTime;
 
 use super::Daemon;
-use super::core;
+use super::core::Ending;
 use super::requests;
-use crate::daemon::control::{Deferral, RenewalResult};
 use crate::daemon::notifications::{Event as Notification, NotifyEventName};
 use crate::renewal::ratelimit::{self, Ledger};
 use crate::renewal::{self, Finished, Outcome};
 use crate::timefmt;
 
 impl Daemon {
-    /// Records how a renewal task ended.
+    /// Takes in how a renewal task ended.
     pub(super) fn finish(
         &mut self,
         joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
@@ -23,62 +22,66 @@ impl Daemon {
             Err(e) => e.id(),
         };
         let task = self.tasks.remove(&id);
+        let now = SystemTime::now();
         match joined.map(|(_, finished)| finished) {
             Ok(Finished::Abandoned { name, dry_run }) => {
-                match dry_run {
-                    true => self.core.slots.end_dry_run(&name),
-                    false => _ = self.core.slots.end(&name),
-                }
-                let why = RenewalResult::Deferred(Deferral::Abandoned);
-                self.answer(requests::unordered(&name, dry_run, why));
+                self.answer_ended(&name, dry_run, Ending::Abandoned, now);
             }
             Ok(Finished::Done(outcome)) if outcome.dry_run => {
-                self.core.slots.end_dry_run(&outcome.cert.name);
+                let renewed = outcome.result.is_ok();
+                let ending = Ending::Recorded {
+                    renewed,
+                    saved: true,
+                };
+                self.core.ended(&outcome.cert.name, true, ending, now);
                 self.answer_outcome(&outcome);
             }
-            Ok(Finished::Done(outcome)) => {
-                self.answer_outcome(&outcome);
-                if outcome.unpublished
-                    && let Some(membership) = &mut self.cluster
-                {
-                    membership.unpublished.insert(outcome.cert.name.clone());
-                }
-                let renewal = self.core.slots.end(&outcome.cert.name).unwrap_or(false);
-                if outcome.issued {
-                    let (names, _) = ratelimit::request_of(&outcome.cert, None);
-                    let ca = &outcome.ca;
-                    let ledger = self
-                        .ledgers
-                        .entry(ca.clone())
-                        .or_insert_with(|| Ledger::load(&self.context.store, ca));
-                    if let Err(e) = ledger.record_issued(&names, renewal, SystemTime::now()) {
-                        tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
-                    }
-                }
-                self.record(&outcome);
-            }
-            // A renewal task that panicked is a bug: leave its certificate alone for a while,
-            // then try again.
+            Ok(Finished::Done(outcome)) => self.record(&outcome, now),
+            // A renewal task that panicked is a bug: the core leaves its certificate alone for
+            // a while, then tries again.
             Err(e) => {
                 let (name, dry_run) = task.unwrap_or_default();
                 tracing::error!(name = %name, error = %e, "a renewal task failed unexpectedly");
-                let why = format!("the renewal task failed unexpectedly: {e}");
-                self.answer(requests::unordered(&name, dry_run, core::failed(why)));
-                match dry_run {
-                    true => self.core.slots.end_dry_run(&name),
-                    false => self.core.slots.crashed(&name, SystemTime::now()),
-                }
+                let ending = Ending::Crashed {
+                    error: e.to_string(),
+                };
+                self.answer_ended(&name, dry_run, ending, now);
             }
         }
     }
 
-    /// Records how a live renewal ended: the state file, the slot, the log, the notification.
-    fn record(&mut self, outcome: &Outcome) {
+    /// Tells the core, then the requests waiting for `name`, how a task that ordered nothing
+    /// ended.
+    fn answer_ended(&mut self, name: &str, dry_run: bool, ending: Ending, now: SystemTime) {
+        if let Some(result) = self.core.ended(name, dry_run, ending, now).answer {
+            self.answer(requests::unordered(name, dry_run, result));
+        }
+    }
+
+    /// Records how a live renewal ended: the state file, the core, the CA's ledger, the
+    /// cluster, the requests waiting for it, the log and the notification.
+    fn record(&mut self, outcome: &Outcome, now: SystemTime) {
         let cert = &outcome.cert;
-        let saved = renewal::record(&self.context.store, outcome);
-        // Unsaved, the state would say "due now" again at once: the slot holds it back.
-        let issued = outcome.result.is_ok();
-        (self.core.slots).recorded(&cert.name, saved.is_ok(), issued, SystemTime::now());
+        let saved = renewal::record(&self.context.store, outcome).is_ok();
+        let renewed = outcome.result.is_ok();
+        let ended = (self.core).ended(&cert.name, false, Ending::Recorded { renewed, saved }, now);
+        if outcome.issued {
+            let (names, _) = ratelimit::request_of(cert, None);
+            let ca = &outcome.ca;
+            let ledger = self
+                .ledgers
+                .entry(ca.clone())
+                .or_insert_with(|| Ledger::load(&self.context.store, ca));
+            if let Err(e) = ledger.record_issued(&names, ended.renewal, now) {
+                tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
+            }
+        }
+        if outcome.unpublished
+            && let Some(membership) = &mut self.cluster
+        {
+            membership.unpublished.insert(cert.name.clone());
+        }
+        self.answer_outcome(outcome);
         match &outcome.result {
             Ok(issued) => {
                 let not_after = issued.not_after;

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::*;
-use crate::daemon::slots::EXPIRY_WARNING_EVERY;
+use crate::daemon::slots::{EXPIRY_WARNING_EVERY, STATE_UNSAVED_HOLD};
 use crate::deploy::bundle::LeafInfo;
 use crate::renewal::schedule::Due;
 use crate::renewal::state::CertState;
@@ -411,4 +411,82 @@ fn a_failing_certificate_near_expiry_is_warned_of_hourly_by_a_service_only() {
         once.expiry_warnings(&config, true, late, &mut world)
             .is_empty()
     );
+}
+
+#[test]
+fn an_ended_task_frees_its_ca_and_is_answered_or_held_by_how_it_ended() {
+    let config = one_ca(1, &["a", "b"]);
+    let mut world = FakeWorld::default();
+    let mut core = Core::new(Mode::Service);
+    assert_eq!(names(&core.starts(&config, true, at(0), &mut world)), ["a"]);
+    // Abandoned (the daemon stops): answered so, and the CA has room again.
+    let ended = core.ended("a", false, Ending::Abandoned, at(1));
+    let abandoned = Some(RenewalResult::Deferred(Deferral::Abandoned));
+    assert_eq!((ended.renewal, &ended.answer), (false, &abandoned));
+    assert_eq!(core.slots.running_at(MAIN), 0);
+    // Crashed: answered "failed", and left alone for a while, then tried again.
+    assert_eq!(names(&core.starts(&config, true, at(2), &mut world)), ["a"]);
+    let crashed = Ending::Crashed {
+        error: "task 7 panicked".into(),
+    };
+    match core.ended("a", false, crashed, at(3)).answer {
+        Some(RenewalResult::Failed { error, .. }) => {
+            assert_eq!(
+                error,
+                "the renewal task failed unexpectedly: task 7 panicked"
+            );
+        }
+        other => panic!("a crash is answered as a failure, not {other:?}"),
+    }
+    let hold = STATE_UNSAVED_HOLD.as_secs();
+    assert_eq!(names(&core.starts(&config, true, at(4), &mut world)), ["b"]);
+    // b renewed (its certificate due next year) but its state could not be saved: held too.
+    world.due.insert("b", at(0) + 365 * DAY);
+    let unsaved = Ending::Recorded {
+        renewed: true,
+        saved: false,
+    };
+    assert_eq!(core.ended("b", false, unsaved, at(5)).answer, None);
+    assert_eq!(core.slots.due_at("a", at(5)), Some(at(3 + hold)));
+    assert!(
+        core.starts(&config, true, at(3 + hold - 1), &mut world)
+            .is_empty()
+    );
+    assert_eq!(
+        names(&core.starts(&config, true, at(3 + hold), &mut world)),
+        ["a"]
+    );
+}
+
+#[test]
+fn a_renewal_of_the_same_names_is_counted_as_one_and_a_dry_run_frees_only_itself() {
+    let config = one_ca(1, &["a"]);
+    let mut world = FakeWorld {
+        leaf: vec!["a"],
+        ..FakeWorld::default()
+    };
+    let mut core = Core::new(Mode::Once);
+    core.slots.force("a");
+    core.slots.queue_dry_run("a");
+    let actions = core.starts(&config, true, at(0), &mut world);
+    assert_eq!(started(&actions).len(), 2, "a dry run beside the live one");
+    let renewed = Ending::Recorded {
+        renewed: true,
+        saved: true,
+    };
+    let dry = core.ended("a", true, renewed, at(1));
+    assert_eq!((dry.renewal, core.slots.running_at(MAIN)), (false, 1));
+    let renewed = Ending::Recorded {
+        renewed: true,
+        saved: true,
+    };
+    let live = core.ended("a", false, renewed, at(2));
+    assert_eq!(
+        live,
+        Ended {
+            renewal: true,
+            answer: None
+        }
+    );
+    assert!(core.slots.idle());
 }
