@@ -76,6 +76,17 @@ pub(super) struct Warning<'c> {
     pub(super) message: String,
 }
 
+/// What a request to renew one certificate comes to.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// Queued: it starts as soon as its CA has room (and its limits allow).
+    Queued,
+    /// A live renewal of it runs already: the request waits for that one.
+    Running,
+    /// Not due until then, and not forced: nothing is queued.
+    NotDue(SystemTime),
+}
+
 /// How a renewal task ended, as far as the core cares.
 pub(super) enum Ending {
     /// Given up unfinished: the daemon stops, or this node lost the cluster's lease.
@@ -131,7 +142,7 @@ impl Core {
     }
 
     /// The plan of `cert`, kept or read afresh.
-    pub(super) fn plan_of(
+    fn plan_of(
         &mut self,
         cert: &CertificateConfig,
         now: SystemTime,
@@ -343,6 +354,41 @@ impl Core {
             }
         }
         soonest
+    }
+
+    /// A request to renew `cert` now: a dry run is always queued; a live renewal when it is due
+    /// or `force`d, unless one runs already.
+    pub(super) fn ask_renewal(
+        &mut self,
+        cert: &CertificateConfig,
+        force: bool,
+        dry_run: bool,
+        now: SystemTime,
+        world: &mut impl World,
+    ) -> Asked {
+        if dry_run {
+            self.slots.queue_dry_run(&cert.name);
+            return Asked::Queued;
+        }
+        if self.slots.is_renewing(&cert.name) {
+            return Asked::Running;
+        }
+        let at = self.plan_of(cert, now, world).due.at(now);
+        if !force && at > now {
+            return Asked::NotDue(at);
+        }
+        self.slots.force(&cert.name);
+        Asked::Queued
+    }
+
+    /// A request to replace `name` now and revoke the certificate it replaces; refused
+    /// (`Asked::Running`) while a renewal of it runs, which would replace another one.
+    pub(super) fn ask_revocation(&mut self, name: &str, revocation: Revocation) -> Asked {
+        if self.slots.is_renewing(name) {
+            return Asked::Running;
+        }
+        self.slots.force_revocation(name, revocation);
+        Asked::Queued
     }
 
     /// A renewal task of `name` ended: its slot is freed (its plan read afresh), and held back

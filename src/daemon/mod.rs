@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use self::core::{Action, Core, Mode, Start, Wake};
+use self::core::{Action, Asked, Core, Mode, Start, Wake};
 use crate::acme::Accounts;
 use crate::challenge::http01::ListenError;
 use crate::challenge::tls_alpn01::TlsAlpn01;
@@ -50,7 +50,6 @@ use crate::daemon::control::{Call, Deferral, RenewalResult, Replies, Request};
 use crate::daemon::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::deploy::store::Store;
 use crate::renewal;
-use crate::renewal::plan::Plan;
 use crate::renewal::ratelimit::Ledger;
 use crate::renewal::{Context, Finished};
 use crate::timefmt;
@@ -297,10 +296,16 @@ impl Daemon {
         (&mut self.core, facts)
     }
 
-    /// The plan of `cert`, kept or read from disk.
-    fn plan_of(&mut self, cert: &CertificateConfig, now: SystemTime) -> &Plan {
+    /// A request to renew `cert` now, as the core takes it.
+    fn ask_renewal(
+        &mut self,
+        cert: &CertificateConfig,
+        force: bool,
+        dry_run: bool,
+        now: SystemTime,
+    ) -> Asked {
         let (core, mut world) = self.core_and_world();
-        core.plan_of(cert, now, &mut world)
+        core.ask_renewal(cert, force, dry_run, now, &mut world)
     }
 
     /// When the loop wakes up next (a service says so in the log when it is news).

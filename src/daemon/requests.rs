@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use super::Daemon;
-use super::core::Mode;
+use super::core::{Asked, Mode};
 use crate::config::EX_CONFIG;
 use crate::daemon::control::{
     AccountAction, Call, ChallengeUsed, Live, Renewal, RenewalResult, Replies, Reply, Request,
@@ -113,13 +113,12 @@ impl Daemon {
             {
                 replies.line(format!("{name}: {repair}"));
             }
-            if dry_run {
-                self.core.slots.queue_dry_run(&name);
-            } else if self.core.slots.is_renewing(&name) {
-                replies.line(format!("{name}: being renewed already; waiting for it"));
-            } else {
-                let at = self.plan_of(&cert, now).due.at(now);
-                if !force && at > now {
+            match self.ask_renewal(&cert, force, dry_run, now) {
+                Asked::Queued => {}
+                Asked::Running => {
+                    replies.line(format!("{name}: being renewed already; waiting for it"));
+                }
+                Asked::NotDue(at) => {
                     match self.store().current_version(&name) {
                         Some(_) => replies.line(format!(
                             "{name}: not due until {}; use --force to renew now",
@@ -137,7 +136,6 @@ impl Daemon {
                     }
                     continue;
                 }
-                self.core.slots.force(&name);
             }
             pending.insert((name, dry_run));
         }
@@ -173,13 +171,12 @@ impl Daemon {
                 format!("{name}: no certificate is installed: nothing to revoke"),
             ));
         }
-        if self.core.slots.is_renewing(&name) {
+        if self.core.ask_revocation(&name, revocation) == Asked::Running {
             return replies.send(Reply::failed(
                 1,
                 format!("{name}: being renewed now; revoke once that ends"),
             ));
         }
-        self.core.slots.force_revocation(&name, revocation);
         self.waiters.push(Waiter {
             replies,
             pending: HashSet::from([(name, false)]),

@@ -490,3 +490,47 @@ fn a_renewal_of_the_same_names_is_counted_as_one_and_a_dry_run_frees_only_itself
     );
     assert!(core.slots.idle());
 }
+
+#[test]
+fn a_request_queues_what_is_due_or_forced_and_joins_what_runs() {
+    let config = one_ca(4, &["a", "b"]);
+    let (a, b) = (&config.certificates[0], &config.certificates[1]);
+    let mut world = FakeWorld::default();
+    world.due.insert("a", at(1000));
+    let mut core = Core::new(Mode::Once);
+    assert_eq!(
+        core.ask_renewal(a, false, false, at(0), &mut world),
+        Asked::NotDue(at(1000))
+    );
+    assert!(core.starts(&config, true, at(0), &mut world).is_empty());
+    assert_eq!(
+        core.ask_renewal(a, true, false, at(0), &mut world),
+        Asked::Queued
+    );
+    assert_eq!(
+        core.ask_renewal(b, false, false, at(0), &mut world),
+        Asked::Queued
+    );
+    assert_eq!(
+        names(&core.starts(&config, true, at(0), &mut world)),
+        ["a", "b"]
+    );
+    // Asked again while it runs: the request waits for the running one; a dry run queues.
+    assert_eq!(
+        core.ask_renewal(a, true, false, at(1), &mut world),
+        Asked::Running
+    );
+    assert_eq!(
+        core.ask_renewal(a, false, true, at(1), &mut world),
+        Asked::Queued
+    );
+    let revocation = Revocation {
+        reason: crate::acme::RevokeReason::Superseded,
+        key_pem: None,
+    };
+    assert_eq!(core.ask_revocation("a", revocation), Asked::Running);
+    assert_eq!(
+        started(&core.starts(&config, true, at(1), &mut world)).len(),
+        1
+    );
+}
