@@ -2,7 +2,8 @@
 //! never one that (through others) uses it back. A circle is how cluster mode once grew into
 //! the HTTP-01 responder and the pre-flight; this fails, naming the files, when one comes back.
 //!
-//! An edge A → B is a `crate::B` path in a file of module A, outside comments and `mod tests`.
+//! An edge A → B is a `crate::B` path in a file of module A, outside comments and unit tests
+//! (`mod tests` inline, or a `tests.rs` file of its own).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -16,7 +17,7 @@ fn files(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "rs") {
+        } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
             found.push(path);
         }
     }
