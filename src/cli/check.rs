@@ -68,7 +68,7 @@ async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, F
         Some(cluster) => Tokens::shared(cluster.shared_answers()),
         None => Tokens::default(),
     };
-    let listener = http01::bind(config.daemon.listen).map_err(|e| e.to_string());
+    let listener = http01::bind(config.daemon.listen).map_err(check::NoListener::Bind);
     let (server, served) = match listener {
         Ok(listener) => (
             Some(tokio::spawn(http01::serve(

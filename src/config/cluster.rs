@@ -10,7 +10,7 @@ use super::{ConfigError, Validator};
 
 /// The cluster secret must carry at least this many bytes (of a random string, say
 /// `head -c 48 /dev/urandom | base64`).
-const SECRET_MIN_BYTES: usize = 32;
+pub(super) const SECRET_MIN_BYTES: usize = 32;
 
 #[derive(Clone)]
 pub struct ClusterConfig {
@@ -264,15 +264,11 @@ impl Validator<'_> {
     }
 }
 
-fn read_secret(path: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| e.to_string())?);
+fn read_secret(path: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>, super::SecretError> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path)?);
     let trimmed = bytes.trim_ascii();
     if trimmed.len() < SECRET_MIN_BYTES {
-        return Err(format!(
-            "holds {} bytes; write at least {SECRET_MIN_BYTES} random ones, the same file on every \
-             node (for instance: head -c 48 /dev/urandom | base64 > FILE)",
-            trimmed.len()
-        ));
+        return Err(super::SecretError::TooShort(trimmed.len()));
     }
     Ok(zeroize::Zeroizing::new(trimmed.to_vec()))
 }

@@ -72,9 +72,9 @@ pub(super) fn default_dns_ttl() -> u32 {
 /// writes it (`key "NAME" { algorithm ...; secret "BASE64"; };`), whose name is returned too.
 pub(super) fn read_tsig_key(
     path: &Path,
-) -> Result<(Option<String>, zeroize::Zeroizing<Vec<u8>>), String> {
+) -> Result<(Option<String>, zeroize::Zeroizing<Vec<u8>>), super::SecretError> {
     use base64::Engine;
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| e.to_string())?);
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
     let quoted_after = |keyword: &str| -> Option<String> {
         let rest = &text[text.find(keyword)? + keyword.len()..];
         let start = rest.find('"')? + 1;
@@ -92,10 +92,7 @@ pub(super) fn read_tsig_key(
     base64::engine::general_purpose::STANDARD
         .decode(secret.as_bytes())
         .map(|bytes| (name, zeroize::Zeroizing::new(bytes)))
-        .map_err(|_| {
-            "the secret is not base64; write the secret tsig-keygen printed, or its whole key file"
-                .into()
-        })
+        .map_err(|_| super::SecretError::NotBase64)
 }
 
 impl Validator<'_> {

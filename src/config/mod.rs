@@ -341,6 +341,16 @@ pub enum SecretError {
     Read(#[from] std::io::Error),
     #[error("its first line is empty: write the secret there")]
     Empty,
+    #[error(
+        "holds {0} bytes; write at least {min} random ones, the same file on every node (for \
+         instance: head -c 48 /dev/urandom | base64 > FILE)",
+        min = cluster::SECRET_MIN_BYTES
+    )]
+    TooShort(usize),
+    #[error(
+        "the secret is not base64; write the secret tsig-keygen printed, or its whole key file"
+    )]
+    NotBase64,
 }
 
 /// The first line of a secret file (a password, a shared token), which must not be empty.

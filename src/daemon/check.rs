@@ -16,6 +16,15 @@ use crate::deploy::store::Store;
 use crate::deploy::verify;
 use crate::preflight::{Check, Finding, Preflight, Severity};
 
+/// Why no port-80 listener serves the probe.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoListener {
+    #[error(transparent)]
+    Bind(#[from] crate::challenge::http01::ListenError),
+    #[error("the daemon runs no port-80 listener (every certificate has a webroot)")]
+    WebrootsOnly,
+}
+
 /// Every finding for `certs`. `tokens` serves the probe, or says why no listener could be
 /// bound (then names without a webroot cannot be probed); `tls_alpn01` answers the TLS-ALPN-01
 /// probe.
@@ -23,7 +32,7 @@ pub async fn findings(
     config: &Config,
     certs: &[CertificateConfig],
     preflight: &Preflight,
-    tokens: Result<&Tokens, String>,
+    tokens: Result<&Tokens, NoListener>,
     tls_alpn01: &TlsAlpn01,
     progress: impl Fn(usize, usize, &str),
 ) -> Vec<Finding> {

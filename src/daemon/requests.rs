@@ -245,12 +245,7 @@ impl Daemon {
         };
         let config = self.config.clone();
         let tls_alpn01 = self.context.tls_alpn01.clone();
-        let tokens = match self.listener.up {
-            true => Ok(self.context.tokens.clone()),
-            false => Err(
-                "the daemon runs no port-80 listener (every certificate has a webroot)".to_string(),
-            ),
-        };
+        let tokens = self.listener.up.then(|| self.context.tokens.clone());
         tokio::spawn(async move {
             let progress = |index, total, name: &str| {
                 if total > 1 {
@@ -261,7 +256,7 @@ impl Daemon {
                 &config,
                 &certs,
                 &preflight,
-                tokens.as_ref().map_err(Clone::clone),
+                tokens.as_ref().ok_or(check::NoListener::WebrootsOnly),
                 &tls_alpn01,
                 progress,
             )

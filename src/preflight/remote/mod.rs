@@ -35,40 +35,55 @@ pub fn request_to(
     )
 }
 
+/// Why a probe server (or another node) could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("cannot build the request: {0}")]
+    Request(#[source] http::Error),
+    #[error("{}", crate::net::web::chain(.0))]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("{0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("its answer is not a list of findings: {0}")]
+    NotFindings(#[source] serde_json::Error),
+    #[error("it answered HTTP {}: {body}", status.as_u16())]
+    Status {
+        status: http::StatusCode,
+        body: String,
+    },
+    #[error("no answer within {0}s")]
+    Timeout(u64),
+}
+
 /// What the probe at `url` saw within `limit`, or why it could not be asked.
 pub async fn ask(
     client: &WebClient<Empty<Bytes>>,
     url: &str,
     authorization: &str,
     limit: Duration,
-) -> Result<Vec<Finding>, String> {
+) -> Result<Vec<Finding>, AskError> {
     let request = http::Request::get(url)
         .header(http::header::AUTHORIZATION, authorization)
         .header(http::header::USER_AGENT, "certkeeper")
         .body(Empty::new())
-        .map_err(|e| format!("cannot build the request: {e}"))?;
+        .map_err(AskError::Request)?;
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| crate::net::web::chain(&e))?;
+        let response = client.request(request).await.map_err(AskError::Connect)?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(AskError::Body)?
             .to_bytes();
         match status {
-            http::StatusCode::OK => serde_json::from_slice(&body)
-                .map_err(|e| format!("its answer is not a list of findings: {e}")),
-            status => Err(format!(
-                "it answered HTTP {}: {}",
-                status.as_u16(),
-                String::from_utf8_lossy(&body).trim()
-            )),
+            http::StatusCode::OK => serde_json::from_slice(&body).map_err(AskError::NotFindings),
+            status => Err(AskError::Status {
+                status,
+                body: String::from_utf8_lossy(&body).trim().to_string(),
+            }),
         }
     };
     tokio::time::timeout(limit, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}s", limit.as_secs())))
+        .unwrap_or_else(|_| Err(AskError::Timeout(limit.as_secs())))
 }
