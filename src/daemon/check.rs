@@ -189,7 +189,7 @@ async fn served_findings(config: &Config, certs: &[CertificateConfig]) -> Vec<Fi
     join_all(endpoints.map(|(cert, endpoint, deployed)| async move {
         let (severity, message) = match verify::served(endpoint, &cert.name, deployed).await {
             Ok(fine) => (Severity::Ok, fine),
-            Err(wrong) => (Severity::Fail, wrong),
+            Err(wrong) => (Severity::Fail, wrong.to_string()),
         };
         Finding::about(
             endpoint.sni.as_str(),

@@ -167,7 +167,7 @@ async fn look_served(store: &Store, cert: &CertificateConfig, endpoint: &Endpoin
     let (severity, message) =
         match crate::deploy::verify::served(endpoint, &cert.name, deployed).await {
             Ok(fine) => (Severity::Ok, fine),
-            Err(wrong) => (Severity::Fail, wrong),
+            Err(wrong) => (Severity::Fail, wrong.to_string()),
         };
     let days_left = current
         .leaf

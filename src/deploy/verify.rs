@@ -121,13 +121,23 @@ impl Mismatch {
     }
 }
 
+/// An endpoint that does not serve the certificate deployed for it: worded with what is wrong
+/// and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .mismatch.sentence(.endpoint, .name))]
+pub struct Unserved {
+    endpoint: Endpoint,
+    name: String,
+    mismatch: Mismatch,
+}
+
 /// Whether `endpoint` serves `deployed`, the chain of the certificate `name`: a sentence
-/// either way (Err: what is wrong, and the fix).
+/// saying so, or why not.
 pub async fn served(
     endpoint: &Endpoint,
     name: &str,
     deployed: Vec<CertificateDer<'static>>,
-) -> Result<String, String> {
+) -> Result<String, Unserved> {
     let owned = endpoint.clone();
     let compared = tokio::task::spawn_blocking(move || compare(&owned, &deployed))
         .await
@@ -137,7 +147,11 @@ pub async fn served(
             "{} (SNI {}) serves the certificate deployed for {name}, with its whole chain",
             endpoint.address, endpoint.sni
         )),
-        Err(mismatch) => Err(mismatch.sentence(endpoint, name)),
+        Err(mismatch) => Err(Unserved {
+            endpoint: endpoint.clone(),
+            name: name.to_string(),
+            mismatch,
+        }),
     }
 }
 
