@@ -9,10 +9,11 @@
 //! import circle comes back). One renewal, in the order it happens:
 //!
 //! - `cli`: the commands, their words and tables; `main.rs` only calls it;
-//! - `daemon`: the engine — the loop, each certificate's `Slot` (pure: `daemon::slots`), one
-//!   task per renewal, control requests (`daemon::control`: the socket and the typed outcome a
-//!   client gets) — and what looks on: `check`, `status`, `inspect`, `monitor`, `metrics`,
-//!   `notifications`, `sdnotify`;
+//! - `daemon`: the engine — its decisions (`daemon::core`, pure: what to start, answer, warn
+//!   of, fetch, and when to wake, with each certificate's `Slot` in `daemon::slots`), the loop
+//!   that carries them out with one task per renewal, control requests (`daemon::control`: the
+//!   socket and the typed outcome a client gets) — and what looks on: `check`, `status`,
+//!   `inspect`, `monitor`, `metrics`, `notifications`, `sdnotify`;
 //! - `renewal`: one renewal top to bottom, the task the engine starts (obtain — pre-flight,
 //!   challenge choice, order, checks — then publish, deploy, revoke, one `Outcome`), and when
 //!   it is due:
