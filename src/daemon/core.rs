@@ -125,6 +125,9 @@ pub(super) struct Core {
     pub(super) slots: Slots,
     /// The next renewal last announced in the log.
     announced: Option<(String, SystemTime)>,
+    /// A one-off run has looked at every renewal window once (from then on only at what it
+    /// renewed).
+    ari_looked: bool,
 }
 
 impl Core {
@@ -133,6 +136,7 @@ impl Core {
             mode,
             slots: Slots::default(),
             announced: None,
+            ari_looked: false,
         }
     }
 
@@ -265,11 +269,17 @@ impl Core {
         if !leading {
             return Vec::new();
         }
-        let service = self.scheduled();
+        let renewed = self.slots.take_renewed();
+        let every = self.scheduled() || !std::mem::replace(&mut self.ari_looked, true);
+        let wanted: Vec<&'c CertificateConfig> = match every {
+            true => config.certificates.iter().collect(),
+            false => (renewed.iter())
+                .filter_map(|name| config.certificate(name))
+                .collect(),
+        };
         let mut due = Vec::new();
-        for cert in &config.certificates {
-            if self.slots.take_ari_wanted(&cert.name, service)
-                && !self.slots.is_renewing(&cert.name)
+        for cert in wanted {
+            if !self.slots.is_renewing(&cert.name)
                 && renewal::ari_due(self.plan_of(cert, now, world), now)
             {
                 due.push(cert);

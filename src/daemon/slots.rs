@@ -34,10 +34,6 @@ struct Slot {
     revocation: Option<Revocation>,
     /// When its expiry warning was last raised.
     warned_at: Option<SystemTime>,
-    /// Renewed by this run: its renewal window (ARI) is to be fetched.
-    renewed: bool,
-    /// A one-off run has looked at its renewal window (fetched when stale) once already.
-    ari_looked_at: bool,
 }
 
 /// A live renewal: at which CA, and whether it renews the same set of names (a renewal does
@@ -55,6 +51,9 @@ pub(super) struct Slots {
     /// engine's room check at every wake-up does not walk every slot (with 1,000
     /// certificates, that walk per certificate was most of a one-off run's own CPU time).
     running: HashMap<String, usize>,
+    /// Renewed since the last look: their renewal windows (ARI) are to be fetched. A list, so
+    /// that a one-off run of many certificates does not walk them all after each renewal.
+    renewed: Vec<String>,
 }
 
 impl Slots {
@@ -227,9 +226,10 @@ impl Slots {
     /// is left alone for a while rather than found "due now" again at once. A renewal that
     /// issued has its renewal window fetched.
     pub(super) fn recorded(&mut self, name: &str, saved: bool, issued: bool, now: SystemTime) {
-        let slot = self.slot(name);
-        slot.held_until = (!saved).then_some(now + STATE_UNSAVED_HOLD);
-        slot.renewed |= issued;
+        self.slot(name).held_until = (!saved).then_some(now + STATE_UNSAVED_HOLD);
+        if issued {
+            self.renewed.push(name.to_string());
+        }
     }
 
     /// The task of `name` failed unexpectedly (a bug): left alone for a while, then tried again.
@@ -257,15 +257,10 @@ impl Slots {
 
     // --- after the renewal ---
 
-    /// Whether the renewal window (ARI) of `name` is wanted (and then fetched if stale): a
-    /// service keeps every one fresh; a one-off run looks once before it judges what is due
-    /// (a window the CA moved must decide the renewal and its `replaces`), then again only for
-    /// what it renewed.
-    pub(super) fn take_ari_wanted(&mut self, name: &str, service: bool) -> bool {
-        let slot = self.slot(name);
-        let first = !std::mem::replace(&mut slot.ari_looked_at, true);
-        let renewed = std::mem::take(&mut slot.renewed);
-        service || first || renewed
+    /// The certificates renewed since the last call: their renewal windows (ARI) are to be
+    /// fetched.
+    pub(super) fn take_renewed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.renewed)
     }
 
     /// Whether the expiry warning of `name` is to be raised now (at most every
@@ -463,20 +458,12 @@ mod tests {
     }
 
     #[test]
-    fn a_one_off_run_looks_at_each_window_once_then_only_at_what_it_renewed() {
+    fn what_was_renewed_is_listed_once() {
         let mut slots = slots_due(&["a", "b"], Due::Missing);
-        assert!(slots.take_ari_wanted("a", false), "before judging");
-        assert!(slots.take_ari_wanted("b", false), "before judging");
-        assert!(!slots.take_ari_wanted("a", false), "once");
         slots.recorded("a", true, true, at(0));
         slots.recorded("b", true, false, at(0));
-        assert!(slots.take_ari_wanted("a", false), "renewed");
-        assert!(!slots.take_ari_wanted("a", false), "once");
-        assert!(!slots.take_ari_wanted("b", false));
-        assert!(
-            slots.take_ari_wanted("b", true),
-            "a service keeps every window"
-        );
+        assert_eq!(slots.take_renewed(), ["a"]);
+        assert!(slots.take_renewed().is_empty());
     }
 
     #[test]
