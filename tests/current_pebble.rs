@@ -48,6 +48,23 @@ fn a_renewal_names_the_certificate_it_replaces() {
     );
 }
 
+/// A one-off `renew` (no daemon, no `--force`, as a cron job runs it) asks the CA for a stale
+/// renewal window before it judges what is due: a window the CA moved to now (as after a mass
+/// revocation) renews at once instead of "not due until" the old date.
+#[test]
+fn a_one_off_renew_follows_a_window_the_ca_moved_to_now() {
+    let pebble = Pebble::start_current(serde_json::Value::Null);
+    let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
+    ck.ok(&["renew"]);
+    let first = ck.current_leaf_pem();
+    let said = ck.ok(&["renew"]);
+    assert!(said.contains("not due until"), "{said}");
+    open_window_now(&pebble, &ck);
+    let said = ck.ok(&["renew"]);
+    assert!(said.contains("media: renewed"), "{said}");
+    assert_ne!(ck.current_leaf_pem(), first);
+}
+
 /// Has pebble give the current certificate of `ck` a renewal window around now, and `ck` read
 /// it at its next run (as it does once the CA's Retry-After, 6 hours with pebble, has passed).
 fn open_window_now(pebble: &Pebble, ck: &Certkeeper) {

@@ -46,7 +46,7 @@ use crate::challenge::tls_alpn01::TlsAlpn01;
 use crate::cluster::ClusterError;
 use crate::config::{CertificateConfig, Config};
 use crate::daemon::control::server::ControlError;
-use crate::daemon::control::{Call, Deferral, RenewalResult, Replies, Request};
+use crate::daemon::control::{Call, Deferral, RenewalResult, Replies, Reply, Request};
 use crate::daemon::notifications::{Event as Notification, Notifier, NotifyEventName};
 use crate::deploy::store::Store;
 use crate::renewal;
@@ -181,22 +181,24 @@ async fn engine(
     let mut renewals = JoinSet::new();
     loop {
         let now = SystemTime::now();
+        // Asking the CA (or etcd) may take a while when it is slow: SIGTERM must not wait,
+        // except for deployments, which always finish. Stale renewal windows come first: a
+        // window the CA moved to now decides whether what a request asks for is due (a
+        // one-off `renew` judges that at once).
+        tokio::select! {
+            () = daemon.refresh_ari(now) => {}
+            _ = signals.stop() => break,
+        }
         while let Ok(call) = requests.try_recv() {
             daemon.answer_call(call, now);
         }
         daemon.warn_of_expiry(now);
-        // Asking the CA (or etcd) may take a while when it is slow: SIGTERM must not wait,
-        // except for deployments, which always finish.
         let fetched = tokio::select! {
             fetched = daemon.fetch_cluster() => fetched,
             _ = signals.stop() => break,
         };
         if let Some(fetched) = fetched {
             daemon.apply_cluster(fetched).await;
-        }
-        tokio::select! {
-            () = daemon.refresh_ari(now) => {}
-            _ = signals.stop() => break,
         }
         daemon.start_due(now, &mut renewals, orders.receiver());
         if mode == Mode::Once && daemon.idle() {
@@ -228,7 +230,11 @@ async fn engine(
     while let Some(finished) = renewals.join_next_with_id().await {
         daemon.finish(finished);
     }
-    // Whatever was asked and not started will not be.
+    // Whatever was asked and not started will not be; a request not even taken is told so.
+    while let Ok(call) = requests.try_recv() {
+        call.replies
+            .send(Reply::failed(1, "certkeeper is stopping; nothing was done"));
+    }
     let stopping = || RenewalResult::Deferred(Deferral::Stopping);
     let (live, dry) = daemon.core.slots.take_unstarted();
     for name in live {
