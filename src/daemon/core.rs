@@ -13,7 +13,7 @@ use super::slots::Slots;
 use super::wiring::needs_http01_listener;
 use crate::challenge::http01::ListenError;
 use crate::config::{AcmeConfig, CertificateConfig, Config};
-use crate::daemon::control::{Deferral, RenewalResult};
+use crate::daemon::control::{Deferral, RenewalResult, Request};
 use crate::renewal::plan::Plan;
 use crate::renewal::ratelimit::{self, Deferred};
 use crate::renewal::{self, Revocation};
@@ -28,6 +28,43 @@ pub(super) enum Mode {
     Service,
     /// A one-off command with no daemon running: does what it was asked, then ends.
     Once,
+}
+
+/// The renewal windows a one-off run looks at (fetching the stale ones) before it judges what
+/// is due: those of the certificates its request may renew, so that a window the CA moved
+/// decides the renewal and its `replaces`; none for a request that renews nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FirstLook {
+    Every,
+    Only(Vec<String>),
+    Nothing,
+}
+
+impl FirstLook {
+    pub(super) fn of(request: &Request) -> FirstLook {
+        match request {
+            Request::Renew {
+                dry_run: false,
+                names,
+                ..
+            } if names.is_empty() => FirstLook::Every,
+            Request::Renew {
+                dry_run: false,
+                names,
+                ..
+            } => FirstLook::Only(names.clone()),
+            Request::Revoke { name, .. } => FirstLook::Only(vec![name.clone()]),
+            _ => FirstLook::Nothing,
+        }
+    }
+
+    fn covers(&self, name: &str) -> bool {
+        match self {
+            FirstLook::Every => true,
+            FirstLook::Only(names) => names.iter().any(|n| n == name),
+            FirstLook::Nothing => false,
+        }
+    }
 }
 
 /// What the core asks of the world while it decides.
@@ -125,18 +162,28 @@ pub(super) struct Core {
     pub(super) slots: Slots,
     /// The next renewal last announced in the log.
     announced: Option<(String, SystemTime)>,
-    /// A one-off run has looked at every renewal window once (from then on only at what it
-    /// renewed).
-    ari_looked: bool,
+    /// A one-off run's first look at renewal windows, until it has taken it (from then on it
+    /// looks only at what it renewed).
+    first_look: Option<FirstLook>,
 }
 
 impl Core {
-    pub(super) fn new(mode: Mode) -> Self {
+    /// The core of `certkeeper run`.
+    pub(super) fn service() -> Self {
         Core {
-            mode,
+            mode: Mode::Service,
             slots: Slots::default(),
             announced: None,
-            ari_looked: false,
+            first_look: None,
+        }
+    }
+
+    /// The core of a one-off run, which first looks at the renewal windows `first_look` names.
+    pub(super) fn once(first_look: FirstLook) -> Self {
+        Core {
+            mode: Mode::Once,
+            first_look: Some(first_look),
+            ..Core::service()
         }
     }
 
@@ -270,10 +317,12 @@ impl Core {
             return Vec::new();
         }
         let renewed = self.slots.take_renewed();
-        let every = self.scheduled() || !std::mem::replace(&mut self.ari_looked, true);
-        let wanted: Vec<&'c CertificateConfig> = match every {
-            true => config.certificates.iter().collect(),
-            false => (renewed.iter())
+        let wanted: Vec<&'c CertificateConfig> = match (self.scheduled(), self.first_look.take()) {
+            (true, _) => config.certificates.iter().collect(),
+            (false, Some(first)) => (config.certificates.iter())
+                .filter(|cert| first.covers(&cert.name))
+                .collect(),
+            (false, None) => (renewed.iter())
                 .filter_map(|name| config.certificate(name))
                 .collect(),
         };

@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use self::core::{Action, Asked, Core, Mode, Start, Wake};
+use self::core::{Action, Asked, Core, FirstLook, Mode, Start, Wake};
 use crate::acme::Accounts;
 use crate::challenge::http01::ListenError;
 use crate::challenge::tls_alpn01::TlsAlpn01;
@@ -105,7 +105,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let control = crate::daemon::control::server::bind(&config.daemon.control_socket)?;
     let (calls, requests) = mpsc::channel(16);
     let wiring = Wiring::service(&config, control, calls)?;
-    engine(Mode::Service, config_path, config, requests, wiring).await
+    engine(Core::service(), config_path, config, requests, wiring).await
 }
 
 /// A one-off command with no daemon running: the same engine, run until it has answered
@@ -117,12 +117,13 @@ pub async fn once(
     replies: Replies,
 ) -> Result<(), DaemonError> {
     let (calls, requests) = mpsc::channel(1);
+    let core = Core::once(FirstLook::of(&request));
     // The only request: with its sender gone, the loop hears of no other.
     let _ = calls.try_send(Call { request, replies });
     drop(calls);
     let state_dir = config.daemon.state_dir.clone();
     let wiring = Wiring::once(&config);
-    let ran = engine(Mode::Once, config_path, config, requests, wiring).await;
+    let ran = engine(core, config_path, config, requests, wiring).await;
     // Run by root against the service's state directory: what it wrote goes back to the
     // service's user, or the service could not read its own key afterwards.
     crate::deploy::store::hand_back(&state_dir);
@@ -130,15 +131,17 @@ pub async fn once(
 }
 
 /// The loop, for a service and a one-off run alike: they differ in what `wiring` holds and in
-/// what `mode` asks of the loop (follow the schedule and tell systemd, or end once answered).
+/// what the core's mode asks of the loop (follow the schedule and tell systemd, or end once
+/// answered).
 async fn engine(
-    mode: Mode,
+    core: Core,
     config_path: PathBuf,
     config: Config,
     mut requests: mpsc::Receiver<Call>,
     wiring: Wiring,
 ) -> Result<(), DaemonError> {
     let mut signals = Signals::new()?;
+    let mode = core.mode;
     let Wiring {
         tokens,
         listening,
@@ -163,7 +166,7 @@ async fn engine(
         shutdown: servers.stopping(),
     };
     let mut daemon = Daemon {
-        core: Core::new(mode),
+        core,
         waiters: Vec::new(),
         listener,
         next_wakeup: None,

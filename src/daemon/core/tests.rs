@@ -149,7 +149,7 @@ fn a_service_starts_what_is_due_up_to_its_cas_concurrency_and_reads_no_more_plan
     let config = one_ca(2, &["a", "b", "c", "d"]);
     let mut world = FakeWorld::default();
     world.due.insert("d", at(1000));
-    let mut core = Core::new(Mode::Service);
+    let mut core = Core::service();
     let actions = core.starts(&config, true, at(0), &mut world);
     assert_eq!(names(&actions), ["a", "b"]);
     assert_eq!(started(&actions)[0].1, MAIN);
@@ -177,7 +177,7 @@ fn a_service_starts_what_is_due_up_to_its_cas_concurrency_and_reads_no_more_plan
 fn a_one_off_run_starts_only_what_it_is_asked_and_reads_no_other_plan() {
     let config = one_ca(4, &["a", "b", "c"]);
     let mut world = FakeWorld::default();
-    let mut core = Core::new(Mode::Once);
+    let mut core = Core::once(FirstLook::Every);
     core.slots.force("b");
     assert_eq!(names(&core.starts(&config, true, at(0), &mut world)), ["b"]);
     assert_eq!(world.plans_read, 1);
@@ -191,7 +191,7 @@ fn a_spent_rate_limit_holds_the_certificate_and_answers_its_request_once() {
     let config = one_ca(4, &["a", "b"]);
     let mut world = FakeWorld::default();
     world.spent.insert(MAIN, at(3600));
-    let mut core = Core::new(Mode::Service);
+    let mut core = Core::service();
     core.slots.force("a");
     let actions = core.starts(&config, true, at(0), &mut world);
     assert!(started(&actions).is_empty());
@@ -222,7 +222,7 @@ fn a_port_80_that_cannot_be_bound_fails_the_request_but_not_a_webroot_certificat
         port_taken: true,
         ..FakeWorld::default()
     };
-    let mut core = Core::new(Mode::Once);
+    let mut core = Core::once(FirstLook::Every);
     core.slots.force("a");
     core.slots.force("w");
     let actions = core.starts(&config, true, at(0), &mut world);
@@ -244,7 +244,7 @@ fn dry_runs_go_to_the_staging_ca_outside_the_limits_and_the_concurrency() {
     let config = one_ca(1, &["a", "b"]);
     let mut world = FakeWorld::default();
     world.spent.insert(MAIN, at(3600));
-    let mut core = Core::new(Mode::Once);
+    let mut core = Core::once(FirstLook::Every);
     core.slots.queue_dry_run("a");
     core.slots.queue_dry_run("gone");
     core.slots.queue_dry_run("b");
@@ -272,7 +272,7 @@ fn after_three_failures_the_next_ca_is_used_and_counted_there() {
     let config = config(&acme, &[("a", ""), ("b", ""), ("c", "")]);
     let mut world = FakeWorld::default();
     world.failures.insert("a", 3);
-    let mut core = Core::new(Mode::Service);
+    let mut core = Core::service();
     let actions = core.starts(&config, true, at(0), &mut world);
     let at_ca: Vec<(String, String)> = (started(&actions).into_iter())
         .map(|(name, ca, _)| (name, ca))
@@ -303,7 +303,7 @@ fn a_cluster_node_without_the_lease_starts_and_fetches_nothing_until_it_leads() 
         leaf: vec!["a"],
         ..FakeWorld::default()
     };
-    let mut core = Core::new(Mode::Service);
+    let mut core = Core::service();
     core.slots.force("a");
     assert!(core.starts(&config, false, at(0), &mut world).is_empty());
     assert!(
@@ -320,7 +320,7 @@ fn the_loop_sleeps_until_the_next_due_at_most_an_hour_and_announces_it_once() {
     let mut world = FakeWorld::default();
     world.due.insert("a", at(600));
     world.due.insert("b", at(300));
-    let mut core = Core::new(Mode::Service);
+    let mut core = Core::service();
     let wake = core.wake(&config, at(0), &mut world);
     let expected = Wake {
         next: Some((1, at(300))),
@@ -346,7 +346,7 @@ fn the_loop_sleeps_until_the_next_due_at_most_an_hour_and_announces_it_once() {
     core.slots.forget_plans();
     assert_eq!(core.wake(&config, at(300), &mut world).sleep, LONGEST_SLEEP);
     // A one-off run follows no schedule.
-    let mut once = Core::new(Mode::Once);
+    let mut once = Core::once(FirstLook::Every);
     let wake = once.wake(&config, at(0), &mut world);
     assert_eq!((wake.next, wake.sleep), (None, LONGEST_SLEEP));
 }
@@ -358,13 +358,13 @@ fn renewal_windows_are_fetched_for_certificates_with_a_leaf_and_not_while_renewi
         leaf: vec!["a", "b"],
         ..FakeWorld::default()
     };
-    let mut service = Core::new(Mode::Service);
+    let mut service = Core::service();
     service.slots.start("b", MAIN, true);
     let wanted = service.ari_wanted(&config, true, at(0), &mut world);
     let wanted: Vec<&str> = wanted.iter().map(|cert| cert.name.as_str()).collect();
     assert_eq!(wanted, ["a"], "c has no certificate, b is being renewed");
     // A one-off run looks once, then only at what it renewed.
-    let mut once = Core::new(Mode::Once);
+    let mut once = Core::once(FirstLook::Every);
     assert_eq!(once.ari_wanted(&config, true, at(0), &mut world).len(), 2);
     assert!(once.ari_wanted(&config, true, at(1), &mut world).is_empty());
     once.slots.recorded("b", true, true, at(2));
@@ -372,6 +372,28 @@ fn renewal_windows_are_fetched_for_certificates_with_a_leaf_and_not_while_renewi
         once.ari_wanted(&config, true, at(3), &mut world)[0].name,
         "b"
     );
+    // Its first look covers what its request may renew: `renew b`, `revoke b`; nothing for a
+    // dry run or a check.
+    let renew_b = Request::Renew {
+        force: false,
+        dry_run: false,
+        names: vec!["b".into()],
+    };
+    let mut once = Core::once(FirstLook::of(&renew_b));
+    assert_eq!(
+        once.ari_wanted(&config, true, at(0), &mut world)[0].name,
+        "b"
+    );
+    let check = Request::Check { names: Vec::new() };
+    let dry_run = Request::Renew {
+        force: true,
+        dry_run: true,
+        names: Vec::new(),
+    };
+    for request in [check, dry_run] {
+        let mut once = Core::once(FirstLook::of(&request));
+        assert!(once.ari_wanted(&config, true, at(0), &mut world).is_empty());
+    }
 }
 
 #[test]
@@ -383,7 +405,7 @@ fn a_failing_certificate_near_expiry_is_warned_of_hourly_by_a_service_only() {
     };
     world.failures.insert("a", 2);
     let late = at(0) + 80 * DAY;
-    let mut service = Core::new(Mode::Service);
+    let mut service = Core::service();
     let warnings = service.expiry_warnings(&config, true, late, &mut world);
     let warned: Vec<&str> = warnings.iter().map(|w| w.cert.name.as_str()).collect();
     assert_eq!(warned, ["a"], "b is not failing");
@@ -406,7 +428,7 @@ fn a_failing_certificate_near_expiry_is_warned_of_hourly_by_a_service_only() {
             .len(),
         1
     );
-    let mut once = Core::new(Mode::Once);
+    let mut once = Core::once(FirstLook::Every);
     assert!(
         once.expiry_warnings(&config, true, late, &mut world)
             .is_empty()
@@ -417,7 +439,7 @@ fn a_failing_certificate_near_expiry_is_warned_of_hourly_by_a_service_only() {
 fn an_ended_task_frees_its_ca_and_is_answered_or_held_by_how_it_ended() {
     let config = one_ca(1, &["a", "b"]);
     let mut world = FakeWorld::default();
-    let mut core = Core::new(Mode::Service);
+    let mut core = Core::service();
     assert_eq!(names(&core.starts(&config, true, at(0), &mut world)), ["a"]);
     // Abandoned (the daemon stops): answered so, and the CA has room again.
     let ended = core.ended("a", false, Ending::Abandoned, at(1));
@@ -465,7 +487,7 @@ fn a_renewal_of_the_same_names_is_counted_as_one_and_a_dry_run_frees_only_itself
         leaf: vec!["a"],
         ..FakeWorld::default()
     };
-    let mut core = Core::new(Mode::Once);
+    let mut core = Core::once(FirstLook::Every);
     core.slots.force("a");
     core.slots.queue_dry_run("a");
     let actions = core.starts(&config, true, at(0), &mut world);
@@ -497,7 +519,7 @@ fn a_request_queues_what_is_due_or_forced_and_joins_what_runs() {
     let (a, b) = (&config.certificates[0], &config.certificates[1]);
     let mut world = FakeWorld::default();
     world.due.insert("a", at(1000));
-    let mut core = Core::new(Mode::Once);
+    let mut core = Core::once(FirstLook::Every);
     assert_eq!(
         core.ask_renewal(a, false, false, at(0), &mut world),
         Asked::NotDue(at(1000))
