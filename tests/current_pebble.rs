@@ -49,17 +49,31 @@ fn a_renewal_names_the_certificate_it_replaces() {
 }
 
 /// A one-off `renew` (no daemon, no `--force`, as a cron job runs it) asks the CA for a stale
-/// renewal window before it judges what is due: a window the CA moved to now (as after a mass
-/// revocation) renews at once instead of "not due until" the old date.
+/// renewal window before it judges what is due: a window the CA moved into the past (as Let's
+/// Encrypt does before a mass revocation) renews at once instead of "not due until" the old
+/// date. (A window around now would not do: the renewal time is drawn at random inside it.)
 #[test]
-fn a_one_off_renew_follows_a_window_the_ca_moved_to_now() {
+fn a_one_off_renew_follows_a_window_the_ca_moved_to_the_past() {
     let pebble = Pebble::start_current(serde_json::Value::Null);
     let ck = Certkeeper::new(&pebble, &["media.example.com"], "");
     ck.ok(&["renew"]);
     let first = ck.current_leaf_pem();
     let said = ck.ok(&["renew"]);
     assert!(said.contains("not due until"), "{said}");
-    open_window_now(&pebble, &ck);
+    // The window must end after the certificate began (else it is another certificate's and
+    // not used), and lie wholly in the past when certkeeper looks.
+    let began = certkeeper::deploy::bundle::read_leaf(first.as_bytes())
+        .unwrap()
+        .not_before;
+    let end = began + Duration::from_secs(1);
+    pebble.set_renewal_window(&first, began - Duration::from_secs(3600), end);
+    ck.forget_ari_retry_after();
+    crate::common::wait_for(
+        "the window's end to pass",
+        Duration::from_secs(5),
+        || SystemTime::now() > end,
+        String::new,
+    );
     let said = ck.ok(&["renew"]);
     assert!(said.contains("media: renewed"), "{said}");
     assert_ne!(ck.current_leaf_pem(), first);

@@ -1,36 +1,53 @@
 //! `certkeeper check`: the pre-flight through the running daemon (its listener serves the
-//! probe), or standalone with a listener of its own (and, in cluster mode, the other nodes'
-//! view); printed as a table or JSON.
+//! probe), or through the engine run once for it, with a listener of its own (and, in cluster
+//! mode, the other nodes' view); printed as a table or JSON.
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use super::{Failure, ended, running_daemon};
-use crate::challenge::http01::{self, Tokens};
-use crate::challenge::tls_alpn01::TlsAlpn01;
-use crate::cluster::Cluster;
-use crate::config::{Config, EX_CONFIG};
+use crate::config::Config;
+use crate::daemon;
 use crate::daemon::check;
-use crate::daemon::control::{Reply, Request};
-use crate::preflight::{Check, Finding, Preflight};
+use crate::daemon::control::{Replies, Reply, Request};
+use crate::preflight::{Check, Finding};
 
-pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Result<(), Failure> {
-    let findings = match running_daemon(config).await? {
-        Some(daemon) => {
-            let mut findings = Vec::new();
-            let (code, message) = daemon
-                .call(&Request::Check { names }, |reply| match reply {
-                    Reply::Findings(found) => findings = found,
-                    Reply::Line(line) if std::io::stderr().is_terminal() => eprintln!("{line}"),
-                    _ => {}
-                })
-                .await
-                .map_err(Failure::new)?;
-            ended(code, message)?;
-            findings
-        }
-        None => standalone(config, &names).await?,
+pub(super) async fn run(
+    config_path: PathBuf,
+    config: Config,
+    json: bool,
+    names: Vec<String>,
+) -> Result<(), Failure> {
+    let request = Request::Check { names };
+    let mut findings = Vec::new();
+    let mut take = |reply| match reply {
+        Reply::Findings(found) => findings = found,
+        Reply::Line(line) if std::io::stderr().is_terminal() => eprintln!("{line}"),
+        _ => {}
     };
+    let (code, message) = match running_daemon(&config).await? {
+        Some(daemon) => daemon.call(&request, take).await.map_err(Failure::new)?,
+        // No daemon: the engine runs once for this check, with a listener of its own (and, in
+        // cluster mode, the other nodes' view).
+        None => {
+            let (replies, mut answers) = Replies::channel();
+            let checked = daemon::once(config_path, config, request, replies);
+            let mut ended = (1, Some("the check ended without an answer".to_string()));
+            let taking = async {
+                while let Some(reply) = answers.recv().await {
+                    if let Reply::Done { code, message } = reply {
+                        ended = (code, message);
+                        break;
+                    }
+                    take(reply);
+                }
+            };
+            let (ran, ()) = tokio::join!(checked, taking);
+            ran.map_err(Failure::new)?;
+            ended
+        }
+    };
+    ended(code, message)?;
     let outlook = check::Outlook::of(&findings);
     match json {
         true => {
@@ -45,64 +62,6 @@ pub(super) async fn run(config: &Config, json: bool, names: Vec<String>) -> Resu
         true => Ok(()),
         false => Err(Failure::new("pre-flight check failed")),
     }
-}
-
-/// The pre-flight with a listener of this command's own to serve the probe; in cluster mode
-/// its probe token is shared through etcd (bound to a lease this command holds) and the other
-/// nodes are asked for their view, as the daemon would.
-async fn standalone(config: &Config, names: &[String]) -> Result<Vec<Finding>, Failure> {
-    let certs = config.selected(names).map_err(|unknown| Failure {
-        code: EX_CONFIG,
-        message: unknown.to_string(),
-    })?;
-    let cluster = match &config.cluster {
-        Some(settings) => clustered(settings).await,
-        None => None,
-    };
-    let preflight = Preflight::new(config).map_err(Failure::new)?.with_peers(
-        cluster
-            .clone()
-            .map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn crate::preflight::Peers>),
-    );
-    let tokens = match &cluster {
-        Some(cluster) => Tokens::shared(cluster.shared_answers()),
-        None => Tokens::default(),
-    };
-    let listener = http01::bind(config.daemon.listen).map_err(check::NoListener::Bind);
-    let (server, served) = match listener {
-        Ok(listener) => (
-            Some(tokio::spawn(http01::serve(
-                listener,
-                tokens.clone(),
-                None,
-                std::future::pending(),
-            ))),
-            Ok(&tokens),
-        ),
-        Err(why) => (None, Err(why)),
-    };
-    let progress = |index, total, name: &str| {
-        if total > 1 && std::io::stderr().is_terminal() {
-            eprintln!("[{index}/{total}] checking {name}");
-        }
-    };
-    let tls_alpn01 = TlsAlpn01::new(config.daemon.tls_alpn_listen);
-    let findings = check::findings(config, &certs, &preflight, served, &tls_alpn01, progress).await;
-    if let Some(server) = server {
-        server.abort();
-    }
-    if let Some(cluster) = cluster {
-        cluster.release().await;
-    }
-    Ok(findings)
-}
-
-/// The cluster, holding a lease for what this command stores in etcd; none when etcd cannot
-/// be asked (the check's `cluster` row says why).
-async fn clustered(settings: &crate::config::ClusterConfig) -> Option<Cluster> {
-    let cluster = Cluster::new(settings).ok()?;
-    cluster.hold(Duration::from_secs(60)).await.ok()?;
-    Some(cluster)
 }
 
 fn print_table(findings: &[Finding], outlook: check::Outlook) {

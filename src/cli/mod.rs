@@ -342,7 +342,7 @@ pub fn main() -> ExitCode {
             }
             Command::PersistRecord { name } => persist_record(&config, &name).await,
             Command::Status { json } => status::run(&config, json).await,
-            Command::Check { json, names } => check::run(&config, json, names).await,
+            Command::Check { json, names } => check::run(cli.config, config, json, names).await,
             Command::Completions { .. }
             | Command::Manpage
             | Command::ProbeServer { .. }

@@ -32,7 +32,7 @@ pub async fn findings(
     config: &Config,
     certs: &[CertificateConfig],
     preflight: &Preflight,
-    tokens: Result<&Tokens, NoListener>,
+    tokens: Result<&Tokens, &NoListener>,
     tls_alpn01: &TlsAlpn01,
     progress: impl Fn(usize, usize, &str),
 ) -> Vec<Finding> {

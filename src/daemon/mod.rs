@@ -88,6 +88,8 @@ struct Daemon {
     notifier: Notifier,
     /// The certificate name of each renewal task, and whether it is a dry run.
     tasks: HashMap<tokio::task::Id, (String, bool)>,
+    /// `check` requests being answered (a one-off run ends once they are).
+    checks: JoinSet<()>,
     /// What was ordered from each CA lately (directory → ledger).
     ledgers: HashMap<String, Ledger>,
     /// Cluster mode: the renewal lease and the sync with etcd.
@@ -116,13 +118,16 @@ pub async fn once(
     request: Request,
     replies: Replies,
 ) -> Result<(), DaemonError> {
-    let (calls, requests) = mpsc::channel(1);
     let core = Core::once(FirstLook::of(&request));
+    let wiring = match &request {
+        Request::Check { .. } => Wiring::checking(&config).await,
+        _ => Wiring::once(&config),
+    };
+    let (calls, requests) = mpsc::channel(1);
     // The only request: with its sender gone, the loop hears of no other.
     let _ = calls.try_send(Call { request, replies });
     drop(calls);
     let state_dir = config.daemon.state_dir.clone();
-    let wiring = Wiring::once(&config);
     let ran = engine(core, config_path, config, requests, wiring).await;
     // Run by root against the service's state directory: what it wrote goes back to the
     // service's user, or the service could not read its own key afterwards.
@@ -147,6 +152,7 @@ async fn engine(
         listening,
         membership,
         mut leadership,
+        checking_with,
         published,
         servers,
     } = wiring;
@@ -156,7 +162,10 @@ async fn engine(
         tls_alpn01: TlsAlpn01::new(config.daemon.tls_alpn_listen),
         accounts: Accounts::default(),
         dns01: dns01_of(&config),
-        preflight: preflight_of(&config, membership.as_ref().map(|m| &m.cluster)),
+        preflight: preflight_of(
+            &config,
+            (membership.as_ref().map(|m| &m.cluster)).or(checking_with.as_ref()),
+        ),
         cluster: membership.as_ref().map(|m| m.cluster.clone()),
     };
     let listener = Listener {
@@ -176,6 +185,7 @@ async fn engine(
         config: Arc::new(config),
         published,
         tasks: HashMap::new(),
+        checks: JoinSet::new(),
         ledgers: HashMap::new(),
         cluster: membership,
     };
@@ -215,6 +225,7 @@ async fn engine(
             _ = tokio::time::sleep(until_sync), if until_sync < wait => {}
             Some(leading) = leadership_change(&mut leadership) => daemon.leadership_changed(leading, &mut orders),
             Some(finished) = renewals.join_next_with_id(), if !renewals.is_empty() => daemon.finish(finished),
+            Some(_) = daemon.checks.join_next(), if !daemon.checks.is_empty() => {}
             Some(call) = requests.recv() => daemon.answer_call(call, SystemTime::now()),
             event = signals.next() => match event {
                 Event::Stop => break,
@@ -250,6 +261,9 @@ async fn engine(
         tracing::info!("certkeeper stopped");
     }
     servers.stop().await;
+    if let Some(cluster) = checking_with {
+        cluster.release().await;
+    }
     daemon.notifier.flush(Duration::from_secs(5)).await;
     Ok(())
 }

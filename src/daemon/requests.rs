@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use super::Daemon;
 use super::core::{Asked, Mode};
+use super::wiring::needs_http01_listener;
 use crate::config::EX_CONFIG;
 use crate::daemon::control::{
     AccountAction, Call, ChallengeUsed, Live, Renewal, RenewalResult, Replies, Reply, Request,
@@ -232,7 +233,7 @@ impl Daemon {
     }
 
     /// Runs the pre-flight for `names` with the daemon's own listener serving the probe.
-    fn check(&self, names: &[String], replies: Replies) {
+    fn check(&mut self, names: &[String], replies: Replies) {
         let certs = match self.config.selected(names) {
             Ok(certs) => certs,
             Err(why) => return replies.send(Reply::failed(EX_CONFIG, why)),
@@ -240,13 +241,23 @@ impl Daemon {
         let Some(preflight) = self.context.preflight.clone() else {
             return replies.send(Reply::failed(
                 1,
-                "the pre-flight check is unavailable in the daemon (see its log: the resolvers could not be set up)",
+                match self.core.mode {
+                    Mode::Service => "the pre-flight check is unavailable in the daemon (see its log: the resolvers could not be set up)",
+                    Mode::Once => "the pre-flight check is unavailable: the resolvers could not be set up (the reason is logged above)",
+                },
             ));
         };
         let config = self.config.clone();
         let tls_alpn01 = self.context.tls_alpn01.clone();
-        let tokens = self.listener.up.then(|| self.context.tokens.clone());
-        tokio::spawn(async move {
+        // A one-off run binds the listener now; the daemon bound it at start, if any
+        // certificate needs it.
+        let listening = match (self.core.mode, certs.iter().any(needs_http01_listener)) {
+            (Mode::Once, true) => self.listener.ensure().map_err(check::NoListener::Bind),
+            _ if self.listener.up => Ok(()),
+            _ => Err(check::NoListener::WebrootsOnly),
+        };
+        let tokens = listening.map(|()| self.context.tokens.clone());
+        self.checks.spawn(async move {
             let progress = |index, total, name: &str| {
                 if total > 1 {
                     replies.line(format!("[{index}/{total}] checking {name}"));
@@ -256,7 +267,7 @@ impl Daemon {
                 &config,
                 &certs,
                 &preflight,
-                tokens.as_ref().ok_or(check::NoListener::WebrootsOnly),
+                tokens.as_ref(),
                 &tls_alpn01,
                 progress,
             )
@@ -324,7 +335,7 @@ impl Daemon {
 
     /// Whether a one-off run has answered everything it was asked.
     pub(super) fn idle(&self) -> bool {
-        self.waiters.is_empty() && self.core.slots.idle()
+        self.waiters.is_empty() && self.checks.is_empty() && self.core.slots.idle()
     }
 }
 

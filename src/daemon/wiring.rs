@@ -26,6 +26,9 @@ pub(super) struct Wiring {
     pub membership: Option<Membership>,
     /// Cluster mode: `true` while this node holds the renewal lease.
     pub leadership: Option<watch::Receiver<bool>>,
+    /// Cluster mode, a one-off `check`: the cluster whose nodes probe too, holding a lease for
+    /// the probe token it shares through etcd (released when the run ends).
+    pub checking_with: Option<Cluster>,
     /// The config as the metrics endpoint and the monitor see it; updated on SIGHUP.
     pub published: watch::Sender<Arc<Config>>,
     pub servers: Servers,
@@ -120,6 +123,7 @@ impl Wiring {
             listening: false,
             membership: None,
             leadership: None,
+            checking_with: None,
             published: watch::channel(Arc::new(config.clone())).0,
             servers: Servers {
                 running: Vec::new(),
@@ -128,6 +132,26 @@ impl Wiring {
         }
     }
 }
+
+impl Wiring {
+    /// A one-off `check`: nothing beside the loop but, in cluster mode, the cluster, so that
+    /// the probe token is shared through etcd and the other nodes are asked for their view, as
+    /// the daemon would. Without etcd, the check goes on alone (its `cluster` row says why).
+    pub async fn checking(config: &Config) -> Wiring {
+        let mut wiring = Wiring::once(config);
+        if let Some(settings) = &config.cluster
+            && let Ok(cluster) = Cluster::new(settings)
+            && cluster.hold(CHECK_LEASE).await.is_ok()
+        {
+            wiring.tokens = Tokens::shared(cluster.shared_answers());
+            wiring.checking_with = Some(cluster);
+        }
+        wiring
+    }
+}
+
+/// How long a one-off `check` holds its etcd lease: its probe token goes with it.
+const CHECK_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Servers {
     /// Changes when the servers are told to stop (for servers started later, like a one-off
