@@ -241,10 +241,8 @@ impl Daemon {
         let Some(preflight) = self.context.preflight.clone() else {
             return replies.send(Reply::failed(
                 1,
-                match self.core.mode {
-                    Mode::Service => "the pre-flight check is unavailable in the daemon (see its log: the resolvers could not be set up)",
-                    Mode::Once => "the pre-flight check is unavailable: the resolvers could not be set up (the reason is logged above)",
-                },
+                "the pre-flight check is unavailable: its resolvers could not be set up (the log \
+                 says why)",
             ));
         };
         let config = self.config.clone();
