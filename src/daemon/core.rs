@@ -3,8 +3,9 @@
 //! (a certificate's plan from disk, the CA's rate-limit ledger, the port-80 listener), the core
 //! says what to do: start these renewals, answer these requests, warn of these expiries, fetch
 //! these renewal windows, sleep this long. The loop in `mod.rs` does it and tells the core (its
-//! `slots`) how it went. No clock of its own: unit tests below drive it with made-up times and
-//! a made-up world, through the rules of the schedule, the limits and the requests.
+//! `slots`) how it went. No clock of its own: its unit tests (`core/tests.rs`) drive it with
+//! made-up times and a made-up world, through the rules of the schedule, the limits and the
+//! requests.
 
 use std::time::{Duration, SystemTime};
 
@@ -304,8 +305,8 @@ impl Core {
     }
 
     /// The certificates whose renewal window (ARI) is to be asked of the CA now: missing or
-    /// due for a refresh, and wanted (a service keeps every one fresh, a one-off run looks
-    /// once and then at what it renewed). None on a cluster node without the lease.
+    /// due for a refresh, and wanted (a service keeps every one fresh; a one-off run takes its
+    /// `FirstLook`, then looks at what it renewed). None on a cluster node without the lease.
     pub(super) fn ari_wanted<'c>(
         &mut self,
         config: &'c Config,
