@@ -89,6 +89,36 @@ pub fn wait_for(
     }
 }
 
+/// Whether the process `pid` itself holds a listening TCP socket on `port` (in its own network
+/// namespace): not merely whether something answers there, which may be another process.
+pub fn process_listens(pid: u32, port: u16) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let sockets: Vec<String> = fds
+        .flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            let inode = target.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_string())
+        })
+        .collect();
+    let wanted = format!(":{port:04X}");
+    ["tcp", "tcp6"].iter().any(|table| {
+        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        text.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is fields[1] ("0100007F:36B0"), st fields[3] (0A: LISTEN), inode
+            // fields[9].
+            fields.len() > 9
+                && fields[1].ends_with(&wanted)
+                && fields[3] == "0A"
+                && sockets.iter().any(|inode| inode == fields[9])
+        })
+    })
+}
+
 /// The text of the file at `path`, or nothing (a log not written yet).
 pub fn read_log(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()

@@ -293,28 +293,22 @@ impl Pebble {
                 .last_mut()
                 .is_some_and(|c| matches!(c.0.try_wait(), Ok(Some(_))))
         };
+        // Listening means pebble's own process holds both its ports (a port answering may be
+        // another process's, and a pebble that cannot bind one exits): `ip netns exec` execs
+        // pebble, so the child's pid is pebble's, and /proc shows its namespace's sockets.
+        let pid = self.children.last().map_or(0, |c| c.0.id());
+        let ports = [self.listen, self.management];
         let mut listening = false;
         wait_for(
             &format!("pebble to listen on 127.0.0.1:{}", self.listen),
             Duration::from_secs(15),
             || {
-                listening = match self.netns {
-                    // Its loopback is not this one: pebble's log says when it listens.
-                    Some(_) => read_log(&self.log).contains("ACME directory available at"),
-                    None => TcpStream::connect(("127.0.0.1", self.listen)).is_ok(),
-                };
+                listening = ports.iter().all(|port| process_listens(pid, *port));
                 listening || exited(&mut self.children)
             },
             || read_log(&self.log),
         );
-        if !listening {
-            return false;
-        }
-        // A pebble that cannot bind exits at once, while the port answers for another
-        // process; pebble says nothing when its own bind succeeds (it logs its address before
-        // binding), so this sleep is the point: a short look for that exit.
-        std::thread::sleep(Duration::from_millis(300));
-        !exited(&mut self.children)
+        listening
     }
 
     /// Makes pebble's validator connect to `port` for TLS-ALPN-01 (restarts pebble, which
