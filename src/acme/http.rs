@@ -231,33 +231,34 @@ pub(super) fn alternate_links(headers: &http::HeaderMap, base: &str) -> Vec<Stri
 const USER_AGENT: &str = concat!("certkeeper/", env!("CARGO_PKG_VERSION"));
 
 impl AcmeHttp {
-    /// A plain GET of `url` (the directory), within the request timeout.
-    async fn get(&self, url: &str) -> Result<http::Response<hyper::body::Incoming>, GetError> {
-        let request = http::Request::get(url)
-            .header(http::header::USER_AGENT, USER_AGENT)
-            .body(BodyWrapper::default())
-            .map_err(GetError::Request)?;
+    /// A plain GET of `url` (the directory).
+    fn get_request(url: &str) -> Result<http::Request<BodyWrapper<Bytes>>, GetError> {
+        (http::Request::get(url).body(BodyWrapper::default())).map_err(GetError::Request)
+    }
+
+    /// One request certkeeper makes itself (not through instant-acme), with its User-Agent,
+    /// within the request timeout.
+    async fn exchange(
+        &self,
+        mut request: http::Request<BodyWrapper<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, GetError> {
+        let agent = http::HeaderValue::from_static(USER_AGENT);
+        request
+            .headers_mut()
+            .insert(http::header::USER_AGENT, agent);
         tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| GetError::Timeout(self.timeout.as_secs()))?
             .map_err(GetError::Connect)
     }
 
-    /// A request certkeeper signs itself (revocation with a certificate's key), within the
-    /// request timeout: the answer's head and its body, at most 1 MiB.
+    /// A request certkeeper makes itself (the directory, revocation with a certificate's key):
+    /// the answer's head and its body, at most 1 MiB.
     pub async fn send(
         &self,
-        mut request: http::Request<BodyWrapper<Bytes>>,
+        request: http::Request<BodyWrapper<Bytes>>,
     ) -> Result<(http::response::Parts, Bytes), GetError> {
-        let agent = http::HeaderValue::from_static(USER_AGENT);
-        request
-            .headers_mut()
-            .insert(http::header::USER_AGENT, agent);
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| GetError::Timeout(self.timeout.as_secs()))?
-            .map_err(GetError::Connect)?;
-        let (parts, body) = response.into_parts();
+        let (parts, body) = self.exchange(request).await?.into_parts();
         let body = http_body_util::Limited::new(body, 1 << 20)
             .collect()
             .await
@@ -266,20 +267,14 @@ impl AcmeHttp {
         Ok((parts, body))
     }
 
-    /// The body of a GET of `url` (the directory), at most 1 MiB.
+    /// The body of a GET of `url` (the directory), as JSON.
     pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, GetError> {
-        let response = self.get(url).await?;
-        let status = response.status();
-        let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
-            .collect()
-            .await
-            .map_err(GetError::Body)?
-            .to_bytes();
+        let (parts, body) = self.send(Self::get_request(url)?).await?;
         let json: serde_json::Value = serde_json::from_slice(&body).map_err(GetError::Json)?;
-        match status.is_success() {
+        match parts.status.is_success() {
             true => Ok(json),
             false => Err(GetError::Status {
-                status,
+                status: parts.status,
                 detail: json["detail"].as_str().unwrap_or("no detail").to_string(),
             }),
         }
@@ -287,7 +282,7 @@ impl AcmeHttp {
 
     /// The CA's clock, from the `Date` header of a GET of `url` (the directory).
     pub async fn server_time(&self, url: &str) -> Result<std::time::SystemTime, GetError> {
-        let response = self.get(url).await?;
+        let response = self.exchange(Self::get_request(url)?).await?;
         let date = response
             .headers()
             .get(http::header::DATE)

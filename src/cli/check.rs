@@ -5,11 +5,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use super::{Failure, ended, running_daemon};
+use super::{Failure, ended, run_once, running_daemon};
 use crate::config::Config;
-use crate::daemon;
 use crate::daemon::check;
-use crate::daemon::control::{Replies, Reply, Request};
+use crate::daemon::control::{Reply, Request};
 use crate::preflight::{Check, Finding};
 
 pub(super) async fn run(
@@ -20,7 +19,7 @@ pub(super) async fn run(
 ) -> Result<(), Failure> {
     let request = Request::Check { names };
     let mut findings = Vec::new();
-    let mut take = |reply| match reply {
+    let take = |reply| match reply {
         Reply::Findings(found) => findings = found,
         Reply::Line(line) if std::io::stderr().is_terminal() => eprintln!("{line}"),
         _ => {}
@@ -29,23 +28,7 @@ pub(super) async fn run(
         Some(daemon) => daemon.call(&request, take).await.map_err(Failure::new)?,
         // No daemon: the engine runs once for this check, with a listener of its own (and, in
         // cluster mode, the other nodes' view).
-        None => {
-            let (replies, mut answers) = Replies::channel();
-            let checked = daemon::once(config_path, config, request, replies);
-            let mut ended = (1, Some("the check ended without an answer".to_string()));
-            let taking = async {
-                while let Some(reply) = answers.recv().await {
-                    if let Reply::Done { code, message } = reply {
-                        ended = (code, message);
-                        break;
-                    }
-                    take(reply);
-                }
-            };
-            let (ran, ()) = tokio::join!(checked, taking);
-            ran.map_err(Failure::new)?;
-            ended
-        }
+        None => run_once(config_path, config, request, take).await?,
     };
     ended(code, message)?;
     let outlook = check::Outlook::of(&findings);

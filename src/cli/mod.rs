@@ -413,6 +413,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, RuntimeError> {
         .map_err(RuntimeError)
 }
 
+/// Runs the engine once for `request` (no daemon answers), handing each answer to `take` as it
+/// comes, as a daemon's would be; the exit code and message it ended with.
+async fn run_once(
+    config_path: std::path::PathBuf,
+    config: Config,
+    request: crate::daemon::control::Request,
+    mut take: impl FnMut(crate::daemon::control::Reply),
+) -> Result<(u8, Option<String>), Failure> {
+    use crate::daemon::control::{Replies, Reply};
+    let (replies, mut answers) = Replies::channel();
+    let engine = crate::daemon::once(config_path, config, request, replies);
+    let mut ended = (1, Some("the engine ended without an answer".to_string()));
+    let taking = async {
+        while let Some(reply) = answers.recv().await {
+            if let Reply::Done { code, message } = reply {
+                ended = (code, message);
+                break;
+            }
+            take(reply);
+        }
+    };
+    let (ran, ()) = tokio::join!(engine, taking);
+    ran.map_err(Failure::new)?;
+    Ok(ended)
+}
+
 /// The running daemon, when one answers on the configured control socket. Says in one line
 /// (on stderr) which way the command goes.
 async fn running_daemon(config: &Config) -> Result<Option<Daemon>, Failure> {

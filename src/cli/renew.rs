@@ -3,15 +3,10 @@
 
 use std::path::PathBuf;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-use super::{Failure, ended, running_daemon, show_progress};
+use super::{Failure, ended, run_once, running_daemon, show_progress};
 use crate::config::Config;
-use crate::daemon::control::{
-    Deferral, Renewal, RenewalResult, Replies, Reply, Request, RevocationResult,
-};
-use crate::{daemon, timefmt};
+use crate::daemon::control::{Deferral, Renewal, RenewalResult, Reply, Request, RevocationResult};
+use crate::timefmt;
 
 /// Asks the running daemon, or runs the engine once; prints each certificate's outcome as it
 /// comes, or with `json` all of them at the end as one JSON list (notes go to stderr then).
@@ -27,18 +22,7 @@ pub(super) async fn run(
             .call(&request, |reply| printer.print(reply))
             .await
             .map_err(Failure::new)?,
-        None => {
-            let (replies, answers) = Replies::channel();
-            let printing = print_all(answers, printer);
-            daemon::once(config_path, config, request, replies)
-                .await
-                .map_err(Failure::new)?;
-            let (ended, back) = printing
-                .await
-                .map_err(|_| Failure::new("the renewal engine failed"))?;
-            printer = back;
-            ended
-        }
+        None => run_once(config_path, config, request, |reply| printer.print(reply)).await?,
     };
     printer.finish();
     ended(code, message)
@@ -78,23 +62,6 @@ impl Printer {
             Reply::Status(_) | Reply::Findings(_) | Reply::Done { .. } => {}
         }
     }
-}
-
-/// Prints the standalone engine's answers as they come, as a daemon's would be.
-fn print_all(
-    mut answers: mpsc::Receiver<Reply>,
-    mut printer: Printer,
-) -> JoinHandle<((u8, Option<String>), Printer)> {
-    tokio::spawn(async move {
-        while let Some(reply) = answers.recv().await {
-            match reply {
-                Reply::Done { code, message } => return ((code, message), printer),
-                other => printer.print(other),
-            }
-        }
-        let lost = (1, Some("the renewal engine ended without an answer".into()));
-        (lost, printer)
-    })
 }
 
 /// A renewal's outcome in words: the challenge line (when an order ran), then the result.

@@ -6,8 +6,9 @@ use std::time::SystemTime;
 use super::Daemon;
 use super::core::Ending;
 use super::requests;
+use super::world::ledger_of;
 use crate::daemon::notifications::{Event as Notification, NotifyEventName};
-use crate::renewal::ratelimit::{self, Ledger};
+use crate::renewal::ratelimit;
 use crate::renewal::{self, Finished, Outcome};
 use crate::timefmt;
 
@@ -67,11 +68,7 @@ impl Daemon {
         let ended = (self.core).ended(&cert.name, false, Ending::Recorded { renewed, saved }, now);
         if outcome.issued {
             let (names, _) = ratelimit::request_of(cert, None);
-            let ca = &outcome.ca;
-            let ledger = self
-                .ledgers
-                .entry(ca.clone())
-                .or_insert_with(|| Ledger::load(&self.context.store, ca));
+            let ledger = ledger_of(&mut self.ledgers, &self.context.store, &outcome.ca);
             if let Err(e) = ledger.record_issued(&names, ended.renewal, now) {
                 tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
             }

@@ -34,9 +34,7 @@ impl World for Facts<'_> {
         renewal: bool,
         now: SystemTime,
     ) -> Result<(), Deferred> {
-        let store = self.store;
-        let ledger =
-            (self.ledgers.entry(ca.to_string())).or_insert_with(|| Ledger::load(store, ca));
+        let ledger = ledger_of(self.ledgers, self.store, ca);
         ledger.admit(names, renewal, &self.acme.limits_for(ca), now)?;
         if let Err(e) = ledger.record_order(now) {
             tracing::warn!(error = %e, "cannot save the rate-limit ledger; counting in memory");
@@ -47,6 +45,19 @@ impl World for Facts<'_> {
     fn listen(&mut self) -> Result<(), ListenError> {
         self.listener.ensure()
     }
+}
+
+/// The rate-limit ledger of the CA `ca`, read from the store on first use (no key copied
+/// once it is there: this runs for every order).
+pub(super) fn ledger_of<'l>(
+    ledgers: &'l mut HashMap<String, Ledger>,
+    store: &Store,
+    ca: &str,
+) -> &'l mut Ledger {
+    if !ledgers.contains_key(ca) {
+        ledgers.insert(ca.to_string(), Ledger::load(store, ca));
+    }
+    ledgers.get_mut(ca).expect("inserted above")
 }
 
 /// certkeeper's own port-80 listener: bound at start by a service, on first need by a one-off
