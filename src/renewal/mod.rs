@@ -318,13 +318,25 @@ async fn revoke_replaced(
     }
 }
 
-/// Step 1 with the account at `ca` and the solvers `context` holds; and that account.
+/// Step 1 with the account at `ca` and the solvers `context` holds; and that account. The
+/// pre-flight looks while the account connects: neither waits for the other.
 async fn attempt(
     context: &Context,
     cert: &CertificateConfig,
     ca: &AcmeConfig,
 ) -> (Attempt, Option<AcmeClient>) {
-    let acme = match context.accounts.get(ca, &context.store).await {
+    let solvers = Solvers {
+        tokens: &context.tokens,
+        tls_alpn01: &context.tls_alpn01,
+        dns01: context.dns01.as_deref(),
+        webroot: None,
+    };
+    let preflight = context.preflight.as_deref();
+    let (acme, looked) = tokio::join!(
+        context.accounts.get(ca, &context.store),
+        order::look(solvers, preflight, &context.store, cert),
+    );
+    let acme = match acme {
         Ok(acme) => acme,
         Err(e) => {
             let attempt = Attempt {
@@ -338,19 +350,6 @@ async fn attempt(
             return (attempt, None);
         }
     };
-    let solvers = Solvers {
-        tokens: &context.tokens,
-        tls_alpn01: &context.tls_alpn01,
-        dns01: context.dns01.as_deref(),
-        webroot: None,
-    };
-    let attempt = order::obtain(
-        &acme,
-        solvers,
-        context.preflight.as_deref(),
-        &context.store,
-        cert,
-    )
-    .await;
+    let attempt = order::obtain(&acme, solvers, preflight, &context.store, cert, looked).await;
     (attempt, Some(acme))
 }

@@ -35,7 +35,48 @@ pub struct Attempt {
     pub result: Result<Obtained, RenewError>,
 }
 
-/// Orders a certificate for `cert` and checks it against every pre-deployment rule.
+/// What is known before the account is needed: whether the certificate could be deployed,
+/// and what the pre-flight found. Looked at while the account connects to the CA.
+pub struct Looked {
+    writable: Result<(), RenewError>,
+    found: Option<BeforeOrder>,
+}
+
+/// Checks that `cert` could be deployed and, when the order may use HTTP-01, runs the
+/// pre-flight for its names; orders nothing, so it goes on while the account connects.
+pub async fn look(
+    solvers: Solvers<'_>,
+    preflight: Option<&Preflight>,
+    store: &Store,
+    cert: &CertificateConfig,
+) -> Looked {
+    let writable = store
+        .check_writable(&cert.name)
+        .and_then(|()| crate::deploy::store::check_outputs_writable(&cert.output))
+        .map_err(RenewError::from);
+    let steps = cert.challenge.steps(solvers.dns01.is_some());
+    let names = http01_names(cert);
+    let found = match preflight.filter(|_| writable.is_ok()) {
+        Some(preflight) if steps.contains(&Method::Http01) && !names.is_empty() => {
+            preflight
+                .before_order(&names, solvers.tokens, cert.webroot.as_deref())
+                .await
+        }
+        _ => None,
+    };
+    Looked { writable, found }
+}
+
+/// The names of `cert` that HTTP-01 could prove (not the wildcards).
+fn http01_names(cert: &CertificateConfig) -> Vec<&str> {
+    (cert.domains.iter())
+        .filter(|d| !d.is_wildcard())
+        .map(|d| d.as_str())
+        .collect()
+}
+
+/// Orders a certificate for `cert` and checks it against every pre-deployment rule, after
+/// [`look`] found it deployable.
 ///
 /// Every order that may use HTTP-01 is preceded by the pre-flight check. With
 /// `challenge = "auto"` and DNS-01 configured, it decides between the two, and an HTTP-01
@@ -47,11 +88,9 @@ pub async fn obtain(
     preflight: Option<&Preflight>,
     store: &Store,
     cert: &CertificateConfig,
+    looked: Looked,
 ) -> Attempt {
-    let writable = store
-        .check_writable(&cert.name)
-        .and_then(|()| crate::deploy::store::check_outputs_writable(&cert.output))
-        .map_err(RenewError::from);
+    let Looked { writable, found } = looked;
     // Nothing is ordered that could not be deployed: not into unwritable directories, not
     // on a clock that would call the new certificate "not valid yet".
     let ready = match writable {
@@ -70,21 +109,7 @@ pub async fn obtain(
     }
     let steps = cert.challenge.steps(solvers.dns01.is_some());
     let can_fall_back = cert.challenge == Challenge::Auto && solvers.dns01.is_some();
-    let http01_names: Vec<&str> = cert
-        .domains
-        .iter()
-        .filter(|d| !d.is_wildcard())
-        .map(|d| d.as_str())
-        .collect();
-    let may_use_http01 = steps.contains(&Method::Http01) && !http01_names.is_empty();
-    let found = match preflight.filter(|_| may_use_http01) {
-        Some(preflight) => {
-            preflight
-                .before_order(&http01_names, solvers.tokens, cert.webroot.as_deref())
-                .await
-        }
-        None => None,
-    };
+    let http01_names = http01_names(cert);
     let BeforeOrder { verdicts, blocker } = found.clone().unwrap_or_default();
     if let Some(blocker) = &blocker {
         tracing::warn!(name = %cert.name, finding = %blocker, "the pre-flight check expects http-01 to fail");
