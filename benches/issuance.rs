@@ -6,6 +6,9 @@
 //!   (the CA's verdict seen as soon as it is there; no client would poll a real CA so), and
 //!   polling as a plain client does (from 10 ms, 1.6x longer each time: certkeeper's
 //!   schedule before it watched for the CA's fetches);
+//! - the floor as a whole process: the same minimal client (polling every millisecond) run as
+//!   a process of its own per certificate, as certkeeper is: process start, a new connection
+//!   (TLS handshake, directory), the order, exit; no config, no pre-flight, no file written;
 //! - certkeeper, whole process: `certkeeper renew --force` with an existing account, as an
 //!   operator would run it (process start, config, pre-flight, order, files synced, state);
 //! - with BEFORE_BIN=path, the same for another certkeeper binary (an earlier build).
@@ -58,10 +61,78 @@ struct Floor {
     port: u16,
 }
 
+/// Where the floor finds pebble: its directory, the root of its HTTPS certificate, and the
+/// port its validator fetches HTTP-01 answers from. Passed to a whole-process floor in
+/// [`CHILD`].
+struct Ca {
+    directory_url: String,
+    tls_root: String,
+    http_port: u16,
+}
+
+impl Ca {
+    fn of(pebble: &common::Pebble) -> Ca {
+        Ca {
+            directory_url: pebble.directory_url.clone(),
+            tls_root: pebble.tls_root.display().to_string(),
+            http_port: pebble.http_port,
+        }
+    }
+}
+
+/// Set in a whole-process floor's environment: "directory tls-root http-port credentials-file".
+const CHILD: &str = "ISSUANCE_FLOOR_PROCESS";
+
 impl Floor {
-    async fn new(pebble: &common::Pebble, first_poll: Duration, backoff: f32) -> Floor {
+    /// A floor with a new account; and that account's credentials (JSON).
+    async fn new(ca: &Ca, first_poll: Duration, backoff: f32) -> (Floor, String) {
+        let contact = ["mailto:floor@example.com"];
+        let (account, credentials) = Account::builder_with_http(Box::new(Self::client(ca)))
+            .create(
+                &NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                ca.directory_url.clone(),
+                None,
+            )
+            .await
+            .expect("the floor's account");
+        let credentials = serde_json::to_string(&credentials).expect("credentials");
+        (Self::with(account, ca, first_poll, backoff), credentials)
+    }
+
+    /// A floor with the account of `credentials` (JSON), as certkeeper loads its own.
+    async fn resume(ca: &Ca, credentials: &str, first_poll: Duration, backoff: f32) -> Floor {
+        let credentials = serde_json::from_str(credentials).expect("credentials");
+        let account = Account::builder_with_http(Box::new(Self::client(ca)))
+            .from_credentials(credentials)
+            .await
+            .expect("the floor's account");
+        Self::with(account, ca, first_poll, backoff)
+    }
+
+    fn with(account: Account, ca: &Ca, first_poll: Duration, backoff: f32) -> Floor {
+        Floor {
+            account,
+            policy: RetryPolicy::new()
+                .initial_delay(first_poll)
+                .backoff(backoff)
+                .timeout(Duration::from_secs(30)),
+            answers: Arc::default(),
+            port: ca.http_port,
+        }
+    }
+
+    fn client(
+        ca: &Ca,
+    ) -> hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        BodyWrapper<Bytes>,
+    > {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&pebble.tls_root).expect("pebble's root") {
+        for cert in CertificateDer::pem_file_iter(&ca.tls_root).expect("pebble's root") {
             roots.add(cert.expect("root")).expect("root");
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -79,31 +150,8 @@ impl Floor {
             .https_only()
             .enable_http1()
             .wrap_connector(tcp);
-        let client: hyper_util::client::legacy::Client<_, BodyWrapper<Bytes>> =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
-        let contact = ["mailto:floor@example.com"];
-        let (account, _) = Account::builder_with_http(Box::new(client))
-            .create(
-                &NewAccount {
-                    contact: &contact,
-                    terms_of_service_agreed: true,
-                    only_return_existing: false,
-                },
-                pebble.directory_url.clone(),
-                None,
-            )
-            .await
-            .expect("the floor's account");
-        Floor {
-            account,
-            policy: RetryPolicy::new()
-                .initial_delay(first_poll)
-                .backoff(backoff)
-                .timeout(Duration::from_secs(30)),
-            answers: Arc::default(),
-            port: pebble.http_port,
-        }
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https)
     }
 
     /// One certificate for NAMES; the responder is up only meanwhile (certkeeper's runs take
@@ -218,27 +266,100 @@ impl Process {
     }
 }
 
-fn main() {
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The floor as a whole process (see [`CHILD`]): one certificate, then exit; 1 when the CA
+/// refused it (a bad nonce the one retry did not cover).
+fn floor_process(spec: &str) -> std::process::ExitCode {
+    let fields: Vec<&str> = spec.split(' ').collect();
+    let [directory_url, tls_root, http_port, credentials] = fields[..] else {
+        panic!("{CHILD}: four fields expected, got {spec:?}");
+    };
+    let ca = Ca {
+        directory_url: directory_url.to_string(),
+        tls_root: tls_root.to_string(),
+        http_port: http_port.parse().expect("a port"),
+    };
+    let credentials = std::fs::read_to_string(credentials).expect("the credentials file");
+    let issued = runtime().block_on(async {
+        let floor = Floor::resume(&ca, &credentials, Duration::from_millis(1), 1.0).await;
+        floor.issue().await
+    });
+    match issued {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
+}
+
+/// The whole-process floors run: wall time and CPU of each, and how many the CA refused.
+struct FloorProcesses {
+    spec: String,
+    walls: Vec<Duration>,
+    cpus: Vec<Duration>,
+    failed: usize,
+}
+
+impl FloorProcesses {
+    fn once(&mut self) {
+        let (wall, cpu) = (Instant::now(), children_cpu());
+        let status = Command::new(std::env::current_exe().expect("this benchmark's path"))
+            .env(CHILD, &self.spec)
+            .status()
+            .expect("run the floor as a process");
+        let (wall, cpu) = (wall.elapsed(), children_cpu().saturating_sub(cpu));
+        match status.success() {
+            true => {
+                self.walls.push(wall);
+                self.cpus.push(cpu);
+            }
+            false => self.failed += 1,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return floor_process(&spec);
+    }
     let n = common::bench_n(1000);
     let pebble = common::Pebble::start(None);
+    let ca = Ca::of(&pebble);
     let mut processes = vec![Process::new("certkeeper", common::BIN, &pebble)];
     if let Ok(before) = std::env::var("BEFORE_BIN") {
         processes.push(Process::new("before", &before, &pebble));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let mut floors = [
         ("floor, 1 ms", Duration::from_millis(1), 1.0),
         ("floor, 10 ms", Duration::from_millis(10), 1.6),
     ]
     .map(|(label, first_poll, backoff)| {
-        let floor = runtime.block_on(Floor::new(&pebble, first_poll, backoff));
+        let (floor, _) = runtime.block_on(Floor::new(&ca, first_poll, backoff));
         let _ = runtime.block_on(floor.issue()); // the connection is warm from here on
         (label, floor, Vec::with_capacity(n), 0)
     });
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let credentials = scratch.path().join("floor-account.json");
+    let (_, account) = runtime.block_on(Floor::new(&ca, Duration::from_millis(1), 1.0));
+    std::fs::write(&credentials, account).expect("write the floor's credentials");
+    let mut floor_processes = FloorProcesses {
+        spec: format!(
+            "{} {} {} {}",
+            ca.directory_url,
+            ca.tls_root,
+            ca.http_port,
+            credentials.display()
+        ),
+        walls: Vec::with_capacity(n),
+        cpus: Vec::with_capacity(n),
+        failed: 0,
+    };
     for _ in 0..n {
         for (_, floor, walls, failed) in &mut floors {
             match runtime.block_on(floor.issue()) {
@@ -247,6 +368,7 @@ fn main() {
                 Err(_) => *failed += 1,
             }
         }
+        floor_processes.once();
         for process in &mut processes {
             process.once();
         }
@@ -262,9 +384,27 @@ fn main() {
             floor_median = median;
         }
         println!(
-            "  {label:<13} median {:6.1} ms, p90 {:6.1} ms  (in-process, warm connection; {failed} orders lost to bad nonces)",
+            "  {label:<14} median {:6.1} ms, p90 {:6.1} ms  (in-process, warm connection; {failed} orders lost to bad nonces)",
             ms(median),
             ms(percentile(walls, 0.9)),
+        );
+    }
+    let FloorProcesses {
+        mut walls,
+        mut cpus,
+        failed,
+        ..
+    } = floor_processes;
+    walls.sort();
+    cpus.sort();
+    let process_median = walls.get(walls.len() / 2).copied().unwrap_or_default();
+    if !walls.is_empty() {
+        println!(
+            "  {:<14} median {:6.1} ms, p90 {:6.1} ms, CPU median {:5.1} ms  (a process each: start, TLS, directory, 1 ms polls, exit; {failed} lost to bad nonces)",
+            "floor, process",
+            ms(process_median),
+            ms(percentile(&walls, 0.9)),
+            ms(percentile(&cpus, 0.5)),
         );
     }
     for process in &mut processes {
@@ -272,13 +412,15 @@ fn main() {
         process.cpus.sort();
         let median = percentile(&process.walls, 0.5);
         println!(
-            "  {:<13} median {:6.1} ms, p90 {:6.1} ms, CPU median {:5.1} ms  = {:.2}x the 1 ms floor",
+            "  {:<14} median {:6.1} ms, p90 {:6.1} ms, CPU median {:5.1} ms  = {:.2}x the 1 ms floor, {:.2}x the process floor",
             process.label,
             ms(median),
             ms(percentile(&process.walls, 0.9)),
             ms(percentile(&process.cpus, 0.5)),
             median.as_secs_f64() / floor_median.as_secs_f64(),
+            median.as_secs_f64() / process_median.as_secs_f64().max(f64::MIN_POSITIVE),
         );
     }
     println!("  pebble saw {} orders", pebble.orders());
+    std::process::ExitCode::SUCCESS
 }
