@@ -4,7 +4,8 @@
 //! latency of a request during that, and whether the daemon still renews (a real pebble
 //! validation) while wrk floods it. Prints figures; asserts nothing.
 //!
-//! `cargo bench --bench listener`
+//! `cargo bench --bench listener`; with CERTKEEPER_BIN=path, the daemon is that binary (an
+//! earlier build) instead of this tree's.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -86,7 +87,10 @@ fn main() {
     // 20-second certificates: the daemon renews every ~10 s, so renewals fall inside the flood.
     let pebble = common::Pebble::start(Some(Duration::from_secs(20)));
     let ck = common::Certkeeper::new(&pebble, &["media.example.com"], "");
-    let daemon = ck.spawn_daemon();
+    let daemon = match std::env::var("CERTKEEPER_BIN") {
+        Ok(bin) => ck.spawn_daemon_of(&bin),
+        Err(_) => ck.spawn_daemon(),
+    };
     let pid = daemon.0.id();
     ck.wait_until("the first certificate", Duration::from_secs(30), || {
         ck.settled(1)

@@ -109,13 +109,18 @@ impl Certkeeper {
 
     /// Starts `certkeeper run`, logging to `daemon.log` in the test directory.
     pub fn spawn_daemon(&self) -> Killed {
+        self.spawn_daemon_of(BIN)
+    }
+
+    /// [`Certkeeper::spawn_daemon`] with another certkeeper binary (a benchmark's earlier build).
+    pub fn spawn_daemon_of(&self, bin: &str) -> Killed {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path("daemon.log"))
             .expect("daemon log");
         Killed(
-            Command::new(BIN)
+            Command::new(bin)
                 .arg("--config")
                 .arg(&self.config)
                 .arg("run")
