@@ -80,7 +80,8 @@ impl Ca {
     }
 }
 
-/// Set in a whole-process floor's environment: "directory tls-root http-port credentials-file".
+/// Set in a whole-process floor's environment: directory, TLS root, HTTP port and credentials
+/// file, one a line (a path may hold spaces).
 const CHILD: &str = "ISSUANCE_FLOOR_PROCESS";
 
 impl Floor {
@@ -277,7 +278,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// The floor as a whole process (see [`CHILD`]): one certificate, then exit; 1 when the CA
 /// refused it (a bad nonce the one retry did not cover).
 fn floor_process(spec: &str) -> std::process::ExitCode {
-    let fields: Vec<&str> = spec.split(' ').collect();
+    let fields: Vec<&str> = spec.lines().collect();
     let [directory_url, tls_root, http_port, credentials] = fields[..] else {
         panic!("{CHILD}: four fields expected, got {spec:?}");
     };
@@ -350,7 +351,7 @@ fn main() -> std::process::ExitCode {
     std::fs::write(&credentials, account).expect("write the floor's credentials");
     let mut floor_processes = FloorProcesses {
         spec: format!(
-            "{} {} {} {}",
+            "{}\n{}\n{}\n{}",
             ca.directory_url,
             ca.tls_root,
             ca.http_port,
@@ -397,8 +398,9 @@ fn main() -> std::process::ExitCode {
     } = floor_processes;
     walls.sort();
     cpus.sort();
-    let process_median = walls.get(walls.len() / 2).copied().unwrap_or_default();
-    if !walls.is_empty() {
+    // Every process lost to bad nonces: no floor to compare with.
+    let process_median = (!walls.is_empty()).then(|| percentile(&walls, 0.5));
+    if let Some(process_median) = process_median {
         println!(
             "  {:<14} median {:6.1} ms, p90 {:6.1} ms, CPU median {:5.1} ms  (a process each: start, TLS, directory, 1 ms polls, exit; {failed} lost to bad nonces)",
             "floor, process",
@@ -412,13 +414,16 @@ fn main() -> std::process::ExitCode {
         process.cpus.sort();
         let median = percentile(&process.walls, 0.5);
         println!(
-            "  {:<14} median {:6.1} ms, p90 {:6.1} ms, CPU median {:5.1} ms  = {:.2}x the 1 ms floor, {:.2}x the process floor",
+            "  {:<14} median {:6.1} ms, p90 {:6.1} ms, CPU median {:5.1} ms  = {:.2}x the 1 ms floor, {}",
             process.label,
             ms(median),
             ms(percentile(&process.walls, 0.9)),
             ms(percentile(&process.cpus, 0.5)),
             median.as_secs_f64() / floor_median.as_secs_f64(),
-            median.as_secs_f64() / process_median.as_secs_f64().max(f64::MIN_POSITIVE),
+            process_median.map_or("no process floor".to_string(), |floor| format!(
+                "{:.2}x the process floor",
+                median.as_secs_f64() / floor.as_secs_f64()
+            )),
         );
     }
     println!("  pebble saw {} orders", pebble.orders());
